@@ -1,0 +1,103 @@
+//! The per-instance admin endpoint: `/healthz` (the process runs), `/readyz` (Redis answers and
+//! every consumer group is in place) and `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RuntimeError;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::redis::Redis;
+
+#[derive(Clone)]
+struct AdminState {
+    redis: Redis,
+    health: Health,
+    metrics: Metrics,
+    kind: &'static str,
+    instance: String,
+    started: std::time::Instant,
+}
+
+/// Binds `addr` and serves until `shutdown`. Returns the bound address (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    redis: Redis,
+    health: Health,
+    metrics: Metrics,
+    kind: &'static str,
+    instance: String,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, RuntimeError> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let state = AdminState {
+        redis,
+        health,
+        metrics,
+        kind,
+        instance,
+        started: std::time::Instant::now(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "admin endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "admin endpoint listening");
+    Ok(bound)
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    let redis_ok = s.redis.ping().await;
+    let (checks_ok, checks) = s.health.snapshot();
+    let body = serde_json::json!({
+        "ready": redis_ok && checks_ok,
+        "redis": redis_ok,
+        "checks": checks.into_iter().map(|(k, v)| serde_json::json!({"name": k, "ok": v})).collect::<Vec<_>>(),
+    });
+    let code = if redis_ok && checks_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    let labels = [("kind", s.kind), ("instance", s.instance.as_str())];
+    s.metrics.set(
+        "kitbash_uptime_seconds",
+        "Seconds since the instance started.",
+        &labels,
+        s.started.elapsed().as_secs_f64(),
+    );
+    s.metrics.set(
+        "kitbash_ready",
+        "1 when the instance is ready.",
+        &labels,
+        if s.health.ready() { 1.0 } else { 0.0 },
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}

@@ -1,0 +1,645 @@
+//! The consumer-group loop every daemon runs: at-least-once delivery with idempotent effects.
+//!
+//! One [`StreamConsumer`] reads one stream as one consumer of one group:
+//!
+//! 1. create the group if missing (`XGROUP CREATE … MKSTREAM`, at `consumer.start`);
+//! 2. re-read this consumer's own pending entries (`XREADGROUP … 0`) before anything new;
+//! 3. read new entries in batches (`XREADGROUP … BLOCK … >`) on the blocking connection;
+//! 4. every `claim_interval_ms`, take over entries other consumers left pending for longer than
+//!    `claim_idle_ms` (`XAUTOCLAIM`), e.g. because their process was killed;
+//! 5. decode each entry; undecodable entries and entries delivered more than `max_deliveries`
+//!    times go to the stream's dead-letter stream with the reason;
+//! 6. hand the decoded batch to the [`Handler`], which returns one [`Outcome`] per entry;
+//! 7. acknowledge the batch in one `XACK` — together with its dead letters in one `MULTI`, which
+//!    works on a cluster because a stream and its dead-letter stream share a hash tag.
+//!
+//! On shutdown the loop finishes the batch in hand, acknowledges it, and returns; the read in
+//! flight is never cancelled (it returns within `block_ms`), so no entry is read and dropped.
+//! `NOGROUP` (Redis restarted without persistence, or someone destroyed the group) recreates the
+//! group at the last id this process saw and says so in a warning.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::Value;
+use fred::types::config::Options;
+use kitbash_schema::wire::DeadLetter;
+use kitbash_schema::{Envelope, Keys, Message, StreamName};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConsumerConfig;
+use crate::entries::{self, StreamEntry};
+use crate::error::RuntimeError;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::redis::{Redis, command_for_key};
+
+/// One decoded entry handed to a [`Handler`].
+#[derive(Clone, Debug)]
+pub struct Delivery<M> {
+    /// Entry id in the stream (`ms-seq`): the natural idempotency key of its effects.
+    pub id: String,
+    /// The decoded, validated message.
+    pub message: M,
+    /// How many times the entry has been delivered (1 on the first delivery).
+    pub deliveries: u64,
+    /// The producer's message id, when it set one.
+    pub mid: Option<String>,
+}
+
+/// What the handler decided for one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: acknowledge.
+    Ack,
+    /// Failed, may succeed later: leave pending; it is redelivered after `claim_idle_ms` and
+    /// dead-lettered after `max_deliveries`.
+    Retry(String),
+    /// Can never succeed: move to the dead-letter stream with this reason, then acknowledge.
+    Dead(String),
+}
+
+/// Processes batches of decoded messages. Effects must be idempotent per entry id: after a
+/// crash an entry can be delivered again.
+pub trait Handler<M>: Send {
+    /// Handles `batch`; returns one outcome per delivery, in order. A missing outcome counts as
+    /// `Retry`.
+    fn handle(&mut self, batch: Vec<Delivery<M>>) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+/// Counters of one loop's life, returned when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Entries acknowledged after the handler said `Ack`.
+    pub acked: u64,
+    /// Entries moved to the dead-letter stream.
+    pub dead: u64,
+    /// Entries left pending for a retry.
+    pub retried: u64,
+    /// Entries taken over from other consumers.
+    pub reclaimed: u64,
+    /// Entries found deleted while pending (acknowledged, nothing to do).
+    pub vanished: u64,
+    /// Times the group had to be recreated after NOGROUP.
+    pub group_recreated: u64,
+}
+
+/// Where the loop reads next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Re-reading own pending entries after this id.
+    Own(String),
+    /// Reading new entries.
+    New,
+}
+
+/// One consumer of one group on one stream. See the module docs for the protocol.
+pub struct StreamConsumer {
+    /// Connections (blocking reads go to `redis.blocking`).
+    redis: Redis,
+    /// Logical stream, for logs, metrics and dead letters.
+    stream: StreamName,
+    /// Stream key.
+    key: String,
+    /// Dead-letter stream key.
+    dead_key: String,
+    /// Group name.
+    group: String,
+    /// This consumer's unique name (see [`crate::daemon::instance_name`]).
+    consumer: String,
+    /// Loop settings.
+    cfg: ConsumerConfig,
+    /// Metric registry.
+    metrics: Metrics,
+    /// Readiness registry: the loop's check is true while its group exists.
+    health: Health,
+    /// Highest id this process has seen; where a lost group is recreated.
+    last_seen: Option<String>,
+    /// XAUTOCLAIM scan position.
+    claim_cursor: String,
+    /// Counters.
+    stats: LoopStats,
+}
+
+impl std::fmt::Debug for StreamConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConsumer")
+            .field("key", &self.key)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl StreamConsumer {
+    /// A consumer of `group` on `stream`, named `consumer` (unique per process).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        redis: Redis,
+        keys: &Keys,
+        stream: StreamName,
+        group: impl Into<String>,
+        consumer: impl Into<String>,
+        cfg: ConsumerConfig,
+        metrics: Metrics,
+        health: Health,
+    ) -> Self {
+        Self {
+            redis,
+            stream,
+            key: keys.stream(stream),
+            dead_key: keys.dead_letter(stream),
+            group: group.into(),
+            consumer: consumer.into(),
+            cfg,
+            metrics,
+            health,
+            last_seen: None,
+            claim_cursor: "0-0".into(),
+            stats: LoopStats::default(),
+        }
+    }
+
+    fn check_name(&self) -> String {
+        format!("group {} on {}", self.group, self.stream.logical())
+    }
+
+    /// Creates the group when missing, at `position`. Returns whether it was created.
+    async fn create_group(&self, position: &str) -> Result<bool, RuntimeError> {
+        let cmd = command_for_key("XGROUP", &self.key, false);
+        let args: Vec<Value> = vec![
+            "CREATE".into(),
+            self.key.as_str().into(),
+            self.group.as_str().into(),
+            position.into(),
+            "MKSTREAM".into(),
+        ];
+        match self.redis.client.custom::<Value, Value>(cmd, args).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.details().contains("BUSYGROUP") => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn ensure_group(&mut self) -> Result<(), RuntimeError> {
+        let created = self.create_group(&self.cfg.start.clone()).await?;
+        if created {
+            tracing::info!(stream = %self.stream, group = %self.group, start = %self.cfg.start,
+                "created consumer group");
+        }
+        self.health.set(self.check_name(), true);
+        Ok(())
+    }
+
+    /// NOGROUP: the group vanished under us. Recreate it where this process last read, never
+    /// silently at `0` (reprocess everything) or `$` (skip everything).
+    async fn recover_group(&mut self) -> Result<(), RuntimeError> {
+        self.health.set(self.check_name(), false);
+        let (position, why) = match &self.last_seen {
+            Some(id) => (id.clone(), "the last id this process saw"),
+            None => (
+                self.cfg.start.clone(),
+                "consumer.start (this process saw no entry yet)",
+            ),
+        };
+        let created = self.create_group(&position).await?;
+        self.stats.group_recreated += 1;
+        self.metrics.inc(
+            "kitbash_group_recreated_total",
+            "Consumer groups recreated after NOGROUP.",
+            &[("stream", &self.stream.logical()), ("group", &self.group)],
+            1,
+        );
+        if created {
+            tracing::warn!(stream = %self.stream, group = %self.group, position = %position, reason = why,
+                "consumer group was missing (Redis restarted without persistence, or the group was destroyed); recreated it");
+        }
+        self.health.set(self.check_name(), true);
+        Ok(())
+    }
+
+    async fn read(&mut self, phase: &Phase) -> Result<Vec<StreamEntry>, RuntimeError> {
+        let (id, block) = match phase {
+            Phase::Own(after) => (after.clone(), None),
+            Phase::New => (">".to_owned(), Some(self.cfg.block_ms)),
+        };
+        let mut args: Vec<Value> = vec![
+            "GROUP".into(),
+            self.group.as_str().into(),
+            self.consumer.as_str().into(),
+            "COUNT".into(),
+            (self.cfg.batch as i64).into(),
+        ];
+        if let Some(ms) = block {
+            args.push("BLOCK".into());
+            args.push((ms as i64).into());
+        }
+        args.push("STREAMS".into());
+        args.push(self.key.as_str().into());
+        args.push(id.as_str().into());
+        let reply: Value = if block.is_some() {
+            let cmd = command_for_key("XREADGROUP", &self.key, true);
+            // The command timeout must outlast the block itself.
+            let opts = Options {
+                timeout: Some(Duration::from_millis(self.cfg.block_ms + 5_000)),
+                ..Default::default()
+            };
+            self.redis
+                .blocking
+                .with_options(&opts)
+                .custom(cmd, args)
+                .await?
+        } else {
+            let cmd = command_for_key("XREADGROUP", &self.key, false);
+            self.redis.client.custom(cmd, args).await?
+        };
+        entries::parse_xread(&reply)
+    }
+
+    async fn autoclaim(&mut self) -> Result<Vec<StreamEntry>, RuntimeError> {
+        let cmd = command_for_key("XAUTOCLAIM", &self.key, false);
+        let args: Vec<Value> = vec![
+            self.key.as_str().into(),
+            self.group.as_str().into(),
+            self.consumer.as_str().into(),
+            (self.cfg.claim_idle_ms as i64).into(),
+            self.claim_cursor.as_str().into(),
+            "COUNT".into(),
+            (self.cfg.batch as i64).into(),
+        ];
+        let reply: Value = self.redis.client.custom(cmd, args).await?;
+        let claim = entries::parse_autoclaim(&reply)?;
+        self.claim_cursor = claim.cursor;
+        if !claim.deleted.is_empty() {
+            // Redis already removed them from the PEL; nothing is left to process or acknowledge.
+            tracing::warn!(stream = %self.stream, group = %self.group, count = claim.deleted.len(),
+                "pending entries were deleted from the stream before being processed");
+            self.stats.vanished += claim.deleted.len() as u64;
+        }
+        if !claim.entries.is_empty() {
+            tracing::info!(stream = %self.stream, group = %self.group, count = claim.entries.len(),
+                "reclaimed entries abandoned by other consumers");
+            self.stats.reclaimed += claim.entries.len() as u64;
+            self.metrics.inc(
+                "kitbash_reclaimed_total",
+                "Entries taken over from stale consumers (XAUTOCLAIM).",
+                &[("stream", &self.stream.logical()), ("group", &self.group)],
+                claim.entries.len() as u64,
+            );
+        }
+        Ok(claim.entries)
+    }
+
+    /// Delivery counts of own pending entries in `[first, last]`.
+    async fn delivery_counts(
+        &self,
+        first: &str,
+        last: &str,
+        n: usize,
+    ) -> Result<HashMap<String, u64>, RuntimeError> {
+        let cmd = command_for_key("XPENDING", &self.key, false);
+        let args: Vec<Value> = vec![
+            self.key.as_str().into(),
+            self.group.as_str().into(),
+            first.into(),
+            last.into(),
+            ((n * 4 + 16) as i64).into(),
+            self.consumer.as_str().into(),
+        ];
+        let reply: Value = self.redis.client.custom(cmd, args).await?;
+        Ok(entries::parse_pending(&reply)?
+            .into_iter()
+            .map(|r| (r.id, r.deliveries))
+            .collect())
+    }
+
+    /// Decodes, hands to the handler, dead-letters and acknowledges one batch.
+    async fn process<M, H>(
+        &mut self,
+        batch: Vec<StreamEntry>,
+        fresh: bool,
+        handler: &mut H,
+    ) -> Result<(), RuntimeError>
+    where
+        M: Message + Send,
+        H: Handler<M>,
+    {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        if self
+            .last_seen
+            .as_deref()
+            .is_none_or(|s| entries::id_cmp(&last.id, s).is_gt())
+        {
+            self.last_seen = Some(last.id.clone());
+        }
+        let counts = if fresh {
+            HashMap::new()
+        } else {
+            self.delivery_counts(&first.id, &last.id, batch.len())
+                .await?
+        };
+        let mut ack: Vec<String> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<(StreamEntry, String, u64)> = Vec::new();
+        let mut deliveries: Vec<Delivery<M>> = Vec::with_capacity(batch.len());
+        let mut handed: Vec<StreamEntry> = Vec::with_capacity(batch.len());
+        for entry in batch {
+            let n = counts.get(&entry.id).copied().unwrap_or(1);
+            if entry.fields.is_none() {
+                self.stats.vanished += 1;
+                ack.push(entry.id);
+                continue;
+            }
+            if n > self.cfg.max_deliveries {
+                let reason = format!(
+                    "delivered {n} times without acknowledgement (consumer.max_deliveries = {})",
+                    self.cfg.max_deliveries
+                );
+                dead.push((entry, reason, n));
+                continue;
+            }
+            let decoded = Envelope::from_fields(entry.pairs()).and_then(|env| {
+                let mid = env.mid.clone();
+                env.decode::<M>().map(|m| (m, mid))
+            });
+            match decoded {
+                Ok((message, mid)) => {
+                    deliveries.push(Delivery {
+                        id: entry.id.clone(),
+                        message,
+                        deliveries: n,
+                        mid,
+                    });
+                    handed.push(entry);
+                }
+                Err(e) => dead.push((entry, e.to_string(), n)),
+            }
+        }
+
+        if !deliveries.is_empty() {
+            let expected = deliveries.len();
+            let outcomes = handler.handle(deliveries).await;
+            if outcomes.len() != expected {
+                tracing::error!(stream = %self.stream, expected, got = outcomes.len(),
+                    "handler returned the wrong number of outcomes; the rest stay pending");
+            }
+            let mut outcomes = outcomes.into_iter();
+            for entry in handed {
+                match outcomes.next() {
+                    Some(Outcome::Ack) => {
+                        self.stats.acked += 1;
+                        ack.push(entry.id);
+                    }
+                    Some(Outcome::Dead(reason)) => {
+                        let n = counts.get(&entry.id).copied().unwrap_or(1);
+                        dead.push((entry, reason, n));
+                    }
+                    Some(Outcome::Retry(reason)) => {
+                        tracing::warn!(stream = %self.stream, id = %entry.id, %reason, "entry will be retried");
+                        self.stats.retried += 1;
+                    }
+                    None => self.stats.retried += 1,
+                }
+            }
+        }
+        let n_dead = dead.len() as u64;
+        self.commit(ack, dead).await?;
+        self.stats.dead += n_dead;
+        Ok(())
+    }
+
+    /// XACK (and dead-letter XADDs in the same MULTI). Retried on connection errors: both are
+    /// safe to repeat (a repeated dead letter is a duplicate report, never a lost entry).
+    async fn commit(
+        &mut self,
+        ack: Vec<String>,
+        dead: Vec<(StreamEntry, String, u64)>,
+    ) -> Result<(), RuntimeError> {
+        let labels = [
+            ("stream", self.stream.logical()),
+            ("group", self.group.clone()),
+        ];
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let n_ack = ack.len() as u64;
+        let mut attempt = 0u32;
+        loop {
+            let result = if dead.is_empty() {
+                if ack.is_empty() {
+                    return Ok(());
+                }
+                self.redis
+                    .client
+                    .xack::<u64, _, _, _>(self.key.as_str(), self.group.as_str(), ack.clone())
+                    .await
+                    .map(|_| ())
+            } else {
+                self.commit_dead(&ack, &dead).await
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::warn!(stream = %self.stream, error = %e, attempt, "acknowledgement failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10))))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (entry, reason, _) in &dead {
+            tracing::warn!(stream = %self.stream, group = %self.group, id = %entry.id, %reason,
+                dead_letter = %self.dead_key, "entry moved to the dead-letter stream");
+        }
+        self.metrics.inc(
+            "kitbash_entries_acked_total",
+            "Entries processed and acknowledged.",
+            &labels,
+            n_ack,
+        );
+        if !dead.is_empty() {
+            self.metrics.inc(
+                "kitbash_dead_letters_total",
+                "Entries moved to a dead-letter stream.",
+                &labels,
+                dead.len() as u64,
+            );
+        }
+        Ok(())
+    }
+
+    async fn commit_dead(
+        &self,
+        ack: &[String],
+        dead: &[(StreamEntry, String, u64)],
+    ) -> Result<(), fred::error::Error> {
+        let tx = self.redis.client.multi();
+        let at_ms = now_ms();
+        let mut ids: Vec<String> = ack.to_vec();
+        for (entry, reason, n) in dead {
+            let letter = DeadLetter {
+                reason: reason.clone(),
+                stream: self.stream.logical(),
+                id: entry.id.clone(),
+                group: self.group.clone(),
+                consumer: self.consumer.clone(),
+                deliveries: *n,
+                at_ms,
+                fields: entry
+                    .pairs()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect(),
+            };
+            let fields: Vec<(fred::types::Key, Value)> = letter
+                .to_fields()
+                .into_iter()
+                .map(|(k, v)| (fred::types::Key::from(k.as_slice()), Value::Bytes(v.into())))
+                .collect();
+            tx.xadd::<Value, _, _, _, _>(
+                self.dead_key.as_str(),
+                false,
+                ("MAXLEN", "~", self.cfg.dead_letter_max as i64),
+                "*",
+                fields,
+            )
+            .await?;
+            ids.push(entry.id.clone());
+        }
+        tx.xack::<Value, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
+            .await?;
+        tx.exec::<Value>(true).await?;
+        Ok(())
+    }
+
+    /// Runs until `shutdown` is cancelled, then finishes the batch in hand and returns.
+    pub async fn run<M, H>(mut self, mut handler: H, shutdown: CancellationToken) -> LoopStats
+    where
+        M: Message + Send,
+        H: Handler<M>,
+    {
+        let mut backoff = Backoff::default();
+        // Create the group before anything else; retry while Redis is away.
+        while !shutdown.is_cancelled() {
+            match self.ensure_group().await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.health.set(self.check_name(), false);
+                    tracing::warn!(stream = %self.stream, error = %e, "cannot create consumer group yet");
+                    backoff.wait(&shutdown).await;
+                }
+            }
+        }
+        let mut phase = Phase::Own("0".into());
+        let mut next_claim = Instant::now();
+        while !shutdown.is_cancelled() {
+            let step = self.step(&mut phase, &mut next_claim, &mut handler).await;
+            match step {
+                Ok(()) => backoff.reset(),
+                Err(e) if e.is_nogroup() => {
+                    if let Err(e) = self.recover_group().await {
+                        tracing::warn!(stream = %self.stream, error = %e, "cannot recreate consumer group yet");
+                        backoff.wait(&shutdown).await;
+                    }
+                    phase = Phase::New;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, group = %self.group, error = %e, "consumer loop error; backing off");
+                    backoff.wait(&shutdown).await;
+                }
+            }
+        }
+        self.leave().await;
+        tracing::info!(stream = %self.stream, group = %self.group, stats = ?self.stats, "consumer loop stopped");
+        self.stats
+    }
+
+    async fn step<M, H>(
+        &mut self,
+        phase: &mut Phase,
+        next_claim: &mut Instant,
+        handler: &mut H,
+    ) -> Result<(), RuntimeError>
+    where
+        M: Message + Send,
+        H: Handler<M>,
+    {
+        if Instant::now() >= *next_claim {
+            let claimed = self.autoclaim().await?;
+            if self.claim_cursor == "0-0" {
+                *next_claim = Instant::now() + Duration::from_millis(self.cfg.claim_interval_ms);
+            }
+            if !claimed.is_empty() {
+                return self.process(claimed, false, handler).await;
+            }
+        }
+        let current = phase.clone();
+        let batch = self.read(&current).await?;
+        match current {
+            Phase::Own(_) => {
+                match batch.last() {
+                    None => *phase = Phase::New,
+                    Some(last) => *phase = Phase::Own(last.id.clone()),
+                }
+                if !batch.is_empty() {
+                    tracing::info!(stream = %self.stream, count = batch.len(), "re-processing own pending entries");
+                }
+                self.process(batch, false, handler).await
+            }
+            Phase::New => self.process(batch, true, handler).await,
+        }
+    }
+
+    /// On the way out: delete this consumer from the group when it holds nothing pending, so
+    /// names of finished processes do not pile up. Entries it still holds stay for XAUTOCLAIM.
+    async fn leave(&self) {
+        let pending = self.delivery_counts("-", "+", 0).await;
+        if let Ok(p) = pending {
+            if p.is_empty() {
+                let _ = self
+                    .redis
+                    .client
+                    .xgroup_delconsumer::<Value, _, _, _>(
+                        self.key.as_str(),
+                        self.group.as_str(),
+                        self.consumer.as_str(),
+                    )
+                    .await;
+            } else {
+                tracing::warn!(stream = %self.stream, pending = p.len(),
+                    "leaving entries pending for other consumers to reclaim");
+            }
+        }
+    }
+}
+
+/// Exponential backoff for loop errors: 50 ms doubling to 2 s, cut short by shutdown.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Waits the next delay, or until `shutdown`.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) {
+        let ms = (50u64 << self.attempt.min(6)).min(2_000);
+        self.attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// Back to the shortest delay.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

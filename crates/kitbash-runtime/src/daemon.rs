@@ -1,0 +1,221 @@
+//! What every daemon binary does around its own logic: load config (exit 64 on a bad one),
+//! start telemetry, install signals, connect to Redis, serve the admin endpoint, beat in the
+//! fleet register, run, and drain within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kitbash_schema::messages::Heartbeat;
+use kitbash_schema::{DaemonKind, Keys};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigSource};
+use crate::error::RuntimeError;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::redis::Redis;
+use crate::shutdown::Signals;
+
+/// Exit status for a configuration error (EX_CONFIG-adjacent `EX_USAGE`, as linkerd does).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// A unique consumer/instance name: `{kind}-{host}-{pid}-{random}`. Two processes never share
+/// one, so they never share a pending-entries list and hide each other's crashes.
+pub fn instance_name(kind: DaemonKind) -> String {
+    let host = hostname();
+    let r: u32 = rand::random();
+    format!(
+        "{}-{host}-{}-{:06x}",
+        kind.name(),
+        std::process::id(),
+        r & 0xff_ffff
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Everything a daemon's `run` needs, shared by its tasks.
+#[derive(Clone, Debug)]
+pub struct DaemonContext {
+    /// Which daemon this is.
+    pub kind: DaemonKind,
+    /// Unique instance name (also the consumer name).
+    pub instance: String,
+    /// Validated configuration.
+    pub config: Config,
+    /// Key builder (namespace + style).
+    pub keys: Keys,
+    /// Redis connections.
+    pub redis: Redis,
+    /// Metric registry behind `/metrics`.
+    pub metrics: Metrics,
+    /// Readiness registry behind `/readyz`.
+    pub health: Health,
+    /// Stop/reload signals.
+    pub signals: Signals,
+    /// The admin endpoint's bound address, when enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// Background tasks (heartbeat) to await on the way out.
+    tasks: Vec<std::sync::Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>>,
+}
+
+impl DaemonContext {
+    /// Connects, starts the admin endpoint and the heartbeat. Does not wait for Redis.
+    pub async fn start(
+        kind: DaemonKind,
+        config: Config,
+        signals: Signals,
+    ) -> Result<Self, RuntimeError> {
+        let instance = instance_name(kind);
+        let keys = config.redis.keys();
+        let redis = Redis::connect(&config.redis)?;
+        let metrics = Metrics::new();
+        let health = Health::new();
+        let admin_addr = match config.admin.addr() {
+            Some(addr) => Some(
+                crate::admin::serve(
+                    addr,
+                    redis.clone(),
+                    health.clone(),
+                    metrics.clone(),
+                    kind.name(),
+                    instance.clone(),
+                    signals.shutdown.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let beat = Heartbeat {
+            kind: kind.name().into(),
+            instance: instance.clone(),
+            host: hostname(),
+            pid: std::process::id(),
+            started_ms: crate::heartbeat::now_ms(),
+            beat_ms: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+            admin: admin_addr.map(|a| a.to_string()),
+            ready: false,
+        };
+        let hb = tokio::spawn(crate::heartbeat::run(
+            redis.clone(),
+            keys.clone(),
+            beat,
+            kind,
+            Duration::from_millis(config.fleet.heartbeat_ms),
+            health.clone(),
+            signals.shutdown.clone(),
+        ));
+        tracing::info!(kind = kind.name(), instance = %instance, redis = %redact(&config.redis.url),
+            namespace = %keys.namespace(), "starting");
+        Ok(Self {
+            kind,
+            instance,
+            config,
+            keys,
+            redis,
+            metrics,
+            health,
+            signals,
+            admin_addr,
+            tasks: vec![std::sync::Arc::new(tokio::sync::Mutex::new(Some(hb)))],
+        })
+    }
+
+    /// Waits for the background tasks and closes the connections. Call after `run` returns.
+    pub async fn finish(&self) {
+        for t in &self.tasks {
+            if let Some(h) = t.lock().await.take() {
+                let _ = h.await;
+            }
+        }
+        self.redis.quit().await;
+    }
+}
+
+/// `redis://:secret@host` → `redis://:***@host`, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The whole life of a daemon binary; `main.rs` is one call to this. `run` gets the validated
+/// config and the signals and returns when the daemon has drained.
+pub fn main<F, Fut>(kind: DaemonKind, run: F) -> ExitCode
+where
+    F: FnOnce(Config, Signals) -> Fut,
+    Fut: Future<Output = Result<(), RuntimeError>>,
+{
+    let bin = format!("kitbash-{}", kind.name());
+    let config = match Config::load(&ConfigSource::from_env()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{bin}: bad config: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::telemetry::init(&config.telemetry);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{bin}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let grace = Duration::from_millis(config.consumer.grace_ms);
+    rt.block_on(async move {
+        let signals = match crate::shutdown::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{bin}: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = signals.shutdown.clone();
+        let work = run(config, signals);
+        tokio::pin!(work);
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = &mut work => match r {
+                Ok(()) => {
+                    tracing::info!("stopped cleanly");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "stopped on error");
+                    ExitCode::FAILURE
+                }
+            },
+            _ = deadline => {
+                tracing::error!(grace_ms = grace.as_millis() as u64, "grace period expired before the drain finished; exiting (unacknowledged entries will be redelivered)");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,30 @@
+//! The runtime's error type.
+
+/// What can go wrong in the runtime's Redis plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// Redis answered with something of an unexpected shape.
+    #[error("unexpected reply to {command}: {detail}")]
+    Reply {
+        /// The command.
+        command: &'static str,
+        /// What was odd.
+        detail: String,
+    },
+    /// The admin endpoint could not start.
+    #[error("admin endpoint: {0}")]
+    Admin(#[from] std::io::Error),
+    /// A wire-format problem while writing.
+    #[error("wire: {0}")]
+    Wire(#[from] kitbash_schema::WireError),
+}
+
+impl RuntimeError {
+    /// True when Redis says the consumer group (or its stream) does not exist.
+    pub fn is_nogroup(&self) -> bool {
+        matches!(self, RuntimeError::Redis(e) if e.details().contains("NOGROUP"))
+    }
+}

@@ -1,0 +1,90 @@
+//! The fleet register: each instance refreshes `kitbash:heartbeat:{kind}:{instance}` (its
+//! self-description, expiring after three periods) and its score in the `kitbash:fleet` sorted
+//! set, so `kitbash status` lists the fleet with one `ZRANGE` instead of a `SCAN`.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Expiration;
+use kitbash_schema::messages::Heartbeat;
+use kitbash_schema::{DaemonKind, Keys};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::redis::Redis;
+
+/// Entries of instances silent for this long are pruned from `kitbash:fleet`.
+pub const PRUNE_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+/// The member name in `kitbash:fleet`.
+pub fn fleet_member(kind: DaemonKind, instance: &str) -> String {
+    format!("{}/{instance}", kind.name())
+}
+
+/// Current Unix time in ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Beats every `period` until `shutdown`, then removes the instance from the register.
+pub async fn run(
+    redis: Redis,
+    keys: Keys,
+    mut beat: Heartbeat,
+    kind: DaemonKind,
+    period: Duration,
+    health: Health,
+    shutdown: CancellationToken,
+) {
+    let key = keys.heartbeat(kind, &beat.instance);
+    let fleet = keys.fleet();
+    let member = fleet_member(kind, &beat.instance);
+    let ttl_ms = (period.as_millis() as i64 * 3).max(1_000);
+    crate::periodic::every(period, shutdown.clone(), || {
+        beat.beat_ms = now_ms();
+        beat.ready = health.ready();
+        let body = serde_json::to_string(&beat).unwrap_or_default();
+        let (client, key, fleet, member) = (
+            redis.client.clone(),
+            key.clone(),
+            fleet.clone(),
+            member.clone(),
+        );
+        let now = beat.beat_ms;
+        async move {
+            let r: Result<(), fred::error::Error> = async {
+                client
+                    .set::<(), _, _>(&key, body, Some(Expiration::PX(ttl_ms)), None, false)
+                    .await?;
+                client
+                    .zadd::<(), _, _>(
+                        &fleet,
+                        None,
+                        None,
+                        false,
+                        false,
+                        (now as f64, member.as_str()),
+                    )
+                    .await?;
+                client
+                    .zremrangebyscore::<(), _, _, _>(
+                        &fleet,
+                        f64::NEG_INFINITY,
+                        (now - PRUNE_AFTER_MS) as f64,
+                    )
+                    .await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "heartbeat failed");
+            }
+        }
+    })
+    .await;
+    let _ = redis.client.del::<(), _>(&key).await;
+    let _ = redis.client.zrem::<(), _, _>(&fleet, member.as_str()).await;
+}

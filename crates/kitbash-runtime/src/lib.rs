@@ -1,0 +1,38 @@
+//! `kitbash-runtime`: what every kitbash daemon stands on.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (files, profile, `KITBASH__*` env), validated up front.
+//! - [`telemetry`]: tracing subscriber, text or JSON.
+//! - [`shutdown`]: SIGTERM/SIGINT → a cancellation token; SIGHUP → a reload counter.
+//! - [`redis`]: fred clients with timeouts, bounded buffers and a separate blocking connection.
+//! - [`entries`]: stream replies parsed from raw RESP.
+//! - [`consumer`]: the consumer-group loop (own pending first, reclaim, dead-letter, batched ack).
+//! - [`idempotency`]: apply an effect at most once, atomically with its marker.
+//! - [`periodic`]: periodic tasks that stop with the daemon.
+//! - [`heartbeat`]: the fleet register behind `kitbash status`.
+//! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
+//!
+//! **Invariant:** nothing here spells a key; every name comes from `kitbash-schema`.
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod daemon;
+pub mod entries;
+pub mod error;
+pub mod health;
+pub mod heartbeat;
+pub mod idempotency;
+pub mod metrics;
+pub mod periodic;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;
+pub use consumer::{Delivery, Handler, LoopStats, Outcome, StreamConsumer};
+pub use daemon::DaemonContext;
+pub use error::RuntimeError;
+pub use redis::Redis;
+pub use shutdown::{CancellationToken, Signals};

@@ -1,0 +1,114 @@
+//! Layered configuration: defaults, files, profiles, and errors that name the key.
+
+use kitbash_runtime::config::{Config, ConfigError, ConfigSource, LogFormat};
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, body) in files {
+        std::fs::write(dir.path().join(name), body).expect("write");
+    }
+    dir
+}
+
+fn load(files: &[(&str, &str)], profile: Option<&str>) -> Result<Config, ConfigError> {
+    let dir = dir_with(files);
+    let mut src = ConfigSource::files_only(dir.path());
+    src.profile = profile.map(str::to_owned);
+    Config::load(&src)
+}
+
+#[test]
+fn no_files_gives_the_defaults() {
+    let cfg = load(&[], None).expect("defaults");
+    assert_eq!(cfg.redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(cfg.consumer.max_deliveries, 5);
+    assert_eq!(cfg.feynman.window, 1000);
+}
+
+#[test]
+fn profile_overrides_default_file() {
+    let cfg = load(
+        &[
+            (
+                "default.toml",
+                "[consumer]\nbatch = 50\n[telemetry]\nformat = \"text\"\n",
+            ),
+            ("production.toml", "[telemetry]\nformat = \"json\"\n"),
+        ],
+        Some("production"),
+    )
+    .expect("load");
+    assert_eq!(cfg.consumer.batch, 50);
+    assert_eq!(cfg.telemetry.format, LogFormat::Json);
+}
+
+#[test]
+fn the_repository_config_files_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let cfg = Config::load(&ConfigSource::files_only(&root)).expect("config/default.toml loads");
+    assert!(cfg.validate().is_ok());
+    for entry in std::fs::read_dir(&root).expect("config dir") {
+        let path = entry.expect("entry").path();
+        if let (Some(stem), Some("toml")) =
+            (path.file_stem(), path.extension().and_then(|e| e.to_str()))
+        {
+            let mut src = ConfigSource::files_only(&root);
+            src.profile = Some(stem.to_string_lossy().into_owned());
+            Config::load(&src).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = load(&[("default.toml", "[consumer]\nblok_ms = 5\n")], None).expect_err("typo");
+    let msg = err.to_string();
+    assert!(msg.contains("consumer"), "{msg}");
+    assert!(msg.contains("blok_ms"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let err = load(&[("default.toml", "[consumer]\nbatch = \"lots\"\n")], None).expect_err("type");
+    assert!(err.to_string().contains("consumer.batch"), "{err}");
+}
+
+#[test]
+fn out_of_range_values_are_named() {
+    let err = load(&[("default.toml", "[consumer]\nbatch = 0\n")], None).expect_err("range");
+    assert!(err.to_string().starts_with("key `consumer.batch`"), "{err}");
+    let err = load(&[("default.toml", "[redis]\nurl = \"http://x\"\n")], None).expect_err("url");
+    assert!(err.to_string().starts_with("key `redis.url`"), "{err}");
+    let err = load(&[("default.toml", "[redis]\nnamespace = \"a:b\"\n")], None).expect_err("ns");
+    assert!(
+        err.to_string().starts_with("key `redis.namespace`"),
+        "{err}"
+    );
+    let err =
+        load(&[("default.toml", "[admin]\nlisten = \"nowhere\"\n")], None).expect_err("listen");
+    assert!(err.to_string().starts_with("key `admin.listen`"), "{err}");
+}
+
+#[test]
+fn unknown_section_is_named() {
+    let err = load(&[("default.toml", "[feynmann]\nwindow = 3\n")], None).expect_err("section");
+    assert!(err.to_string().contains("feynmann"), "{err}");
+}
+
+#[test]
+fn missing_profile_file_is_an_error() {
+    let err = load(&[], Some("staging")).expect_err("profile");
+    assert!(err.to_string().contains("staging"), "{err}");
+}
+
+#[test]
+fn overrides_apply_last() {
+    let dir = dir_with(&[("default.toml", "[redis]\nurl = \"redis://a:1\"\n")]);
+    let cfg = Config::load_with(
+        &ConfigSource::files_only(dir.path()),
+        [("redis.url", "redis://b:2".to_owned())],
+    )
+    .expect("load");
+    assert_eq!(cfg.redis.url, "redis://b:2");
+}

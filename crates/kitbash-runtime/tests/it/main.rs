@@ -1,0 +1,7 @@
+//! Integration tests of the runtime against a real redis-server (one per test, from
+//! `kitbash-testkit`).
+
+mod admin;
+mod config;
+mod consumer;
+mod support;

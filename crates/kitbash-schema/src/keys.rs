@@ -1,0 +1,376 @@
+//! Typed key builders for every key family of the five seeds and for the fleet's internal keys.
+//!
+//! Seed keys are spelled exactly as the seed documents spell them (`cms:{h}`, `grain:{id}:sig`,
+//! `physics:state:{SYMBOL}`, …; braces there are placeholders, not hash tags). Internal keys all
+//! start with `kitbash:`. With [`KeyStyle::Tagged`] the per-entity families wrap their id in a
+//! Redis Cluster hash tag (`cms:{h}`, `cms:{h}:grains` then share a slot) so that scripts touching
+//! one record's keys work on a cluster.
+
+use crate::namespace::Namespace;
+use crate::streams::{DaemonKind, StreamName};
+
+/// How per-entity ids appear in seed keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyStyle {
+    /// Exactly the seeds' names: `cms:a1b2`, `cms:a1b2:grains`. Right for standalone Redis.
+    #[default]
+    Seed,
+    /// Ids wrapped in a hash tag: `cms:{a1b2}`, `cms:{a1b2}:grains`. Right for Redis Cluster when
+    /// one record's keys are changed together.
+    Tagged,
+}
+
+/// Builds every key, stream and channel name of one deployment (namespace + style).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// Prefix applied to every name.
+    ns: Namespace,
+    /// Whether seed ids are hash-tagged.
+    style: KeyStyle,
+}
+
+impl Keys {
+    /// Key builder for `ns` with the seeds' exact names.
+    pub fn new(ns: Namespace) -> Self {
+        Self {
+            ns,
+            style: KeyStyle::Seed,
+        }
+    }
+
+    /// Same namespace, another [`KeyStyle`].
+    pub fn with_style(mut self, style: KeyStyle) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// The namespace these keys live in.
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// The key style in use.
+    pub fn style(&self) -> KeyStyle {
+        self.style
+    }
+
+    fn id(&self, id: &str) -> String {
+        match self.style {
+            KeyStyle::Seed => id.to_owned(),
+            KeyStyle::Tagged => format!("{{{id}}}"),
+        }
+    }
+
+    fn k(&self, name: &str) -> String {
+        self.ns.apply(name)
+    }
+
+    // ---- seed 000: reflex path -------------------------------------------------------------
+
+    /// `cms:{h}` — the CMS record of a query (JSON: count, resonance_score, last_accessed). 24 h.
+    pub fn cms(&self, h: &str) -> String {
+        self.k(&format!("cms:{}", self.id(h)))
+    }
+    /// `cms:{h}:grains` — grains associated with a query (sorted set by time). 24 h.
+    pub fn cms_grains(&self, h: &str) -> String {
+        self.k(&format!("cms:{}:grains", self.id(h)))
+    }
+    /// `cms:{h}:resonance` — the query's decaying resonance. 5 d.
+    pub fn cms_resonance(&self, h: &str) -> String {
+        self.k(&format!("cms:{}:resonance", self.id(h)))
+    }
+    /// `grain:{id}:sig` — grain metadata (popcount, axiom, weight, ternary_value, confidence).
+    pub fn grain_sig(&self, id: u64) -> String {
+        self.k(&format!("grain:{}:sig", self.id(&id.to_string())))
+    }
+    /// `grain:{id}:bits:+` — the grain's +1 bit plane.
+    pub fn grain_bits_plus(&self, id: u64) -> String {
+        self.k(&format!("grain:{}:bits:+", self.id(&id.to_string())))
+    }
+    /// `grain:{id}:bits:-` — the grain's −1 bit plane.
+    pub fn grain_bits_minus(&self, id: u64) -> String {
+        self.k(&format!("grain:{}:bits:-", self.id(&id.to_string())))
+    }
+    /// `grain:index` — the set of all grain ids.
+    pub fn grain_index(&self) -> String {
+        self.k("grain:index")
+    }
+    /// `ghost:{h}` — the top-3 grains of a hot query, `"42,17,88"`. 1 h.
+    pub fn ghost(&self, h: &str) -> String {
+        self.k(&format!("ghost:{}", self.id(h)))
+    }
+    /// `ghost:activations` — count of ghost pre-loads.
+    pub fn ghost_activations(&self) -> String {
+        self.k("ghost:activations")
+    }
+    /// `hat:current` — the active hat's name.
+    pub fn hat_current(&self) -> String {
+        self.k("hat:current")
+    }
+    /// `hat:{name}:mask` — a hat's 256-bit mask.
+    pub fn hat_mask(&self, name: &str) -> String {
+        self.k(&format!("hat:{name}:mask"))
+    }
+    /// `metrics:queries:count`.
+    pub fn metrics_queries_count(&self) -> String {
+        self.k("metrics:queries:count")
+    }
+    /// `metrics:latency:p95` (ms).
+    pub fn metrics_latency_p95(&self) -> String {
+        self.k("metrics:latency:p95")
+    }
+    /// `metrics:latency:p99` (ms).
+    pub fn metrics_latency_p99(&self) -> String {
+        self.k("metrics:latency:p99")
+    }
+    /// `metrics:grains:lookups`.
+    pub fn metrics_grains_lookups(&self) -> String {
+        self.k("metrics:grains:lookups")
+    }
+    /// `metrics:cache:hits`.
+    pub fn metrics_cache_hits(&self) -> String {
+        self.k("metrics:cache:hits")
+    }
+
+    // ---- seed 001: trading system ----------------------------------------------------------
+
+    /// `physics:state:{SYMBOL}` — the physics vector as JSON, no TTL.
+    pub fn physics_state(&self, symbol: &str) -> String {
+        self.k(&format!("physics:state:{}", self.id(symbol)))
+    }
+    /// `market:snapshot:{SYMBOL}` — hash (price, volume, bid, ask, timestamp), 60 s.
+    pub fn market_snapshot(&self, symbol: &str) -> String {
+        self.k(&format!("market:snapshot:{}", self.id(symbol)))
+    }
+    /// `agent:state:{agent_id}` — agent memory as JSON, 1 h.
+    pub fn agent_state(&self, agent_id: &str) -> String {
+        self.k(&format!("agent:state:{}", self.id(agent_id)))
+    }
+    /// `queue:tasks` — the reserved FIFO task list.
+    pub fn queue_tasks(&self) -> String {
+        self.k("queue:tasks")
+    }
+    /// `leaderboard:strategies` — strategies ranked by Sharpe ratio.
+    pub fn leaderboard_strategies(&self) -> String {
+        self.k("leaderboard:strategies")
+    }
+
+    // ---- seed 002: quantum memory ----------------------------------------------------------
+
+    /// `quantum:status` (was `quantum_states/status.json`).
+    pub fn quantum_status(&self) -> String {
+        self.k("quantum:status")
+    }
+    /// `quantum:session:current` (was `memories/current_session.json`).
+    pub fn quantum_session_current(&self) -> String {
+        self.k("quantum:session:current")
+    }
+    /// `quantum:daily:{date}` (was `memories/daily/{date}.json`).
+    pub fn quantum_daily(&self, date: &str) -> String {
+        self.k(&format!("quantum:daily:{date}"))
+    }
+    /// `quantum:work:summary24h` (was `memories/work_summary_24h.json`).
+    pub fn quantum_work_summary24h(&self) -> String {
+        self.k("quantum:work:summary24h")
+    }
+    /// `entity:{name}:{part}` (was `consciousness/entities/{name}/{part}`).
+    pub fn entity(&self, name: &str, part: &str) -> String {
+        self.k(&format!("entity:{name}:{part}"))
+    }
+
+    // ---- seed 003: neuromorphic arrays -----------------------------------------------------
+
+    /// `wm:{hash}` — a working-memory pattern (hash: pattern, timestamp, metadata), 1 h.
+    pub fn wm(&self, hash: &str) -> String {
+        self.k(&format!("wm:{}", self.id(hash)))
+    }
+    /// `spikes:{timestamp_us}` — one spike train; TTL chosen per call.
+    pub fn spikes(&self, timestamp_us: i64) -> String {
+        self.k(&format!("spikes:{timestamp_us}"))
+    }
+    /// `spikes:index` — sorted set of spike-train keys by timestamp (time-window queries).
+    pub fn spikes_index(&self) -> String {
+        self.k("spikes:index")
+    }
+    /// `attention:{context}` — attention weights, 10 min.
+    pub fn attention(&self, context: &str) -> String {
+        self.k(&format!("attention:{}", self.id(context)))
+    }
+
+    // ---- seed 004: cache, sessions, rate limits --------------------------------------------
+
+    /// `memory:{id}` — a cached memory token, 1 h.
+    pub fn memory(&self, id: &str) -> String {
+        self.k(&format!("memory:{}", self.id(id)))
+    }
+    /// `score:{user}:{ctx}:{token}` — a cached relevance score, 15 min.
+    pub fn score(&self, user: &str, ctx: &str, token: &str) -> String {
+        self.k(&format!("score:{user}:{ctx}:{token}"))
+    }
+    /// `session:{user}` — session state, 30 min.
+    pub fn session(&self, user: &str) -> String {
+        self.k(&format!("session:{}", self.id(user)))
+    }
+    /// `rate:{user}:{endpoint}` — the rate-limit window of one user on one endpoint.
+    pub fn rate(&self, user: &str, endpoint: &str) -> String {
+        self.k(&format!("rate:{user}:{endpoint}"))
+    }
+    /// `kitbash:memory:user:{user}` — the per-user index of memory tokens (sorted by time).
+    pub fn memory_user_index(&self, user: &str) -> String {
+        self.k(&format!("kitbash:memory:user:{user}"))
+    }
+
+    // ---- channels --------------------------------------------------------------------------
+
+    /// `state_update` — physics updates for the bridge (seed 001).
+    pub fn channel_state_update(&self) -> String {
+        self.k(crate::channels::STATE_UPDATE)
+    }
+    /// `trade_signals` — buy/sell decisions (seed 001).
+    pub fn channel_trade_signals(&self) -> String {
+        self.k(crate::channels::TRADE_SIGNALS)
+    }
+    /// `quantum:updates` — entity and quantum-state changes (seed 002).
+    pub fn channel_quantum_updates(&self) -> String {
+        self.k(crate::channels::QUANTUM_UPDATES)
+    }
+    /// `kitbash:grain-updates` — grain bank changes, read by ghost.
+    pub fn channel_grain_updates(&self) -> String {
+        self.k(crate::channels::GRAIN_UPDATES)
+    }
+    /// `kitbash:reload` — asks every daemon to reload what it can (like SIGHUP, fleet-wide).
+    pub fn channel_reload(&self) -> String {
+        self.k(crate::channels::RELOAD)
+    }
+
+    // ---- internal: streams and fleet bookkeeping -------------------------------------------
+
+    /// The stream key: `kitbash:stream:{queries}`, `kitbash:stream:{ticks:3}`.
+    pub fn stream(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:stream:{{{}}}", s.logical()))
+    }
+    /// The dead-letter stream of `s`: `kitbash:stream:{queries}:dead` (same slot as `s`).
+    pub fn dead_letter(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:stream:{{{}}}:dead", s.logical()))
+    }
+    /// Idempotency markers of effects derived from entries of `s`, one key per entry id scope:
+    /// `kitbash:stream:{queries}:done:{id}` (same slot as `s`).
+    pub fn done_marker(&self, s: StreamName, id: &str) -> String {
+        self.k(&format!("kitbash:stream:{{{}}}:done:{id}", s.logical()))
+    }
+    /// `kitbash:fleet` — sorted set: member `kind/instance`, score = last heartbeat (ms).
+    pub fn fleet(&self) -> String {
+        self.k("kitbash:fleet")
+    }
+    /// `kitbash:heartbeat:{kind}:{instance}` — the instance's self-description, short TTL.
+    pub fn heartbeat(&self, kind: DaemonKind, instance: &str) -> String {
+        self.k(&format!("kitbash:heartbeat:{}:{instance}", kind.name()))
+    }
+    /// `kitbash:lease:{ticks:3}` — which feynman instance owns tick partition 3.
+    pub fn partition_lease(&self, partition: u32) -> String {
+        self.k(&format!("kitbash:lease:{{ticks:{partition}}}"))
+    }
+    /// `kitbash:stream:{ticks:3}:window` — feynman's checkpoint of partition 3's windows.
+    pub fn partition_checkpoint(&self, partition: u32) -> String {
+        self.k(&format!("kitbash:stream:{{ticks:{partition}}}:window"))
+    }
+    /// `kitbash:decay:cycle` — the global decay-cycle counter.
+    pub fn decay_cycle(&self) -> String {
+        self.k("kitbash:decay:cycle")
+    }
+    /// `kitbash:resonance:index` — resonance normalised to cycle 0, by query hash.
+    pub fn resonance_index(&self) -> String {
+        self.k("kitbash:resonance:index")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every seed key spelled as the seed documents spell it.
+    #[test]
+    fn seed_spelling() {
+        let k = Keys::default();
+        let cases: Vec<(String, &str)> = vec![
+            (k.cms("a1b2c3d4e5f6"), "cms:a1b2c3d4e5f6"),
+            (k.cms("test_hash"), "cms:test_hash"),
+            (k.cms_grains("a1b2c3d4e5f6"), "cms:a1b2c3d4e5f6:grains"),
+            (
+                k.cms_resonance("a1b2c3d4e5f6"),
+                "cms:a1b2c3d4e5f6:resonance",
+            ),
+            (k.grain_sig(42), "grain:42:sig"),
+            (k.grain_bits_plus(42), "grain:42:bits:+"),
+            (k.grain_bits_minus(42), "grain:42:bits:-"),
+            (k.grain_index(), "grain:index"),
+            (k.ghost("a1b2c3d4e5f6"), "ghost:a1b2c3d4e5f6"),
+            (k.ghost_activations(), "ghost:activations"),
+            (k.hat_current(), "hat:current"),
+            (k.hat_mask("analytical"), "hat:analytical:mask"),
+            (k.hat_mask("creative"), "hat:creative:mask"),
+            (k.metrics_queries_count(), "metrics:queries:count"),
+            (k.metrics_latency_p95(), "metrics:latency:p95"),
+            (k.metrics_latency_p99(), "metrics:latency:p99"),
+            (k.metrics_grains_lookups(), "metrics:grains:lookups"),
+            (k.metrics_cache_hits(), "metrics:cache:hits"),
+            (k.physics_state("SPY"), "physics:state:SPY"),
+            (k.market_snapshot("AAPL"), "market:snapshot:AAPL"),
+            (k.agent_state("analyst_001"), "agent:state:analyst_001"),
+            (k.queue_tasks(), "queue:tasks"),
+            (k.leaderboard_strategies(), "leaderboard:strategies"),
+            (k.channel_state_update(), "state_update"),
+            (k.channel_trade_signals(), "trade_signals"),
+            (k.quantum_status(), "quantum:status"),
+            (k.quantum_session_current(), "quantum:session:current"),
+            (k.quantum_daily("2025-07-01"), "quantum:daily:2025-07-01"),
+            (k.quantum_work_summary24h(), "quantum:work:summary24h"),
+            (k.entity("claude", "identity"), "entity:claude:identity"),
+            (k.channel_quantum_updates(), "quantum:updates"),
+            (k.wm("visual_pattern_123"), "wm:visual_pattern_123"),
+            (
+                k.attention("visual_attention"),
+                "attention:visual_attention",
+            ),
+            (k.memory("m1"), "memory:m1"),
+            (k.score("u1", "c1", "t1"), "score:u1:c1:t1"),
+            (k.session("u1"), "session:u1"),
+            (k.rate("u1", "/search"), "rate:u1:/search"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn namespace_prefixes_everything() {
+        let k = Keys::new(Namespace::new("t7").unwrap_or_default());
+        assert_eq!(k.cms("h"), "t7:cms:h");
+        assert_eq!(k.channel_state_update(), "t7:state_update");
+        assert_eq!(k.stream(StreamName::Queries), "t7:kitbash:stream:{queries}");
+    }
+
+    #[test]
+    fn tagged_style_shares_a_slot_per_record() {
+        let k = Keys::default().with_style(KeyStyle::Tagged);
+        assert_eq!(k.cms("h"), "cms:{h}");
+        assert_eq!(k.cms_grains("h"), "cms:{h}:grains");
+        assert_eq!(k.cms_resonance("h"), "cms:{h}:resonance");
+        assert_eq!(k.grain_bits_plus(7), "grain:{7}:bits:+");
+    }
+
+    #[test]
+    fn stream_and_dead_letter_share_a_hash_tag() {
+        let k = Keys::default();
+        assert_eq!(k.stream(StreamName::Ticks(3)), "kitbash:stream:{ticks:3}");
+        assert_eq!(
+            k.dead_letter(StreamName::Ticks(3)),
+            "kitbash:stream:{ticks:3}:dead"
+        );
+        assert_eq!(
+            k.done_marker(StreamName::Entity, "1-0"),
+            "kitbash:stream:{entity}:done:1-0"
+        );
+        assert_eq!(k.partition_checkpoint(3), "kitbash:stream:{ticks:3}:window");
+    }
+}

@@ -1,0 +1,29 @@
+//! `kitbash-schema`: the one place that spells a Redis key, a stream, a channel, a TTL or a wire format.
+//!
+//! # Layout
+//! - [`namespace`]: the optional prefix that lets a test or a replay run beside production.
+//! - [`keys`]: typed builders for every key family of the five seeds and the fleet's internal keys.
+//! - [`streams`]: the catalog of streams, their consumer groups and dead-letter streams.
+//! - [`channels`]: pub/sub channel names.
+//! - [`ttl`]: the seeds' expiration policy as data.
+//! - [`wire`]: the stream-entry envelope (versioned MessagePack or JSON bodies).
+//! - [`messages`]: the message types carried by streams and channels, with validation.
+//! - [`time`]: RFC 3339 formatting without a date crate.
+//! - [`budget`]: the memory-budget model of seed 000.
+//!
+//! **Invariant:** this crate performs no I/O and depends on serde alone.
+
+pub mod budget;
+pub mod channels;
+pub mod keys;
+pub mod messages;
+pub mod namespace;
+pub mod streams;
+pub mod time;
+pub mod ttl;
+pub mod wire;
+
+pub use keys::{KeyStyle, Keys};
+pub use namespace::Namespace;
+pub use streams::{DaemonKind, Group, StreamName};
+pub use wire::{Envelope, Message, WireError};

@@ -1,0 +1,441 @@
+//! The message types that travel on streams and channels, with their validation.
+//!
+//! Stream bodies ([`Message`] impls) go through [`crate::wire::Envelope`]. The pub/sub payloads of
+//! the seeds ([`StateUpdate`], [`QuantumUpdate`]) and the stored [`PhysicsVector`] are JSON whose
+//! bytes match the seed documents' examples (see the golden tests).
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Message;
+
+/// Longest symbol accepted.
+pub const MAX_SYMBOL_LEN: usize = 16;
+
+/// Checks a ticker symbol: 1–16 of `A–Z 0–9 . - _`, starting with a letter or digit (seed 001
+/// §11.2: identifiers are UPPERCASE).
+pub fn validate_symbol(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("empty symbol".into());
+    }
+    if s.len() > MAX_SYMBOL_LEN {
+        return Err(format!("symbol longer than {MAX_SYMBOL_LEN} bytes"));
+    }
+    let first_ok = s.as_bytes()[0].is_ascii_uppercase() || s.as_bytes()[0].is_ascii_digit();
+    let all_ok = s
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+    if !(first_ok && all_ok) {
+        return Err(format!(
+            "symbol {s:?} is not of the form [A-Z0-9][A-Z0-9._-]*"
+        ));
+    }
+    Ok(())
+}
+
+/// A market tick (feynman's input, seed 001).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Ticker symbol, e.g. `SPY`.
+    pub symbol: String,
+    /// Trade price; finite and > 0.
+    pub price: f64,
+    /// Traded volume in this tick; finite and ≥ 0.
+    pub size: f64,
+    /// Number of trades in this tick.
+    pub trades: u64,
+    /// Exchange time, Unix seconds (fractional allowed).
+    pub ts: f64,
+}
+
+impl Message for Tick {
+    const KIND: &'static str = "tick";
+    fn validate(&self) -> Result<(), String> {
+        validate_symbol(&self.symbol)?;
+        if !self.price.is_finite() || self.price <= 0.0 {
+            return Err(format!(
+                "price {} is not a finite positive number",
+                self.price
+            ));
+        }
+        if !self.size.is_finite() || self.size < 0.0 {
+            return Err(format!(
+                "size {} is not a finite non-negative number",
+                self.size
+            ));
+        }
+        if !self.ts.is_finite() || self.ts < 0.0 {
+            return Err(format!(
+                "ts {} is not a finite non-negative number",
+                self.ts
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The regime read off the tail index (seed 001).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Regime {
+    /// α > 3.
+    Gaussian,
+    /// 2 < α ≤ 3.
+    #[serde(rename = "Lévy Stable")]
+    LevyStable,
+    /// α ≤ 2.
+    Critical,
+}
+
+impl Regime {
+    /// The regime for a tail index α.
+    pub fn from_alpha(alpha: f64) -> Self {
+        if alpha > 3.0 {
+            Regime::Gaussian
+        } else if alpha > 2.0 {
+            Regime::LevyStable
+        } else {
+            Regime::Critical
+        }
+    }
+
+    /// The seed's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regime::Gaussian => "Gaussian",
+            Regime::LevyStable => "Lévy Stable",
+            Regime::Critical => "Critical",
+        }
+    }
+}
+
+/// The 5-pillar physics vector, stored as JSON in `physics:state:{SYMBOL}` (seed 001 §2.1).
+/// Field order is the seed's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhysicsVector {
+    /// volume × close-location value.
+    pub mass: f64,
+    /// mass × last log return.
+    pub momentum: f64,
+    /// trades / volume.
+    pub friction: f64,
+    /// Shannon entropy (bits) of the log-return histogram.
+    pub entropy: f64,
+    /// (price − mode) / std of the window's prices.
+    pub nash_dist: f64,
+    /// Regime from the tail index.
+    pub regime: Regime,
+    /// Hill tail-index estimate, clipped to [0.5, 10].
+    pub alpha_coefficient: f64,
+}
+
+impl PhysicsVector {
+    /// The JSON stored in `physics:state:{SYMBOL}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain f64 fields and an enum cannot fail; NaN becomes `null`.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// One entry of the physics stream: a vector and where it came from (bridge resume, replay).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhysicsRecord {
+    /// Symbol.
+    pub symbol: String,
+    /// The tick's exchange time, Unix seconds.
+    pub ts: f64,
+    /// Last price.
+    pub price: f64,
+    /// The vector after applying the tick.
+    pub vector: PhysicsVector,
+    /// Id of the tick entry that produced it (`ticks:3/1700000000000-0`).
+    pub source: String,
+}
+
+impl Message for PhysicsRecord {
+    const KIND: &'static str = "physics";
+}
+
+/// `data` of a [`StateUpdate`]: the seed's `alpha` and `regime`, then optional extras.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateUpdateData {
+    /// Tail index.
+    pub alpha: f64,
+    /// Regime.
+    pub regime: Regime,
+    /// Last price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    /// Mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mass: Option<f64>,
+    /// Momentum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// Friction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friction: Option<f64>,
+    /// Entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<f64>,
+    /// Nash distance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nash_dist: Option<f64>,
+    /// Position of the matching entry in the physics stream (for resume after reconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+}
+
+/// The `state_update` message (seed 001 §3.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateUpdate {
+    /// Always `PHYSICS_UPDATE` for feynman's messages.
+    pub event: String,
+    /// Symbol.
+    pub symbol: String,
+    /// RFC 3339 UTC.
+    pub timestamp: String,
+    /// Payload.
+    pub data: StateUpdateData,
+}
+
+impl StateUpdate {
+    /// The event name feynman publishes.
+    pub const PHYSICS_UPDATE: &'static str = "PHYSICS_UPDATE";
+
+    /// JSON bytes as published.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A query event (decay's input, seed 000).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryEvent {
+    /// The query text.
+    pub text: String,
+    /// `sha256(text)` hex, when the producer computed it; otherwise the consumer does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Unix seconds.
+    pub ts: f64,
+    /// Grains the application matched, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grains: Vec<u64>,
+}
+
+/// Longest query text accepted.
+pub const MAX_QUERY_LEN: usize = 4096;
+
+impl Message for QueryEvent {
+    const KIND: &'static str = "query";
+    fn validate(&self) -> Result<(), String> {
+        if self.text.trim().is_empty() {
+            return Err("empty query text".into());
+        }
+        if self.text.len() > MAX_QUERY_LEN {
+            return Err(format!("query text longer than {MAX_QUERY_LEN} bytes"));
+        }
+        if let Some(h) = &self.hash {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("hash is not 64 hex digits (sha256)".into());
+            }
+        }
+        if !self.ts.is_finite() {
+            return Err("ts is not finite".into());
+        }
+        Ok(())
+    }
+}
+
+/// A resonance crossing: a query's resonance rose above the ghost threshold (decay → ghost).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Crossing {
+    /// Query hash.
+    pub hash: String,
+    /// Query text (ghost derives the signature from it).
+    pub text: String,
+    /// Resonance at the crossing.
+    pub resonance: f64,
+    /// Decay cycle at the crossing.
+    pub cycle: u64,
+}
+
+impl Message for Crossing {
+    const KIND: &'static str = "crossing";
+}
+
+/// Which JSON document an entity update patches (seed 002's file → key mapping).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EntityTarget {
+    /// `quantum:status`.
+    Status,
+    /// `quantum:session:current`.
+    SessionCurrent,
+    /// `quantum:daily:{date}`.
+    Daily {
+        /// `YYYY-MM-DD`.
+        date: String,
+    },
+    /// `quantum:work:summary24h`.
+    WorkSummary24h,
+    /// `entity:{name}:{part}`.
+    Entity {
+        /// Entity name (`claude`).
+        name: String,
+        /// Part (`identity`).
+        part: String,
+    },
+}
+
+impl EntityTarget {
+    /// The key this target names.
+    pub fn key(&self, keys: &crate::Keys) -> String {
+        match self {
+            EntityTarget::Status => keys.quantum_status(),
+            EntityTarget::SessionCurrent => keys.quantum_session_current(),
+            EntityTarget::Daily { date } => keys.quantum_daily(date),
+            EntityTarget::WorkSummary24h => keys.quantum_work_summary24h(),
+            EntityTarget::Entity { name, part } => keys.entity(name, part),
+        }
+    }
+
+    /// The seed's `type` for the `quantum:updates` message.
+    pub fn update_type(&self) -> &'static str {
+        match self {
+            EntityTarget::Status => "status_update",
+            EntityTarget::SessionCurrent => "session_update",
+            EntityTarget::Daily { .. } => "daily_update",
+            EntityTarget::WorkSummary24h => "work_summary_update",
+            EntityTarget::Entity { .. } => "entity_update",
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// An entity-update event (entity's input, seed 002): an RFC 7386 merge patch for one document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityUpdate {
+    /// The document to patch.
+    pub target: EntityTarget,
+    /// RFC 7386 JSON merge patch.
+    pub patch: serde_json::Value,
+}
+
+impl Message for EntityUpdate {
+    const KIND: &'static str = "entity_update";
+    fn validate(&self) -> Result<(), String> {
+        match &self.target {
+            EntityTarget::Daily { date } => {
+                let b = date.as_bytes();
+                let ok = b.len() == 10
+                    && b[4] == b'-'
+                    && b[7] == b'-'
+                    && b.iter()
+                        .enumerate()
+                        .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+                if !ok {
+                    return Err(format!("daily date {date:?} is not YYYY-MM-DD"));
+                }
+            }
+            EntityTarget::Entity { name, part } => {
+                if !valid_name(name) || !valid_name(part) {
+                    return Err("entity name and part must be 1–128 of [A-Za-z0-9._-]".into());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The `quantum:updates` message (seed 002): `{"type":…,"key":…,"data":…}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantumUpdate {
+    /// `status_update`, `entity_update`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The key that changed.
+    pub key: String,
+    /// The document after the update.
+    pub data: serde_json::Value,
+    /// The document's version counter after the update (absent in the seed's example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl QuantumUpdate {
+    /// JSON bytes as published.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A memory token to cache and index (archive's indexing input, seed 004).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryToken {
+    /// Memory id (`memory:{id}`).
+    pub id: String,
+    /// Owning user.
+    pub user: String,
+    /// Context id.
+    pub context: String,
+    /// Token id.
+    pub token: String,
+    /// The token's content.
+    pub content: serde_json::Value,
+    /// Creation time, Unix seconds.
+    pub ts: f64,
+    /// Accesses so far.
+    #[serde(default)]
+    pub accesses: u64,
+}
+
+impl Message for MemoryToken {
+    const KIND: &'static str = "memory_token";
+    fn validate(&self) -> Result<(), String> {
+        for (what, v) in [
+            ("id", &self.id),
+            ("user", &self.user),
+            ("context", &self.context),
+            ("token", &self.token),
+        ] {
+            if !valid_name(v) {
+                return Err(format!("{what} must be 1–128 of [A-Za-z0-9._-]"));
+            }
+        }
+        if !self.ts.is_finite() || self.ts < 0.0 {
+            return Err("ts is not a finite non-negative number".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a daemon instance says about itself in its heartbeat key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Daemon kind name.
+    pub kind: String,
+    /// Unique instance name (also its consumer name).
+    pub instance: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Start time, Unix ms.
+    pub started_ms: i64,
+    /// Last beat, Unix ms.
+    pub beat_ms: i64,
+    /// Crate version.
+    pub version: String,
+    /// Admin endpoint address, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// Whether the instance considers itself ready.
+    pub ready: bool,
+}

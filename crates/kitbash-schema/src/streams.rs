@@ -1,0 +1,219 @@
+//! The stream catalog: which streams exist, who consumes them (consumer groups) and where their
+//! rejected entries go (dead-letter streams).
+//!
+//! Every stream key is hash-tagged (`kitbash:stream:{queries}`) so that a stream, its dead-letter
+//! stream and its per-stream bookkeeping live in one Redis Cluster slot and can be changed in one
+//! `MULTI` or script.
+
+use std::fmt;
+
+/// The six daemon kinds. Their names are the consumer-group names and the ACL user names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DaemonKind {
+    /// Physics writer (seed 001).
+    Feynman,
+    /// Entity updater (seed 002).
+    Entity,
+    /// Resonance decayer (seed 000).
+    Decay,
+    /// Ghost precomputer (seed 000).
+    Ghost,
+    /// WebSocket broadcaster and dashboard (seeds 001, 002).
+    Bridge,
+    /// Archival and indexing consumer (seeds 002, 003, 004).
+    Archive,
+}
+
+impl DaemonKind {
+    /// Every kind, in start-up order.
+    pub const ALL: [DaemonKind; 6] = [
+        DaemonKind::Feynman,
+        DaemonKind::Entity,
+        DaemonKind::Decay,
+        DaemonKind::Ghost,
+        DaemonKind::Bridge,
+        DaemonKind::Archive,
+    ];
+
+    /// The short lowercase name (`"feynman"`), used in keys, group names and binaries
+    /// (`kitbash-feynman`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DaemonKind::Feynman => "feynman",
+            DaemonKind::Entity => "entity",
+            DaemonKind::Decay => "decay",
+            DaemonKind::Ghost => "ghost",
+            DaemonKind::Bridge => "bridge",
+            DaemonKind::Archive => "archive",
+        }
+    }
+
+    /// The inverse of [`DaemonKind::name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The consumer group this kind reads its streams with.
+    pub fn group(self) -> Group {
+        Group(self.name())
+    }
+}
+
+impl fmt::Display for DaemonKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A consumer-group name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Group(pub &'static str);
+
+impl Group {
+    /// The group name as Redis sees it.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// A logical stream. Its key comes from [`crate::Keys::stream`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamName {
+    /// Market ticks, partition `n` of the configured partition count (feynman's input).
+    Ticks(u32),
+    /// Query events (decay's input).
+    Queries,
+    /// Entity-update events (entity's input).
+    Entity,
+    /// Memory tokens to index (archive's indexing input).
+    Memory,
+    /// Physics vectors written by feynman (bridge resume, replay).
+    Physics,
+    /// Resonance crossings emitted by decay (ghost's input).
+    Crossings,
+}
+
+impl StreamName {
+    /// The streams that exist for a deployment with `partitions` tick partitions.
+    pub fn all(partitions: u32) -> Vec<StreamName> {
+        let mut v: Vec<StreamName> = (0..partitions).map(StreamName::Ticks).collect();
+        v.extend([
+            StreamName::Queries,
+            StreamName::Entity,
+            StreamName::Memory,
+            StreamName::Physics,
+            StreamName::Crossings,
+        ]);
+        v
+    }
+
+    /// The logical name used on the command line and in the key: `ticks:3`, `queries`, …
+    pub fn logical(self) -> String {
+        match self {
+            StreamName::Ticks(p) => format!("ticks:{p}"),
+            other => other.base().to_owned(),
+        }
+    }
+
+    /// The family name without partition: `ticks`, `queries`, …
+    pub fn base(self) -> &'static str {
+        match self {
+            StreamName::Ticks(_) => "ticks",
+            StreamName::Queries => "queries",
+            StreamName::Entity => "entity",
+            StreamName::Memory => "memory",
+            StreamName::Physics => "physics",
+            StreamName::Crossings => "crossings",
+        }
+    }
+
+    /// Parses a logical name (`ticks:3`, `queries`).
+    pub fn parse(s: &str) -> Option<StreamName> {
+        if let Some(p) = s.strip_prefix("ticks:") {
+            return p.parse().ok().map(StreamName::Ticks);
+        }
+        Some(match s {
+            "queries" => StreamName::Queries,
+            "entity" => StreamName::Entity,
+            "memory" => StreamName::Memory,
+            "physics" => StreamName::Physics,
+            "crossings" => StreamName::Crossings,
+            _ => return None,
+        })
+    }
+
+    /// The consumer groups that must see every entry of this stream. `kitbash status` reports
+    /// their lag, and the archive trims a stream only below what all of them acknowledged.
+    pub fn groups(self) -> &'static [DaemonKind] {
+        match self {
+            StreamName::Ticks(_) => &[DaemonKind::Feynman, DaemonKind::Archive],
+            StreamName::Queries => &[DaemonKind::Decay, DaemonKind::Archive],
+            StreamName::Entity => &[DaemonKind::Entity, DaemonKind::Archive],
+            StreamName::Memory => &[DaemonKind::Archive],
+            StreamName::Physics => &[DaemonKind::Archive],
+            StreamName::Crossings => &[DaemonKind::Ghost, DaemonKind::Archive],
+        }
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.logical())
+    }
+}
+
+/// The tick partition of `symbol` among `partitions`: FNV-1a 64 of the symbol's bytes, modulo
+/// the partition count. Part of the wire contract: every producer, in any language, must route
+/// a symbol to the same partition so that one feynman instance sees all of its ticks in order.
+pub fn tick_partition(symbol: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in symbol.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_partition_is_fnv1a_mod_p() {
+        // FNV-1a 64 of "SPY" = 0x97fc9619fa5d47fd, computed independently in Python.
+        assert_eq!(
+            tick_partition("SPY", 8),
+            (0x97fc_9619_fa5d_47fdu64 % 8) as u32
+        );
+        assert_eq!(tick_partition("SPY", 8), 5);
+        assert_eq!(tick_partition("SPY", 1), 0);
+        assert_eq!(tick_partition("", 8), (0xcbf2_9ce4_8422_2325u64 % 8) as u32);
+        let p: Vec<u32> = ["SPY", "QQQ", "AAPL", "MSFT", "BTC-USD"]
+            .iter()
+            .map(|s| tick_partition(s, 8))
+            .collect();
+        assert!(p.iter().all(|&x| x < 8));
+    }
+
+    #[test]
+    fn logical_names_round_trip() {
+        for s in StreamName::all(4) {
+            assert_eq!(StreamName::parse(&s.logical()), Some(s));
+        }
+        assert_eq!(StreamName::parse("ticks:x"), None);
+        assert_eq!(StreamName::parse("nope"), None);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in DaemonKind::ALL {
+            assert_eq!(DaemonKind::parse(k.name()), Some(k));
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `kitbash bench ternary`: the ternary kernels against their in-run baselines (a plain read of
+//! the same bytes; a naive `i8` dot product), measured by `kitbash_ternary::bench`.
+
+use super::{BenchOptions, Record};
+
+/// Runs the suite (CPU-bound; call from a blocking thread).
+pub fn run(opts: &BenchOptions) -> Vec<Record> {
+    let figures =
+        kitbash_ternary::bench::run(&kitbash_ternary::bench::BenchOptions { long: opts.long });
+    figures
+        .into_iter()
+        .map(|f| {
+            let mut r = Record::new("ternary", f.metric, f.value, f.unit, f.baseline);
+            for (k, v) in f.extra {
+                r = r.with(k, v);
+            }
+            r
+        })
+        .collect()
+}

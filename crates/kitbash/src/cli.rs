@@ -1,0 +1,144 @@
+//! Argument parsing and dispatch for the `kitbash` binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fred::prelude::*;
+use kitbash_runtime::config::{Config, ConfigSource};
+use kitbash_runtime::daemon::EXIT_CONFIG;
+
+/// kitbash: a fleet of Redis-native worker daemons.
+#[derive(Debug, Parser)]
+#[command(name = "kitbash", version, about)]
+pub struct Cli {
+    /// Configuration profile (config/{profile}.toml); default from KITBASH_PROFILE.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Redis URL; overrides [redis] url and KITBASH__REDIS__URL.
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    /// Key namespace; overrides [redis] namespace.
+    #[arg(long, global = true)]
+    pub namespace: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Daemons alive, stream lengths, group lag and pending, dead letters, Redis memory.
+    Status {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a benchmark suite; figures are ratios to baselines measured in the same run.
+    Bench {
+        /// Suite: redis, ternary.
+        suite: String,
+        /// One JSON object per figure on stdout, nothing else.
+        #[arg(long)]
+        json: bool,
+        /// Run longer for steadier figures.
+        #[arg(long)]
+        long: bool,
+    },
+}
+
+/// Loads the configuration with the CLI's overrides; a bad one is reported on one line.
+pub fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut src = ConfigSource::from_env();
+    if let Some(p) = &cli.profile {
+        src.profile = Some(p.clone());
+    }
+    let mut overrides = Vec::new();
+    if let Some(u) = &cli.redis_url {
+        overrides.push(("redis.url", u.clone()));
+    }
+    if let Some(n) = &cli.namespace {
+        overrides.push(("redis.namespace", n.clone()));
+    }
+    Config::load_with(&src, overrides).map_err(|e| e.to_string())
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kitbash: bad config: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kitbash: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kitbash: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Client> {
+    let mut b = kitbash_runtime::redis::builder(&config.redis)?;
+    // The CLI should fail fast when Redis is away instead of waiting forever.
+    b.with_config(|c| c.fail_fast = true);
+    let client = b.build()?;
+    client.init().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach Redis at {}: {e}",
+            kitbash_runtime::daemon::redact(&config.redis.url)
+        )
+    })?;
+    Ok(client)
+}
+
+async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Status { json } => {
+            let client = connect(&config).await?;
+            let keys = config.redis.keys();
+            let s = crate::status::collect(
+                &client,
+                &keys,
+                config.feynman.partitions,
+                config.fleet.heartbeat_ms,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                print!("{}", crate::status::render(&s));
+            }
+            let _ = client.quit().await;
+        }
+        Command::Bench { suite, json, long } => {
+            let redis_url = std::env::var("KITBASH__REDIS__URL")
+                .ok()
+                .or(cli.redis_url.clone());
+            let opts = crate::bench::BenchOptions { long, redis_url };
+            let records = crate::bench::run(&suite, &opts).await?;
+            if json {
+                for r in &records {
+                    println!("{}", r.to_json());
+                }
+            } else {
+                print!("{}", crate::bench::render_table(&records));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,5 @@
+//! The `kitbash` binary: see `kitbash --help`.
+
+fn main() -> std::process::ExitCode {
+    kitbash::cli::main()
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests: the real daemon binaries against a real redis-server.
