@@ -1,0 +1,4 @@
+//! Integration tests of the `kitbash` CLI against a real redis-server: the library calls and
+//! the real binary.
+
+mod status;

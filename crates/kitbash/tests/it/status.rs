@@ -1,0 +1,164 @@
+//! `kitbash status` lists daemons, streams, groups, lag, pending and dead letters.
+
+use std::process::Command;
+
+use fred::prelude::*;
+use fred::types::Value;
+use kitbash_schema::{Keys, Namespace, StreamName};
+use kitbash_testkit::RedisServer;
+
+fn kitbash(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kitbash"));
+    c.args(args)
+        .env("KITBASH_CONFIG_DIR", "/nonexistent")
+        .env_remove("KITBASH_PROFILE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run kitbash")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = Keys::new(Namespace::new(ns.clone()).expect("ns"));
+    let client = Client::new(
+        fred::types::config::Config::from_url(&server.url()).expect("url"),
+        None,
+        None,
+        None,
+    );
+    client.init().await.expect("connect");
+    let q = keys.stream(StreamName::Queries);
+    for i in 0..5 {
+        let _: String = client
+            .xadd(
+                &q,
+                false,
+                None,
+                "*",
+                vec![("type", "query"), ("n", &i.to_string())],
+            )
+            .await
+            .expect("xadd");
+    }
+    let _: Value = client
+        .xgroup_create(&q, "decay", "0", false)
+        .await
+        .expect("group");
+    // 2 delivered and pending, 3 not yet delivered (lag 3).
+    let _: Value = client
+        .xreadgroup("decay", "c1", Some(2), None, false, &q, ">")
+        .await
+        .expect("read");
+    let _: String = client
+        .xadd(
+            keys.dead_letter(StreamName::Queries),
+            false,
+            None,
+            "*",
+            vec![("reason", "bad")],
+        )
+        .await
+        .expect("dead");
+    // A live-looking heartbeat and a stale one.
+    let now = kitbash_runtime::heartbeat::now_ms();
+    let beat = serde_json::json!({"kind":"decay","instance":"decay-a","host":"h","pid":1,"started_ms":now,"beat_ms":now,"version":"0","ready":true});
+    let _: () = client
+        .set(
+            keys.heartbeat(kitbash_schema::DaemonKind::Decay, "decay-a"),
+            beat.to_string(),
+            None,
+            None,
+            false,
+        )
+        .await
+        .expect("set");
+    let _: () = client
+        .zadd(
+            keys.fleet(),
+            None,
+            None,
+            false,
+            false,
+            vec![
+                (now as f64, "decay/decay-a"),
+                ((now - 60_000) as f64, "ghost/ghost-old"),
+            ],
+        )
+        .await
+        .expect("zadd");
+
+    let out = kitbash(
+        &["status", "--json", "--namespace", &ns],
+        &[("KITBASH__REDIS__URL", &server.url())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let queries = s["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|x| x["stream"] == "queries")
+        .expect("queries");
+    assert_eq!(queries["length"], 5);
+    assert_eq!(queries["dead_letters"], 1);
+    assert_eq!(queries["groups"][0]["name"], "decay");
+    assert_eq!(queries["groups"][0]["pending"], 2);
+    assert_eq!(queries["groups"][0]["lag"], 3);
+    let daemons = s["daemons"].as_array().expect("daemons");
+    let a = daemons
+        .iter()
+        .find(|d| d["instance"] == "decay-a")
+        .expect("decay-a");
+    assert_eq!(a["alive"], true);
+    assert_eq!(a["kind"], "decay");
+    let old = daemons
+        .iter()
+        .find(|d| d["instance"] == "ghost-old")
+        .expect("ghost-old");
+    assert_eq!(old["alive"], false);
+    assert!(s["redis"]["used_memory"].as_u64().unwrap_or(0) > 0);
+    assert!(
+        s["redis"]["version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with('7')
+    );
+    // 8 tick partitions + 5 other streams by default.
+    assert_eq!(s["streams"].as_array().map(Vec::len), Some(13));
+
+    let table = kitbash(
+        &["status", "--namespace", &ns],
+        &[("KITBASH__REDIS__URL", &server.url())],
+    );
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("decay: 2/3"), "{text}");
+    let _ = client.quit().await;
+}
+
+#[test]
+fn a_bad_config_exits_64_naming_the_key() {
+    let out = kitbash(&["status"], &[("KITBASH__CONSUMER__BATCH", "lots")]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("consumer.batch"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn unreachable_redis_is_a_clear_error() {
+    let out = kitbash(
+        &["status"],
+        &[("KITBASH__REDIS__URL", "redis://127.0.0.1:1")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach Redis at redis://127.0.0.1:1")
+    );
+}
