@@ -251,6 +251,13 @@ pub struct FeynmanConfig {
     pub partitions: u32,
     /// Ticks kept per symbol window.
     pub window: usize,
+    /// Partition lease length, ms: a dead instance's partitions move after at most this long.
+    pub lease_ms: u64,
+    /// How often a partition's windows are snapshotted into its checkpoint, ms. Recovery
+    /// replays at most this much of the partition's tail.
+    pub snapshot_ms: u64,
+    /// The physics stream is capped near this many entries (XADD MAXLEN ~).
+    pub physics_stream_max: u64,
 }
 
 impl Default for FeynmanConfig {
@@ -258,6 +265,9 @@ impl Default for FeynmanConfig {
         Self {
             partitions: 8,
             window: 1000,
+            lease_ms: 5_000,
+            snapshot_ms: 1_000,
+            physics_stream_max: 100_000,
         }
     }
 }
@@ -408,6 +418,9 @@ impl Config {
                 "feynman.partitions",
                 "must be within 1..=1024",
             ));
+        }
+        if self.feynman.lease_ms < 300 {
+            return Err(ConfigError::key("feynman.lease_ms", "must be ≥ 300"));
         }
         if self.feynman.window < 2 {
             return Err(ConfigError::key("feynman.window", "must be ≥ 2"));

@@ -274,6 +274,15 @@ impl Keys {
     pub fn partition_checkpoint(&self, partition: u32) -> String {
         self.k(&format!("kitbash:stream:{{ticks:{partition}}}:window"))
     }
+    /// Field names of the partition checkpoint hash ([`Keys::partition_checkpoint`]).
+    pub const CHECKPOINT_LAST_ID: &'static str = "last_id";
+    /// See [`Keys::CHECKPOINT_LAST_ID`]: id of the newest window snapshot's last tick.
+    pub const CHECKPOINT_SNAP_ID: &'static str = "snap_id";
+    /// See [`Keys::CHECKPOINT_LAST_ID`]: the windows (MessagePack, written by feynman).
+    pub const CHECKPOINT_SNAP: &'static str = "snap";
+    /// See [`Keys::CHECKPOINT_LAST_ID`]: instance that committed last.
+    pub const CHECKPOINT_OWNER: &'static str = "owner";
+
     /// `kitbash:decay:cycle` — the global decay-cycle counter.
     pub fn decay_cycle(&self) -> String {
         self.k("kitbash:decay:cycle")

@@ -152,7 +152,9 @@ impl StreamName {
     /// their lag, and the archive trims a stream only below what all of them acknowledged.
     pub fn groups(self) -> &'static [DaemonKind] {
         match self {
-            StreamName::Ticks(_) => &[DaemonKind::Feynman, DaemonKind::Archive],
+            // feynman reads ticks without a group: it owns whole partitions through leases and
+            // keeps its position in the partition checkpoint (see kitbash-feynman).
+            StreamName::Ticks(_) => &[DaemonKind::Archive],
             StreamName::Queries => &[DaemonKind::Decay, DaemonKind::Archive],
             StreamName::Entity => &[DaemonKind::Entity, DaemonKind::Archive],
             StreamName::Memory => &[DaemonKind::Archive],
