@@ -1,0 +1,119 @@
+//! The partition commit: one Lua script that compare-and-sets the partition checkpoint and, in
+//! the same atomic step, writes every effect of the batch (physics state, market snapshots,
+//! physics-stream entries, `state_update` messages, dead letters).
+//!
+//! The compare-and-set on `last_id` is the fence: an instance whose lease expired while it was
+//! paused fails its next commit as soon as the new owner has committed, and a commit that
+//! succeeds is always a correct continuation of the partition, whoever made it. Because the
+//! effects ride in the same script, a `kill -9` at any point leaves either the whole batch
+//! applied (window, position and outputs) or none of it.
+//!
+//! Keys touched span several cluster slots, so this needs a standalone Redis (or a primary with
+//! replicas); see ARCHITECTURE.md for the cluster plan.
+
+use fred::prelude::*;
+use fred::types::Value;
+use fred::types::scripts::Script;
+use kitbash_schema::Keys;
+
+/// The script. ARGV: expected `last_id` ('' = none), new `last_id`, owner, snapshot blob
+/// ('' = keep), snapshot id, the four checkpoint field names, then commands as
+/// `n, word1 … wordn`. A word starting with byte 0x01 is a template: the rest, with every
+/// [`ID_PLACEHOLDER`] replaced by the id of the latest XADD.
+const COMMIT: &str = r#"
+local cp = KEYS[1]
+local cur = redis.call('HGET', cp, ARGV[6]) or ''
+if cur ~= ARGV[1] then return {0, cur} end
+redis.call('HSET', cp, ARGV[6], ARGV[2], ARGV[7], ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', cp, ARGV[8], ARGV[4], ARGV[9], ARGV[5]) end
+local last = ''
+local i = 10
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local cmd = {}
+  for j = 1, n do
+    local a = ARGV[i + j]
+    if string.byte(a, 1) == 1 then a = string.gsub(string.sub(a, 2), '@@ID@@', last) end
+    cmd[j] = a
+  end
+  local r = redis.call(unpack(cmd))
+  if cmd[1] == 'XADD' then last = r end
+  i = i + n + 1
+end
+return {1, ARGV[2]}
+"#;
+
+/// Marks a word as a template whose [`ID_PLACEHOLDER`]s become the latest XADD id.
+pub const TEMPLATE: u8 = 1;
+/// Stands for the latest XADD id inside a template word (never valid in a symbol or regime).
+pub const ID_PLACEHOLDER: &str = "@@ID@@";
+
+/// One batch's writes, built by the partition worker.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Keys the commands touch (declared to Redis).
+    pub keys: Vec<String>,
+    /// Commands, each a list of words.
+    pub commands: Vec<Vec<Value>>,
+}
+
+impl Commit {
+    /// Adds a command touching `key`.
+    pub fn push(&mut self, key: &str, words: Vec<Value>) {
+        if !self.keys.iter().any(|k| k == key) {
+            self.keys.push(key.to_owned());
+        }
+        self.commands.push(words);
+    }
+}
+
+/// What the checkpoint said when the compare-and-set failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommitResult {
+    /// Applied; the checkpoint is at the new id.
+    Applied,
+    /// Someone else moved the checkpoint (to this id): this instance no longer owns the
+    /// partition's history and must stop or reload.
+    Conflict(String),
+}
+
+/// Runs the commit script.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    client: &Client,
+    checkpoint_key: &str,
+    expected_last: &str,
+    new_last: &str,
+    owner: &str,
+    snapshot: Option<(&[u8], &str)>,
+    commit: Commit,
+) -> Result<CommitResult, fred::error::Error> {
+    let script = Script::from_lua(COMMIT);
+    let mut keys = Vec::with_capacity(commit.keys.len() + 1);
+    keys.push(checkpoint_key.to_owned());
+    keys.extend(commit.keys);
+    let (snap, snap_id) = snapshot.unwrap_or((b"", ""));
+    let mut args: Vec<Value> = vec![
+        expected_last.into(),
+        new_last.into(),
+        owner.into(),
+        Value::Bytes(snap.to_vec().into()),
+        snap_id.into(),
+        Keys::CHECKPOINT_LAST_ID.into(),
+        Keys::CHECKPOINT_OWNER.into(),
+        Keys::CHECKPOINT_SNAP.into(),
+        Keys::CHECKPOINT_SNAP_ID.into(),
+    ];
+    for c in commit.commands {
+        args.push((c.len() as i64).into());
+        args.extend(c);
+    }
+    let reply: Vec<Value> = script.evalsha_with_reload(client, keys, args).await?;
+    let ok = matches!(reply.first(), Some(Value::Integer(1)));
+    if ok {
+        Ok(CommitResult::Applied)
+    } else {
+        let cur = reply.get(1).and_then(|v| v.as_string()).unwrap_or_default();
+        Ok(CommitResult::Conflict(cur))
+    }
+}

@@ -1,0 +1,100 @@
+//! The real `kitbash-feynman` binary: SIGTERM drains and exits 0; kill -9 loses nothing.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kitbash_client::Producer;
+use kitbash_testkit::RedisServer;
+
+use crate::support::*;
+
+fn spawn(url: &str, ns: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kitbash-feynman"))
+        .env("KITBASH_CONFIG_DIR", "/nonexistent")
+        .env("KITBASH__REDIS__URL", url)
+        .env("KITBASH__REDIS__NAMESPACE", ns)
+        .env("KITBASH__ADMIN__LISTEN", "")
+        .env("KITBASH__FLEET__HEARTBEAT_MS", "200")
+        .env("KITBASH__CONSUMER__BLOCK_MS", "100")
+        .env("KITBASH__FEYNMAN__PARTITIONS", PARTITIONS.to_string())
+        .env("KITBASH__FEYNMAN__WINDOW", WINDOW.to_string())
+        .env("KITBASH__FEYNMAN__LEASE_MS", "600")
+        .env("KITBASH__FEYNMAN__SNAPSHOT_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kitbash-feynman")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "daemon did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_and_kill_9_loses_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let input = ticks(&["SPY", "QQQ", "IWM", "DIA"], 2000, 5);
+    let (a, b) = input.split_at(input.len() / 2);
+
+    let mut first = spawn(&server.url(), &ns);
+    let mut second = spawn(&server.url(), &ns);
+    publish(&producer, a).await;
+    // kill -9 one binary while it works; SIGTERM the other mid-stream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&first, "-KILL");
+    wait_exit(&mut first);
+    let mut third = spawn(&server.url(), &ns);
+    publish(&producer, b).await;
+    signal(&second, "-TERM");
+    let status = wait_exit(&mut second);
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0 after draining");
+    caught_up(&c, &keys).await;
+    signal(&third, "-TERM");
+    assert_eq!(wait_exit(&mut third).code(), Some(0));
+
+    let reference = reference(&input);
+    let counts = checkpointed(&c, &keys).await;
+    for (symbol, (n, vector)) in &reference {
+        assert_eq!(
+            counts.get(symbol),
+            Some(n),
+            "{symbol}: exact count across kill -9 and SIGTERM"
+        );
+        assert_eq!(
+            physics_state(&c, &keys, symbol).await.as_ref(),
+            Some(vector),
+            "{symbol}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_config_exits_64_naming_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kitbash-feynman"))
+        .env("KITBASH_CONFIG_DIR", "/nonexistent")
+        .env("KITBASH__FEYNMAN__PARTITIONS", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("feynman.partitions"), "{err}");
+}

@@ -1,0 +1,235 @@
+//! In-process feynman instances: outputs against the reference, ordering and exact counts with
+//! three instances while one is killed, bad ticks to the dead-letter stream, output formats.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+use kitbash_client::Producer;
+use kitbash_runtime::shutdown;
+use kitbash_schema::StreamName;
+use kitbash_testkit::RedisServer;
+
+use crate::support::*;
+
+struct Instance {
+    task: tokio::task::JoinHandle<Result<(), kitbash_runtime::RuntimeError>>,
+    stop: kitbash_runtime::CancellationToken,
+}
+
+fn start(url: &str, ns: &str) -> Instance {
+    let (signals, _reload) = shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let task = tokio::spawn(kitbash_feynman::run(config(url, ns), signals));
+    Instance { task, stop }
+}
+
+impl Instance {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("join").expect("run");
+    }
+    /// Like kill -9 for this instance's work: its tasks die without committing or releasing.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        // Its heartbeat task is separate in-process; stop it as the process death would.
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let sub = fred::clients::SubscriberClient::new(
+        fred::types::config::Config::from_url(&server.url()).expect("url"),
+        None,
+        None,
+        None,
+    );
+    sub.init().await.expect("sub");
+    let mut messages = sub.message_rx();
+    sub.subscribe(keys.channel_state_update())
+        .await
+        .expect("subscribe");
+
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let input = ticks(&["SPY", "QQQ", "AAPL"], 300, 7);
+    let inst = start(&server.url(), &ns);
+    publish(&producer, &input).await;
+    caught_up(&c, &keys).await;
+
+    let reference = reference(&input);
+    for (symbol, (_, vector)) in &reference {
+        assert_eq!(
+            physics_state(&c, &keys, symbol).await.as_ref(),
+            Some(vector),
+            "{symbol}"
+        );
+        let raw: String = c.get(keys.physics_state(symbol)).await.expect("get");
+        assert!(raw.starts_with("{\"mass\":"), "seed field order: {raw}");
+        let snap: std::collections::HashMap<String, String> = c
+            .hgetall(keys.market_snapshot(symbol))
+            .await
+            .expect("snapshot");
+        assert!(
+            snap.contains_key("price")
+                && snap.contains_key("volume")
+                && snap.contains_key("timestamp")
+        );
+        let ttl: i64 = c.ttl(keys.market_snapshot(symbol)).await.expect("ttl");
+        assert!((1..=60).contains(&ttl), "snapshot TTL {ttl}");
+        let ttl: i64 = c.ttl(keys.physics_state(symbol)).await.expect("ttl");
+        assert_eq!(ttl, -1, "physics:state has no TTL");
+    }
+    // state_update carries the seed's envelope and points into the physics stream.
+    let msg = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+        .await
+        .expect("a message")
+        .expect("recv");
+    let body: serde_json::Value =
+        serde_json::from_slice(&msg.value.as_bytes().expect("bytes").to_vec()).expect("json");
+    assert_eq!(body["event"], "PHYSICS_UPDATE");
+    assert!(body["data"]["alpha"].is_number() && body["data"]["regime"].is_string());
+    assert!(body["timestamp"].as_str().unwrap_or("").ends_with('Z'));
+    let sid = body["data"]["stream_id"]
+        .as_str()
+        .expect("stream_id")
+        .to_owned();
+    let at: Value = c
+        .xrange(
+            keys.stream(StreamName::Physics),
+            sid.as_str(),
+            sid.as_str(),
+            None,
+        )
+        .await
+        .expect("xrange");
+    assert_eq!(
+        kitbash_runtime::entries::parse_entries("XRANGE", &at)
+            .expect("entries")
+            .len(),
+        1
+    );
+
+    inst.stop().await;
+    let counts = checkpointed(&c, &keys).await;
+    for (symbol, (n, _)) in &reference {
+        assert_eq!(
+            counts.get(symbol),
+            Some(n),
+            "{symbol} applied exactly once each"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_killed_lose_and_reorder_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let symbols = ["SPY", "QQQ", "AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOG"];
+    let input = ticks(&symbols, 1500, 11);
+    let (first, rest) = input.split_at(input.len() / 3);
+
+    let a = start(&server.url(), &ns);
+    let b = start(&server.url(), &ns);
+    let victim = start(&server.url(), &ns);
+    publish(&producer, first).await;
+    // Let the victim own partitions and work on them, then kill it mid-run.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let owners: Vec<Option<String>> = {
+        let mut v = Vec::new();
+        for p in 0..PARTITIONS {
+            v.push(c.get(keys.partition_lease(p)).await.expect("get"));
+        }
+        v
+    };
+    assert!(owners.iter().flatten().count() > 0, "partitions are leased");
+    let (mid, last) = rest.split_at(rest.len() / 2);
+    let publishing = {
+        let producer = producer.clone();
+        let mid = mid.to_vec();
+        tokio::spawn(async move { publish(&producer, &mid).await })
+    };
+    victim.kill().await;
+    publishing.await.expect("publish");
+    publish(&producer, last).await;
+    caught_up(&c, &keys).await;
+    a.stop().await;
+    b.stop().await;
+
+    let reference = reference(&input);
+    let counts = checkpointed(&c, &keys).await;
+    for (symbol, (n, vector)) in &reference {
+        assert_eq!(
+            counts.get(symbol),
+            Some(n),
+            "{symbol}: every tick applied exactly once"
+        );
+        assert_eq!(
+            physics_state(&c, &keys, symbol).await.as_ref(),
+            Some(vector),
+            "{symbol}: applied in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ticks_go_to_the_dead_letter_stream() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let stream = producer.tick_stream("SPY");
+    let bad = [
+        r#"{"symbol":"SPY","price":-1,"size":1,"trades":1,"ts":1}"#,
+        r#"{"symbol":"SPY","price":1e999,"size":1,"trades":1,"ts":1}"#,
+        r#"{"symbol":"spy lower","price":1,"size":1,"trades":1,"ts":1}"#,
+        r#"{"symbol":"SPY","price":1,"size":-5,"trades":1,"ts":1}"#,
+        r#"{"symbol":"SPY","price":"x"}"#,
+    ];
+    for b in bad {
+        let _: String = c
+            .xadd(
+                keys.stream(stream),
+                false,
+                None,
+                "*",
+                vec![("type", "tick"), ("ct", "json"), ("d", b)],
+            )
+            .await
+            .expect("xadd");
+    }
+    let good = ticks(&["SPY"], 20, 3);
+    publish(&producer, &good).await;
+    let inst = start(&server.url(), &ns);
+    caught_up(&c, &keys).await;
+    inst.stop().await;
+    let n: u64 = c.xlen(keys.dead_letter(stream)).await.expect("xlen");
+    assert_eq!(n, bad.len() as u64);
+    let v: Value = c
+        .xrange(keys.dead_letter(stream), "-", "+", None)
+        .await
+        .expect("xrange");
+    let letters: Vec<String> = kitbash_runtime::entries::parse_entries("XRANGE", &v)
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            kitbash_schema::wire::DeadLetter::from_fields(e.pairs())
+                .expect("letter")
+                .reason
+        })
+        .collect();
+    assert!(letters[0].contains("price -1"), "{letters:?}");
+    assert!(letters[2].contains("symbol"), "{letters:?}");
+    assert!(letters[3].contains("size -5"), "{letters:?}");
+    assert!(letters[4].contains("does not decode"), "{letters:?}");
+    assert_eq!(checkpointed(&c, &keys).await.get("SPY"), Some(&20));
+}

@@ -1,0 +1,6 @@
+//! Integration tests of feynman against a real redis-server: in-process instances and the real
+//! binary.
+
+mod binary;
+mod fleet;
+mod support;
