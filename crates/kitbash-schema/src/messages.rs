@@ -343,10 +343,8 @@ impl Message for EntityUpdate {
                     return Err(format!("daily date {date:?} is not YYYY-MM-DD"));
                 }
             }
-            EntityTarget::Entity { name, part } => {
-                if !valid_name(name) || !valid_name(part) {
-                    return Err("entity name and part must be 1–128 of [A-Za-z0-9._-]".into());
-                }
+            EntityTarget::Entity { name, part } if !valid_name(name) || !valid_name(part) => {
+                return Err("entity name and part must be 1–128 of [A-Za-z0-9._-]".into());
             }
             _ => {}
         }

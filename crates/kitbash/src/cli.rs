@@ -45,6 +45,44 @@ pub enum Command {
         #[arg(long)]
         long: bool,
     },
+    /// Publish demo data: `kitbash feed ticks`.
+    Feed {
+        /// What to feed.
+        #[command(subcommand)]
+        what: FeedCommand,
+    },
+    /// Start the whole system locally: Redis, every built daemon, a demo feed, a live view.
+    Up {
+        /// Demo feed rate, ticks per second (0 = none).
+        #[arg(long, default_value_t = 200.0)]
+        feed_rate: f64,
+        /// Where Redis data and daemon logs go.
+        #[arg(long, default_value = ".kitbash")]
+        state_dir: std::path::PathBuf,
+    },
+}
+
+/// `kitbash feed` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FeedCommand {
+    /// Market ticks into the tick partitions (synthetic market, or --csv).
+    Ticks {
+        /// Stop after N ticks (default: 10000; 0 = run until Ctrl-C).
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Ticks per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Symbols of the synthetic market.
+        #[arg(long, value_delimiter = ',', default_value = "SPY,QQQ,AAPL,MSFT,NVDA")]
+        symbols: Vec<String>,
+        /// Replay a CSV of symbol,price,size,trades,ts instead.
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+        /// Seed of the synthetic market.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Loads the configuration with the CLI's overrides; a bad one is reported on one line.
@@ -138,6 +176,52 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", crate::bench::render_table(&records));
             }
+        }
+        Command::Feed {
+            what:
+                FeedCommand::Ticks {
+                    count,
+                    rate,
+                    symbols,
+                    csv,
+                    seed,
+                },
+        } => {
+            let client = connect(&config).await?;
+            let producer = kitbash_client::Producer::new(
+                client.clone(),
+                config.redis.keys(),
+                config.feynman.partitions,
+            );
+            let opts = crate::feed::FeedOptions {
+                count: (count > 0).then_some(count),
+                rate,
+                symbols,
+                csv,
+                seed,
+                progress: true,
+            };
+            let stop = kitbash_runtime::CancellationToken::new();
+            let token = stop.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                token.cancel();
+            });
+            crate::feed::ticks(&producer, &opts, stop).await?;
+            let _ = client.quit().await;
+        }
+        Command::Up {
+            feed_rate,
+            state_dir,
+        } => {
+            crate::up::run(
+                config,
+                crate::up::UpOptions {
+                    feed_rate,
+                    state_dir,
+                },
+            )
+            .await?;
         }
     }
     Ok(ExitCode::SUCCESS)
