@@ -8,6 +8,7 @@
 //! - [`ttl`]: the seeds' expiration policy as data.
 //! - [`wire`]: the stream-entry envelope (versioned MessagePack or JSON bodies).
 //! - [`messages`]: the message types carried by streams and channels, with validation.
+//! - [`pyjson`]: JSON byte-identical to Python's `json.dumps` (seed 002's publisher).
 //! - [`time`]: RFC 3339 formatting without a date crate.
 //! - [`budget`]: the memory-budget model of seed 000.
 //!
@@ -18,6 +19,7 @@ pub mod channels;
 pub mod keys;
 pub mod messages;
 pub mod namespace;
+pub mod pyjson;
 pub mod streams;
 pub mod time;
 pub mod ttl;

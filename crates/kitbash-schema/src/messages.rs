@@ -368,9 +368,10 @@ pub struct QuantumUpdate {
 }
 
 impl QuantumUpdate {
-    /// JSON bytes as published.
+    /// JSON bytes as published: exactly what the seed's `json.dumps` wrote, so existing
+    /// dashboard code sees the same bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::pyjson::to_vec(self).unwrap_or_default()
     }
 }
 

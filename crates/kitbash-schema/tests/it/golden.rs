@@ -1,0 +1,270 @@
+//! Byte-exact wire formats. A failure here means a producer or consumer in another language
+//! would see different bytes: bump the message version instead of changing a golden value.
+
+use kitbash_schema::messages::*;
+use kitbash_schema::wire::{ContentType, DeadLetter, Envelope, decode_fields};
+use kitbash_schema::{Keys, StreamName};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Seed 001 §2.1, serialised as orjson does (compact, in the seed's field order).
+#[test]
+fn physics_state_matches_the_seed_example() {
+    let seed = r#"{
+      "mass": 0.42, "momentum": 1.23, "friction": 0.15, "entropy": 0.08,
+      "nash_dist": 0.05, "regime": "Gaussian", "alpha_coefficient": 2.8
+    }"#;
+    let v: PhysicsVector = serde_json::from_str(seed).expect("seed example parses");
+    assert_eq!(
+        String::from_utf8(v.to_json()).expect("utf8"),
+        r#"{"mass":0.42,"momentum":1.23,"friction":0.15,"entropy":0.08,"nash_dist":0.05,"regime":"Gaussian","alpha_coefficient":2.8}"#
+    );
+    let levy = PhysicsVector {
+        regime: Regime::LevyStable,
+        ..v
+    };
+    assert!(
+        String::from_utf8(levy.to_json())
+            .expect("utf8")
+            .contains(r#""regime":"Lévy Stable""#)
+    );
+}
+
+/// Seed 001 §3.1.
+#[test]
+fn state_update_matches_the_seed_example() {
+    let seed = r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00Z","data":{"alpha":2.8,"regime":"Gaussian"}}"#;
+    let u: StateUpdate = serde_json::from_str(seed).expect("parses");
+    assert_eq!(String::from_utf8(u.to_json()).expect("utf8"), seed);
+    let full = StateUpdate {
+        data: StateUpdateData {
+            price: Some(450.32),
+            stream_id: Some("1-0".into()),
+            ..u.data.clone()
+        },
+        ..u
+    };
+    assert_eq!(
+        String::from_utf8(full.to_json()).expect("utf8"),
+        r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00Z","data":{"alpha":2.8,"regime":"Gaussian","price":450.32,"stream_id":"1-0"}}"#
+    );
+}
+
+/// Seed 002's `update_status`: `json.dumps({"type": "status_update", "key": key, "data": data})`.
+#[test]
+fn quantum_update_matches_python_json_dumps() {
+    let u = QuantumUpdate {
+        kind: "status_update".into(),
+        key: Keys::default().quantum_status(),
+        data: serde_json::json!({"mood": "curious", "level": 3, "score": 0.5, "name": "Lévy"}),
+        version: None,
+    };
+    // python3 -c 'import json; print(json.dumps({"type":"status_update","key":"quantum:status",
+    //   "data":{"mood":"curious","level":3,"score":0.5,"name":"Lévy"}}))'
+    assert_eq!(
+        String::from_utf8(u.to_json()).expect("utf8"),
+        r#"{"type": "status_update", "key": "quantum:status", "data": {"mood": "curious", "level": 3, "score": 0.5, "name": "L\u00e9vy"}}"#
+    );
+}
+
+/// The stream envelope of a tick: fields and MessagePack body (map encoding).
+#[test]
+fn tick_envelope_layout() {
+    let t = Tick {
+        symbol: "SPY".into(),
+        price: 450.25,
+        size: 100.0,
+        trades: 3,
+        ts: 1.5,
+    };
+    let env = Envelope::msgpack(&t).expect("encode").with_mid("m1");
+    let fields = env.to_fields();
+    let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(names, ["type", "v", "ct", "d", "mid"]);
+    assert_eq!(fields[0].1, b"tick");
+    assert_eq!(fields[1].1, b"1");
+    assert_eq!(fields[2].1, b"msgpack");
+    // msgpack map of 5: "symbol" "SPY", "price" f64, "size" f64, "trades" 3, "ts" f64
+    assert_eq!(
+        hex(&fields[3].1),
+        "85a673796d626f6ca3535059a57072696365cb407c240000000000a473697a65cb4059000000000000a674726164657303a27473cb3ff8000000000000"
+    );
+    let back: Tick =
+        decode_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).expect("decode");
+    assert_eq!(back, t);
+}
+
+/// A JSON body from a foreign producer (redis-cli, Python) decodes the same.
+#[test]
+fn json_bodies_from_foreign_producers() {
+    let fields: Vec<(&[u8], &[u8])> = vec![
+        (b"type", b"query"),
+        (b"ct", b"json"),
+        (b"d", br#"{"text":"what is DNA?","ts":1766318400.0}"#),
+    ];
+    let q: QueryEvent = decode_fields(fields).expect("decode");
+    assert_eq!(q.text, "what is DNA?");
+    let env = Envelope::json(&q).expect("encode");
+    assert_eq!(env.content, ContentType::Json);
+    assert_eq!(env.body, br#"{"text":"what is DNA?","ts":1766318400.0}"#);
+}
+
+#[test]
+fn entity_update_and_memory_token_layouts() {
+    let e = EntityUpdate {
+        target: EntityTarget::Entity {
+            name: "claude".into(),
+            part: "identity".into(),
+        },
+        patch: serde_json::json!({"mood": "curious", "old": null}),
+    };
+    assert_eq!(
+        serde_json::to_string(&e).expect("json"),
+        r#"{"target":{"kind":"entity","name":"claude","part":"identity"},"patch":{"mood":"curious","old":null}}"#
+    );
+    assert_eq!(e.target.key(&Keys::default()), "entity:claude:identity");
+    let d = EntityUpdate {
+        target: EntityTarget::Daily {
+            date: "2025-07-01".into(),
+        },
+        patch: serde_json::json!({}),
+    };
+    assert_eq!(
+        serde_json::to_string(&d.target).expect("json"),
+        r#"{"kind":"daily","date":"2025-07-01"}"#
+    );
+    let m = MemoryToken {
+        id: "m1".into(),
+        user: "u1".into(),
+        context: "c1".into(),
+        token: "t1".into(),
+        content: serde_json::json!("hello"),
+        ts: 1.0,
+        accesses: 2,
+    };
+    assert_eq!(
+        serde_json::to_string(&m).expect("json"),
+        r#"{"id":"m1","user":"u1","context":"c1","token":"t1","content":"hello","ts":1.0,"accesses":2}"#
+    );
+}
+
+#[test]
+fn dead_letter_layout_round_trips() {
+    let d = DeadLetter {
+        reason: "missing field `d`".into(),
+        stream: StreamName::Queries.logical(),
+        id: "5-0".into(),
+        group: "decay".into(),
+        consumer: "decay-h-1-abc".into(),
+        deliveries: 1,
+        at_ms: 7,
+        fields: vec![(b"type".to_vec(), b"query".to_vec())],
+    };
+    let f = d.to_fields();
+    let names: Vec<String> = f
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "reason",
+            "stream",
+            "id",
+            "group",
+            "consumer",
+            "deliveries",
+            "at_ms",
+            "f.type"
+        ]
+    );
+    let back = DeadLetter::from_fields(f.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        .expect("parse");
+    assert_eq!(back, d);
+}
+
+#[test]
+fn heartbeat_layout() {
+    let h = Heartbeat {
+        kind: "decay".into(),
+        instance: "decay-h-1-abc".into(),
+        host: "h".into(),
+        pid: 1,
+        started_ms: 2,
+        beat_ms: 3,
+        version: "0.1.0".into(),
+        admin: None,
+        ready: true,
+    };
+    assert_eq!(
+        serde_json::to_string(&h).expect("json"),
+        r#"{"kind":"decay","instance":"decay-h-1-abc","host":"h","pid":1,"started_ms":2,"beat_ms":3,"version":"0.1.0","ready":true}"#
+    );
+}
+
+#[test]
+fn validation_rejects_bad_input_with_a_reason() {
+    let bad = |t: Tick| {
+        use kitbash_schema::Message;
+        t.validate().expect_err("invalid")
+    };
+    let ok = Tick {
+        symbol: "SPY".into(),
+        price: 1.0,
+        size: 0.0,
+        trades: 0,
+        ts: 0.0,
+    };
+    assert!(
+        bad(Tick {
+            price: f64::NAN,
+            ..ok.clone()
+        })
+        .contains("price")
+    );
+    assert!(
+        bad(Tick {
+            price: f64::INFINITY,
+            ..ok.clone()
+        })
+        .contains("price")
+    );
+    assert!(
+        bad(Tick {
+            price: 0.0,
+            ..ok.clone()
+        })
+        .contains("price")
+    );
+    assert!(
+        bad(Tick {
+            size: -1.0,
+            ..ok.clone()
+        })
+        .contains("size")
+    );
+    assert!(
+        bad(Tick {
+            symbol: String::new(),
+            ..ok.clone()
+        })
+        .contains("empty symbol")
+    );
+    assert!(
+        bad(Tick {
+            symbol: "A".repeat(17),
+            ..ok.clone()
+        })
+        .contains("longer")
+    );
+    assert!(
+        bad(Tick {
+            symbol: "spy".into(),
+            ..ok.clone()
+        })
+        .contains("symbol")
+    );
+    assert!(bad(Tick { ts: -1.0, ..ok }).contains("ts"));
+}

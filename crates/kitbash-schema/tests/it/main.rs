@@ -1,0 +1,3 @@
+//! Golden tests: every wire format of the schema, byte for byte.
+
+mod golden;
