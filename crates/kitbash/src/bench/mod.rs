@@ -2,6 +2,7 @@
 //! the same run (see docs/BENCHMARKS.md). With `--json`, stdout carries one JSON object per
 //! figure and nothing else: `{"suite","metric","value","unit","baseline","ratio",…}`.
 
+pub mod feynman;
 pub mod redis;
 pub mod ternary;
 
@@ -93,12 +94,13 @@ pub struct BenchOptions {
 }
 
 /// Suites `kitbash bench` knows.
-pub const SUITES: &[&str] = &["redis", "ternary"];
+pub const SUITES: &[&str] = &["redis", "ternary", "feynman"];
 
 /// Runs `suite`; progress goes to stderr.
 pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     match suite {
         "redis" => redis::run(opts).await,
+        "feynman" => feynman::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)
