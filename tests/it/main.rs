@@ -1,1 +1,4 @@
-//! End-to-end tests: the real daemon binaries against a real redis-server.
+//! End-to-end tests: the real daemon binaries and CLI against a real redis-server.
+
+mod fleet;
+mod up;
