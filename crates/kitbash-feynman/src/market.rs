@@ -489,6 +489,8 @@ fn parse_record(fields: &[&str]) -> Result<Tick, CsvProblem> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use kitbash_schema::messages::Regime;
 
     use super::*;
@@ -548,7 +550,7 @@ mod tests {
     fn every_tick_is_valid_and_realistic() {
         let mut market = MarketSim::new(&symbols(&["SPY", "AAPL"]), 9).unwrap();
         let mut zero_sizes = 0;
-        for i in 0..200_000 {
+        for i in 0..100_000 {
             let tick = market.next_tick(1.7e9 + f64::from(i) * 0.001);
             tick.validate().unwrap();
             assert!(tick.price.is_finite() && tick.price > 0.0);
@@ -560,13 +562,14 @@ mod tests {
                 zero_sizes += 1;
             }
         }
-        assert!(zero_sizes > 0 && zero_sizes < 2_000, "{zero_sizes}");
+        // 0.5 % of 100k ticks: about 500.
+        assert!(zero_sizes > 250 && zero_sizes < 1_000, "{zero_sizes}");
     }
 
     #[test]
     fn student_t_has_fat_tails_and_gaussian_does_not() {
         let mut rng = StdRng::seed_from_u64(3);
-        let n = 200_000;
+        let n = 100_000;
         let beyond = |draws: &[f64], x: f64| draws.iter().filter(|d| d.abs() > x).count();
         let normal: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
         let mean = normal.iter().sum::<f64>() / f64::from(n);

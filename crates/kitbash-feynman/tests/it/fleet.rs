@@ -91,7 +91,7 @@ async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
         .expect("a message")
         .expect("recv");
     let body: serde_json::Value =
-        serde_json::from_slice(&msg.value.as_bytes().expect("bytes").to_vec()).expect("json");
+        serde_json::from_slice(msg.value.as_bytes().expect("bytes")).expect("json");
     assert_eq!(body["event"], "PHYSICS_UPDATE");
     assert!(body["data"]["alpha"].is_number() && body["data"]["regime"].is_string());
     assert!(body["timestamp"].as_str().unwrap_or("").ends_with('Z'));

@@ -96,7 +96,7 @@ impl Handler<Tick> for CountingHandler {
         }
         for d in &batch {
             self.apply(d).await;
-            self.seen.lock().unwrap().push(d.id.clone());
+            self.seen.lock().expect("lock").push(d.id.clone());
         }
         vec![Outcome::Ack; batch.len()]
     }
@@ -157,7 +157,7 @@ async fn killed_consumer_mid_batch_is_reclaimed_and_effects_apply_once() {
         assert_eq!(fx.get(id), Some(&1), "entry {id} applied exactly once");
     }
     assert_eq!(stats.reclaimed, 10);
-    let mut seen = seen.lock().unwrap().clone();
+    let mut seen = seen.lock().expect("lock").clone();
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), ids.len(), "B handled every entry");
@@ -182,7 +182,7 @@ impl Handler<Tick> for Recorder {
                 if Some(&d.message.symbol) == self.dead_symbol.as_ref() {
                     return Outcome::Dead("symbol is delisted".into());
                 }
-                self.seen.lock().unwrap().push(d.message);
+                self.seen.lock().expect("lock").push(d.message);
                 Outcome::Ack
             })
             .collect()
@@ -277,7 +277,7 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_the_reason() {
     let stop = CancellationToken::new();
     let task = tokio::spawn(consumer(&r, &keys, "c1", &Health::new()).run(handler, stop.clone()));
     eventually("three good entries handled", || async {
-        seen.lock().unwrap().len() == 3
+        seen.lock().expect("lock").len() == 3
     })
     .await;
     eventually("nothing pending", || async {
@@ -288,7 +288,7 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_the_reason() {
     let stats = task.await.expect("join");
     assert_eq!(stats.dead, 7);
     assert!(
-        seen.lock().unwrap().iter().any(|t| t.symbol == "QQQ"),
+        seen.lock().expect("lock").iter().any(|t| t.symbol == "QQQ"),
         "JSON bodies from foreign producers are accepted"
     );
 
@@ -408,7 +408,7 @@ async fn own_pending_entries_are_processed_first_after_a_restart() {
     );
     let task = tokio::spawn(c.run(handler, stop.clone()));
     eventually("own pending entries processed", || async {
-        seen.lock().unwrap().len() == 5
+        seen.lock().expect("lock").len() == 5
     })
     .await;
     eventually("nothing pending", || async {
@@ -442,7 +442,7 @@ async fn nogroup_after_a_redis_restart_without_persistence_is_recovered() {
     );
     let task = tokio::spawn(c.run(handler, stop.clone()));
     eventually("first entry handled", || async {
-        seen.lock().unwrap().len() == 1
+        seen.lock().expect("lock").len() == 1
     })
     .await;
 
@@ -452,14 +452,19 @@ async fn nogroup_after_a_redis_restart_without_persistence_is_recovered() {
     xadd_msg(&r, &keys, S, &tick(2)).await;
     xadd_msg(&r, &keys, S, &tick(3)).await;
     eventually("entries after the restart handled", || async {
-        seen.lock().unwrap().len() == 3
+        seen.lock().expect("lock").len() == 3
     })
     .await;
     stop.cancel();
     let stats = task.await.expect("join");
     assert!(stats.group_recreated >= 1);
     assert!(health.ready());
-    let trades: Vec<u64> = seen.lock().unwrap().iter().map(|t| t.trades).collect();
+    let trades: Vec<u64> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|t| t.trades)
+        .collect();
     assert_eq!(trades, vec![1, 2, 3], "nothing lost, nothing repeated");
 }
 
@@ -473,7 +478,7 @@ impl Handler<Tick> for SlowDrainer {
     async fn handle(&mut self, batch: Vec<Delivery<Tick>>) -> Vec<Outcome> {
         self.stop.cancel();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        *self.handled.lock().unwrap() += batch.len();
+        *self.handled.lock().expect("lock") += batch.len();
         vec![Outcome::Ack; batch.len()]
     }
 }
@@ -495,7 +500,11 @@ async fn shutdown_finishes_and_acknowledges_the_batch_in_hand() {
     let stats = consumer(&r, &keys, "c1", &Health::new())
         .run(handler, stop)
         .await;
-    assert_eq!(*handled.lock().unwrap(), 10, "exactly the batch in hand");
+    assert_eq!(
+        *handled.lock().expect("lock"),
+        10,
+        "exactly the batch in hand"
+    );
     assert_eq!(stats.acked, 10);
     assert_eq!(
         pending(&r, &keys, S, "testgroup").await,
