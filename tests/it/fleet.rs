@@ -66,6 +66,24 @@ fn feed_through_two_feynman_processes_is_visible_in_status() {
                 .unwrap_or(false)
         })
     });
+    eventually("feynman's partitions report zero lag", || {
+        let s = status(&url, &ns);
+        s["streams"].as_array().is_some_and(|st| {
+            st.iter()
+                .filter(|x| {
+                    x["stream"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("ticks:"))
+                        && x["length"].as_u64() > Some(0)
+                })
+                .all(|x| {
+                    x["groups"].as_array().is_some_and(|g| {
+                        g.iter()
+                            .any(|g| g["name"] == "feynman" && g["lag"] == 0 && g["consumers"] == 1)
+                    })
+                })
+        })
+    });
     let s = status(&url, &ns);
     let ticks: u64 = s["streams"]
         .as_array()

@@ -17,7 +17,7 @@ use fred::types::scripts::Script;
 use kitbash_schema::Keys;
 
 /// The script. ARGV: expected `last_id` ('' = none), new `last_id`, owner, snapshot blob
-/// ('' = keep), snapshot id, the four checkpoint field names, then commands as
+/// ('' = keep), snapshot id, the five checkpoint field names, entries consumed, then commands as
 /// `n, word1 … wordn`. A word starting with byte 0x01 is a template: the rest, with every
 /// [`ID_PLACEHOLDER`] replaced by the id of the latest XADD.
 const COMMIT: &str = r#"
@@ -26,8 +26,9 @@ local cur = redis.call('HGET', cp, ARGV[6]) or ''
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('HSET', cp, ARGV[6], ARGV[2], ARGV[7], ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', cp, ARGV[8], ARGV[4], ARGV[9], ARGV[5]) end
+redis.call('HINCRBY', cp, ARGV[10], ARGV[11])
 local last = ''
-local i = 10
+local i = 12
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local cmd = {}
@@ -86,6 +87,7 @@ pub async fn run(
     new_last: &str,
     owner: &str,
     snapshot: Option<(&[u8], &str)>,
+    consumed: u64,
     commit: Commit,
 ) -> Result<CommitResult, fred::error::Error> {
     let script = Script::from_lua(COMMIT);
@@ -103,6 +105,8 @@ pub async fn run(
         Keys::CHECKPOINT_OWNER.into(),
         Keys::CHECKPOINT_SNAP.into(),
         Keys::CHECKPOINT_SNAP_ID.into(),
+        Keys::CHECKPOINT_CONSUMED.into(),
+        (consumed as i64).into(),
     ];
     for c in commit.commands {
         args.push((c.len() as i64).into());

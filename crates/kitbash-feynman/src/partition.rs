@@ -221,6 +221,7 @@ pub async fn run(
                     &last_id,
                     &last_id,
                     Some((&snap, &last_id)),
+                    0,
                     Commit::default(),
                 )
                 .await?;
@@ -296,6 +297,7 @@ pub async fn run(
             &last_id,
             &batch_last,
             snapshot.as_deref().map(|s| (s, batch_last.as_str())),
+            batch.len() as u64,
             c,
         )
         .await?;
@@ -332,6 +334,7 @@ pub async fn run(
             &last_id,
             &last_id,
             Some((&snap, &last_id)),
+            0,
             Commit::default(),
         )
         .await?;
@@ -356,6 +359,7 @@ async fn commit_or_fence(
     expected: &str,
     new_last: &str,
     snapshot: Option<(&[u8], &str)>,
+    consumed: u64,
     c: Commit,
 ) -> Result<(), PartitionError> {
     match commit::run(
@@ -365,6 +369,7 @@ async fn commit_or_fence(
         new_last,
         &shared.instance,
         snapshot,
+        consumed,
         c,
     )
     .await?

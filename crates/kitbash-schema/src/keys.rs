@@ -280,6 +280,9 @@ impl Keys {
     pub const CHECKPOINT_SNAP_ID: &'static str = "snap_id";
     /// See [`Keys::CHECKPOINT_LAST_ID`]: the windows (MessagePack, written by feynman).
     pub const CHECKPOINT_SNAP: &'static str = "snap";
+    /// See [`Keys::CHECKPOINT_LAST_ID`]: entries consumed so far; with `XINFO STREAM`'s
+    /// `entries-added` it gives the partition's lag.
+    pub const CHECKPOINT_CONSUMED: &'static str = "consumed";
     /// See [`Keys::CHECKPOINT_LAST_ID`]: instance that committed last.
     pub const CHECKPOINT_OWNER: &'static str = "owner";
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use fred::prelude::*;
 use fred::types::Value;
 use kitbash_runtime::entries::string_of;
@@ -145,7 +146,10 @@ pub async fn collect(
         let Some(k) = DaemonKind::parse(kind) else {
             continue;
         };
-        let beat: Option<String> = client.get(keys.heartbeat(k, instance)).await?;
+        let beat: Option<String> = client
+            .get(keys.heartbeat(k, instance))
+            .await
+            .context("reading a heartbeat")?;
         let beat: Option<Heartbeat> = beat.and_then(|b| serde_json::from_str(&b).ok());
         let ago = now - score as i64;
         daemons.push(DaemonStatus {
@@ -162,8 +166,11 @@ pub async fn collect(
     let mut streams = Vec::new();
     for s in StreamName::all(partitions) {
         let key = keys.stream(s);
-        let length: u64 = client.xlen(&key).await?;
-        let dead_letters: u64 = client.xlen(keys.dead_letter(s)).await?;
+        let length: u64 = client.xlen(&key).await.context("XLEN")?;
+        let dead_letters: u64 = client
+            .xlen(keys.dead_letter(s))
+            .await
+            .context("XLEN dead")?;
         let mut groups = Vec::new();
         if length > 0 || client.exists::<u64, _>(&key).await? > 0 {
             let v: Value = client.xinfo_groups(&key).await.unwrap_or(Value::Null);
@@ -183,6 +190,14 @@ pub async fn collect(
                 }
             }
         }
+        if let StreamName::Ticks(p) = s {
+            if let Some(g) = partition_status(client, keys, p, &key)
+                .await
+                .context("partition")?
+            {
+                groups.push(g);
+            }
+        }
         streams.push(StreamStatus {
             stream: s.logical(),
             key,
@@ -191,7 +206,7 @@ pub async fn collect(
             groups,
         });
     }
-    let info: String = client.info(None).await?;
+    let info: String = client.info(None).await.context("INFO")?;
     let info = info_map(&info);
     let get = |k: &str| info.get(k).cloned().unwrap_or_default();
     let redis = RedisStatus {
@@ -207,6 +222,43 @@ pub async fn collect(
         streams,
         redis,
     })
+}
+
+/// feynman reads tick partitions without a consumer group; its position lives in the partition
+/// checkpoint. Reported like a group named `feynman` (consumers = 1 while a lease is held).
+async fn partition_status(
+    client: &Client,
+    keys: &Keys,
+    p: u32,
+    stream_key: &str,
+) -> anyhow::Result<Option<GroupStatus>> {
+    // Not HGETALL: the snapshot field is binary.
+    let (last_id, consumed): (Option<String>, Option<u64>) = client
+        .hmget(
+            keys.partition_checkpoint(p),
+            vec![Keys::CHECKPOINT_LAST_ID, Keys::CHECKPOINT_CONSUMED],
+        )
+        .await
+        .context("reading a partition checkpoint")?;
+    let owner: Option<String> = client
+        .get(keys.partition_lease(p))
+        .await
+        .context("reading a partition lease")?;
+    if last_id.is_none() && owner.is_none() {
+        return Ok(None);
+    }
+    let info: Value = client
+        .xinfo_stream(stream_key, false, None)
+        .await
+        .unwrap_or(Value::Null);
+    let added = num(map_of(&info).get("entries-added"));
+    Ok(Some(GroupStatus {
+        name: DaemonKind::Feynman.name().into(),
+        consumers: u64::from(owner.is_some()),
+        pending: 0,
+        lag: added.map(|a| a.saturating_sub(consumed.unwrap_or(0))),
+        last_delivered_id: last_id.unwrap_or_default(),
+    }))
 }
 
 /// The human-readable table.
