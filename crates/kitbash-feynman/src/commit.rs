@@ -20,6 +20,10 @@ use kitbash_schema::Keys;
 /// ('' = keep), snapshot id, the five checkpoint field names, entries consumed, then commands as
 /// `n, word1 … wordn`. A word starting with byte 0x01 is a template: the rest, with every
 /// [`ID_PLACEHOLDER`] replaced by the id of the latest XADD.
+/// Hashed once; `evalsha_with_reload` loads it on the first NOSCRIPT.
+static COMMIT_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(COMMIT));
+
 const COMMIT: &str = r#"
 local cp = KEYS[1]
 local cur = redis.call('HGET', cp, ARGV[6]) or ''
@@ -90,7 +94,7 @@ pub async fn run(
     consumed: u64,
     commit: Commit,
 ) -> Result<CommitResult, fred::error::Error> {
-    let script = Script::from_lua(COMMIT);
+    let script = &*COMMIT_SCRIPT;
     let mut keys = Vec::with_capacity(commit.keys.len() + 1);
     keys.push(checkpoint_key.to_owned());
     keys.extend(commit.keys);

@@ -6,6 +6,11 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions, Value};
 
+static RENEW_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(RENEW));
+static RELEASE_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(RELEASE));
+
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -46,7 +51,7 @@ pub async fn renew(
     me: &str,
     ms: u64,
 ) -> Result<bool, fred::error::Error> {
-    let n: i64 = Script::from_lua(RENEW)
+    let n: i64 = RENEW_SCRIPT
         .evalsha_with_reload(
             client,
             vec![key.to_owned()],
@@ -58,7 +63,7 @@ pub async fn renew(
 
 /// Gives the lease up if still the owner.
 pub async fn release(client: &Client, key: &str, me: &str) -> Result<(), fred::error::Error> {
-    let _: i64 = Script::from_lua(RELEASE)
+    let _: i64 = RELEASE_SCRIPT
         .evalsha_with_reload(client, vec![key.to_owned()], vec![Value::from(me)])
         .await?;
     Ok(())

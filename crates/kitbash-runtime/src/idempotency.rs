@@ -11,6 +11,10 @@ use fred::types::scripts::Script;
 
 use crate::error::RuntimeError;
 
+/// Hashed once; `evalsha_with_reload` loads it on the first NOSCRIPT.
+static APPLY_ONCE_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(APPLY_ONCE));
+
 const APPLY_ONCE: &str = r#"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return 0
@@ -39,7 +43,7 @@ pub async fn apply_once(
     keys: &[String],
     commands: &[Command],
 ) -> Result<bool, RuntimeError> {
-    let script = Script::from_lua(APPLY_ONCE);
+    let script = &*APPLY_ONCE_SCRIPT;
     let mut all_keys: Vec<String> = Vec::with_capacity(keys.len() + 1);
     all_keys.push(marker.to_owned());
     all_keys.extend(keys.iter().cloned());
