@@ -36,7 +36,7 @@ pub enum Command {
     },
     /// Run a benchmark suite; figures are ratios to baselines measured in the same run.
     Bench {
-        /// Suite: redis, ternary, feynman.
+        /// Suite: redis, ternary, feynman, memory.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]

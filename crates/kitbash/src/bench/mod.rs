@@ -3,6 +3,7 @@
 //! figure and nothing else: `{"suite","metric","value","unit","baseline","ratio",…}`.
 
 pub mod feynman;
+pub mod memory;
 pub mod redis;
 pub mod ternary;
 
@@ -94,13 +95,14 @@ pub struct BenchOptions {
 }
 
 /// Suites `kitbash bench` knows.
-pub const SUITES: &[&str] = &["redis", "ternary", "feynman"];
+pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory"];
 
 /// Runs `suite`; progress goes to stderr.
 pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     match suite {
         "redis" => redis::run(opts).await,
         "feynman" => feynman::run(opts).await,
+        "memory" => memory::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)

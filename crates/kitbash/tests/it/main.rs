@@ -1,4 +1,5 @@
 //! Integration tests of the `kitbash` CLI against a real redis-server: the library calls and
 //! the real binary.
 
+mod budget;
 mod status;
