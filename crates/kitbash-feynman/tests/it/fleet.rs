@@ -127,6 +127,7 @@ async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// 100,000 ticks over 8 symbols; one of three instances dies a third of the way in.
 async fn three_instances_one_killed_lose_and_reorder_nothing() {
     let server = RedisServer::start().expect("redis");
     let ns = kitbash_testkit::namespace();
@@ -134,23 +135,31 @@ async fn three_instances_one_killed_lose_and_reorder_nothing() {
     let c = client(&server.url()).await;
     let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
     let symbols = ["SPY", "QQQ", "AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOG"];
-    let input = ticks(&symbols, 1500, 11);
+    let input = ticks(&symbols, 12_500, 11);
     let (first, rest) = input.split_at(input.len() / 3);
 
     let a = start(&server.url(), &ns);
     let b = start(&server.url(), &ns);
     let victim = start(&server.url(), &ns);
     publish(&producer, first).await;
-    // Let the victim own partitions and work on them, then kill it mid-run.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let owners: Vec<Option<String>> = {
-        let mut v = Vec::new();
+    // Wait until all three instances own partitions (so the victim holds some), then kill it
+    // while ticks are still arriving.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut owners = std::collections::BTreeSet::new();
         for p in 0..PARTITIONS {
-            v.push(c.get(keys.partition_lease(p)).await.expect("get"));
+            let o: Option<String> = c.get(keys.partition_lease(p)).await.expect("get");
+            owners.extend(o);
         }
-        v
-    };
-    assert!(owners.iter().flatten().count() > 0, "partitions are leased");
+        if owners.len() == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three owners never appeared: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (mid, last) = rest.split_at(rest.len() / 2);
     let publishing = {
         let producer = producer.clone();

@@ -13,7 +13,8 @@ use kitbash_runtime::Config;
 use kitbash_schema::messages::{PhysicsVector, Tick};
 use kitbash_schema::{Keys, Namespace, StreamName};
 
-pub const PARTITIONS: u32 = 4;
+/// Six partitions, so three instances settle at two each.
+pub const PARTITIONS: u32 = 6;
 pub const WINDOW: usize = 50;
 
 pub fn config(url: &str, ns: &str) -> Config {
