@@ -82,18 +82,33 @@ pub enum CommitResult {
     Conflict(String),
 }
 
+/// How a commit moves the checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Advance<'a> {
+    /// The `last_id` the worker started from (`""` = no checkpoint yet): the fence.
+    pub expected: &'a str,
+    /// The new `last_id` (the batch's last entry, or `expected` for a snapshot-only commit).
+    pub new_last: &'a str,
+    /// A new window snapshot and the id it is current at, if one is due.
+    pub snapshot: Option<(&'a [u8], &'a str)>,
+    /// Entries this commit consumed (for the lag `kitbash status` reports).
+    pub consumed: u64,
+}
+
 /// Runs the commit script.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &Client,
     checkpoint_key: &str,
-    expected_last: &str,
-    new_last: &str,
     owner: &str,
-    snapshot: Option<(&[u8], &str)>,
-    consumed: u64,
+    advance: Advance<'_>,
     commit: Commit,
 ) -> Result<CommitResult, fred::error::Error> {
+    let Advance {
+        expected: expected_last,
+        new_last,
+        snapshot,
+        consumed,
+    } = advance;
     let script = &*COMMIT_SCRIPT;
     let mut keys = Vec::with_capacity(commit.keys.len() + 1);
     keys.push(checkpoint_key.to_owned());

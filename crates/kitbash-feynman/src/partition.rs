@@ -22,7 +22,7 @@ use kitbash_schema::{Envelope, Keys, StreamName};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::commit::{self, Commit, CommitResult, TEMPLATE};
+use crate::commit::{self, Advance, Commit, CommitResult, TEMPLATE};
 use crate::physics::TickWindow;
 
 /// What the worker keeps per symbol (checkpointed in the snapshot).
@@ -218,10 +218,12 @@ pub async fn run(
                     &shared,
                     p,
                     &checkpoint,
-                    &last_id,
-                    &last_id,
-                    Some((&snap, &last_id)),
-                    0,
+                    Advance {
+                        expected: &last_id,
+                        new_last: &last_id,
+                        snapshot: Some((&snap, &last_id)),
+                        consumed: 0,
+                    },
                     Commit::default(),
                 )
                 .await?;
@@ -294,10 +296,12 @@ pub async fn run(
             &shared,
             p,
             &checkpoint,
-            &last_id,
-            &batch_last,
-            snapshot.as_deref().map(|s| (s, batch_last.as_str())),
-            batch.len() as u64,
+            Advance {
+                expected: &last_id,
+                new_last: &batch_last,
+                snapshot: snapshot.as_deref().map(|s| (s, batch_last.as_str())),
+                consumed: batch.len() as u64,
+            },
             c,
         )
         .await?;
@@ -331,10 +335,12 @@ pub async fn run(
             &shared,
             p,
             &checkpoint,
-            &last_id,
-            &last_id,
-            Some((&snap, &last_id)),
-            0,
+            Advance {
+                expected: &last_id,
+                new_last: &last_id,
+                snapshot: Some((&snap, &last_id)),
+                consumed: 0,
+            },
             Commit::default(),
         )
         .await?;
@@ -356,24 +362,10 @@ async fn commit_or_fence(
     shared: &Shared,
     p: u32,
     checkpoint: &str,
-    expected: &str,
-    new_last: &str,
-    snapshot: Option<(&[u8], &str)>,
-    consumed: u64,
+    advance: Advance<'_>,
     c: Commit,
 ) -> Result<(), PartitionError> {
-    match commit::run(
-        &shared.client,
-        checkpoint,
-        expected,
-        new_last,
-        &shared.instance,
-        snapshot,
-        consumed,
-        c,
-    )
-    .await?
-    {
+    match commit::run(&shared.client, checkpoint, &shared.instance, advance, c).await? {
         CommitResult::Applied => Ok(()),
         CommitResult::Conflict(cur) => {
             shared.metrics.inc(

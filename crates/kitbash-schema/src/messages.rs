@@ -234,10 +234,10 @@ impl Message for QueryEvent {
         if self.text.len() > MAX_QUERY_LEN {
             return Err(format!("query text longer than {MAX_QUERY_LEN} bytes"));
         }
-        if let Some(h) = &self.hash {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err("hash is not 64 hex digits (sha256)".into());
-            }
+        if let Some(h) = &self.hash
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err("hash is not 64 hex digits (sha256)".into());
         }
         if !self.ts.is_finite() {
             return Err("ts is not finite".into());

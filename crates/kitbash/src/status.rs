@@ -190,13 +190,12 @@ pub async fn collect(
                 }
             }
         }
-        if let StreamName::Ticks(p) = s {
-            if let Some(g) = partition_status(client, keys, p, &key)
+        if let StreamName::Ticks(p) = s
+            && let Some(g) = partition_status(client, keys, p, &key)
                 .await
                 .context("partition")?
-            {
-                groups.push(g);
-            }
+        {
+            groups.push(g);
         }
         streams.push(StreamStatus {
             stream: s.logical(),

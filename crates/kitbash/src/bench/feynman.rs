@@ -182,10 +182,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
                     .map(|mut m| m.remove(&(sym.to_owned(), price.to_bits())))
                     .ok()
                     .flatten()
+                    && let Ok(mut h) = hist.lock()
                 {
-                    if let Ok(mut h) = hist.lock() {
-                        let _ = h.record(now.duration_since(t0).as_micros() as u64);
-                    }
+                    let _ = h.record(now.duration_since(t0).as_micros() as u64);
                 }
             }
         })
