@@ -151,6 +151,22 @@ impl DaemonContext {
     }
 }
 
+/// SIGHUP: re-read the configuration. A valid one applies `telemetry.level` at once (other
+/// settings take effect at the next start, and the log says so); an invalid one is refused
+/// with the same one-line reason start-up would give, and the daemon keeps running.
+async fn reload_on_sighup(bin: String, mut reload: tokio::sync::watch::Receiver<u64>) {
+    while reload.changed().await.is_ok() {
+        match Config::load(&ConfigSource::from_env()) {
+            Ok(cfg) => match crate::telemetry::set_level(&cfg.telemetry.level) {
+                Ok(()) => tracing::info!(level = %cfg.telemetry.level,
+                    "configuration reloaded: telemetry.level applied; other changes take effect on restart"),
+                Err(e) => tracing::warn!(error = %e, "configuration reloaded but the log level was not applied"),
+            },
+            Err(e) => tracing::error!("{bin}: reload refused, bad config: {e}; keeping the running configuration"),
+        }
+    }
+}
+
 /// `redis://:secret@host` → `redis://:***@host`, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -195,6 +211,7 @@ where
             }
         };
         let shutdown = signals.shutdown.clone();
+        tokio::spawn(reload_on_sighup(bin.clone(), signals.reload.clone()));
         let work = run(config, signals);
         tokio::pin!(work);
         let deadline = async {

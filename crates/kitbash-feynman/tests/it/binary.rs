@@ -98,3 +98,71 @@ fn a_bad_config_exits_64_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("feynman.partitions"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_log_level_and_refuses_a_bad_config() {
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile_dir();
+    let cfg = dir.join("default.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[redis]\nurl = \"{}\"\n[telemetry]\nlevel = \"info\"\n[admin]\nlisten = \"\"\n",
+            server.url()
+        ),
+    )
+    .expect("write");
+    let log = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kitbash-feynman"))
+        .env("KITBASH_CONFIG_DIR", &dir)
+        .env_remove("KITBASH_PROFILE")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !read().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log never said {what:?}:\n{}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("partition lease acquired");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[redis]\nurl = \"{}\"\n[telemetry]\nlevel = \"debug\"\n[admin]\nlisten = \"\"\n",
+            server.url()
+        ),
+    )
+    .expect("write");
+    signal(&child, "-HUP");
+    wait_for("configuration reloaded");
+    wait_for("DEBUG");
+    std::fs::write(&cfg, "[consumer]\nbatch = \"lots\"\n").expect("write");
+    signal(&child, "-HUP");
+    wait_for("reload refused, bad config: key `consumer.batch`");
+    signal(&child, "-TERM");
+    assert_eq!(
+        wait_exit(&mut child).code(),
+        Some(0),
+        "still running on the old config, then drains"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "kitbash-feynman-hup-{}-{}",
+        std::process::id(),
+        kitbash_testkit::namespace()
+    ));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
