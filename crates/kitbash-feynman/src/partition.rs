@@ -213,20 +213,7 @@ pub async fn run(
         let Some(batch_last) = batch.last().map(|e| e.id.clone()) else {
             if snapshot_stale && Instant::now() >= snapshot_due {
                 // Idle: write the pending snapshot so a takeover replays nothing.
-                let snap = encode(&state)?;
-                commit_or_fence(
-                    &shared,
-                    p,
-                    &checkpoint,
-                    Advance {
-                        expected: &last_id,
-                        new_last: &last_id,
-                        snapshot: Some((&snap, &last_id)),
-                        consumed: 0,
-                    },
-                    Commit::default(),
-                )
-                .await?;
+                commit_snapshot(&shared, p, &checkpoint, &last_id, &state).await?;
                 snapshot_stale = false;
             }
             continue;
@@ -330,23 +317,37 @@ pub async fn run(
     }
     // Leave a fresh snapshot for the next owner.
     if snapshot_stale {
-        let snap = encode(&state)?;
-        commit_or_fence(
-            &shared,
-            p,
-            &checkpoint,
-            Advance {
-                expected: &last_id,
-                new_last: &last_id,
-                snapshot: Some((&snap, &last_id)),
-                consumed: 0,
-            },
-            Commit::default(),
-        )
-        .await?;
+        commit_snapshot(&shared, p, &checkpoint, &last_id, &state).await?;
     }
     tracing::info!(partition = p, last_id = %last_id, "partition released");
     Ok(())
+}
+
+/// Whether every tick partition's checkpoint has reached the end of its stream (tests,
+/// benchmarks and operators waiting for a backlog to drain).
+pub async fn caught_up(
+    client: &Client,
+    keys: &Keys,
+    partitions: u32,
+) -> Result<bool, PartitionError> {
+    for p in 0..partitions {
+        let last: Value = client
+            .xrevrange(keys.stream(StreamName::Ticks(p)), "+", "-", Some(1))
+            .await?;
+        let Some(last) = entries::parse_entries("XREVRANGE", &last)?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let cp: Option<String> = client
+            .hget(keys.partition_checkpoint(p), Keys::CHECKPOINT_LAST_ID)
+            .await?;
+        if cp.as_deref() != Some(last.id.as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Decodes a checkpoint snapshot (MessagePack of [`PartitionState`]).
@@ -356,6 +357,24 @@ pub fn decode_snapshot(b: &[u8]) -> Result<PartitionState, PartitionError> {
 
 fn encode(state: &PartitionState) -> Result<Vec<u8>, PartitionError> {
     rmp_serde::to_vec_named(state).map_err(|e| PartitionError::Snapshot(e.to_string()))
+}
+
+/// A snapshot-only commit at the current position (idle partition, or on the way out).
+async fn commit_snapshot(
+    shared: &Shared,
+    p: u32,
+    checkpoint: &str,
+    last_id: &str,
+    state: &PartitionState,
+) -> Result<(), PartitionError> {
+    let snap = encode(state)?;
+    let advance = Advance {
+        expected: last_id,
+        new_last: last_id,
+        snapshot: Some((&snap, last_id)),
+        consumed: 0,
+    };
+    commit_or_fence(shared, p, checkpoint, advance, Commit::default()).await
 }
 
 async fn commit_or_fence(

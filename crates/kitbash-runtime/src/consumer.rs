@@ -133,13 +133,6 @@ impl std::fmt::Debug for StreamConsumer {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl StreamConsumer {
     /// A consumer of `group` on `stream`, named `consumer` (unique per process).
     #[allow(clippy::too_many_arguments)]
@@ -483,7 +476,7 @@ impl StreamConsumer {
         dead: &[(StreamEntry, String, u64)],
     ) -> Result<(), fred::error::Error> {
         let tx = self.redis.client.multi();
-        let at_ms = now_ms();
+        let at_ms = crate::heartbeat::now_ms();
         let mut ids: Vec<String> = ack.to_vec();
         for (entry, reason, n) in dead {
             let letter = DeadLetter {

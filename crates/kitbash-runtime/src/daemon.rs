@@ -160,9 +160,13 @@ async fn reload_on_sighup(bin: String, mut reload: tokio::sync::watch::Receiver<
             Ok(cfg) => match crate::telemetry::set_level(&cfg.telemetry.level) {
                 Ok(()) => tracing::info!(level = %cfg.telemetry.level,
                     "configuration reloaded: telemetry.level applied; other changes take effect on restart"),
-                Err(e) => tracing::warn!(error = %e, "configuration reloaded but the log level was not applied"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "configuration reloaded but the log level was not applied")
+                }
             },
-            Err(e) => tracing::error!("{bin}: reload refused, bad config: {e}; keeping the running configuration"),
+            Err(e) => tracing::error!(
+                "{bin}: reload refused, bad config: {e}; keeping the running configuration"
+            ),
         }
     }
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::Value;
 use kitbash_client::Producer;
 use kitbash_feynman::partition::PartitionState;
 use kitbash_feynman::physics::TickWindow;
@@ -107,27 +106,10 @@ pub fn reference(ticks: &[Tick]) -> BTreeMap<String, (u64, PhysicsVector)> {
 /// Waits until every partition's checkpoint reached the end of its stream.
 pub async fn caught_up(c: &Client, keys: &Keys) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut all = true;
-        for p in 0..PARTITIONS {
-            let last: Value = c
-                .xrevrange(keys.stream(StreamName::Ticks(p)), "+", "-", Some(1))
-                .await
-                .expect("xrevrange");
-            let last =
-                kitbash_runtime::entries::parse_entries("XREVRANGE", &last).expect("entries");
-            let Some(last) = last.first() else { continue };
-            let cp: Option<String> = c
-                .hget(keys.partition_checkpoint(p), Keys::CHECKPOINT_LAST_ID)
-                .await
-                .expect("hget");
-            if cp.as_deref() != Some(last.id.as_str()) {
-                all = false;
-            }
-        }
-        if all {
-            return;
-        }
+    while !kitbash_feynman::partition::caught_up(c, keys, PARTITIONS)
+        .await
+        .expect("checkpoints readable")
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "partitions did not catch up"

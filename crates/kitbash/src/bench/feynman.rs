@@ -49,23 +49,6 @@ fn bench_config(url: &str, ns: &str) -> Config {
     c
 }
 
-async fn caught_up(c: &Client, keys: &Keys, partitions: u32) -> anyhow::Result<bool> {
-    for p in 0..partitions {
-        let last: Value = c
-            .xrevrange(keys.stream(StreamName::Ticks(p)), "+", "-", Some(1))
-            .await?;
-        let last = kitbash_runtime::entries::parse_entries("XREVRANGE", &last)?;
-        let Some(last) = last.first() else { continue };
-        let cp: Option<String> = c
-            .hget(keys.partition_checkpoint(p), Keys::CHECKPOINT_LAST_ID)
-            .await?;
-        if cp.as_deref() != Some(last.id.as_str()) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// Runs the suite.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let t = target(opts)?;
@@ -128,7 +111,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let daemon = tokio::spawn(kitbash_feynman::run(cfg.clone(), signals));
-    while !caught_up(&client, &keys, cfg.feynman.partitions).await? {
+    while !kitbash_feynman::partition::caught_up(&client, &keys, cfg.feynman.partitions).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = start.elapsed().as_secs_f64();
