@@ -164,13 +164,22 @@ async fn balance(
             continue;
         }
         let key = shared.keys.partition_lease(p);
-        if lease::owner(client, &key).await?.is_some() {
-            free_since.remove(&p);
-            continue;
-        }
+        // A lease still in our name without a worker (the worker failed, e.g. during a Redis
+        // restart) is adopted again rather than waited out.
+        let adopt = match lease::owner(client, &key).await? {
+            Some(owner) if &owner == me => lease::renew(client, &key, me, lease_ms).await?,
+            Some(_) => {
+                free_since.remove(&p);
+                continue;
+            }
+            None => false,
+        };
         let first_free = *free_since.entry(p).or_insert(now);
         let stranded = now.duration_since(first_free) > Duration::from_millis(2 * lease_ms);
-        if (owned.len() < target || stranded) && lease::acquire(client, &key, me, lease_ms).await? {
+        if adopt
+            || ((owned.len() < target || stranded)
+                && lease::acquire(client, &key, me, lease_ms).await?)
+        {
             free_since.remove(&p);
             let cancel = ctx.signals.shutdown.child_token();
             let reader = kitbash_runtime::redis::builder(&ctx.config.redis)?.build()?;

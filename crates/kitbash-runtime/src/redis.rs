@@ -97,6 +97,30 @@ impl Redis {
     }
 }
 
+/// Builds a client from `[redis]`, starts connecting, and waits up to `wait` for the first
+/// connection. Every long-lived client should come from here (or [`builder`]): a client made
+/// with fred's defaults (`Client::new(config, None, None, None)`) has no reconnect policy and no
+/// command timeout, so after a Redis restart its commands hang forever — seen in this
+/// workspace's own tests before they switched to this function.
+pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client, RuntimeError> {
+    let client = builder(cfg)?.build()?;
+    client.connect();
+    match tokio::time::timeout(wait, client.wait_for_connect()).await {
+        Ok(Ok(())) => Ok(client),
+        Ok(Err(e)) => {
+            let _ = client.quit().await;
+            Err(e.into())
+        }
+        Err(_) => {
+            let _ = client.quit().await;
+            Err(RuntimeError::Reply {
+                command: "CONNECT",
+                detail: format!("no connection within {wait:?}"),
+            })
+        }
+    }
+}
+
 /// A custom command routed by the cluster slot of `key`.
 pub fn command_for_key(name: &'static str, key: &str, blocking: bool) -> CustomCommand {
     let slot = fred::util::redis_keyslot(key.as_bytes());

@@ -131,17 +131,16 @@ pub fn main() -> ExitCode {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Client> {
-    let mut b = kitbash_runtime::redis::builder(&config.redis)?;
-    // The CLI should fail fast when Redis is away instead of waiting forever.
-    b.with_config(|c| c.fail_fast = true);
-    let client = b.build()?;
-    client.init().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach Redis at {}: {e}",
-            kitbash_runtime::daemon::redact(&config.redis.url)
-        )
-    })?;
-    Ok(client)
+    // Wait at most one connect timeout: the CLI should say Redis is away instead of hanging.
+    let wait = std::time::Duration::from_millis(config.redis.connect_timeout_ms);
+    kitbash_runtime::redis::connect_client(&config.redis, wait)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach Redis at {}: {e}",
+                kitbash_runtime::daemon::redact(&config.redis.url)
+            )
+        })
 }
 
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {

@@ -148,8 +148,7 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
         }
     }
     let client =
-        Builder::from_config(fred::types::config::Config::from_url(&config.redis.url)?).build()?;
-    client.init().await?;
+        kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10)).await?;
     let keys = config.redis.keys();
     let stop = kitbash_runtime::CancellationToken::new();
     let feed = if opts.feed_rate > 0.0 {

@@ -242,3 +242,49 @@ async fn bad_ticks_go_to_the_dead_letter_stream() {
     assert!(letters[4].contains("does not decode"), "{letters:?}");
     assert_eq!(checkpointed(&c, &keys).await.get("SPY"), Some(&20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_aof_loses_and_repeats_nothing() {
+    let mut server = RedisServer::builder()
+        .appendonly(kitbash_testkit::Appendfsync::Always)
+        .start()
+        .expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let input = ticks(&["SPY", "QQQ", "AAPL"], 2000, 13);
+    let (a, b) = input.split_at(input.len() / 2);
+    let inst = start(&server.url(), &ns);
+    publish(&producer, a).await;
+    caught_up(&c, &keys).await;
+
+    server.kill().expect("kill -9 redis");
+    server.restart().expect("restart redis (AOF replays)");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c.ping::<String>(None).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publish(&producer, b).await;
+    caught_up(&c, &keys).await;
+    inst.stop().await;
+
+    let reference = reference(&input);
+    let counts = checkpointed(&c, &keys).await;
+    for (symbol, (n, vector)) in &reference {
+        assert_eq!(
+            counts.get(symbol),
+            Some(n),
+            "{symbol}: exact count across a Redis restart"
+        );
+        assert_eq!(
+            physics_state(&c, &keys, symbol).await.as_ref(),
+            Some(vector),
+            "{symbol}"
+        );
+    }
+}

@@ -31,15 +31,16 @@ pub fn config(url: &str, ns: &str) -> Config {
     c
 }
 
+/// A client built like the daemons' (timeouts, reconnect), so it survives a Redis restart.
 pub async fn client(url: &str) -> Client {
-    let c = Client::new(
-        fred::types::config::Config::from_url(url).expect("url"),
-        None,
-        None,
-        None,
-    );
-    c.init().await.expect("connect");
-    c
+    let cfg = kitbash_runtime::config::RedisConfig {
+        url: url.to_owned(),
+        command_timeout_ms: 2_000,
+        ..Default::default()
+    };
+    kitbash_runtime::redis::connect_client(&cfg, Duration::from_secs(10))
+        .await
+        .expect("connect")
 }
 
 pub fn keys(ns: &str) -> Keys {

@@ -53,12 +53,11 @@ fn bench_config(url: &str, ns: &str) -> Config {
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let t = target(opts)?;
     let n: usize = if opts.long { 1_000_000 } else { 200_000 };
-    let client = kitbash_runtime::redis::builder(&kitbash_runtime::config::RedisConfig {
+    let cfg = kitbash_runtime::config::RedisConfig {
         url: t.url.clone(),
         ..Default::default()
-    })?
-    .build()?;
-    client.init().await?;
+    };
+    let client = kitbash_runtime::redis::connect_client(&cfg, Duration::from_secs(10)).await?;
     let mut out = Vec::new();
 
     // ---- throughput: drain a backlog ----

@@ -185,8 +185,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         ..opts.clone()
     };
     let t = target(&private)?;
-    let client = Builder::from_config(fred::types::config::Config::from_url(&t.url)?).build()?;
-    client.init().await?;
+    let cfg = kitbash_runtime::config::RedisConfig {
+        url: t.url.clone(),
+        ..Default::default()
+    };
+    let client = kitbash_runtime::redis::connect_client(&cfg, Duration::from_secs(10)).await?;
     let p = BudgetParams::seed_layout();
     eprintln!(
         "memory: loading {} CMS records and {} grains …",

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use hdrhistogram::Histogram;
@@ -222,8 +222,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         url: t.url.clone(),
         ..RedisConfig::default()
     };
-    let client = kitbash_runtime::redis::builder(&cfg)?.build()?;
-    client.init().await?;
+    let client = kitbash_runtime::redis::connect_client(&cfg, Duration::from_secs(10)).await?;
     let client = Arc::new(client);
 
     eprintln!("fred: INCR from 1000 concurrent tasks on one client …");
