@@ -58,8 +58,8 @@ pub const ID_PLACEHOLDER: &str = "@@ID@@";
 pub struct Commit {
     /// Keys the commands touch (declared to Redis).
     pub keys: Vec<String>,
-    /// Commands, each a list of words.
-    pub commands: Vec<Vec<Value>>,
+    /// Commands, each a list of words, with the key it touches (`None` for `PUBLISH`).
+    pub commands: Vec<(Option<String>, Vec<Value>)>,
 }
 
 impl Commit {
@@ -68,7 +68,12 @@ impl Commit {
         if !self.keys.iter().any(|k| k == key) {
             self.keys.push(key.to_owned());
         }
-        self.commands.push(words);
+        self.commands.push((Some(key.to_owned()), words));
+    }
+
+    /// Adds a command that touches no key (`PUBLISH`).
+    pub fn push_keyless(&mut self, words: Vec<Value>) {
+        self.commands.push((None, words));
     }
 }
 
@@ -80,6 +85,90 @@ pub enum CommitResult {
     /// Someone else moved the checkpoint (to this id): this instance no longer owns the
     /// partition's history and must stop or reload.
     Conflict(String),
+}
+
+/// The Redis Cluster form of [`run`]: a batch's outputs live in other slots than the partition
+/// checkpoint, so they cannot share its script. They are written first (one pipeline, then the
+/// `PUBLISH`es that carry the ids of the physics entries just added), and only then the
+/// checkpoint moves, together with the commands in its own slot (dead letters). A crash between
+/// the two re-applies the batch after recovery: the windows stay exact (they follow the
+/// checkpoint), `physics:state` and `market:snapshot` are overwritten with the same values, and
+/// the physics stream and `state_update` may carry the batch twice (each entry names its source
+/// tick, so readers can drop repeats). A fenced (stale) instance's outputs are likewise correct
+/// values computed from the same ticks.
+pub async fn run_split(
+    client: &Client,
+    checkpoint_key: &str,
+    owner: &str,
+    advance: Advance<'_>,
+    commit: Commit,
+) -> Result<CommitResult, fred::error::Error> {
+    let slot = fred::util::redis_keyslot(checkpoint_key.as_bytes());
+    let mut local = Commit::default();
+    let mut outputs: Vec<Vec<Value>> = Vec::new();
+    for (key, words) in commit.commands {
+        match key {
+            Some(k) if fred::util::redis_keyslot(k.as_bytes()) == slot => local.push(&k, words),
+            _ => outputs.push(words),
+        }
+    }
+    // Phase 1: everything but templated words; remember where each XADD's reply will be.
+    let pipe = client.pipeline();
+    let mut templated: Vec<(usize, Vec<Value>)> = Vec::new();
+    let mut xadd_at: Vec<usize> = Vec::new();
+    let mut sent = 0usize;
+    for words in outputs {
+        let is_template = words
+            .iter()
+            .any(|w| matches!(w, Value::Bytes(b) if b.first() == Some(&TEMPLATE)));
+        if is_template {
+            templated.push((xadd_at.len(), words));
+            continue;
+        }
+        let mut it = words.into_iter();
+        let Some(name) = it.next().and_then(|v| v.as_string()) else {
+            continue;
+        };
+        if name == "XADD" {
+            xadd_at.push(sent);
+        }
+        let cmd = fred::types::CustomCommand::new(name, fred::types::ClusterHash::Offset(0), false);
+        let _: () = pipe.custom(cmd, it.collect::<Vec<Value>>()).await?;
+        sent += 1;
+    }
+    let replies: Vec<Value> = pipe.all().await?;
+    let ids: Vec<String> = xadd_at
+        .iter()
+        .map(|&i| {
+            replies
+                .get(i)
+                .and_then(|v| v.as_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    // Phase 2: the templated commands (PUBLISH with the physics entry id).
+    let pipe = client.pipeline();
+    for (n_xadds_before, words) in templated {
+        let id = n_xadds_before
+            .checked_sub(1)
+            .and_then(|i| ids.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let mut it = words.into_iter().map(|w| match w {
+            Value::Bytes(b) if b.first() == Some(&TEMPLATE) => {
+                Value::from(String::from_utf8_lossy(&b[1..]).replace(ID_PLACEHOLDER, &id))
+            }
+            other => other,
+        });
+        let Some(name) = it.next().and_then(|v| v.as_string()) else {
+            continue;
+        };
+        let cmd = fred::types::CustomCommand::new(name, fred::types::ClusterHash::Random, false);
+        let _: () = pipe.custom(cmd, it.collect::<Vec<Value>>()).await?;
+    }
+    let _: Vec<Value> = pipe.all().await?;
+    // Phase 3: move the checkpoint (and write the same-slot commands) atomically.
+    run(client, checkpoint_key, owner, advance, local).await
 }
 
 /// How a commit moves the checkpoint.
@@ -127,7 +216,7 @@ pub async fn run(
         Keys::CHECKPOINT_CONSUMED.into(),
         (consumed as i64).into(),
     ];
-    for c in commit.commands {
+    for (_, c) in commit.commands {
         args.push((c.len() as i64).into());
         args.extend(c);
     }

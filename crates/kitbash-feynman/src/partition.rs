@@ -384,7 +384,12 @@ async fn commit_or_fence(
     advance: Advance<'_>,
     c: Commit,
 ) -> Result<(), PartitionError> {
-    match commit::run(&shared.client, checkpoint, &shared.instance, advance, c).await? {
+    let result = if shared.client.is_clustered() {
+        commit::run_split(&shared.client, checkpoint, &shared.instance, advance, c).await?
+    } else {
+        commit::run(&shared.client, checkpoint, &shared.instance, advance, c).await?
+    };
+    match result {
         CommitResult::Applied => Ok(()),
         CommitResult::Conflict(cur) => {
             shared.metrics.inc(
@@ -482,7 +487,7 @@ fn effects(
     };
     let mut json = vec![TEMPLATE];
     json.extend(update.to_json());
-    c.commands.push(vec![
+    c.push_keyless(vec![
         "PUBLISH".into(),
         channel.into(),
         Value::Bytes(json.into()),

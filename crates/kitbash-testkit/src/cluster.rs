@@ -121,6 +121,25 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    /// A cluster URL naming every node, in the form fred (and kitbash's `[redis] url`) reads:
+    /// `redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&node=127.0.0.1:P3`.
+    pub fn cluster_url(&self) -> String {
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let (first, rest) = addrs
+            .split_first()
+            .map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+        let query: Vec<String> = rest.iter().map(|a| format!("node={a}")).collect();
+        if query.is_empty() {
+            format!("redis-cluster://{first}")
+        } else {
+            format!("redis-cluster://{first}?{}", query.join("&"))
+        }
+    }
+
     /// The nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes

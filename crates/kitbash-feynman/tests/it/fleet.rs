@@ -12,6 +12,23 @@ use kitbash_testkit::RedisServer;
 
 use crate::support::*;
 
+/// The next pub/sub message, skipping over a lagged receiver (fred's channel holds 32).
+async fn next_message(
+    rx: &mut tokio::sync::broadcast::Receiver<fred::types::Message>,
+) -> fred::types::Message {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.recv().await {
+                Ok(m) => return m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("subscriber closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a message within 10 s")
+}
+
 struct Instance {
     task: tokio::task::JoinHandle<Result<(), kitbash_runtime::RuntimeError>>,
     stop: kitbash_runtime::CancellationToken,
@@ -86,10 +103,7 @@ async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
         assert_eq!(ttl, -1, "physics:state has no TTL");
     }
     // state_update carries the seed's envelope and points into the physics stream.
-    let msg = tokio::time::timeout(Duration::from_secs(10), messages.recv())
-        .await
-        .expect("a message")
-        .expect("recv");
+    let msg = next_message(&mut messages).await;
     let body: serde_json::Value =
         serde_json::from_slice(msg.value.as_bytes().expect("bytes")).expect("json");
     assert_eq!(body["event"], "PHYSICS_UPDATE");
@@ -287,4 +301,66 @@ async fn a_redis_restart_with_aof_loses_and_repeats_nothing() {
             "{symbol}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_a_redis_cluster_write_the_reference_outputs() {
+    let cluster = kitbash_testkit::RedisCluster::start().expect("cluster");
+    let url = cluster.cluster_url();
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&url).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let input = ticks(&["SPY", "QQQ", "AAPL", "MSFT"], 1000, 17);
+    let sub = fred::clients::SubscriberClient::new(
+        fred::types::config::Config::from_url(&url).expect("url"),
+        None,
+        None,
+        None,
+    );
+    sub.init().await.expect("sub");
+    let mut messages = sub.message_rx();
+    sub.subscribe(keys.channel_state_update())
+        .await
+        .expect("subscribe");
+    let a = start(&url, &ns);
+    let b = start(&url, &ns);
+    publish(&producer, &input).await;
+    caught_up(&c, &keys).await;
+    a.stop().await;
+    b.stop().await;
+    let reference = reference(&input);
+    let counts = checkpointed(&c, &keys).await;
+    for (symbol, (n, vector)) in &reference {
+        assert_eq!(counts.get(symbol), Some(n), "{symbol}: every tick once");
+        assert_eq!(
+            physics_state(&c, &keys, symbol).await.as_ref(),
+            Some(vector),
+            "{symbol}"
+        );
+    }
+    let physics: u64 = c
+        .xlen(keys.stream(StreamName::Physics))
+        .await
+        .expect("xlen");
+    assert!(physics > 0);
+    // state_update carries the id of a real physics entry on a cluster too.
+    let msg = next_message(&mut messages).await;
+    let body: serde_json::Value =
+        serde_json::from_slice(msg.value.as_bytes().expect("bytes")).expect("json");
+    let sid = body["data"]["stream_id"]
+        .as_str()
+        .expect("stream_id")
+        .to_owned();
+    let at: Value = c
+        .xrange(
+            keys.stream(StreamName::Physics),
+            sid.as_str(),
+            sid.as_str(),
+            None,
+        )
+        .await
+        .expect("xrange");
+    let found = kitbash_runtime::entries::parse_entries("XRANGE", &at).expect("entries");
+    assert_eq!(found.len(), 1, "{sid}");
 }

@@ -28,20 +28,10 @@ impl Handler<Tick> for Seen {
     }
 }
 
-fn cluster_url(c: &RedisCluster) -> String {
-    let urls = c.urls();
-    let first = urls[0].trim_start_matches("redis://");
-    let others: Vec<String> = urls[1..]
-        .iter()
-        .map(|u| format!("node={}", u.trim_start_matches("redis://")))
-        .collect();
-    format!("redis-cluster://{first}?{}", others.join("&"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_loop_and_dead_letters_on_a_cluster() {
     let cluster = RedisCluster::start().expect("cluster");
-    let r: Redis = connect(&cluster_url(&cluster)).await;
+    let r: Redis = connect(&cluster.cluster_url()).await;
     let keys = keys();
     let s = StreamName::Entity;
     for i in 1..=20u64 {
