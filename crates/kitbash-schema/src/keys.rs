@@ -286,6 +286,11 @@ impl Keys {
     /// See [`Keys::CHECKPOINT_LAST_ID`]: instance that committed last.
     pub const CHECKPOINT_OWNER: &'static str = "owner";
 
+    /// `kitbash:bench:{name}` — scratch keys of `kitbash bench` (never production data).
+    pub fn bench(&self, name: &str) -> String {
+        self.k(&format!("kitbash:bench:{name}"))
+    }
+
     /// `kitbash:decay:cycle` — the global decay-cycle counter.
     pub fn decay_cycle(&self) -> String {
         self.k("kitbash:decay:cycle")

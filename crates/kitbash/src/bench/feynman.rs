@@ -22,7 +22,7 @@ use kitbash_runtime::{Config, shutdown};
 use kitbash_schema::messages::Tick;
 use kitbash_schema::{Keys, Namespace, StreamName};
 
-use super::redis::{redis_benchmark, target};
+use super::redis::{redis_benchmark, target, xadd_baseline};
 use super::{BenchOptions, Record};
 
 fn cpu_seconds() -> f64 {
@@ -62,27 +62,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
 
     // ---- throughput: drain a backlog ----
     eprintln!("feynman: baseline redis-benchmark XADD -P 32 …");
-    let xadd = redis_benchmark(
-        &t,
-        &[
-            "-n",
-            "400000",
-            "-c",
-            "50",
-            "-P",
-            "32",
-            "XADD",
-            "kitbash:bench:s",
-            "MAXLEN",
-            "~",
-            "100000",
-            "*",
-            "f1",
-            "v1",
-            "f2",
-            "v2",
-        ],
-    )?;
+    let xadd = xadd_baseline(&t, 400_000, Some(32))?;
     let xadd_rps = xadd.first().map_or(0.0, |r| r.1.rps);
     let ns = format!("bench{}", std::process::id());
     let keys = Keys::new(Namespace::new(ns.clone())?);

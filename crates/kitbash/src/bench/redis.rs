@@ -105,6 +105,24 @@ pub fn redis_benchmark(t: &Target, args: &[&str]) -> anyhow::Result<Vec<(String,
     Ok(rows)
 }
 
+/// `redis-benchmark` appending two small fields to a capped stream, 50 clients, optionally
+/// pipelined: the baseline of every stream-bound suite.
+pub fn xadd_baseline(
+    t: &Target,
+    n: usize,
+    pipeline: Option<u32>,
+) -> anyhow::Result<Vec<(String, RbRow)>> {
+    let key = kitbash_schema::Keys::default().bench("xadd");
+    let (n, p) = (n.to_string(), pipeline.unwrap_or(1).to_string());
+    redis_benchmark(
+        t,
+        &[
+            "-n", &n, "-c", "50", "-P", &p, "XADD", &key, "MAXLEN", "~", "100000", "*", "f1", "v1",
+            "f2", "v2",
+        ],
+    )
+}
+
 fn first(rows: &[(String, RbRow)]) -> RbRow {
     rows.first().map(|r| r.1).unwrap_or(RbRow {
         rps: 0.0,
@@ -156,25 +174,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("baseline_kind", "reference"),
     );
     eprintln!("redis-benchmark: XADD …");
-    let xadd = redis_benchmark(
-        &t,
-        &[
-            "-n",
-            &ns,
-            "-c",
-            "50",
-            "XADD",
-            "kitbash:bench:s",
-            "MAXLEN",
-            "~",
-            "100000",
-            "*",
-            "f1",
-            "v1",
-            "f2",
-            "v2",
-        ],
-    )?;
+    let xadd = xadd_baseline(&t, n, None)?;
     out.push(
         Record::new(
             "redis",
@@ -185,27 +185,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         )
         .with("baseline_kind", "reference"),
     );
-    let xaddp = redis_benchmark(
-        &t,
-        &[
-            "-n",
-            &(n * 2).to_string(),
-            "-c",
-            "50",
-            "-P",
-            "32",
-            "XADD",
-            "kitbash:bench:s",
-            "MAXLEN",
-            "~",
-            "100000",
-            "*",
-            "f1",
-            "v1",
-            "f2",
-            "v2",
-        ],
-    )?;
+    let xaddp = xadd_baseline(&t, n * 2, Some(32))?;
     out.push(
         Record::new(
             "redis",
@@ -246,7 +226,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..per_task {
-                let _: i64 = c.incr("kitbash:bench:counter").await?;
+                let _: i64 = c
+                    .incr(kitbash_schema::Keys::default().bench("counter"))
+                    .await?;
             }
             Ok::<(), fred::error::Error>(())
         }));
@@ -272,12 +254,20 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     eprintln!("fred: sequential GET round trips …");
     let rb1 = redis_benchmark(&t, &["-t", "get", "-n", &(n / 4).to_string(), "-c", "1"])?;
     let _: () = client
-        .set("kitbash:bench:key", "value", None, None, false)
+        .set(
+            kitbash_schema::Keys::default().bench("key"),
+            "value",
+            None,
+            None,
+            false,
+        )
         .await?;
     let mut h = Histogram::<u64>::new(3)?;
     for _ in 0..(n / 4) {
         let s = Instant::now();
-        let _: Option<String> = client.get("kitbash:bench:key").await?;
+        let _: Option<String> = client
+            .get(kitbash_schema::Keys::default().bench("key"))
+            .await?;
         h.record(s.elapsed().as_nanos() as u64)?;
     }
     let rb1 = first(&rb1);
