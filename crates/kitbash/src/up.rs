@@ -183,9 +183,10 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
                     Ok(s) => {
                         let mut view = crate::status::render(&s);
                         for sym in ["SPY", "BTC-USD"] {
-                            let v: Option<String> = client.get(keys.physics_state(sym)).await.unwrap_or(None);
+                            let key = keys.physics_state(sym);
+                            let v: Option<String> = client.get(&key).await.unwrap_or(None);
                             if let Some(v) = v {
-                                view.push_str(&format!("physics:state:{sym} {v}\n"));
+                                view.push_str(&format!("{key} {v}\n"));
                             }
                         }
                         eprint!("\x1b[2J\x1b[H{view}");
