@@ -131,7 +131,7 @@ fn only_the_schema_spells_internal_keys() {
             // `"memory:{id}"` is a key; `"memory: loading …"` is a message.
             let seed = SEED_PREFIXES.iter().any(|p| {
                 line.match_indices(p)
-                    .any(|(at, m)| line[at + m.len()..].chars().next() != Some(' '))
+                    .any(|(at, m)| !line[at + m.len()..].starts_with(' '))
             });
             assert!(
                 !internal && !seed,
