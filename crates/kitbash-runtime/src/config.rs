@@ -209,6 +209,9 @@ pub struct ConsumerConfig {
     pub start: String,
     /// Dead-letter streams are capped near this many entries (XADD MAXLEN ~).
     pub dead_letter_max: u64,
+    /// Consumers of the group idle this long with nothing pending (processes that died; their
+    /// entries were reclaimed) are deleted from the group, ms.
+    pub forget_idle_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -222,6 +225,7 @@ impl Default for ConsumerConfig {
             grace_ms: 10_000,
             start: "0".into(),
             dead_letter_max: 100_000,
+            forget_idle_ms: 3_600_000,
         }
     }
 }

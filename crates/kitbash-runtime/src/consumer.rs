@@ -569,6 +569,7 @@ impl StreamConsumer {
             let claimed = self.autoclaim().await?;
             if self.claim_cursor == "0-0" {
                 *next_claim = Instant::now() + Duration::from_millis(self.cfg.claim_interval_ms);
+                self.forget_dead_consumers().await?;
             }
             if !claimed.is_empty() {
                 return self.process(claimed, false, handler).await;
@@ -589,6 +590,53 @@ impl StreamConsumer {
             }
             Phase::New => self.process(batch, true, handler).await,
         }
+    }
+
+    /// Deletes consumers that hold nothing and have been idle for `forget_idle_ms`: names of
+    /// processes that died (their entries were reclaimed) would otherwise pile up in the group.
+    async fn forget_dead_consumers(&self) -> Result<(), RuntimeError> {
+        let cmd = command_for_key("XINFO", &self.key, false);
+        let args: Vec<Value> = vec![
+            "CONSUMERS".into(),
+            self.key.as_str().into(),
+            self.group.as_str().into(),
+        ];
+        let reply: Value = self.redis.client.custom(cmd, args).await?;
+        let Value::Array(consumers) = reply else {
+            return Ok(());
+        };
+        for c in consumers {
+            let fields: std::collections::HashMap<String, Value> = match c {
+                Value::Array(kv) => kv
+                    .chunks(2)
+                    .filter_map(|p| match p {
+                        [k, v] => entries::string_of(k).map(|k| (k, v.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            let int = |k: &str| match fields.get(k) {
+                Some(Value::Integer(n)) => *n,
+                _ => -1,
+            };
+            let Some(name) = fields.get("name").and_then(entries::string_of) else {
+                continue;
+            };
+            if name != self.consumer
+                && int("pending") == 0
+                && int("idle") >= self.cfg.forget_idle_ms as i64
+            {
+                let _: Value = self
+                    .redis
+                    .client
+                    .xgroup_delconsumer(self.key.as_str(), self.group.as_str(), name.as_str())
+                    .await?;
+                tracing::info!(stream = %self.stream, group = %self.group, consumer = %name,
+                    "deleted an idle consumer with nothing pending");
+            }
+        }
+        Ok(())
     }
 
     /// On the way out: delete this consumer from the group when it holds nothing pending, so

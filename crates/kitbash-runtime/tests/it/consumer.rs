@@ -556,3 +556,69 @@ async fn apply_once_applies_effects_a_single_time() {
     let n: i64 = r.client.get(&counter).await.expect("get");
     assert_eq!(n, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_consumers_of_dead_processes_are_forgotten_once_empty() {
+    let server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    xadd_msg(&r, &keys, S, &tick(1)).await;
+    let _: Value = r
+        .client
+        .xgroup_create(keys.stream(S), "testgroup", "0", true)
+        .await
+        .expect("group");
+    // A dead process's consumer that still holds an entry, and one that holds nothing.
+    let _: Value = r
+        .client
+        .xreadgroup(
+            "testgroup",
+            "dead-with-entry",
+            Some(1),
+            None,
+            false,
+            keys.stream(S),
+            ">",
+        )
+        .await
+        .expect("read");
+    let _: Value = r
+        .client
+        .xgroup_createconsumer(keys.stream(S), "testgroup", "dead-empty")
+        .await
+        .expect("create");
+    let mut cfg = fast_consumer();
+    cfg.forget_idle_ms = 200;
+    cfg.claim_idle_ms = 3_600_000; // keep the entry where it is: its holder must survive
+    let c = StreamConsumer::new(
+        r.clone(),
+        &keys,
+        S,
+        "testgroup",
+        "alive",
+        cfg,
+        Metrics::new(),
+        Health::new(),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(c.run(Recorder::default(), stop.clone()));
+    let names = || async {
+        let v: Value = r
+            .client
+            .xinfo_consumers(keys.stream(S), "testgroup")
+            .await
+            .expect("xinfo");
+        format!("{v:?}")
+    };
+    eventually("the empty dead consumer is deleted", || async {
+        !names().await.contains("dead-empty")
+    })
+    .await;
+    assert!(
+        names().await.contains("dead-with-entry"),
+        "a consumer holding entries is kept"
+    );
+    assert!(names().await.contains("alive"));
+    stop.cancel();
+    task.await.expect("join");
+}
