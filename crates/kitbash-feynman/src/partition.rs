@@ -40,11 +40,22 @@ pub struct SymbolState {
     pub ts: f64,
 }
 
+/// How many recent producer message ids (`mid`) a partition remembers to drop a re-sent tick.
+pub const RECENT_MIDS: usize = 4096;
+
 /// The windows of one partition, as snapshotted.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PartitionState {
     /// By symbol.
     pub symbols: BTreeMap<String, SymbolState>,
+    /// FNV-1a hashes of the last [`RECENT_MIDS`] producer message ids, oldest first: a producer
+    /// that retries an `XADD` whose outcome it did not learn re-sends the same `mid`, and the
+    /// second copy is skipped. (Older snapshots without it decode with an empty memory.)
+    #[serde(default)]
+    pub recent_mids: std::collections::VecDeque<u64>,
+    /// Lookup twin of `recent_mids`, rebuilt after a restore.
+    #[serde(skip)]
+    seen: std::collections::HashSet<u64>,
 }
 
 /// Errors that end a partition worker (it is restarted by the lease manager if still owned).
@@ -79,7 +90,32 @@ pub struct Shared {
     pub metrics: Metrics,
 }
 
+fn mid_hash(mid: &str) -> u64 {
+    mid.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 impl PartitionState {
+    /// Remembers `mid`; false when it was seen recently (the tick is a re-sent duplicate).
+    fn first_sighting(&mut self, mid: Option<&str>) -> bool {
+        let Some(mid) = mid else { return true };
+        if self.seen.len() != self.recent_mids.len() {
+            self.seen = self.recent_mids.iter().copied().collect();
+        }
+        let h = mid_hash(mid);
+        if !self.seen.insert(h) {
+            return false;
+        }
+        self.recent_mids.push_back(h);
+        if self.recent_mids.len() > RECENT_MIDS {
+            if let Some(old) = self.recent_mids.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
     fn apply(&mut self, tick: &Tick, window: usize) {
         let s = self
             .symbols
@@ -101,12 +137,13 @@ impl PartitionState {
     }
 }
 
-fn decode_tick(e: &StreamEntry) -> Result<Tick, String> {
+/// The tick and the producer's message id.
+fn decode_tick(e: &StreamEntry) -> Result<(Tick, Option<String>), String> {
     if e.fields.is_none() {
         return Err("entry deleted".into());
     }
     Envelope::from_fields(e.pairs())
-        .and_then(|env| env.decode::<Tick>())
+        .and_then(|env| env.decode::<Tick>().map(|t| (t, env.mid)))
         .map_err(|e| e.to_string())
 }
 
@@ -152,7 +189,9 @@ async fn replay(
         let Some(last) = batch.last() else { break };
         from = format!("({}", last.id);
         for e in &batch {
-            if let Ok(t) = decode_tick(e) {
+            if let Ok((t, mid)) = decode_tick(e)
+                && state.first_sighting(mid.as_deref())
+            {
                 state.apply(&t, shared.config.feynman.window);
                 n += 1;
             }
@@ -222,11 +261,16 @@ pub async fn run(
         let mut c = Commit::default();
         let mut touched: BTreeMap<String, String> = BTreeMap::new();
         let mut dead = 0u64;
+        let mut duplicates = 0u64;
         for e in &batch {
             match decode_tick(e) {
-                Ok(t) => {
-                    state.apply(&t, cfg.feynman.window);
-                    touched.insert(t.symbol.clone(), e.id.clone());
+                Ok((t, mid)) => {
+                    if state.first_sighting(mid.as_deref()) {
+                        state.apply(&t, cfg.feynman.window);
+                        touched.insert(t.symbol.clone(), e.id.clone());
+                    } else {
+                        duplicates += 1;
+                    }
                 }
                 Err(reason) => {
                     dead += 1;
@@ -298,8 +342,21 @@ pub async fn run(
             "kitbash_feynman_ticks_total",
             "Ticks applied to windows.",
             &labels,
-            (batch.len() as u64) - dead,
+            (batch.len() as u64) - dead - duplicates,
         );
+        if duplicates > 0 {
+            tracing::info!(
+                partition = p,
+                duplicates,
+                "dropped re-sent ticks (same producer mid)"
+            );
+            shared.metrics.inc(
+                "kitbash_feynman_duplicates_total",
+                "Re-sent ticks dropped by their producer message id.",
+                &labels,
+                duplicates,
+            );
+        }
         shared.metrics.inc(
             "kitbash_feynman_vectors_total",
             "Physics vectors written.",

@@ -364,3 +364,35 @@ async fn two_instances_on_a_redis_cluster_write_the_reference_outputs() {
     let found = kitbash_runtime::entries::parse_entries("XRANGE", &at).expect("entries");
     assert_eq!(found.len(), 1, "{sid}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_tick_with_the_same_mid_is_applied_once() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let input = ticks(&["SPY"], 30, 19);
+    let stream = producer.tick_stream("SPY");
+    let inst = start(&server.url(), &ns);
+    for (i, t) in input.iter().enumerate() {
+        let mid = format!("retry-{i}");
+        producer
+            .publish_with_mid(stream, t, &mid)
+            .await
+            .expect("xadd");
+        if i % 3 == 0 {
+            // The producer did not learn the outcome and sends the same tick again.
+            producer
+                .publish_with_mid(stream, t, &mid)
+                .await
+                .expect("re-send");
+        }
+    }
+    caught_up(&c, &keys).await;
+    inst.stop().await;
+    let (n, vector) = reference(&input).remove("SPY").expect("SPY");
+    assert_eq!(checkpointed(&c, &keys).await.get("SPY"), Some(&n));
+    assert_eq!(n, 30);
+    assert_eq!(physics_state(&c, &keys, "SPY").await, Some(vector));
+}
