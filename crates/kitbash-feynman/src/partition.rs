@@ -108,10 +108,10 @@ impl PartitionState {
             return false;
         }
         self.recent_mids.push_back(h);
-        if self.recent_mids.len() > RECENT_MIDS {
-            if let Some(old) = self.recent_mids.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.recent_mids.len() > RECENT_MIDS
+            && let Some(old) = self.recent_mids.pop_front()
+        {
+            self.seen.remove(&old);
         }
         true
     }
