@@ -6,8 +6,10 @@
 //!   (`-c 50 -P 32`) in the same run — how fast Redis alone takes entries in.
 //! - `p99_tick_to_update_ms`: ticks published one by one at a fixed 10,000/s; latency from the
 //!   tick's XADD to receiving its `state_update` (HDR histogram; a coalesced update counts for
-//!   the last tick of its batch). Baseline: `redis-benchmark -c 1` GET p99 in the same run (a
-//!   bare round trip). Extra: CPU cores used by the whole benchmark process at that load.
+//!   the last tick of its batch). The daemon runs as its own process (`kitbash-feynman` next to
+//!   this binary; in-process when it is not built — the `daemon` field says which). Baseline:
+//!   `redis-benchmark -c 1` GET p99 in the same run (a bare round trip). Extras: CPU cores of
+//!   the benchmark process (producer + subscriber) and of the daemon at that load.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,8 +28,16 @@ use super::redis::{redis_benchmark, target, xadd_baseline};
 use super::{BenchOptions, Record};
 
 fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    std::fs::read_to_string("/proc/self/stat")
+    cpu_of("/proc/self/stat")
+}
+
+fn process_cpu_seconds(pid: u32) -> f64 {
+    cpu_of(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_of(stat: &str) -> f64 {
+    // utime + stime, in clock ticks (100 Hz on Linux).
+    std::fs::read_to_string(stat)
         .ok()
         .and_then(|s| {
             let after = s.rsplit_once(')')?.1.to_owned();
@@ -112,7 +122,67 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("cpu_cores", (cpu * 100.0).round() / 100.0),
     );
 
+    stop.cancel();
+    let _ = daemon.await;
+
     // ---- latency at a fixed 10k ticks/s ----
+    // The daemon runs as its own process here, as in production, so the benchmark's producer
+    // and subscriber do not share its async runtime; in-process when the binary is not built.
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("kitbash-feynman")))
+        .filter(|p| p.exists());
+    let mut child = None;
+    let mut in_process = None;
+    match &binary {
+        Some(bin) => {
+            let c = std::process::Command::new(bin)
+                .env("KITBASH_CONFIG_DIR", "/nonexistent")
+                .env_remove("KITBASH_PROFILE")
+                .env("KITBASH__REDIS__URL", &t.url)
+                .env("KITBASH__REDIS__NAMESPACE", &ns)
+                .env("KITBASH__ADMIN__LISTEN", "")
+                .env(
+                    "KITBASH__FEYNMAN__PARTITIONS",
+                    cfg.feynman.partitions.to_string(),
+                )
+                .env("KITBASH__FEYNMAN__WINDOW", cfg.feynman.window.to_string())
+                .env("KITBASH__CONSUMER__BATCH", cfg.consumer.batch.to_string())
+                .env(
+                    "KITBASH__CONSUMER__BLOCK_MS",
+                    cfg.consumer.block_ms.to_string(),
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            child = Some(c);
+        }
+        None => {
+            let (signals, _reload) = shutdown::manual();
+            let token = signals.shutdown.clone();
+            in_process = Some((
+                token,
+                tokio::spawn(kitbash_feynman::run(cfg.clone(), signals)),
+            ));
+        }
+    }
+    // Wait until every partition has an owner.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut owned = 0;
+        for p in 0..cfg.feynman.partitions {
+            let o: Option<String> = client.get(keys.partition_lease(p)).await?;
+            owned += usize::from(o.is_some());
+        }
+        if owned == cfg.feynman.partitions as usize {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "feynman did not take its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     eprintln!("feynman: baseline redis-benchmark GET -c 1 …");
     let rtt = redis_benchmark(&t, &["-t", "get", "-n", "50000", "-c", "1"])?;
     let rtt_p99 = rtt.first().map_or(0.0, |r| r.1.p99_ms);
@@ -155,6 +225,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     eprintln!("feynman: 10,000 ticks/s for {secs} s …");
     let rate_start = Instant::now();
     let cpu0 = cpu_seconds();
+    let daemon_cpu0 = child.as_ref().map_or(0.0, |c| process_cpu_seconds(c.id()));
     let total = 10_000 * secs;
     let mut interval = tokio::time::interval(Duration::from_millis(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -174,9 +245,20 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     }
     let wall = rate_start.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - cpu0) / wall;
+    let daemon_cpu = child
+        .as_ref()
+        .map(|c| (process_cpu_seconds(c.id()) - daemon_cpu0) / wall);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    let _ = daemon.await;
+    if let Some(mut c) = child {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let _ = tokio::task::spawn_blocking(move || c.wait()).await;
+    }
+    if let Some((token, task)) = in_process {
+        token.cancel();
+        let _ = task.await;
+    }
     collector.abort();
     let _ = sub.quit().await;
     let h = hist
@@ -197,6 +279,20 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("updates", h.len())
         .with("offered_ticks_per_s", (total as f64 / wall).round())
         .with("cpu_cores", (cpu * 100.0).round() / 100.0)
+        .with(
+            "daemon",
+            if binary.is_some() {
+                "process"
+            } else {
+                "in-process"
+            },
+        )
+        .with(
+            "daemon_cpu_cores",
+            daemon_cpu.map_or(serde_json::Value::Null, |c| {
+                ((c * 100.0).round() / 100.0).into()
+            }),
+        )
         .with("target_ms", 2.0),
     );
     // Leave a server that is not ours as we found it: remove the benchmark's namespace.
