@@ -14,6 +14,10 @@ pub fn run(opts: &BenchOptions) -> Vec<Record> {
             for (k, v) in f.extra {
                 r = r.with(k, v);
             }
+            // The kernel figure is the detected kernel; name it for readers of the JSON.
+            if r.extra.contains_key("kernel") {
+                r = r.with("kernel_name", kitbash_ternary::Kernel::detect().name());
+            }
             r
         })
         .collect()
