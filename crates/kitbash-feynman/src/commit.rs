@@ -48,6 +48,35 @@ end
 return {1, ARGV[2]}
 "#;
 
+/// Lua: is stream id ARGV-style `a` newer than `b` (nil/false = nothing yet)?
+const NEWER: &str = r#"
+local function newer(a, b)
+  if not b then return true end
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  if not bm then return true end
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+"#;
+
+/// Cluster mode: `SET KEYS[1] ARGV[2]` and record the source tick id ARGV[1] in KEYS[2], unless
+/// KEYS[2] already holds a newer id (a fenced instance finishing late must not roll the state
+/// back).
+pub static GUARDED_SET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{NEWER}\nif newer(ARGV[1], redis.call('GET', KEYS[2])) then redis.call('SET', KEYS[1], ARGV[2]); redis.call('SET', KEYS[2], ARGV[1]); return 1 end return 0"
+    )
+});
+
+/// Cluster mode: `HSET KEYS[1] source ARGV[1] <ARGV[3..]>` and `EXPIRE KEYS[1] ARGV[2]`, unless
+/// the hash's `source` is already newer.
+pub static GUARDED_HSET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{NEWER}\nif newer(ARGV[1], redis.call('HGET', KEYS[1], 'source')) then redis.call('HSET', KEYS[1], 'source', ARGV[1], unpack(ARGV, 3)); redis.call('EXPIRE', KEYS[1], ARGV[2]); return 1 end return 0"
+    )
+});
+
 /// Marks a word as a template whose [`ID_PLACEHOLDER`]s become the latest XADD id.
 pub const TEMPLATE: u8 = 1;
 /// Stands for the latest XADD id inside a template word (never valid in a symbol or regime).
@@ -105,11 +134,11 @@ pub async fn run_split(
 ) -> Result<CommitResult, fred::error::Error> {
     let slot = fred::util::redis_keyslot(checkpoint_key.as_bytes());
     let mut local = Commit::default();
-    let mut outputs: Vec<Vec<Value>> = Vec::new();
+    let mut outputs: Vec<(Option<String>, Vec<Value>)> = Vec::new();
     for (key, words) in commit.commands {
         match key {
             Some(k) if fred::util::redis_keyslot(k.as_bytes()) == slot => local.push(&k, words),
-            _ => outputs.push(words),
+            other => outputs.push((other, words)),
         }
     }
     // Phase 1: everything but templated words; remember where each XADD's reply will be.
@@ -117,7 +146,7 @@ pub async fn run_split(
     let mut templated: Vec<(usize, Vec<Value>)> = Vec::new();
     let mut xadd_at: Vec<usize> = Vec::new();
     let mut sent = 0usize;
-    for words in outputs {
+    for (key, words) in outputs {
         let is_template = words
             .iter()
             .any(|w| matches!(w, Value::Bytes(b) if b.first() == Some(&TEMPLATE)));
@@ -132,7 +161,11 @@ pub async fn run_split(
         if name == "XADD" {
             xadd_at.push(sent);
         }
-        let cmd = fred::types::CustomCommand::new(name, fred::types::ClusterHash::Offset(0), false);
+        // Routed by the key the command touches (for EVAL it is not the first argument).
+        let hash = key.map_or(fred::types::ClusterHash::Offset(0), |k| {
+            fred::types::ClusterHash::Custom(fred::util::redis_keyslot(k.as_bytes()))
+        });
+        let cmd = fred::types::CustomCommand::new(name, hash, false);
         let _: () = pipe.custom(cmd, it.collect::<Vec<Value>>()).await?;
         sent += 1;
     }

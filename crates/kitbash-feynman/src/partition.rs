@@ -474,34 +474,63 @@ fn effects(
     let keys = &shared.keys;
     let vector = s.window.vector();
     let state_key = keys.physics_state(symbol);
-    c.push(
-        &state_key,
-        vec![
-            "SET".into(),
-            state_key.as_str().into(),
-            Value::Bytes(vector.to_json().into()),
-        ],
-    );
-
     let snap_key = keys.market_snapshot(symbol);
     let ttl = kitbash_schema::ttl::MARKET_SNAPSHOT.secs().unwrap_or(60) as i64;
-    c.push(
-        &snap_key,
-        vec![
-            "HSET".into(),
+    let fields: [(&str, String); 3] = [
+        ("price", s.price.to_string()),
+        ("volume", s.volume.to_string()),
+        ("timestamp", s.ts.to_string()),
+    ];
+    if shared.client.is_clustered() {
+        // Outputs are written before the fenced checkpoint here (see commit::run_split): guard
+        // the state keys so a fenced instance finishing late cannot roll them back.
+        let tick_id = source.rsplit('/').next().unwrap_or(source);
+        let guard_key = keys.physics_state_source(symbol);
+        c.push(
+            &state_key,
+            vec![
+                "EVAL".into(),
+                commit::GUARDED_SET.as_str().into(),
+                2.into(),
+                state_key.as_str().into(),
+                guard_key.as_str().into(),
+                tick_id.into(),
+                Value::Bytes(vector.to_json().into()),
+            ],
+        );
+        let mut words: Vec<Value> = vec![
+            "EVAL".into(),
+            commit::GUARDED_HSET.as_str().into(),
+            1.into(),
             snap_key.as_str().into(),
-            "price".into(),
-            s.price.to_string().into(),
-            "volume".into(),
-            s.volume.to_string().into(),
-            "timestamp".into(),
-            s.ts.to_string().into(),
-        ],
-    );
-    c.push(
-        &snap_key,
-        vec!["EXPIRE".into(), snap_key.as_str().into(), ttl.into()],
-    );
+            tick_id.into(),
+            ttl.into(),
+        ];
+        for (f, v) in fields {
+            words.push(f.into());
+            words.push(v.into());
+        }
+        c.push(&snap_key, words);
+    } else {
+        c.push(
+            &state_key,
+            vec![
+                "SET".into(),
+                state_key.as_str().into(),
+                Value::Bytes(vector.to_json().into()),
+            ],
+        );
+        let mut words: Vec<Value> = vec!["HSET".into(), snap_key.as_str().into()];
+        for (f, v) in fields {
+            words.push(f.into());
+            words.push(v.into());
+        }
+        c.push(&snap_key, words);
+        c.push(
+            &snap_key,
+            vec!["EXPIRE".into(), snap_key.as_str().into(), ttl.into()],
+        );
+    }
 
     let record = PhysicsRecord {
         symbol: symbol.to_owned(),

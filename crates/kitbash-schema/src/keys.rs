@@ -138,6 +138,12 @@ impl Keys {
     pub fn physics_state(&self, symbol: &str) -> String {
         self.k(&format!("physics:state:{}", self.id(symbol)))
     }
+    /// `{physics:state:{SYMBOL}}:src` — id of the tick behind the current physics state, in the
+    /// same cluster slot as [`Keys::physics_state`] (its hash tag is that key's whole name), so
+    /// a script can refuse to overwrite the state with an older one.
+    pub fn physics_state_source(&self, symbol: &str) -> String {
+        format!("{{{}}}:src", self.physics_state(symbol))
+    }
     /// `market:snapshot:{SYMBOL}` — hash (price, volume, bid, ask, timestamp), 60 s.
     pub fn market_snapshot(&self, symbol: &str) -> String {
         self.k(&format!("market:snapshot:{}", self.id(symbol)))
@@ -389,5 +395,6 @@ mod tests {
             "kitbash:stream:{entity}:done:1-0"
         );
         assert_eq!(k.partition_checkpoint(3), "kitbash:stream:{ticks:3}:window");
+        assert_eq!(k.physics_state_source("SPY"), "{physics:state:SPY}:src");
     }
 }
