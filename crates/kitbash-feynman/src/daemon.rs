@@ -22,7 +22,16 @@ use crate::lease;
 use crate::partition::{self, Shared};
 
 struct Owned {
+    /// Stops the partition's worker.
     cancel: CancellationToken,
+    /// Handed back for rebalancing: the worker is finishing its batch. The lease is still
+    /// renewed until it stops, so no other instance starts on the partition meanwhile.
+    releasing: bool,
+}
+
+/// Partitions this instance is working on (not being handed back).
+fn active(owned: &BTreeMap<u32, Owned>) -> usize {
+    owned.values().filter(|o| !o.releasing).count()
 }
 
 /// Runs the daemon until `ctx.signals.shutdown`; then stops every worker (each commits its
@@ -139,21 +148,20 @@ async fn balance(
     let live = live_instances(ctx).await?;
     let target = (partitions as usize).div_ceil(live);
     // 3. Hand back extras (highest partitions first); the worker snapshots before release.
-    while owned.len() > target && live > 1 {
-        let Some((&p, _)) = owned.iter().next_back() else {
+    while active(owned) > target && live > 1 {
+        let Some((&p, o)) = owned.iter_mut().rev().find(|(_, o)| !o.releasing) else {
             break;
         };
-        if let Some(o) = owned.remove(&p) {
-            tracing::info!(
-                partition = p,
-                target,
-                live,
-                "handing partition back for rebalancing"
-            );
-            // The lease is released once the worker has committed and stopped (the join arm in
-            // `run`); it is no longer renewed, so it also runs out if that release is lost.
-            o.cancel.cancel();
-        }
+        tracing::info!(
+            partition = p,
+            target,
+            live,
+            "handing partition back for rebalancing"
+        );
+        // The lease is released once the worker has committed and stopped (the join arm in
+        // `run`); until then it is renewed like any other.
+        o.releasing = true;
+        o.cancel.cancel();
     }
     // 4. Take free partitions while under target (or ones free for too long).
     let now = Instant::now();
@@ -177,7 +185,7 @@ async fn balance(
         let first_free = *free_since.entry(p).or_insert(now);
         let stranded = now.duration_since(first_free) > Duration::from_millis(2 * lease_ms);
         if adopt
-            || ((owned.len() < target || stranded)
+            || ((active(owned) < target || stranded)
                 && lease::acquire(client, &key, me, lease_ms).await?)
         {
             free_since.remove(&p);
@@ -191,7 +199,13 @@ async fn balance(
                 (p, r)
             });
             tracing::info!(partition = p, target, live, "partition lease acquired");
-            owned.insert(p, Owned { cancel });
+            owned.insert(
+                p,
+                Owned {
+                    cancel,
+                    releasing: false,
+                },
+            );
         }
     }
     Ok(())
