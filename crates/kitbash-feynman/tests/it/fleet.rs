@@ -140,8 +140,8 @@ async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// 100,000 ticks over 8 symbols; one of three instances dies a third of the way in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_lose_and_reorder_nothing() {
     let server = RedisServer::start().expect("redis");
     let ns = kitbash_testkit::namespace();
