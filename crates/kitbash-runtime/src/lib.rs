@@ -16,7 +16,9 @@
 //! **Invariant:** nothing here spells a key; every name comes from `kitbash-schema`.
 
 pub mod admin;
-pub mod config;
+/// The configuration lives in its own crate (`kitbash-config`) so a daemon owns its section
+/// without touching the runtime; re-exported here under its old path.
+pub use kitbash_config as config;
 pub mod consumer;
 pub mod daemon;
 pub mod entries;

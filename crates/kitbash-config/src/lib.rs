@@ -1,0 +1,207 @@
+//! `kitbash-config`: the configuration of a kitbash deployment, in layers —
+//! `config/default.toml`, then `config/{profile}.toml`, then environment variables
+//! `KITBASH__SECTION__KEY`. Unknown keys are refused; a bad value names its key.
+//!
+//! # Layout
+//! - this file: the [`Config`] aggregate, where it is loaded from ([`ConfigSource`]), errors,
+//!   and the [`Section`] trait each section implements to validate what types cannot.
+//! - [`runtime`]: `[redis]`, `[telemetry]`, `[admin]`, `[consumer]`, `[fleet]`.
+//! - one module per daemon section (`feynman`, …), owned by that daemon: adding a daemon adds a
+//!   module here and a field to [`Config`], and touches no file of `kitbash-runtime`.
+//!
+//! **Invariant:** every section of every daemon is declared in [`Config`], so each binary
+//! validates the whole file the same way: a typo in `[feynman]` stops `kitbash-decay` too,
+//! instead of lurking until the feynman instance restarts.
+
+pub mod example;
+pub mod feynman;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use example::ExampleConfig;
+pub use feynman::FeynmanConfig;
+pub use runtime::{
+    AdminConfig, ConsumerConfig, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
+    TelemetryConfig,
+};
+
+/// A configuration section: its name in the file and the checks its types cannot express.
+pub trait Section {
+    /// The table name (`feynman` for `[feynman]`); error messages prefix keys with it.
+    const NAME: &'static str;
+    /// Ranges, formats, cross-field rules. Report the failing key relative to the section
+    /// (`"lease_ms"`); [`Config::validate`] prefixes the section name.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// Why configuration could not be loaded. `Display` is the one line printed before exit 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or parsed.
+    #[error("{0}")]
+    Source(String),
+    /// A key is unknown, missing or of the wrong type.
+    #[error("key `{key}`: {why}")]
+    Key {
+        /// Dotted path of the key (`consumer.batch`).
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl ConfigError {
+    /// An error about `key` (dotted path).
+    pub fn key(key: &str, why: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.to_owned(),
+            why: why.into(),
+        }
+    }
+}
+
+/// The whole configuration of a kitbash deployment.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach Redis and name keys.
+    pub redis: RedisConfig,
+    /// Logging.
+    pub telemetry: TelemetryConfig,
+    /// The per-instance admin HTTP endpoint.
+    pub admin: AdminConfig,
+    /// Defaults of every consumer-group loop.
+    pub consumer: ConsumerConfig,
+    /// Fleet bookkeeping (heartbeats).
+    pub fleet: FleetConfig,
+    /// The physics writer.
+    pub feynman: FeynmanConfig,
+    /// The entity updater.
+    pub entity: SectionPlaceholder,
+    /// The resonance decayer.
+    pub decay: SectionPlaceholder,
+    /// The ghost precomputer.
+    pub ghost: SectionPlaceholder,
+    /// The WebSocket bridge.
+    pub bridge: SectionPlaceholder,
+    /// The archival consumer.
+    pub archive: SectionPlaceholder,
+    /// The example daemon of `docs/adding-a-daemon.md` (`kitbash-example`).
+    pub example: ExampleConfig,
+}
+
+/// Where configuration comes from.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    /// Directory holding `default.toml` and `{profile}.toml`.
+    pub dir: PathBuf,
+    /// Profile name (`KITBASH_PROFILE`), e.g. `production`.
+    pub profile: Option<String>,
+    /// Whether to read `KITBASH__*` environment variables.
+    pub env: bool,
+}
+
+impl ConfigSource {
+    /// `KITBASH_CONFIG_DIR` (default `config`), `KITBASH_PROFILE`, environment on.
+    pub fn from_env() -> Self {
+        Self {
+            dir: std::env::var_os("KITBASH_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config")),
+            profile: std::env::var("KITBASH_PROFILE")
+                .ok()
+                .filter(|p| !p.is_empty()),
+            env: true,
+        }
+    }
+
+    /// Only the files in `dir` (tests).
+    pub fn files_only(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_owned(),
+            profile: None,
+            env: false,
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates the configuration.
+    pub fn load(src: &ConfigSource) -> Result<Self, ConfigError> {
+        Self::load_with(src, std::iter::empty())
+    }
+
+    /// Loads with extra `(dotted.key, value)` overrides applied last (the CLI's flags).
+    pub fn load_with<'a>(
+        src: &ConfigSource,
+        overrides: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut b = config::Config::builder().add_source(
+            config::File::from(src.dir.join("default.toml"))
+                .format(config::FileFormat::Toml)
+                .required(false),
+        );
+        if let Some(p) = &src.profile {
+            let path = src.dir.join(format!("{p}.toml"));
+            if !path.exists() {
+                return Err(ConfigError::Source(format!(
+                    "profile {p:?}: {} does not exist",
+                    path.display()
+                )));
+            }
+            b = b.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        if src.env {
+            b = b.add_source(
+                config::Environment::with_prefix("KITBASH")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        for (k, v) in overrides {
+            b = b
+                .set_override(k, v)
+                .map_err(|e| ConfigError::Source(e.to_string()))?;
+        }
+        let raw = b.build().map_err(|e| ConfigError::Source(e.to_string()))?;
+        // serde_path_to_error names the exact key that failed (`consumer.batch`).
+        let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::key(&path, e.into_inner().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what types cannot, section by section; the error names `section.key`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check<S: Section>(s: &S) -> Result<(), ConfigError> {
+            s.validate().map_err(|e| match e {
+                ConfigError::Key { key, why } => ConfigError::Key {
+                    key: format!("{}.{key}", S::NAME),
+                    why,
+                },
+                other => other,
+            })
+        }
+        check(&self.redis)?;
+        check(&self.telemetry)?;
+        check(&self.admin)?;
+        check(&self.consumer)?;
+        check(&self.fleet)?;
+        check(&self.feynman)?;
+        check(&self.example)?;
+        Ok(())
+    }
+}
+
+/// A daemon section with no settings yet; it still rejects unknown keys.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionPlaceholder {}

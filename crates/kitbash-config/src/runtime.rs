@@ -1,0 +1,265 @@
+//! The sections every binary uses: `[redis]`, `[telemetry]`, `[admin]`, `[consumer]`, `[fleet]`.
+
+use std::net::SocketAddr;
+
+use kitbash_schema::{KeyStyle, Keys, Namespace};
+use serde::Deserialize;
+
+use crate::{ConfigError, Section};
+
+/// `[redis]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
+    /// `redis-cluster://host:port?node=host2:port2` for a cluster.
+    pub url: String,
+    /// Key prefix; empty = the seeds' exact key names.
+    pub namespace: String,
+    /// `seed` (exact names) or `tagged` (hash-tagged ids, for Redis Cluster).
+    pub key_style: KeyStyleConfig,
+    /// Timeout of every command, ms (fred's default is none: a stuck server would hang us).
+    pub command_timeout_ms: u64,
+    /// Timeout of each connection attempt, ms.
+    pub connect_timeout_ms: u64,
+    /// Commands buffered while disconnected before new ones fail (fred's default is unbounded).
+    pub max_command_buffer: usize,
+    /// Reconnect backoff: first delay, ms.
+    pub reconnect_min_ms: u32,
+    /// Reconnect backoff: largest delay, ms.
+    pub reconnect_max_ms: u32,
+    /// Capacity of the pub/sub message channel per subscriber (fred's default 32 loses messages
+    /// under load; lag is counted and logged).
+    pub pubsub_capacity: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: String::new(),
+            key_style: KeyStyleConfig::Seed,
+            command_timeout_ms: 5_000,
+            connect_timeout_ms: 3_000,
+            max_command_buffer: 10_000,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2_000,
+            pubsub_capacity: 4_096,
+        }
+    }
+}
+
+/// Serde mirror of [`KeyStyle`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStyleConfig {
+    /// Exact seed names.
+    #[default]
+    Seed,
+    /// Hash-tagged ids.
+    Tagged,
+}
+
+impl RedisConfig {
+    /// The key builder this configuration describes (validated by [`Config::validate`]).
+    pub fn keys(&self) -> Keys {
+        let ns = Namespace::new(self.namespace.clone()).unwrap_or_default();
+        let style = match self.key_style {
+            KeyStyleConfig::Seed => KeyStyle::Seed,
+            KeyStyleConfig::Tagged => KeyStyle::Tagged,
+        };
+        Keys::new(ns).with_style(style)
+    }
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive (`info`, `kitbash_runtime=debug,info`). `RUST_LOG`
+    /// overrides it when set.
+    pub level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of `/healthz`, `/readyz`, `/metrics`; port 0 picks a free port (the
+    /// heartbeat records the actual address); empty disables the endpoint.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The parsed address, `None` when disabled.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        if self.listen.is_empty() {
+            None
+        } else {
+            self.listen.parse().ok()
+        }
+    }
+}
+
+/// `[consumer]`: defaults of every consumer-group loop.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// Entries per XREADGROUP.
+    pub batch: usize,
+    /// How long one XREADGROUP blocks, ms. Also bounds how long shutdown waits for the read in
+    /// flight (it is never cancelled, so no entry is read and then dropped).
+    pub block_ms: u64,
+    /// An entry pending this long is considered abandoned and reclaimed (XAUTOCLAIM), ms.
+    pub claim_idle_ms: u64,
+    /// How often to look for abandoned entries, ms.
+    pub claim_interval_ms: u64,
+    /// Deliveries after which an entry goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// Drain budget after SIGTERM, ms: the batch in hand is finished and acknowledged within it.
+    pub grace_ms: u64,
+    /// Where a newly created group starts: `0` (the whole stream) or `$` (new entries only).
+    pub start: String,
+    /// Dead-letter streams are capped near this many entries (XADD MAXLEN ~).
+    pub dead_letter_max: u64,
+    /// Consumers of the group idle this long with nothing pending (processes that died; their
+    /// entries were reclaimed) are deleted from the group, ms.
+    pub forget_idle_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            block_ms: 500,
+            claim_idle_ms: 30_000,
+            claim_interval_ms: 5_000,
+            max_deliveries: 5,
+            grace_ms: 10_000,
+            start: "0".into(),
+            dead_letter_max: 100_000,
+            forget_idle_ms: 3_600_000,
+        }
+    }
+}
+
+/// `[fleet]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Heartbeat period, ms; an instance silent for 3 periods is reported dead.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 2_000,
+        }
+    }
+}
+
+impl Section for RedisConfig {
+    const NAME: &'static str = "redis";
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.url;
+        if ![
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ]
+        .iter()
+        .any(|s| url.starts_with(s))
+        {
+            return Err(ConfigError::key(
+                "url",
+                format!("{url:?} must start with redis://, rediss:// or redis-cluster://"),
+            ));
+        }
+        fred::types::config::Config::from_url(url)
+            .map_err(|e| ConfigError::key("url", e.details().to_string()))?;
+        Namespace::new(self.namespace.clone())
+            .map_err(|e| ConfigError::key("namespace", e.to_string()))?;
+        if self.command_timeout_ms == 0 {
+            return Err(ConfigError::key("command_timeout_ms", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+impl Section for TelemetryConfig {
+    const NAME: &'static str = "telemetry";
+}
+
+impl Section for AdminConfig {
+    const NAME: &'static str = "admin";
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.is_empty() && self.addr().is_none() {
+            return Err(ConfigError::key(
+                "listen",
+                format!("{:?} is not host:port (or empty to disable)", self.listen),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Section for ConsumerConfig {
+    const NAME: &'static str = "consumer";
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch == 0 || self.batch > 10_000 {
+            return Err(ConfigError::key("batch", "must be within 1..=10000"));
+        }
+        if self.max_deliveries == 0 {
+            return Err(ConfigError::key("max_deliveries", "must be ≥ 1"));
+        }
+        if self.block_ms == 0 {
+            return Err(ConfigError::key("block_ms", "must be > 0"));
+        }
+        if self.start != "0" && self.start != "$" {
+            return Err(ConfigError::key("start", "must be \"0\" or \"$\""));
+        }
+        Ok(())
+    }
+}
+
+impl Section for FleetConfig {
+    const NAME: &'static str = "fleet";
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_ms < 100 {
+            return Err(ConfigError::key("heartbeat_ms", "must be ≥ 100"));
+        }
+        Ok(())
+    }
+}
