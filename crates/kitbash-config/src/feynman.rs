@@ -18,8 +18,20 @@ pub struct FeynmanConfig {
     /// How often a partition's windows are snapshotted into its checkpoint, ms. Recovery
     /// replays at most this much of the partition's tail.
     pub snapshot_ms: u64,
-    /// The physics stream is capped near this many entries (XADD MAXLEN ~).
+    /// The physics stream is trimmed near this many entries — safely: never past what a
+    /// consumer group has not acknowledged. 0 = never trimmed.
     pub physics_stream_max: u64,
+    /// Each tick partition stream is trimmed near this many entries — never past what recovery
+    /// needs (the checkpoint's `snap_id`) or a group has not acknowledged. 0 = never trimmed.
+    pub tick_stream_max: u64,
+    /// A symbol with no tick for this long (by stream time) is forgotten: its window is dropped
+    /// from memory and from the snapshot; a later tick starts a fresh window. ms; 0 = never.
+    pub idle_symbol_ms: u64,
+    /// Most symbols one partition keeps; beyond it the least recently ticked are forgotten.
+    pub max_symbols_per_partition: usize,
+    /// Most windows encoded into one commit's snapshot; more changed windows are spread over
+    /// the next commits (recovery replays from the oldest one not yet written).
+    pub snapshot_max_items: usize,
 }
 
 impl Default for FeynmanConfig {
@@ -30,6 +42,10 @@ impl Default for FeynmanConfig {
             lease_ms: 5_000,
             snapshot_ms: 1_000,
             physics_stream_max: 100_000,
+            tick_stream_max: 1_000_000,
+            idle_symbol_ms: 3_600_000,
+            max_symbols_per_partition: 50_000,
+            snapshot_max_items: 256,
         }
     }
 }
@@ -42,6 +58,12 @@ impl Section for FeynmanConfig {
         }
         if self.lease_ms < 300 {
             return Err(ConfigError::key("lease_ms", "must be ≥ 300"));
+        }
+        if self.max_symbols_per_partition == 0 {
+            return Err(ConfigError::key("max_symbols_per_partition", "must be ≥ 1"));
+        }
+        if self.snapshot_max_items == 0 {
+            return Err(ConfigError::key("snapshot_max_items", "must be ≥ 1"));
         }
         if self.window < 2 {
             return Err(ConfigError::key("window", "must be ≥ 2"));

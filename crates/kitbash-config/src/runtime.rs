@@ -155,6 +155,10 @@ pub struct ConsumerConfig {
     /// Consumers of the group idle this long with nothing pending (processes that died; their
     /// entries were reclaimed) are deleted from the group, ms.
     pub forget_idle_ms: u64,
+    /// Producer message ids remembered per stream and group, so a message re-sent with the same
+    /// `mid` (a producer retrying an `XADD` whose outcome it did not learn) is applied once;
+    /// kept in Redis, so it survives restarts. 0 turns de-duplication off.
+    pub dedup_window: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -169,6 +173,7 @@ impl Default for ConsumerConfig {
             start: "0".into(),
             dead_letter_max: 100_000,
             forget_idle_ms: 3_600_000,
+            dedup_window: 100_000,
         }
     }
 }

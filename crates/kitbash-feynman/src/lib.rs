@@ -3,26 +3,54 @@
 //! # Layout
 //! - [`physics`]: the physics vector over a rolling tick window (the formulas).
 //! - [`market`]: a synthetic market and CSV replay for `kitbash feed ticks` and tests.
-//! - [`daemon`]: partition balancing through leases; one worker per owned partition.
-//! - [`partition`]: a partition's worker: restore, read in order, apply, commit.
-//! - [`commit`]: the atomic checkpoint + effects script (the fence against stale owners).
-//! - [`lease`]: lease acquire / renew / release.
+//! - [`partition`]: the partition logic — windows per symbol, one vector and its outputs per
+//!   symbol per batch — run by the runtime's partitioned component.
+//!
+//! The runtime does the rest ([`kitbash_runtime::partition`]): leases balanced over the live
+//! instances, ordered `XREAD` per partition, the fenced atomic commit, snapshots, trimming.
 //!
 //! **Invariant:** a tick partition is applied by at most one instance at a time, in stream
 //! order, and every commit is a compare-and-set on the partition checkpoint.
 
-pub mod commit;
-pub mod daemon;
-pub mod lease;
 pub mod market;
 pub mod partition;
 pub mod physics;
 
-use kitbash_runtime::{Config, DaemonContext, RuntimeError, Signals};
-use kitbash_schema::DaemonKind;
+use std::time::Duration;
+
+use fred::interfaces::ClientLike;
+
+use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
+use kitbash_schema::{DaemonKind, StreamName};
+
+/// What a feynman instance runs: the tick partitions, and the physics stream's safe trim.
+pub fn components(ctx: &DaemonContext) -> Components {
+    let cfg = ctx.config.feynman.clone();
+    let logic = partition::Physics::new(
+        cfg.clone(),
+        ctx.keys.clone(),
+        ctx.redis.client.is_clustered(),
+    );
+    let spec = logic.spec();
+    let client = ctx.redis.client.clone();
+    let physics = ctx.keys.stream(StreamName::Physics);
+    Components::new(ctx).partitioned(spec, logic).every(
+        "trim physics stream",
+        Duration::from_secs(5),
+        move || {
+            let (client, physics) = (client.clone(), physics.clone());
+            async move {
+                let max = cfg.physics_stream_max;
+                if let Err(e) = kitbash_runtime::trim::safe_trim(&client, &physics, max, &[]).await
+                {
+                    tracing::debug!(error = %e, "physics stream trim failed; will retry");
+                }
+            }
+        },
+    )
+}
 
 /// Runs one feynman instance until `signals.shutdown` (the binary's and the tests' entry).
 pub async fn run(config: Config, signals: Signals) -> Result<(), RuntimeError> {
-    let ctx = DaemonContext::start(DaemonKind::Feynman, config, signals).await?;
-    daemon::run(ctx).await
+    kitbash_runtime::daemon::run(DaemonKind::Feynman, config, signals, components).await
 }

@@ -1,5 +1,8 @@
-//! The `kitbash-feynman` binary: config → telemetry → [`kitbash_feynman::run`].
+//! The `kitbash-feynman` binary: everything is in [`kitbash_feynman::components`].
 
 fn main() -> std::process::ExitCode {
-    kitbash_runtime::daemon::main(kitbash_schema::DaemonKind::Feynman, kitbash_feynman::run)
+    kitbash_runtime::daemon::main(
+        kitbash_schema::DaemonKind::Feynman,
+        kitbash_feynman::components,
+    )
 }

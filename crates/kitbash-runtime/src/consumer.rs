@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use fred::types::Value;
 use fred::types::config::Options;
-use kitbash_schema::wire::DeadLetter;
 use kitbash_schema::{Envelope, Keys, Message, StreamName};
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +81,8 @@ pub struct LoopStats {
     pub reclaimed: u64,
     /// Entries found deleted while pending (acknowledged, nothing to do).
     pub vanished: u64,
+    /// Entries dropped because another entry carried the same producer `mid` first.
+    pub duplicates: u64,
     /// Times the group had to be recreated after NOGROUP.
     pub group_recreated: u64,
 }
@@ -121,6 +122,12 @@ pub struct StreamConsumer {
     claim_cursor: String,
     /// Counters.
     stats: LoopStats,
+    /// The daemon's stop signal: bounds the acknowledgement retries.
+    shutdown: CancellationToken,
+    /// Producer mid → first entry id, for this group (see [`crate::dedup`]).
+    mids_key: String,
+    /// The same mids by entry time (the window's eviction order).
+    mids_order_key: String,
 }
 
 impl std::fmt::Debug for StreamConsumer {
@@ -146,12 +153,16 @@ impl StreamConsumer {
         metrics: Metrics,
         health: Health,
     ) -> Self {
+        let group: String = group.into();
         Self {
             redis,
             stream,
             key: keys.stream(stream),
             dead_key: keys.dead_letter(stream),
-            group: group.into(),
+            mids_key: keys.mids(stream, &group),
+            mids_order_key: keys.mids_order(stream, &group),
+            shutdown: CancellationToken::new(),
+            group,
             consumer: consumer.into(),
             cfg,
             metrics,
@@ -344,6 +355,8 @@ impl StreamConsumer {
         };
         let mut ack: Vec<String> = Vec::with_capacity(batch.len());
         let mut dead: Vec<(StreamEntry, String, u64)> = Vec::new();
+        let started = Instant::now();
+        let batch_len = batch.len();
         let mut deliveries: Vec<Delivery<M>> = Vec::with_capacity(batch.len());
         let mut handed: Vec<StreamEntry> = Vec::with_capacity(batch.len());
         for entry in batch {
@@ -379,6 +392,38 @@ impl StreamConsumer {
             }
         }
 
+        if self.cfg.dedup_window > 0 && deliveries.iter().any(|d| d.mid.is_some()) {
+            let first = crate::dedup::admit(
+                &self.redis.client,
+                &self.mids_key,
+                &self.mids_order_key,
+                self.cfg.dedup_window,
+                crate::dedup::pairs(&deliveries),
+            )
+            .await?;
+            let mut kept = Vec::with_capacity(deliveries.len());
+            let mut kept_entries = Vec::with_capacity(handed.len());
+            for ((d, entry), admit) in deliveries.into_iter().zip(handed).zip(first) {
+                if admit {
+                    kept.push(d);
+                    kept_entries.push(entry);
+                } else {
+                    tracing::info!(stream = %self.stream, id = %entry.id, mid = ?d.mid,
+                        "dropped a re-sent entry (its producer mid was applied already)");
+                    self.stats.duplicates += 1;
+                    self.metrics.inc(
+                        "kitbash_duplicates_total",
+                        "Re-sent entries dropped by their producer message id.",
+                        &[("stream", &self.stream.logical()), ("group", &self.group)],
+                        1,
+                    );
+                    ack.push(entry.id);
+                }
+            }
+            deliveries = kept;
+            handed = kept_entries;
+        }
+
         if !deliveries.is_empty() {
             let expected = deliveries.len();
             let outcomes = handler.handle(deliveries).await;
@@ -408,6 +453,23 @@ impl StreamConsumer {
         let n_dead = dead.len() as u64;
         self.commit(ack, dead).await?;
         self.stats.dead += n_dead;
+        let labels = [
+            ("stream", self.stream.logical()),
+            ("group", self.group.clone()),
+        ];
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.metrics.observe(
+            "kitbash_batch_seconds",
+            "Time to process and acknowledge one batch.",
+            &labels,
+            started.elapsed().as_secs_f64(),
+        );
+        self.metrics.observe(
+            "kitbash_batch_entries",
+            "Entries per batch.",
+            &labels,
+            batch_len as f64,
+        );
         Ok(())
     }
 
@@ -438,15 +500,24 @@ impl StreamConsumer {
             } else {
                 self.commit_dead(&ack, &dead).await
             };
+            // Retried while the daemon runs (a blip must not cause redelivery); once shutdown
+            // has begun, give up at once: the entries stay pending and are redelivered, which
+            // the idempotent effects absorb, and the drain stays inside the grace period.
             match result {
                 Ok(()) => break,
-                Err(e) if attempt < 20 => {
+                Err(e) if attempt < 20 && !self.shutdown.is_cancelled() => {
                     attempt += 1;
                     tracing::warn!(stream = %self.stream, error = %e, attempt, "acknowledgement failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10))))
-                        .await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10)))) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, entries = n_ack,
+                        "acknowledgement failed; leaving the entries pending for redelivery");
+                    return Err(e.into());
+                }
             }
         }
         for (entry, reason, _) in &dead {
@@ -476,35 +547,23 @@ impl StreamConsumer {
         dead: &[(StreamEntry, String, u64)],
     ) -> Result<(), fred::error::Error> {
         let tx = self.redis.client.multi();
-        let at_ms = crate::heartbeat::now_ms();
         let mut ids: Vec<String> = ack.to_vec();
         for (entry, reason, n) in dead {
-            let letter = DeadLetter {
-                reason: reason.clone(),
-                stream: self.stream.logical(),
-                id: entry.id.clone(),
-                group: self.group.clone(),
-                consumer: self.consumer.clone(),
-                deliveries: *n,
-                at_ms,
-                fields: entry
-                    .pairs()
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .collect(),
-            };
-            let fields: Vec<(fred::types::Key, Value)> = letter
-                .to_fields()
-                .into_iter()
-                .map(|(k, v)| (fred::types::Key::from(k.as_slice()), Value::Bytes(v.into())))
-                .collect();
-            tx.xadd::<Value, _, _, _, _>(
-                self.dead_key.as_str(),
-                false,
-                ("MAXLEN", "~", self.cfg.dead_letter_max as i64),
-                "*",
-                fields,
-            )
-            .await?;
+            let letter = crate::dead::letter(
+                self.stream,
+                entry,
+                reason.clone(),
+                &self.group,
+                &self.consumer,
+                *n,
+            );
+            let mut words =
+                crate::dead::xadd_words(&self.dead_key, self.cfg.dead_letter_max, &letter)
+                    .into_iter();
+            let name = words.next();
+            debug_assert!(name.is_some());
+            let cmd = command_for_key("XADD", &self.dead_key, false);
+            tx.custom::<Value, Value>(cmd, words.collect()).await?;
             ids.push(entry.id.clone());
         }
         tx.xack::<Value, _, _, _>(self.key.as_str(), self.group.as_str(), ids)
@@ -519,6 +578,7 @@ impl StreamConsumer {
         M: Message + Send,
         H: Handler<M>,
     {
+        self.shutdown = shutdown.clone();
         let mut backoff = Backoff::default();
         // Create the group before anything else; retry while Redis is away.
         while !shutdown.is_cancelled() {
@@ -626,12 +686,15 @@ impl StreamConsumer {
             if name != self.consumer
                 && int("pending") == 0
                 && int("idle") >= self.cfg.forget_idle_ms as i64
+                && forget_if_idle(
+                    &self.redis.client,
+                    &self.key,
+                    &self.group,
+                    &name,
+                    self.cfg.forget_idle_ms,
+                )
+                .await?
             {
-                let _: Value = self
-                    .redis
-                    .client
-                    .xgroup_delconsumer(self.key.as_str(), self.group.as_str(), name.as_str())
-                    .await?;
                 tracing::info!(stream = %self.stream, group = %self.group, consumer = %name,
                     "deleted an idle consumer with nothing pending");
             }
@@ -661,6 +724,53 @@ impl StreamConsumer {
         }
     }
 }
+
+/// Deletes consumer `name` from `group` if, at that instant, it holds no pending entry and has
+/// been idle for `min_idle_ms` — checked and deleted in one script, so an entry delivered to it
+/// between a check and a delete can never be destroyed with it (`XGROUP DELCONSUMER` drops the
+/// consumer's pending entries). Returns whether it was deleted.
+pub async fn forget_if_idle(
+    client: &Client,
+    key: &str,
+    group: &str,
+    name: &str,
+    min_idle_ms: u64,
+) -> Result<bool, RuntimeError> {
+    let n: i64 = FORGET_SCRIPT
+        .evalsha_with_reload(
+            client,
+            vec![key.to_owned()],
+            vec![
+                Value::from(group),
+                Value::from(name),
+                Value::from(min_idle_ms as i64),
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+static FORGET_SCRIPT: std::sync::LazyLock<fred::types::scripts::Script> =
+    std::sync::LazyLock::new(|| fred::types::scripts::Script::from_lua(FORGET));
+
+const FORGET: &str = r#"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return 0 end
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if name == ARGV[2] then
+    if idle and idle >= tonumber(ARGV[3]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+      return 1
+    end
+    return 0
+  end
+end
+return 0
+"#;
 
 /// Exponential backoff for loop errors: 50 ms doubling to 2 s, cut short by shutdown.
 #[derive(Debug, Default)]

@@ -1,6 +1,7 @@
-//! What every daemon binary does around its own logic: load config (exit 64 on a bad one),
-//! start telemetry, install signals, connect to Redis, serve the admin endpoint, beat in the
-//! fleet register, run, and drain within the grace period.
+//! What every daemon binary does around its own components: load config (exit 64 on a bad
+//! one), start telemetry, install signals, connect to Redis, watch it for readiness, serve the
+//! admin endpoint, beat in the fleet register, run the [`Components`], and drain within the
+//! grace period. A daemon's `main.rs` is one call to [`main`]; tests call [`run`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use kitbash_schema::messages::Heartbeat;
 use kitbash_schema::{DaemonKind, Keys};
 use tokio::task::JoinHandle;
 
+use crate::component::Components;
 use crate::config::{Config, ConfigSource};
 use crate::error::RuntimeError;
 use crate::health::Health;
@@ -115,6 +117,11 @@ impl DaemonContext {
             admin: admin_addr.map(|a| a.to_string()),
             ready: false,
         };
+        let watch = tokio::spawn(watch_redis(
+            redis.clone(),
+            health.clone(),
+            signals.shutdown.clone(),
+        ));
         let hb = tokio::spawn(crate::heartbeat::run(
             redis.clone(),
             keys.clone(),
@@ -136,7 +143,10 @@ impl DaemonContext {
             health,
             signals,
             admin_addr,
-            tasks: vec![std::sync::Arc::new(tokio::sync::Mutex::new(Some(hb)))],
+            tasks: vec![
+                std::sync::Arc::new(tokio::sync::Mutex::new(Some(hb))),
+                std::sync::Arc::new(tokio::sync::Mutex::new(Some(watch))),
+            ],
         })
     }
 
@@ -149,6 +159,35 @@ impl DaemonContext {
         }
         self.redis.quit().await;
     }
+}
+
+/// The readiness check named [`REDIS_CHECK`].
+pub const REDIS_CHECK: &str = "redis";
+
+/// Keeps the `redis` readiness check current: a `PING` every 500 ms that must answer within
+/// 250 ms. `/readyz` answers from this state at once, so a probe never waits out the command
+/// timeout while Redis hangs.
+async fn watch_redis(redis: Redis, health: Health, shutdown: tokio_util::sync::CancellationToken) {
+    let opts = fred::types::config::Options {
+        timeout: Some(Duration::from_millis(250)),
+        max_attempts: Some(1),
+        ..Default::default()
+    };
+    health.set(REDIS_CHECK, false);
+    crate::periodic::every(Duration::from_millis(500), shutdown, || {
+        let (redis, health, opts) = (redis.clone(), health.clone(), opts.clone());
+        async move {
+            use fred::prelude::*;
+            let ok = redis
+                .client
+                .with_options(&opts)
+                .ping::<String>(None)
+                .await
+                .is_ok();
+            health.set(REDIS_CHECK, ok);
+        }
+    })
+    .await;
 }
 
 /// SIGHUP: re-read the configuration. A valid one applies `telemetry.level` at once (other
@@ -179,9 +218,31 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The whole life of a daemon binary; `main.rs` is one call to this. `run` gets the validated
-/// config and the signals and returns when the daemon has drained.
-pub fn main<F, Fut>(kind: DaemonKind, run: F) -> ExitCode
+/// Runs one instance of `kind` in-process until `signals.shutdown`: starts the context, builds
+/// the components with `build`, runs them, and closes everything. What [`main`] runs; tests call
+/// it directly with their own signals.
+pub async fn run(
+    kind: DaemonKind,
+    config: Config,
+    signals: crate::shutdown::Signals,
+    build: fn(&DaemonContext) -> Components,
+) -> Result<(), RuntimeError> {
+    let ctx = DaemonContext::start(kind, config, signals).await?;
+    let result = build(&ctx).run().await;
+    ctx.finish().await;
+    result
+}
+
+/// The whole life of a daemon binary; `main.rs` is one call to this:
+/// `kitbash_runtime::daemon::main(DaemonKind::Feynman, kitbash_feynman::components)`.
+pub fn main(kind: DaemonKind, build: fn(&DaemonContext) -> Components) -> ExitCode {
+    main_with(kind, move |config, signals| {
+        run(kind, config, signals, build)
+    })
+}
+
+/// Like [`main`] with a free-form `run` (config and signals in, drained daemon out).
+pub fn main_with<F, Fut>(kind: DaemonKind, run: F) -> ExitCode
 where
     F: FnOnce(Config, Signals) -> Fut,
     Fut: Future<Output = Result<(), RuntimeError>>,

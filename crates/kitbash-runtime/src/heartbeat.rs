@@ -1,6 +1,9 @@
 //! The fleet register: each instance refreshes `kitbash:heartbeat:{kind}:{instance}` (its
 //! self-description, expiring after three periods) and its score in the `kitbash:fleet` sorted
 //! set, so `kitbash status` lists the fleet with one `ZRANGE` instead of a `SCAN`.
+//!
+//! Beats are scored with Redis's clock (`TIME`), and liveness is judged against it too, so a
+//! host whose clock runs ahead or behind neither looks alive forever nor dead at once.
 
 use std::time::Duration;
 
@@ -29,6 +32,35 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Redis's clock, Unix ms (`TIME`).
+pub async fn server_now_ms(client: &Client) -> Result<i64, fred::error::Error> {
+    let cmd =
+        fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false);
+    let t: Vec<String> = client.custom(cmd, Vec::<fred::types::Value>::new()).await?;
+    let secs: i64 = t.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let micros: i64 = t.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(secs * 1000 + micros / 1000)
+}
+
+/// Members of the fleet register (`kind/instance`) that beat within `horizon_ms`, by Redis's
+/// clock.
+pub async fn live_members(
+    client: &Client,
+    keys: &Keys,
+    horizon_ms: u64,
+) -> Result<Vec<String>, fred::error::Error> {
+    let now = server_now_ms(client).await?;
+    client
+        .zrangebyscore(
+            keys.fleet(),
+            (now - horizon_ms as i64) as f64,
+            f64::INFINITY,
+            false,
+            None,
+        )
+        .await
+}
+
 /// Beats every `period` until `shutdown`, then removes the instance from the register.
 pub async fn run(
     redis: Redis,
@@ -44,18 +76,19 @@ pub async fn run(
     let member = fleet_member(kind, &beat.instance);
     let ttl_ms = (period.as_millis() as i64 * 3).max(1_000);
     crate::periodic::every(period, shutdown.clone(), || {
-        beat.beat_ms = now_ms();
         beat.ready = health.ready();
-        let body = serde_json::to_string(&beat).unwrap_or_default();
+        let mut beat = beat.clone();
         let (client, key, fleet, member) = (
             redis.client.clone(),
             key.clone(),
             fleet.clone(),
             member.clone(),
         );
-        let now = beat.beat_ms;
         async move {
             let r: Result<(), fred::error::Error> = async {
+                let now = server_now_ms(&client).await?;
+                beat.beat_ms = now;
+                let body = serde_json::to_string(&beat).unwrap_or_default();
                 client
                     .set::<(), _, _>(&key, body, Some(Expiration::PX(ttl_ms)), None, false)
                     .await?;

@@ -84,6 +84,17 @@ impl Metrics {
         self.update(name, Kind::Gauge, help, labels, |v| *v = value);
     }
 
+    /// Records one observation of a distribution (interim: count and sum; histograms come
+    /// with the metrics library).
+    pub fn observe(&self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.update(&format!("{name}_count"), Kind::Counter, help, labels, |v| {
+            *v += 1.0
+        });
+        self.update(&format!("{name}_sum"), Kind::Counter, help, labels, |v| {
+            *v += value
+        });
+    }
+
     /// Reads a series (tests, status).
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let fams = self.families.lock().unwrap_or_else(PoisonError::into_inner);

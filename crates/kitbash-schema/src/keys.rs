@@ -141,8 +141,13 @@ impl Keys {
     /// `{physics:state:{SYMBOL}}:src` — id of the tick behind the current physics state, in the
     /// same cluster slot as [`Keys::physics_state`] (its hash tag is that key's whole name), so
     /// a script can refuse to overwrite the state with an older one.
+    /// With [`KeyStyle::Tagged`] the state key already carries the tag `{SYMBOL}`, so the guard
+    /// is `physics:state:{SYMBOL}:src` (a key wrapped in braces would hash on a different tag).
     pub fn physics_state_source(&self, symbol: &str) -> String {
-        format!("{{{}}}:src", self.physics_state(symbol))
+        match self.style {
+            KeyStyle::Seed => format!("{{{}}}:src", self.physics_state(symbol)),
+            KeyStyle::Tagged => format!("{}:src", self.physics_state(symbol)),
+        }
     }
     /// `market:snapshot:{SYMBOL}` — hash (price, volume, bid, ask, timestamp), 60 s.
     pub fn market_snapshot(&self, symbol: &str) -> String {
@@ -274,18 +279,57 @@ impl Keys {
     }
     /// `kitbash:lease:{ticks:3}` — which feynman instance owns tick partition 3.
     pub fn partition_lease(&self, partition: u32) -> String {
-        self.k(&format!("kitbash:lease:{{ticks:{partition}}}"))
+        self.lease(StreamName::Ticks(partition))
     }
-    /// `kitbash:stream:{ticks:3}:window` — feynman's checkpoint of partition 3's windows.
+    /// `kitbash:stream:{ticks:3}:checkpoint` — feynman's checkpoint of tick partition 3.
     pub fn partition_checkpoint(&self, partition: u32) -> String {
-        self.k(&format!("kitbash:stream:{{ticks:{partition}}}:window"))
+        self.checkpoint(StreamName::Ticks(partition))
+    }
+    /// `kitbash:lease:{ticks:3}` — the lease of a partitioned stream: which worker (instance
+    /// name, `#`, acquisition token) owns it.
+    pub fn lease(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:lease:{{{}}}", s.logical()))
+    }
+    /// `kitbash:stream:{ticks:3}:checkpoint` — a partitioned stream's checkpoint hash
+    /// (`last_id`, `snap_id`, `consumed`, `owner`, `mids`), same slot as the stream.
+    pub fn checkpoint(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:stream:{{{}}}:checkpoint", s.logical()))
+    }
+    /// `kitbash:stream:{ticks:3}:state` — a partition worker's snapshotted state, one field per
+    /// item (feynman: one window per symbol), current at the checkpoint's `snap_id`.
+    pub fn partition_state(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:stream:{{{}}}:state", s.logical()))
+    }
+    /// `kitbash:stream:{queries}:mids:{group}` — hash: producer message id → the entry id that
+    /// first carried it, for one group (a re-sent message is applied once).
+    pub fn mids(&self, s: StreamName, group: &str) -> String {
+        self.k(&format!("kitbash:stream:{{{}}}:mids:{group}", s.logical()))
+    }
+    /// `kitbash:stream:{queries}:mids:{group}:order` — the same ids by entry time, so the oldest
+    /// are forgotten first (the window is bounded).
+    pub fn mids_order(&self, s: StreamName, group: &str) -> String {
+        self.k(&format!(
+            "kitbash:stream:{{{}}}:mids:{group}:order",
+            s.logical()
+        ))
+    }
+    /// `kitbash:leader:{kind}:{task}` — the lease of a leader task: exactly one live instance of
+    /// `kind` runs `task`.
+    pub fn leader(&self, kind: DaemonKind, task: &str) -> String {
+        self.k(&format!("kitbash:leader:{}:{task}", kind.name()))
+    }
+    /// `kitbash:example:tally` — hash of query text → times seen, written by the example daemon
+    /// of `docs/adding-a-daemon.md`.
+    pub fn example_tally(&self) -> String {
+        self.k("kitbash:example:tally")
     }
     /// Field names of the partition checkpoint hash ([`Keys::partition_checkpoint`]).
     pub const CHECKPOINT_LAST_ID: &'static str = "last_id";
     /// See [`Keys::CHECKPOINT_LAST_ID`]: id of the newest window snapshot's last tick.
     pub const CHECKPOINT_SNAP_ID: &'static str = "snap_id";
-    /// See [`Keys::CHECKPOINT_LAST_ID`]: the windows (MessagePack, written by feynman).
-    pub const CHECKPOINT_SNAP: &'static str = "snap";
+    /// See [`Keys::CHECKPOINT_LAST_ID`]: recent producer message ids (MessagePack list of
+    /// hashes), current at `snap_id`.
+    pub const CHECKPOINT_MIDS: &'static str = "mids";
     /// See [`Keys::CHECKPOINT_LAST_ID`]: entries consumed so far; with `XINFO STREAM`'s
     /// `entries-added` it gives the partition's lag.
     pub const CHECKPOINT_CONSUMED: &'static str = "consumed";
@@ -310,6 +354,18 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What Redis Cluster hashes: the part between the first `{` and the next `}` when
+    /// non-empty, else the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
 
     /// Every seed key spelled as the seed documents spell it.
     #[test]
@@ -394,7 +450,19 @@ mod tests {
             k.done_marker(StreamName::Entity, "1-0"),
             "kitbash:stream:{entity}:done:1-0"
         );
-        assert_eq!(k.partition_checkpoint(3), "kitbash:stream:{ticks:3}:window");
+        assert_eq!(
+            k.partition_checkpoint(3),
+            "kitbash:stream:{ticks:3}:checkpoint"
+        );
         assert_eq!(k.physics_state_source("SPY"), "{physics:state:SPY}:src");
+        // Under either style the guard shares the state key's hash tag (its cluster slot).
+        for style in [KeyStyle::Seed, KeyStyle::Tagged] {
+            let k = Keys::default().with_style(style);
+            assert_eq!(
+                hash_tag(&k.physics_state("SPY")),
+                hash_tag(&k.physics_state_source("SPY")),
+                "{style:?}"
+            );
+        }
     }
 }

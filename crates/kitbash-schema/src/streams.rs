@@ -22,6 +22,9 @@ pub enum DaemonKind {
     Bridge,
     /// Archival and indexing consumer (seeds 002, 003, 004).
     Archive,
+    /// The small example daemon of `docs/adding-a-daemon.md` (tallies query texts). Not part of
+    /// [`DaemonKind::ALL`]: `kitbash up` and the deploy files do not run it.
+    Example,
 }
 
 impl DaemonKind {
@@ -45,12 +48,16 @@ impl DaemonKind {
             DaemonKind::Ghost => "ghost",
             DaemonKind::Bridge => "bridge",
             DaemonKind::Archive => "archive",
+            DaemonKind::Example => "example",
         }
     }
 
     /// The inverse of [`DaemonKind::name`].
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        Self::ALL
+            .into_iter()
+            .chain([DaemonKind::Example])
+            .find(|k| k.name() == name)
     }
 
     /// The consumer group this kind reads its streams with.
@@ -168,6 +175,12 @@ impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.logical())
     }
+}
+
+/// The partition of a routing key (a symbol, a document) among `partitions`: FNV-1a 64 of its
+/// bytes modulo the count. Every partitioned stream routes this way; see [`tick_partition`].
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    tick_partition(key, partitions)
 }
 
 /// The tick partition of `symbol` among `partitions`: FNV-1a 64 of the symbol's bytes, modulo

@@ -163,7 +163,8 @@ async fn three_instances_one_killed_lose_and_reorder_nothing() {
         let mut owners = std::collections::BTreeSet::new();
         for p in 0..PARTITIONS {
             let o: Option<String> = c.get(keys.partition_lease(p)).await.expect("get");
-            owners.extend(o);
+            // A lease holds `{instance}#{token}`: count instances.
+            owners.extend(o.map(|t| kitbash_runtime::lease::instance_of(&t).to_owned()));
         }
         if owners.len() == 3 {
             break;

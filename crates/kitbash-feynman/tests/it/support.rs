@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use kitbash_client::Producer;
-use kitbash_feynman::partition::PartitionState;
 use kitbash_feynman::physics::TickWindow;
 use kitbash_runtime::Config;
 use kitbash_schema::messages::{PhysicsVector, Tick};
@@ -119,27 +118,11 @@ pub async fn caught_up(c: &Client, keys: &Keys) {
     }
 }
 
-/// The windows as checkpointed (after the instances stopped and wrote final snapshots).
+/// The windows as snapshotted (after the instances stopped and wrote every changed window).
 pub async fn checkpointed(c: &Client, keys: &Keys) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let snap: Option<Vec<u8>> = c
-            .hget(keys.partition_checkpoint(p), Keys::CHECKPOINT_SNAP)
-            .await
-            .expect("hget");
-        if let Some(b) = snap {
-            let st: PartitionState = rmp_serde_decode(&b);
-            for (s, v) in st.symbols {
-                out.insert(s, v.count);
-            }
-        }
-    }
-    out
-}
-
-fn rmp_serde_decode(b: &[u8]) -> PartitionState {
-    // The snapshot format is feynman's own (MessagePack of PartitionState).
-    kitbash_feynman::partition::decode_snapshot(b).expect("snapshot decodes")
+    kitbash_feynman::partition::snapshotted_counts(c, keys, PARTITIONS)
+        .await
+        .expect("snapshot readable")
 }
 
 pub async fn physics_state(c: &Client, keys: &Keys, symbol: &str) -> Option<PhysicsVector> {

@@ -1,6 +1,7 @@
 //! The partition commit: one Lua script that compare-and-sets the partition checkpoint and, in
-//! the same atomic step, writes every effect of the batch (physics state, market snapshots,
-//! physics-stream entries, `state_update` messages, dead letters).
+//! the same atomic step, writes every effect of the batch (for feynman: physics state, market
+//! snapshots, physics-stream entries, `state_update` messages), its dead letters and its
+//! snapshot writes.
 //!
 //! The compare-and-set on `last_id` is the fence: an instance whose lease expired while it was
 //! paused fails its next commit as soon as the new owner has committed, and a commit that
@@ -8,16 +9,17 @@
 //! effects ride in the same script, a `kill -9` at any point leaves either the whole batch
 //! applied (window, position and outputs) or none of it.
 //!
-//! Keys touched span several cluster slots, so this needs a standalone Redis (or a primary with
-//! replicas); see ARCHITECTURE.md for the cluster plan.
+//! On Redis Cluster the effects live in other slots than the checkpoint: [`run_split`] writes
+//! them first and then moves the checkpoint (see its docs and ARCHITECTURE.md).
 
 use fred::prelude::*;
 use fred::types::Value;
 use fred::types::scripts::Script;
 use kitbash_schema::Keys;
 
-/// The script. ARGV: expected `last_id` ('' = none), new `last_id`, owner, snapshot blob
-/// ('' = keep), snapshot id, the five checkpoint field names, entries consumed, then commands as
+/// The script. ARGV: expected `last_id` ('' = none), new `last_id`, owner, recent-mids blob
+/// ('' = keep), snapshot id ('' = keep), the five checkpoint field names, entries consumed, then
+/// commands as
 /// `n, word1 … wordn`. A word starting with byte 0x01 is a template: the rest, with every
 /// [`ID_PLACEHOLDER`] replaced by the id of the latest XADD.
 /// Hashed once; `evalsha_with_reload` loads it on the first NOSCRIPT.
@@ -29,7 +31,8 @@ local cp = KEYS[1]
 local cur = redis.call('HGET', cp, ARGV[6]) or ''
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('HSET', cp, ARGV[6], ARGV[2], ARGV[7], ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', cp, ARGV[8], ARGV[4], ARGV[9], ARGV[5]) end
+if ARGV[4] ~= '' then redis.call('HSET', cp, ARGV[8], ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', cp, ARGV[9], ARGV[5]) end
 redis.call('HINCRBY', cp, ARGV[10], ARGV[11])
 local last = ''
 local i = 12
@@ -211,7 +214,8 @@ pub struct Advance<'a> {
     pub expected: &'a str,
     /// The new `last_id` (the batch's last entry, or `expected` for a snapshot-only commit).
     pub new_last: &'a str,
-    /// A new window snapshot and the id it is current at, if one is due.
+    /// With a snapshot: the recent producer mids (encoded) and the new `snap_id`, the id from
+    /// which recovery replays (the snapshot's own writes ride in the commit's commands).
     pub snapshot: Option<(&'a [u8], &'a str)>,
     /// Entries this commit consumed (for the lag `kitbash status` reports).
     pub consumed: u64,
@@ -244,7 +248,7 @@ pub async fn run(
         snap_id.into(),
         Keys::CHECKPOINT_LAST_ID.into(),
         Keys::CHECKPOINT_OWNER.into(),
-        Keys::CHECKPOINT_SNAP.into(),
+        Keys::CHECKPOINT_MIDS.into(),
         Keys::CHECKPOINT_SNAP_ID.into(),
         Keys::CHECKPOINT_CONSUMED.into(),
         (consumed as i64).into(),

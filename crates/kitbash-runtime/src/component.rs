@@ -1,0 +1,213 @@
+//! The component layer: a daemon declares what it runs, the runtime runs it.
+//!
+//! ```no_run
+//! # use kitbash_runtime::{Components, DaemonContext};
+//! # fn handler(_: &DaemonContext) -> kitbash_runtime::component::NoopHandler { Default::default() }
+//! fn components(ctx: &DaemonContext) -> Components {
+//!     Components::new(ctx)
+//!         // a consumer group on a stream, with its handler:
+//!         .consume::<kitbash_schema::messages::QueryEvent, _>(kitbash_schema::StreamName::Queries, handler(ctx))
+//! }
+//! fn main() -> std::process::ExitCode {
+//!     kitbash_runtime::daemon::main(kitbash_schema::DaemonKind::Example, components)
+//! }
+//! ```
+//!
+//! Four kinds of component:
+//! - [`Components::consume`]: a stream read through the daemon's consumer group
+//!   ([`crate::consumer`]), with de-duplication by producer `mid`, dead letters, reclaim;
+//! - [`Components::partitioned`]: ordered work over partitioned streams, one worker per
+//!   partition in the fleet ([`crate::partition`]);
+//! - [`Components::every`]: a periodic task on every instance;
+//! - [`Components::leader`]: a periodic task on exactly one live instance ([`crate::leader`]).
+//!
+//! The runtime owns the rest: connections (each reader gets its own blocking connection),
+//! readiness checks, metrics, heartbeats, drain on shutdown and lease release.
+
+use std::future::Future;
+
+use fred::interfaces::ClientLike;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kitbash_schema::{Message, StreamName};
+
+use crate::consumer::{Delivery, Handler, Outcome, StreamConsumer};
+use crate::daemon::DaemonContext;
+use crate::error::RuntimeError;
+use crate::leader::LeaderTerm;
+use crate::partition::{PartitionLogic, PartitionSpec};
+use crate::redis::Redis;
+
+type Task = Pin<Box<dyn Future<Output = Result<(), RuntimeError>> + Send>>;
+
+/// What one daemon runs. Build it from the [`DaemonContext`]; [`crate::daemon::main`] (or
+/// [`crate::daemon::run`] in tests) runs it until shutdown.
+#[must_use = "components do nothing until the daemon runs them"]
+pub struct Components {
+    ctx: DaemonContext,
+    tasks: Vec<(String, Task)>,
+    /// The first error met while building (a connection that could not be configured).
+    error: Option<RuntimeError>,
+}
+
+impl std::fmt::Debug for Components {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Components")
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Components {
+    /// No components yet.
+    pub fn new(ctx: &DaemonContext) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            tasks: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Reads `stream` through this daemon kind's consumer group and hands batches of decoded
+    /// messages to `handler`. Settings come from `[consumer]`.
+    pub fn consume<M, H>(mut self, stream: StreamName, handler: H) -> Self
+    where
+        M: Message + Send + 'static,
+        H: Handler<M> + 'static,
+    {
+        let ctx = &self.ctx;
+        // A blocking connection of its own: a `BLOCK` never waits behind another reader's.
+        let blocking = match crate::redis::builder(&ctx.config.redis).and_then(|b| Ok(b.build()?)) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                return self;
+            }
+        };
+        blocking.connect();
+        let redis = Redis {
+            client: ctx.redis.client.clone(),
+            blocking: blocking.clone(),
+        };
+        let consumer = StreamConsumer::new(
+            redis,
+            &ctx.keys,
+            stream,
+            ctx.kind.group().as_str(),
+            ctx.instance.clone(),
+            ctx.config.consumer.clone(),
+            ctx.metrics.clone(),
+            ctx.health.clone(),
+        );
+        let shutdown = ctx.signals.shutdown.clone();
+        self.tasks.push((
+            format!("consume {stream}"),
+            Box::pin(async move {
+                consumer.run(handler, shutdown).await;
+                let _ = blocking.quit().await;
+                Ok(())
+            }),
+        ));
+        self
+    }
+
+    /// Ordered work over the partitioned streams `spec` describes, `logic` applying each batch.
+    pub fn partitioned<L: PartitionLogic>(mut self, spec: PartitionSpec, logic: L) -> Self {
+        let ctx = self.ctx.clone();
+        let name = format!("partitioned {}", spec.group);
+        self.tasks.push((
+            name,
+            Box::pin(crate::partition::balance::run(ctx, spec, Arc::new(logic))),
+        ));
+        self
+    }
+
+    /// Calls `task` every `period` on every instance until shutdown (first call at once).
+    pub fn every<F, Fut>(mut self, name: &'static str, period: Duration, mut task: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.ctx.signals.shutdown.clone();
+        self.tasks.push((
+            format!("every {name}"),
+            Box::pin(async move {
+                crate::periodic::every(period, shutdown, &mut task).await;
+                Ok(())
+            }),
+        ));
+        self
+    }
+
+    /// Calls `task` every `period` on exactly one live instance of this daemon kind, chosen by
+    /// a lease of `lease_ms` (see [`crate::leader`]).
+    pub fn leader<F, Fut>(
+        mut self,
+        name: &'static str,
+        period: Duration,
+        lease_ms: u64,
+        task: F,
+    ) -> Self
+    where
+        F: FnMut(LeaderTerm) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let ctx = self.ctx.clone();
+        self.tasks.push((
+            format!("leader {name}"),
+            Box::pin(async move {
+                crate::leader::run(ctx, name, period, lease_ms, task).await;
+                Ok(())
+            }),
+        ));
+        self
+    }
+
+    /// Runs every component until shutdown; returns the first error. A component that fails
+    /// stops the daemon (the others drain), so a service manager restarts it whole.
+    pub async fn run(self) -> Result<(), RuntimeError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let shutdown = self.ctx.signals.shutdown.clone();
+        let mut set = tokio::task::JoinSet::new();
+        for (name, task) in self.tasks {
+            set.spawn(async move { (name, task.await) });
+        }
+        let mut first: Option<RuntimeError> = None;
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(e))) => {
+                    tracing::error!(component = %name, error = %e, "component failed; stopping the daemon");
+                    shutdown.cancel();
+                    first.get_or_insert(e);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "component panicked; stopping the daemon");
+                    shutdown.cancel();
+                    first.get_or_insert(RuntimeError::Reply {
+                        command: "component",
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// A handler that acknowledges everything (for examples and tests of the plumbing).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopHandler;
+
+impl<M: Send + 'static> Handler<M> for NoopHandler {
+    async fn handle(&mut self, batch: Vec<Delivery<M>>) -> Vec<Outcome> {
+        batch.iter().map(|_| Outcome::Ack).collect()
+    }
+}

@@ -1,0 +1,499 @@
+//! One partition's worker: restore the logic's state from the checkpoint (incremental snapshot +
+//! replay of the tail), then read entries in order with `XREAD` on its own connection, check
+//! and de-duplicate them, hand each batch to the [`PartitionLogic`] and commit the batch with
+//! its effects, dead letters and due snapshot writes in one fenced step (see [`super::commit`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::Value;
+use kitbash_config::ConsumerConfig;
+use kitbash_schema::streams::partition_of;
+use kitbash_schema::{Envelope, Keys, StreamName};
+use tokio_util::sync::CancellationToken;
+
+use super::commit::{self, Advance, Commit, CommitResult};
+use super::snapshot::{Dirty, RecentMids, decode_stored, encode_stored};
+use super::{Effects, Entry, PartitionLogic, PartitionSpec};
+use crate::entries::{self, StreamEntry};
+use crate::metrics::Metrics;
+use crate::redis::command_for_key;
+
+/// Errors that end a partition worker (the balancer starts a fresh one if still owned).
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// A reply had an unexpected shape.
+    #[error("runtime: {0}")]
+    Runtime(#[from] crate::RuntimeError),
+    /// A snapshotted item did not restore.
+    #[error("partition snapshot item {key:?}: {why}")]
+    Snapshot {
+        /// The item.
+        key: String,
+        /// What failed.
+        why: String,
+    },
+    /// Another worker committed to this partition: ownership moved.
+    #[error("partition {0} was committed by another worker (checkpoint at {1})")]
+    Fenced(u32, String),
+}
+
+/// What every worker of one partitioned component shares.
+pub struct WorkerShared<L> {
+    /// The daemon's logic.
+    pub logic: Arc<L>,
+    /// The streams and their settings.
+    pub spec: PartitionSpec,
+    /// Key builder.
+    pub keys: Keys,
+    /// Command client (commits, restores).
+    pub client: Client,
+    /// This instance's name (checkpoint `owner`, dead letters' `consumer`).
+    pub instance: String,
+    /// Metric registry.
+    pub metrics: Metrics,
+    /// Batch size, block time, dead-letter cap.
+    pub consumer: ConsumerConfig,
+}
+
+/// Partition `p`'s keys.
+struct PartKeys {
+    stream: StreamName,
+    stream_key: String,
+    dead_key: String,
+    checkpoint: String,
+    state: String,
+}
+
+impl PartKeys {
+    fn new(keys: &Keys, stream: StreamName) -> Self {
+        Self {
+            stream,
+            stream_key: keys.stream(stream),
+            dead_key: keys.dead_letter(stream),
+            checkpoint: keys.checkpoint(stream),
+            state: keys.partition_state(stream),
+        }
+    }
+}
+
+/// Decodes an entry: the message and the producer's mid, or why not.
+fn decode<M: kitbash_schema::Message>(e: &StreamEntry) -> Result<(M, Option<String>), String> {
+    if e.fields.is_none() {
+        return Err("entry deleted".into());
+    }
+    Envelope::from_fields(e.pairs())
+        .and_then(|env| env.decode::<M>().map(|m| (m, env.mid)))
+        .map_err(|e| e.to_string())
+}
+
+/// A partition's in-memory life.
+struct Worker<L: PartitionLogic> {
+    sh: Arc<WorkerShared<L>>,
+    p: u32,
+    k: PartKeys,
+    state: L::State,
+    mids: RecentMids,
+    dirty: Dirty,
+    /// Position up to which everything is committed.
+    last_id: String,
+    /// Items' snapshot positions, kept only while recovering.
+    as_of: HashMap<String, String>,
+}
+
+impl<L: PartitionLogic> Worker<L> {
+    /// Loads the checkpoint and the snapshotted items, then replays the tail without effects.
+    async fn restore(sh: Arc<WorkerShared<L>>, p: u32) -> Result<Self, PartitionError> {
+        let k = PartKeys::new(&sh.keys, (sh.spec.stream)(p));
+        let cp: HashMap<String, Value> = sh.client.hgetall(&k.checkpoint).await?;
+        let text = |f: &str| cp.get(f).and_then(entries::string_of).unwrap_or_default();
+        let last_id = text(Keys::CHECKPOINT_LAST_ID);
+        let snap_id = text(Keys::CHECKPOINT_SNAP_ID);
+        let mids = match cp.get(Keys::CHECKPOINT_MIDS) {
+            Some(Value::Bytes(b)) => RecentMids::decode(b),
+            Some(Value::String(s)) => RecentMids::decode(s.as_bytes()),
+            _ => RecentMids::default(),
+        };
+        let mut state = sh.logic.empty(p);
+        let mut as_of = HashMap::new();
+        let stored: HashMap<String, Value> = sh.client.hgetall(&k.state).await?;
+        for (key, v) in stored {
+            let bytes: &[u8] = match &v {
+                Value::Bytes(b) => b,
+                Value::String(s) => s.as_bytes(),
+                _ => continue,
+            };
+            let Some((at, item)) = decode_stored(bytes) else {
+                return Err(PartitionError::Snapshot {
+                    key,
+                    why: "no position prefix".into(),
+                });
+            };
+            sh.logic
+                .restore_item(&mut state, &key, item)
+                .map_err(|why| PartitionError::Snapshot {
+                    key: key.clone(),
+                    why,
+                })?;
+            as_of.insert(key, at);
+        }
+        let mut w = Self {
+            sh,
+            p,
+            k,
+            state,
+            mids,
+            dirty: Dirty::default(),
+            last_id,
+            as_of,
+        };
+        let replayed = w.replay(&snap_id).await?;
+        tracing::info!(stream = %w.k.stream, last_id = %w.last_id, snap_id = %snap_id, replayed,
+            items = w.as_of.len(), "partition acquired; state restored");
+        w.as_of = HashMap::new();
+        Ok(w)
+    }
+
+    /// Replays `(snap_id, last_id]`: each entry to its item unless the item's snapshot is newer.
+    async fn replay(&mut self, snap_id: &str) -> Result<u64, PartitionError> {
+        if self.last_id.is_empty() || snap_id == self.last_id {
+            return Ok(0);
+        }
+        let mut from = if snap_id.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({snap_id}")
+        };
+        let mut n = 0;
+        loop {
+            let v: Value = self
+                .sh
+                .client
+                .xrange(
+                    &self.k.stream_key,
+                    from.as_str(),
+                    self.last_id.as_str(),
+                    Some(1000),
+                )
+                .await?;
+            let batch = entries::parse_entries("XRANGE", &v)?;
+            let Some(last) = batch.last() else { break };
+            from = format!("({}", last.id);
+            for e in &batch {
+                let Ok((m, mid)) = decode::<L::Message>(e) else {
+                    continue;
+                };
+                let key = self.sh.logic.route_key(&m);
+                if partition_of(key, self.sh.spec.partitions) != self.p
+                    || !self.mids.admit(mid.as_deref(), &e.id)
+                {
+                    continue;
+                }
+                if self
+                    .as_of
+                    .get(key)
+                    .is_some_and(|at| entries::id_cmp(&e.id, at).is_le())
+                {
+                    continue;
+                }
+                let entry = Entry {
+                    id: e.id.clone(),
+                    message: m,
+                };
+                self.sh.logic.replay(&mut self.state, &entry);
+                n += 1;
+            }
+            if batch.len() < 1000 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads the next batch after `last_id` on the worker's own connection.
+    async fn read(&self, reader: &Client) -> Result<Vec<StreamEntry>, PartitionError> {
+        let cfg = &self.sh.consumer;
+        let from = if self.last_id.is_empty() {
+            "0-0"
+        } else {
+            self.last_id.as_str()
+        };
+        let args: Vec<Value> = vec![
+            "COUNT".into(),
+            (cfg.batch as i64).into(),
+            "BLOCK".into(),
+            (cfg.block_ms as i64).into(),
+            "STREAMS".into(),
+            self.k.stream_key.as_str().into(),
+            from.into(),
+        ];
+        let opts = fred::types::config::Options {
+            timeout: Some(Duration::from_millis(cfg.block_ms + 5_000)),
+            ..Default::default()
+        };
+        let cmd = command_for_key("XREAD", &self.k.stream_key, true);
+        let reply: Value = reader.with_options(&opts).custom(cmd, args).await?;
+        Ok(entries::parse_xread(&reply)?)
+    }
+
+    /// Encodes up to `snapshot_max_items` changed items into `c`; returns the mids blob and the
+    /// new replay position for the checkpoint.
+    fn snapshot(&mut self, c: &mut Commit, new_last: &str) -> (Vec<u8>, String) {
+        let keys = self.dirty.take(self.sh.spec.snapshot_max_items);
+        let mut put: Vec<Value> = Vec::new();
+        let mut del: Vec<Value> = Vec::new();
+        for key in keys {
+            match self.sh.logic.encode_item(&self.state, &key) {
+                Some(b) => {
+                    put.push(key.into());
+                    put.push(Value::Bytes(encode_stored(new_last, &b).into()));
+                }
+                None => del.push(key.into()),
+            }
+        }
+        // Lua's unpack takes a few thousand values at most: write in slices.
+        for chunk in put.chunks(512) {
+            let mut words: Vec<Value> = vec!["HSET".into(), self.k.state.as_str().into()];
+            words.extend(chunk.iter().cloned());
+            c.push(&self.k.state, words);
+        }
+        for chunk in del.chunks(512) {
+            let mut words: Vec<Value> = vec!["HDEL".into(), self.k.state.as_str().into()];
+            words.extend(chunk.iter().cloned());
+            c.push(&self.k.state, words);
+        }
+        (self.mids.encode(), self.dirty.replay_from(new_last))
+    }
+
+    async fn commit(&self, advance: Advance<'_>, c: Commit) -> Result<(), PartitionError> {
+        let sh = &self.sh;
+        let r = if sh.client.is_clustered() {
+            commit::run_split(&sh.client, &self.k.checkpoint, &sh.instance, advance, c).await?
+        } else {
+            commit::run(&sh.client, &self.k.checkpoint, &sh.instance, advance, c).await?
+        };
+        match r {
+            CommitResult::Applied => Ok(()),
+            CommitResult::Conflict(cur) => {
+                tracing::warn!(stream = %self.k.stream, expected = %advance.expected, found = %cur,
+                    "checkpoint moved under us: another worker owns the partition now; stopping");
+                sh.metrics.inc(
+                    "kitbash_partition_fenced_total",
+                    "Commits refused because another worker had moved the checkpoint.",
+                    &[("stream", sh.spec.group)],
+                    1,
+                );
+                Err(PartitionError::Fenced(self.p, cur))
+            }
+        }
+    }
+
+    /// One batch: check, de-duplicate, apply, commit.
+    async fn step(
+        &mut self,
+        batch: Vec<StreamEntry>,
+        snapshot_due: bool,
+    ) -> Result<(), PartitionError> {
+        let Some(batch_last) = batch.last().map(|e| e.id.clone()) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let sh = self.sh.clone();
+        let mut out = Effects::default();
+        let mut entries: Vec<Entry<L::Message>> = Vec::with_capacity(batch.len());
+        let mut raw: Vec<&StreamEntry> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<(&StreamEntry, String)> = Vec::new();
+        let mut duplicates = 0u64;
+        for e in &batch {
+            match decode::<L::Message>(e) {
+                Ok((m, mid)) => {
+                    let key = sh.logic.route_key(&m);
+                    let expected = partition_of(key, sh.spec.partitions);
+                    if expected != self.p {
+                        dead.push((
+                            e,
+                            format!(
+                                "routed to partition {} but its key {key:?} belongs to partition {expected} of {} (FNV-1a-64 % partitions): the producer uses another partition count",
+                                self.p, sh.spec.partitions
+                            ),
+                        ));
+                    } else if self.mids.admit(mid.as_deref(), &e.id) {
+                        entries.push(Entry {
+                            id: e.id.clone(),
+                            message: m,
+                        });
+                        raw.push(e);
+                    } else {
+                        duplicates += 1;
+                    }
+                }
+                Err(reason) => dead.push((e, reason)),
+            }
+        }
+        let results = sh.logic.apply(&mut self.state, &entries, &mut out).await;
+        let mut applied = 0u64;
+        for (i, (entry, e)) in entries.iter().zip(&raw).enumerate() {
+            match results.get(i) {
+                Some(Err(reason)) => dead.push((e, reason.clone())),
+                _ => {
+                    applied += 1;
+                    self.dirty
+                        .mark(sh.logic.route_key(&entry.message), &self.last_id);
+                }
+            }
+        }
+        for key in &out.dirty {
+            self.dirty.mark(key, &self.last_id);
+        }
+        let mut c = out.commit;
+        for (e, reason) in &dead {
+            tracing::warn!(stream = %self.k.stream, id = %e.id, %reason, "entry rejected to the dead-letter stream");
+            let letter = crate::dead::letter(
+                self.k.stream,
+                e,
+                reason.clone(),
+                sh.spec.group,
+                &sh.instance,
+                1,
+            );
+            c.push(
+                &self.k.dead_key,
+                crate::dead::xadd_words(&self.k.dead_key, sh.consumer.dead_letter_max, &letter),
+            );
+        }
+        let snap = (snapshot_due || self.dirty.len() > sh.spec.snapshot_max_items * 4)
+            .then(|| self.snapshot(&mut c, &batch_last));
+        let expected = self.last_id.clone();
+        self.commit(
+            Advance {
+                expected: &expected,
+                new_last: &batch_last,
+                snapshot: snap.as_ref().map(|(m, id)| (m.as_slice(), id.as_str())),
+                consumed: batch.len() as u64,
+            },
+            c,
+        )
+        .await?;
+        self.last_id = batch_last;
+        let labels = [("stream", sh.spec.group)];
+        sh.metrics.inc(
+            "kitbash_partition_entries_total",
+            "Entries applied by partition workers.",
+            &labels,
+            applied,
+        );
+        if duplicates > 0 {
+            tracing::info!(stream = %self.k.stream, duplicates, "dropped re-sent entries (same producer mid)");
+            sh.metrics.inc(
+                "kitbash_duplicates_total",
+                "Re-sent entries dropped by their producer message id.",
+                &labels,
+                duplicates,
+            );
+        }
+        if !dead.is_empty() {
+            sh.metrics.inc(
+                "kitbash_dead_letters_total",
+                "Entries moved to a dead-letter stream.",
+                &labels,
+                dead.len() as u64,
+            );
+        }
+        sh.metrics.observe(
+            "kitbash_batch_seconds",
+            "Time to process and commit one batch.",
+            &labels,
+            started.elapsed().as_secs_f64(),
+        );
+        sh.metrics.observe(
+            "kitbash_batch_entries",
+            "Entries per batch.",
+            &labels,
+            batch.len() as f64,
+        );
+        Ok(())
+    }
+
+    /// Writes every changed item (no entries consumed).
+    async fn flush(&mut self) -> Result<(), PartitionError> {
+        while !self.dirty.is_empty() {
+            let mut c = Commit::default();
+            let last = self.last_id.clone();
+            let (mids, replay_from) = self.snapshot(&mut c, &last);
+            self.commit(
+                Advance {
+                    expected: &last,
+                    new_last: &last,
+                    snapshot: Some((&mids, &replay_from)),
+                    consumed: 0,
+                },
+                c,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Trims the partition stream, never past what recovery or a group still needs.
+    async fn trim(&self) {
+        let max = self.sh.spec.stream_max;
+        if max == 0 {
+            return;
+        }
+        let floor: Option<String> = self
+            .sh
+            .client
+            .hget(&self.k.checkpoint, Keys::CHECKPOINT_SNAP_ID)
+            .await
+            .ok()
+            .flatten();
+        let Some(floor) = floor.filter(|f| !f.is_empty()) else {
+            return;
+        };
+        if let Err(e) =
+            crate::trim::safe_trim(&self.sh.client, &self.k.stream_key, max, &[floor]).await
+        {
+            tracing::debug!(stream = %self.k.stream, error = %e, "trim failed; will retry");
+        }
+    }
+}
+
+/// Runs partition `p` until `cancel`; writes every changed item on the way out so the next
+/// owner replays nothing.
+pub async fn run<L: PartitionLogic>(
+    sh: Arc<WorkerShared<L>>,
+    p: u32,
+    reader: Client,
+    cancel: CancellationToken,
+) -> Result<(), PartitionError> {
+    let mut w = Worker::restore(sh.clone(), p).await?;
+    let period = Duration::from_millis(sh.spec.snapshot_ms);
+    let mut snapshot_due = Instant::now() + period;
+    while !cancel.is_cancelled() {
+        let batch = w.read(&reader).await?;
+        let due = Instant::now() >= snapshot_due;
+        if due {
+            snapshot_due = Instant::now() + period;
+        }
+        if batch.is_empty() {
+            if due && !w.dirty.is_empty() {
+                // Idle: write what changed so a takeover replays nothing.
+                w.flush().await?;
+                w.trim().await;
+            }
+            continue;
+        }
+        w.step(batch, due).await?;
+        if due {
+            w.trim().await;
+        }
+    }
+    w.flush().await?;
+    tracing::info!(stream = %w.k.stream, last_id = %w.last_id, "partition worker stopped");
+    Ok(())
+}
