@@ -5,4 +5,5 @@ mod admin;
 mod cluster;
 mod config;
 mod consumer;
+mod partition;
 mod support;
