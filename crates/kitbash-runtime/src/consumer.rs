@@ -505,6 +505,9 @@ impl StreamConsumer {
             // the idempotent effects absorb, and the drain stays inside the grace period.
             match result {
                 Ok(()) => break,
+                // The group is gone (and its pending list with it): nothing to acknowledge;
+                // the loop recreates the group where this process last read.
+                Err(e) if e.details().contains("NOGROUP") => return Err(e.into()),
                 Err(e) if attempt < 20 && !self.shutdown.is_cancelled() => {
                     attempt += 1;
                     tracing::warn!(stream = %self.stream, error = %e, attempt, "acknowledgement failed; retrying");

@@ -80,3 +80,62 @@ async fn health_readiness_and_metrics() {
     );
     stop.cancel();
 }
+
+/// `GET path` with a 1 s read deadline: `None` when the endpoint does not answer in time.
+fn get_within_a_second(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok())
+}
+
+/// Redis hangs (SIGSTOP): a 1 s readiness probe still gets an answer — 503 once the daemon has
+/// noticed — instead of waiting out the 5 s command timeout; and 200 again after it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_answers_at_once_while_redis_hangs() {
+    let mut server = RedisServer::start().expect("redis");
+    let mut cfg = kitbash_runtime::Config::default();
+    cfg.redis.url = server.url();
+    cfg.redis.namespace = kitbash_testkit::namespace();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let ctx =
+        kitbash_runtime::DaemonContext::start(kitbash_schema::DaemonKind::Example, cfg, signals)
+            .await
+            .expect("context");
+    let addr = ctx.admin_addr.expect("admin");
+    crate::support::eventually("ready", || async {
+        tokio::task::spawn_blocking(move || get_within_a_second(addr, "/readyz"))
+            .await
+            .expect("join")
+            == Some(200)
+    })
+    .await;
+    server.pause().expect("pause");
+    crate::support::eventually("not ready while Redis hangs", || async {
+        let code = tokio::task::spawn_blocking(move || get_within_a_second(addr, "/readyz"))
+            .await
+            .expect("join");
+        assert!(code.is_some(), "/readyz did not answer within 1 s");
+        code == Some(503)
+    })
+    .await;
+    server.resume().expect("resume");
+    crate::support::eventually("ready again", || async {
+        tokio::task::spawn_blocking(move || get_within_a_second(addr, "/readyz"))
+            .await
+            .expect("join")
+            == Some(200)
+    })
+    .await;
+    stop.cancel();
+    ctx.finish().await;
+}

@@ -419,16 +419,41 @@ async fn own_pending_entries_are_processed_first_after_a_restart() {
     task.await.expect("join");
 }
 
+/// Records what it handles; while `hold` is set, waits in its batch until the test opens it.
+struct Gated {
+    seen: Arc<Mutex<Vec<Tick>>>,
+    in_batch: mpsc::UnboundedSender<()>,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Handler<Tick> for Gated {
+    async fn handle(&mut self, batch: Vec<Delivery<Tick>>) -> Vec<Outcome> {
+        let _ = self.in_batch.send(());
+        let _ = self.gate.wait_for(|open| *open).await;
+        let mut seen = self.seen.lock().expect("lock");
+        seen.extend(batch.iter().map(|d| d.message.clone()));
+        vec![Outcome::Ack; batch.len()]
+    }
+}
+
+/// The consumer is held inside its first batch while Redis restarts without persistence and new
+/// entries arrive: so the group is certainly missing, and those entries certainly exist, when
+/// the consumer next reads. Recreating the group at `$` would skip them every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nogroup_after_a_redis_restart_without_persistence_is_recovered() {
     let mut server = RedisServer::start().expect("redis");
     let keys = keys();
     let r = connect(&server.url()).await;
     xadd_msg(&r, &keys, S, &tick(1)).await;
-    let handler = Recorder::default();
-    let seen = handler.seen.clone();
+    let (in_batch, mut entered) = mpsc::unbounded_channel();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let seen: Arc<Mutex<Vec<Tick>>> = Arc::default();
+    let handler = Gated {
+        seen: seen.clone(),
+        in_batch,
+        gate,
+    };
     let health = Health::new();
-    let metrics = Metrics::new();
     let stop = CancellationToken::new();
     let c = StreamConsumer::new(
         r.clone(),
@@ -437,20 +462,18 @@ async fn nogroup_after_a_redis_restart_without_persistence_is_recovered() {
         "testgroup",
         "c1",
         fast_consumer(),
-        metrics.clone(),
+        Metrics::new(),
         health.clone(),
     );
     let task = tokio::spawn(c.run(handler, stop.clone()));
-    eventually("first entry handled", || async {
-        seen.lock().expect("lock").len() == 1
-    })
-    .await;
+    entered.recv().await.expect("first batch");
 
     server.kill().expect("kill");
     server.restart().expect("restart"); // no persistence: the stream and the group are gone
     eventually("client reconnected", || async { r.ping().await }).await;
     xadd_msg(&r, &keys, S, &tick(2)).await;
     xadd_msg(&r, &keys, S, &tick(3)).await;
+    open.send_replace(true);
     eventually("entries after the restart handled", || async {
         seen.lock().expect("lock").len() == 3
     })
@@ -621,4 +644,207 @@ async fn idle_consumers_of_dead_processes_are_forgotten_once_empty() {
     assert!(names().await.contains("alive"));
     stop.cancel();
     task.await.expect("join");
+}
+
+/// Hands back `Retry` the first time it sees an entry, `Ack` after; records every delivery.
+#[derive(Default, Clone)]
+struct RetryOnce {
+    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    failed: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Handler<Tick> for RetryOnce {
+    async fn handle(&mut self, batch: Vec<Delivery<Tick>>) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for d in &batch {
+            self.seen
+                .lock()
+                .expect("lock")
+                .push((d.id.clone(), d.mid.clone()));
+            if self.failed.lock().expect("lock").insert(d.id.clone()) {
+                out.push(Outcome::Retry("first try".into()));
+            } else {
+                out.push(Outcome::Ack);
+            }
+        }
+        out
+    }
+}
+
+async fn xadd_with_mid(r: &Redis, keys: &Keys, t: &Tick, mid: &str) -> String {
+    let env = kitbash_schema::Envelope::msgpack(t)
+        .expect("encode")
+        .with_mid(mid);
+    let fields: Vec<(&str, Value)> = env
+        .to_fields()
+        .into_iter()
+        .map(|(k, v)| (k, Value::Bytes(v.into())))
+        .collect();
+    r.client
+        .xadd::<String, _, _, _, _>(keys.stream(S), false, None, "*", fields)
+        .await
+        .expect("xadd")
+}
+
+/// A producer re-sends a message with the same `mid` (twice now, once more after the consumer
+/// restarted): the handler sees one carrier — and sees it again when it asks for a retry, since
+/// a redelivery of the first carrier is not a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_re_sent_with_the_same_mid_is_handled_once_across_restarts() {
+    let server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    let first = xadd_with_mid(&r, &keys, &tick(1), "m-1").await;
+    xadd_with_mid(&r, &keys, &tick(1), "m-1").await;
+    xadd_with_mid(&r, &keys, &tick(2), "m-2").await;
+    let handler = RetryOnce::default();
+    let seen = handler.seen.clone();
+    let stop = CancellationToken::new();
+    let task =
+        tokio::spawn(consumer(&r, &keys, "c1", &Health::new()).run(handler.clone(), stop.clone()));
+    eventually("both messages acknowledged", || async {
+        seen.lock().expect("lock").len() == 4 && pending(&r, &keys, S, "testgroup").await == 0
+    })
+    .await;
+    stop.cancel();
+    let stats = task.await.expect("join");
+    assert_eq!(stats.duplicates, 1);
+    let firsts: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, m)| m.as_deref() == Some("m-1"))
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(
+        firsts,
+        vec![first.clone(), first],
+        "the first carrier, delivered twice"
+    );
+
+    // A new process (new consumer): the window lives in Redis.
+    xadd_with_mid(&r, &keys, &tick(1), "m-1").await;
+    xadd_with_mid(&r, &keys, &tick(3), "m-3").await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(consumer(&r, &keys, "c2", &Health::new()).run(handler, stop.clone()));
+    eventually("the new message handled", || async {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, m)| m.as_deref() == Some("m-3"))
+            .count()
+            == 2
+    })
+    .await;
+    stop.cancel();
+    let stats = task.await.expect("join");
+    assert_eq!(stats.duplicates, 1, "the third copy of m-1 was dropped");
+    assert_eq!(pending(&r, &keys, S, "testgroup").await, 0);
+}
+
+/// Cancels shutdown as soon as it holds a batch and freezes Redis before answering.
+struct FreezeRedis {
+    stop: CancellationToken,
+    freeze: mpsc::UnboundedSender<()>,
+    frozen: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Handler<Tick> for FreezeRedis {
+    async fn handle(&mut self, batch: Vec<Delivery<Tick>>) -> Vec<Outcome> {
+        let _ = self.freeze.send(());
+        let _ = self.frozen.wait_for(|f| *f).await;
+        self.stop.cancel();
+        vec![Outcome::Ack; batch.len()]
+    }
+}
+
+/// The acknowledgement cannot reach Redis (paused) after shutdown began: the loop gives up at
+/// once and leaves the entries pending (they are redelivered), instead of retrying past the
+/// grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgement_retries_stop_at_shutdown() {
+    let mut server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    for i in 0..3 {
+        xadd_msg(&r, &keys, S, &tick(i)).await;
+    }
+    let (freeze, mut want_freeze) = mpsc::unbounded_channel();
+    let (frozen_tx, frozen) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
+    let handler = FreezeRedis {
+        stop: stop.clone(),
+        freeze,
+        frozen,
+    };
+    let task = tokio::spawn(consumer(&r, &keys, "c1", &Health::new()).run(handler, stop));
+    want_freeze.recv().await.expect("in batch");
+    server.pause().expect("pause");
+    frozen_tx.send_replace(true);
+    // The default grace period is 10 s; each attempt waits the 2 s command timeout.
+    let grace = std::time::Duration::from_millis(
+        kitbash_runtime::config::ConsumerConfig::default().grace_ms,
+    );
+    let stats = tokio::time::timeout(grace, task).await;
+    server.resume().expect("resume");
+    let stats = stats
+        .expect("the loop stops within the grace period")
+        .expect("join");
+    assert_eq!(
+        stats.acked, 3,
+        "handled; the acknowledgement is what timed out"
+    );
+    // Whether the XACK the frozen server had buffered ran after the resume is unknown (a
+    // timed-out command is "unknown", never "failed"): either nothing or everything is pending.
+    let left = pending(&r, &keys, S, "testgroup").await;
+    assert!(left == 0 || left == 3, "{left}");
+}
+
+/// Between "holds nothing" and the delete, an entry is delivered to the idle consumer: the
+/// atomic forget keeps it (a two-step check-then-delete would destroy its pending entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_an_idle_consumer_never_destroys_an_entry_delivered_meanwhile() {
+    let server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    let key = keys.stream(S);
+    let _: Value = r
+        .client
+        .xgroup_create(&key, "testgroup", "$", true)
+        .await
+        .expect("group");
+    let _: Value = r
+        .client
+        .xgroup_createconsumer(&key, "testgroup", "sleepy")
+        .await
+        .expect("create");
+    // The sweep saw "sleepy" idle with nothing pending; now an entry reaches it.
+    xadd_msg(&r, &keys, S, &tick(1)).await;
+    let _: Value = r
+        .client
+        .xreadgroup("testgroup", "sleepy", Some(1), None, false, &key, ">")
+        .await
+        .expect("read");
+    let deleted =
+        kitbash_runtime::consumer::forget_if_idle(&r.client, &key, "testgroup", "sleepy", 0)
+            .await
+            .expect("forget");
+    assert!(!deleted, "a consumer holding an entry is kept");
+    assert_eq!(
+        pending(&r, &keys, S, "testgroup").await,
+        1,
+        "its entry is still pending"
+    );
+    let _: i64 = r.client.xack(&key, "testgroup", "0-1").await.expect("ack");
+    let ids: Value = r.client.xrange(&key, "-", "+", None).await.expect("xrange");
+    let id = kitbash_runtime::entries::parse_entries("XRANGE", &ids).expect("entries")[0]
+        .id
+        .clone();
+    let _: i64 = r.client.xack(&key, "testgroup", id).await.expect("ack");
+    assert!(
+        kitbash_runtime::consumer::forget_if_idle(&r.client, &key, "testgroup", "sleepy", 0)
+            .await
+            .expect("forget"),
+        "once empty it is forgotten"
+    );
 }

@@ -5,5 +5,6 @@ mod admin;
 mod cluster;
 mod config;
 mod consumer;
+mod leader;
 mod partition;
 mod support;
