@@ -646,10 +646,13 @@ async fn idle_consumers_of_dead_processes_are_forgotten_once_empty() {
     task.await.expect("join");
 }
 
+/// (entry id, producer mid) of every delivery.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// Hands back `Retry` the first time it sees an entry, `Ack` after; records every delivery.
 #[derive(Default, Clone)]
 struct RetryOnce {
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
     failed: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 

@@ -90,9 +90,7 @@ async fn one_instance_leads_and_another_takes_over_when_it_dies() {
     dead.stop.cancel();
     let before = log(&r, &key).await.len();
     eventually("the other instance took over", || async {
-        log(&r, &key).await[before..]
-            .iter()
-            .any(|n| *n == alive.name)
+        log(&r, &key).await[before..].contains(&alive.name)
     })
     .await;
     // A write with the dead leader's old term is refused by the fence.
