@@ -10,11 +10,15 @@ use kitbash_testkit::RedisServer;
 use crate::support::*;
 
 fn spawn(url: &str, ns: &str) -> Child {
+    spawn_with(url, ns, "")
+}
+
+fn spawn_with(url: &str, ns: &str, admin: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_kitbash-feynman"))
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env("KITBASH__REDIS__URL", url)
         .env("KITBASH__REDIS__NAMESPACE", ns)
-        .env("KITBASH__ADMIN__LISTEN", "")
+        .env("KITBASH__ADMIN__LISTEN", admin)
         .env("KITBASH__FLEET__HEARTBEAT_MS", "200")
         .env("KITBASH__CONSUMER__BLOCK_MS", "100")
         .env("KITBASH__FEYNMAN__PARTITIONS", PARTITIONS.to_string())
@@ -101,6 +105,114 @@ async fn sigterm_drains_and_exits_zero_and_kill_9_loses_nothing() {
             Some(n),
             "{symbol}: exact count across kill -9 and SIGTERM"
         );
+        assert_eq!(
+            physics_state(&c, &keys, symbol).await.as_ref(),
+            Some(vector),
+            "{symbol}"
+        );
+    }
+}
+
+/// Waits until some partition checkpoint was last committed by the process `pid`.
+async fn wait_committed_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
+    let marker = format!("-{pid}-");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for p in 0..PARTITIONS {
+            let owner: Option<String> = c
+                .hget(
+                    keys.partition_checkpoint(p),
+                    kitbash_schema::Keys::CHECKPOINT_OWNER,
+                )
+                .await
+                .expect("hget");
+            if owner.is_some_and(|o| o.contains(&marker)) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The admin address of the process `pid`, from its heartbeat.
+async fn admin_of(c: &Client, keys: &kitbash_schema::Keys, pid: u32) -> std::net::SocketAddr {
+    let members: Vec<String> = c.zrange(keys.fleet(), 0, -1, None, false, None, false).await.expect("zrange");
+    let marker = format!("-{pid}-");
+    let member = members.into_iter().find(|m| m.contains(&marker)).expect("in the fleet");
+    let instance = member.split_once('/').map(|(_, i)| i.to_owned()).expect("kind/instance");
+    let body: String = c
+        .get(keys.heartbeat(kitbash_schema::DaemonKind::Feynman, &instance))
+        .await
+        .expect("heartbeat");
+    let beat: serde_json::Value = serde_json::from_str(&body).expect("json");
+    beat["admin"].as_str().expect("admin address").parse().expect("addr")
+}
+
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The scenario the fence exists for: an owner is paused (SIGSTOP) past its lease, another
+/// instance takes its partitions and commits, then the first wakes up mid-batch. Its commits
+/// are refused (the fenced counter moves) and every tick is still applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_whose_lease_expired_is_fenced_and_nothing_is_applied_twice() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let input = ticks(&["SPY", "QQQ", "IWM", "DIA", "TLT", "GLD"], 1500, 9);
+    let (before, during) = input.split_at(input.len() / 3);
+
+    let mut paused = spawn_with(&server.url(), &ns, "127.0.0.1:0");
+    publish(&producer, before).await;
+    wait_committed_by(&c, &keys, paused.id()).await;
+    let admin = admin_of(&c, &keys, paused.id()).await;
+    // Ticks keep arriving while the owner is frozen.
+    let feeding = {
+        let (producer, during) = (producer.clone(), during.to_vec());
+        tokio::spawn(async move {
+            for chunk in during.chunks(60) {
+                publish(&producer, chunk).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    signal(&paused, "-STOP");
+    let mut other = spawn(&server.url(), &ns);
+    wait_committed_by(&c, &keys, other.id()).await;
+    signal(&paused, "-CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(admin, "kitbash_partition_fenced_total") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resumed owner was never fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    feeding.await.expect("feed");
+    caught_up(&c, &keys).await;
+    signal(&paused, "-TERM");
+    signal(&other, "-TERM");
+    assert_eq!(wait_exit(&mut paused).code(), Some(0));
+    assert_eq!(wait_exit(&mut other).code(), Some(0));
+    let reference = reference(&input);
+    let counts = checkpointed(&c, &keys).await;
+    for (symbol, (n, vector)) in &reference {
+        assert_eq!(counts.get(symbol), Some(n), "{symbol}: exactly once");
         assert_eq!(
             physics_state(&c, &keys, symbol).await.as_ref(),
             Some(vector),
