@@ -21,6 +21,8 @@ pub struct FeynmanConfig {
     /// The physics stream is trimmed near this many entries — safely: never past what a
     /// consumer group has not acknowledged. 0 = never trimmed.
     pub physics_stream_max: u64,
+    /// How often the physics stream's trim runs, ms.
+    pub trim_interval_ms: u64,
     /// Each tick partition stream is trimmed near this many entries — never past what recovery
     /// needs (the checkpoint's `snap_id`) or a group has not acknowledged. 0 = never trimmed.
     pub tick_stream_max: u64,
@@ -43,6 +45,7 @@ impl Default for FeynmanConfig {
             snapshot_ms: 1_000,
             physics_stream_max: 100_000,
             tick_stream_max: 1_000_000,
+            trim_interval_ms: 5_000,
             idle_symbol_ms: 3_600_000,
             max_symbols_per_partition: 50_000,
             snapshot_max_items: 256,

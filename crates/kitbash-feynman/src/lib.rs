@@ -34,9 +34,10 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let spec = logic.spec();
     let client = ctx.redis.client.clone();
     let physics = ctx.keys.stream(StreamName::Physics);
+    let trim_every = Duration::from_millis(cfg.trim_interval_ms.max(100));
     Components::new(ctx).partitioned(spec, logic).every(
         "trim physics stream",
-        Duration::from_secs(5),
+        trim_every,
         move || {
             let (client, physics) = (client.clone(), physics.clone());
             async move {

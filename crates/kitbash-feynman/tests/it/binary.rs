@@ -140,22 +140,39 @@ async fn wait_committed_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
 
 /// The admin address of the process `pid`, from its heartbeat.
 async fn admin_of(c: &Client, keys: &kitbash_schema::Keys, pid: u32) -> std::net::SocketAddr {
-    let members: Vec<String> = c.zrange(keys.fleet(), 0, -1, None, false, None, false).await.expect("zrange");
+    let members: Vec<String> = c
+        .zrange(keys.fleet(), 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
     let marker = format!("-{pid}-");
-    let member = members.into_iter().find(|m| m.contains(&marker)).expect("in the fleet");
-    let instance = member.split_once('/').map(|(_, i)| i.to_owned()).expect("kind/instance");
+    let member = members
+        .into_iter()
+        .find(|m| m.contains(&marker))
+        .expect("in the fleet");
+    let instance = member
+        .split_once('/')
+        .map(|(_, i)| i.to_owned())
+        .expect("kind/instance");
     let body: String = c
         .get(keys.heartbeat(kitbash_schema::DaemonKind::Feynman, &instance))
         .await
         .expect("heartbeat");
     let beat: serde_json::Value = serde_json::from_str(&body).expect("json");
-    beat["admin"].as_str().expect("admin address").parse().expect("addr")
+    beat["admin"]
+        .as_str()
+        .expect("admin address")
+        .parse()
+        .expect("addr")
 }
 
 fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     out.lines()

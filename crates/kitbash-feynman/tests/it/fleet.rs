@@ -35,9 +35,13 @@ struct Instance {
 }
 
 fn start(url: &str, ns: &str) -> Instance {
+    start_with(config(url, ns))
+}
+
+fn start_with(cfg: kitbash_runtime::Config) -> Instance {
     let (signals, _reload) = shutdown::manual();
     let stop = signals.shutdown.clone();
-    let task = tokio::spawn(kitbash_feynman::run(config(url, ns), signals));
+    let task = tokio::spawn(kitbash_feynman::run(cfg, signals));
     Instance { task, stop }
 }
 
@@ -306,10 +310,23 @@ async fn a_redis_restart_with_aof_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_a_redis_cluster_write_the_reference_outputs() {
+    on_a_cluster(kitbash_runtime::config::KeyStyleConfig::Seed).await;
+}
+
+/// The tagged style puts each symbol's keys in the symbol's slot: the guarded state write
+/// touches `physics:state:{SYM}` and its guard together, so they must share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_a_redis_cluster_with_tagged_keys_write_the_reference_outputs() {
+    on_a_cluster(kitbash_runtime::config::KeyStyleConfig::Tagged).await;
+}
+
+async fn on_a_cluster(style: kitbash_runtime::config::KeyStyleConfig) {
     let cluster = kitbash_testkit::RedisCluster::start().expect("cluster");
     let url = cluster.cluster_url();
     let ns = kitbash_testkit::namespace();
-    let keys = keys(&ns);
+    let mut cfg = config(&url, &ns);
+    cfg.redis.key_style = style;
+    let keys = cfg.redis.keys();
     let c = client(&url).await;
     let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
     let input = ticks(&["SPY", "QQQ", "AAPL", "MSFT"], 1000, 17);
@@ -324,8 +341,8 @@ async fn two_instances_on_a_redis_cluster_write_the_reference_outputs() {
     sub.subscribe(keys.channel_state_update())
         .await
         .expect("subscribe");
-    let a = start(&url, &ns);
-    let b = start(&url, &ns);
+    let a = start_with(cfg.clone());
+    let b = start_with(cfg.clone());
     publish(&producer, &input).await;
     caught_up(&c, &keys).await;
     a.stop().await;
@@ -396,4 +413,149 @@ async fn a_re_sent_tick_with_the_same_mid_is_applied_once() {
     assert_eq!(checkpointed(&c, &keys).await.get("SPY"), Some(&n));
     assert_eq!(n, 30);
     assert_eq!(physics_state(&c, &keys, "SPY").await, Some(vector));
+}
+
+fn xinfo_field(v: &Value, name: &str) -> i64 {
+    match v {
+        Value::Array(kv) => kv
+            .chunks(2)
+            .find(|p| p[0].as_str().as_deref() == Some(name))
+            .and_then(|p| p[1].as_i64())
+            .unwrap_or(-1),
+        Value::Map(m) => m
+            .clone()
+            .inner()
+            .into_iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .and_then(|(_, v)| v.as_i64())
+            .unwrap_or(-1),
+        _ => -1,
+    }
+}
+
+/// A group that has not read the physics stream holds it: the trim (set far below what is
+/// written) removes nothing until the group has read and acknowledged, then trims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_physics_stream_is_never_trimmed_past_what_a_group_has_not_read() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let physics = keys.stream(StreamName::Physics);
+    let _: Value = c
+        .xgroup_create(&physics, "archive", "0", true)
+        .await
+        .expect("group");
+    let mut cfg = config(&server.url(), &ns);
+    cfg.feynman.physics_stream_max = 10;
+    cfg.feynman.trim_interval_ms = 100;
+    cfg.consumer.batch = 5; // many small batches: many physics entries
+    let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
+    let inst = start_with(cfg);
+    publish(&producer, &ticks(&["SPY", "QQQ", "AAPL"], 200, 5)).await;
+    caught_up(&c, &keys).await;
+    let info = || async {
+        let v: Value = c
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "XINFO",
+                    fred::types::ClusterHash::FirstKey,
+                    false,
+                ),
+                vec![Value::from("STREAM"), physics.as_str().into()],
+            )
+            .await
+            .expect("xinfo");
+        (xinfo_field(&v, "length"), xinfo_field(&v, "entries-added"))
+    };
+    // Ten trim rounds pass with the group behind: nothing may go.
+    for _ in 0..10 {
+        let (len, added) = info().await;
+        assert!(added > 100, "{added}");
+        assert_eq!(len, added, "nothing trimmed the group has not read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The group reads and acknowledges everything: now the trim may cut.
+    let v: Value = c
+        .xreadgroup("archive", "a1", Some(100_000), None, false, &physics, ">")
+        .await
+        .expect("read");
+    let ids: Vec<String> = kitbash_runtime::entries::parse_xread(&v)
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let (_, added) = info().await;
+    assert_eq!(ids.len() as i64, added, "the group read every entry");
+    let _: i64 = c.xack(&physics, "archive", ids).await.expect("ack");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while info().await.0 >= added {
+        assert!(tokio::time::Instant::now() < deadline, "never trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    inst.stop().await;
+}
+
+/// Memory follows the data: beyond `max_symbols_per_partition` the least recently ticked
+/// symbols are forgotten, and symbols idle for `idle_symbol_ms` of stream time are forgotten —
+/// from memory and from the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_symbols_are_forgotten_and_a_partition_keeps_at_most_its_cap() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let mut cfg = config(&server.url(), &ns);
+    cfg.feynman.partitions = 1;
+    cfg.feynman.max_symbols_per_partition = 5;
+    cfg.feynman.idle_symbol_ms = 1_000;
+    let stream = keys.stream(StreamName::Ticks(0));
+    let add = |symbol: String, ms: u64| {
+        let (c, stream) = (c.clone(), stream.clone());
+        async move {
+            let t = kitbash_schema::messages::Tick {
+                symbol,
+                price: 10.0,
+                size: 1.0,
+                trades: 1,
+                ts: ms as f64 / 1000.0,
+            };
+            let env = kitbash_schema::Envelope::msgpack(&t).expect("encode");
+            let fields: Vec<(&str, Value)> = env
+                .to_fields()
+                .into_iter()
+                .map(|(k, v)| (k, Value::Bytes(v.into())))
+                .collect();
+            let _: String = c
+                .xadd(&stream, false, None, format!("{ms}-0").as_str(), fields)
+                .await
+                .expect("xadd");
+        }
+    };
+    // Stream time 1.000 s … 1.019 s: twenty symbols, one tick each.
+    for i in 0..20u64 {
+        add(format!("S{i:02}"), 1_000 + i).await;
+    }
+    let inst = start_with(cfg.clone());
+    caught_up_n(&c, &keys, 1).await;
+    inst.stop().await;
+    let kept = kitbash_feynman::partition::snapshotted_counts(&c, &keys, 1)
+        .await
+        .expect("snapshot");
+    let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["S15", "S16", "S17", "S18", "S19"],
+        "the five most recent"
+    );
+    // Stream time 10 s: everything else has been idle for more than a second.
+    add("LATE".into(), 10_000).await;
+    let inst = start_with(cfg);
+    caught_up_n(&c, &keys, 1).await;
+    inst.stop().await;
+    let kept = kitbash_feynman::partition::snapshotted_counts(&c, &keys, 1)
+        .await
+        .expect("snapshot");
+    let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+    assert_eq!(names, ["LATE"], "idle symbols forgotten");
 }

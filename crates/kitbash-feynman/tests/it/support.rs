@@ -105,8 +105,13 @@ pub fn reference(ticks: &[Tick]) -> BTreeMap<String, (u64, PhysicsVector)> {
 
 /// Waits until every partition's checkpoint reached the end of its stream.
 pub async fn caught_up(c: &Client, keys: &Keys) {
+    caught_up_n(c, keys, PARTITIONS).await;
+}
+
+/// [`caught_up`] for a deployment of `partitions` partitions.
+pub async fn caught_up_n(c: &Client, keys: &Keys, partitions: u32) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !kitbash_feynman::partition::caught_up(c, keys, PARTITIONS)
+    while !kitbash_feynman::partition::caught_up(c, keys, partitions)
         .await
         .expect("checkpoints readable")
     {
