@@ -318,10 +318,11 @@ impl Keys {
     pub fn leader(&self, kind: DaemonKind, task: &str) -> String {
         self.k(&format!("kitbash:leader:{}:{task}", kind.name()))
     }
-    /// `kitbash:example:tally` — hash of query text → times seen, written by the example daemon
-    /// of `docs/adding-a-daemon.md`.
+    /// `kitbash:example:{queries}:tally` — hash of query text → times seen, written by the
+    /// example daemon of `docs/adding-a-daemon.md`; in the `queries` stream's slot, so a count
+    /// and its entry's idempotency marker are written by one script even on a cluster.
     pub fn example_tally(&self) -> String {
-        self.k("kitbash:example:tally")
+        self.k("kitbash:example:{queries}:tally")
     }
     /// Field names of the partition checkpoint hash ([`Keys::partition_checkpoint`]).
     pub const CHECKPOINT_LAST_ID: &'static str = "last_id";

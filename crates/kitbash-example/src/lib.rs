@@ -1,0 +1,91 @@
+//! `kitbash-example`: the smallest complete kitbash daemon, the worked example of
+//! `docs/adding-a-daemon.md`. It reads the `queries` stream through its own consumer group
+//! (`example`) and counts each query text in the hash `kitbash:example:tally`.
+//!
+//! Everything else — connections, the consumer-group protocol (own pending first, reclaim,
+//! dead letters, batched acknowledgement), de-duplication by producer `mid`, readiness, metrics,
+//! heartbeats, SIGTERM drain, SIGHUP reload, exit 64 on a bad config — comes from
+//! `kitbash-runtime`. This crate holds a handler, its wiring, and nothing else; its settings
+//! are `[example]` in `kitbash-config`.
+
+use kitbash_runtime::consumer::{Delivery, Handler, Outcome};
+use kitbash_runtime::idempotency::apply_once;
+use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
+use kitbash_schema::messages::QueryEvent;
+use kitbash_schema::{DaemonKind, Keys, StreamName};
+
+/// How long an entry's "already counted" marker lives: far longer than any redelivery.
+const MARKER_TTL_SECS: u64 = 24 * 3600;
+
+/// What the daemon runs: one consumer of `queries`.
+pub fn components(ctx: &DaemonContext) -> Components {
+    Components::new(ctx).consume(StreamName::Queries, Tally::new(ctx))
+}
+
+/// Runs one instance in-process until `signals.shutdown` (what the binary runs; tests call it).
+pub async fn run(config: Config, signals: Signals) -> Result<(), RuntimeError> {
+    kitbash_runtime::daemon::run(DaemonKind::Example, config, signals, components).await
+}
+
+/// Counts query texts. Delivery is at least once, so each count is applied with its entry's
+/// marker in one script ([`apply_once`]): a redelivered entry is never counted twice.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    client: fred::clients::Client,
+    keys: Keys,
+    max_text_bytes: usize,
+}
+
+impl Tally {
+    /// A handler writing through the daemon's command connection.
+    pub fn new(ctx: &DaemonContext) -> Self {
+        Self {
+            client: ctx.redis.client.clone(),
+            keys: ctx.keys.clone(),
+            max_text_bytes: ctx.config.example.max_text_bytes,
+        }
+    }
+
+    async fn count(&self, d: &Delivery<QueryEvent>) -> Outcome {
+        let text = d.message.text.trim();
+        if text.len() > self.max_text_bytes {
+            return Outcome::Dead(format!(
+                "query text of {} bytes is longer than example.max_text_bytes = {}",
+                text.len(),
+                self.max_text_bytes
+            ));
+        }
+        let tally = self.keys.example_tally();
+        let marker = self.keys.done_marker(StreamName::Queries, &d.id);
+        let incr = vec![
+            "HINCRBY".into(),
+            tally.as_str().into(),
+            text.into(),
+            1.into(),
+        ];
+        match apply_once(
+            &self.client,
+            &marker,
+            MARKER_TTL_SECS,
+            std::slice::from_ref(&tally),
+            &[incr],
+        )
+        .await
+        {
+            Ok(_) => Outcome::Ack,
+            // Redis trouble: leave it pending; it is redelivered, and dead-lettered after
+            // `consumer.max_deliveries`.
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
+
+impl Handler<QueryEvent> for Tally {
+    async fn handle(&mut self, batch: Vec<Delivery<QueryEvent>>) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(batch.len());
+        for d in &batch {
+            out.push(self.count(d).await);
+        }
+        out
+    }
+}
