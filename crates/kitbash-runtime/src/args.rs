@@ -97,8 +97,10 @@ pub fn help_text(kind: DaemonKind) -> String {
                     k.default,
                     env_var(name, &k.key)
                 );
-                for c in &k.comment {
-                    let _ = writeln!(out, "    {c}");
+                if !k.comment.is_empty() {
+                    for line in wrap(&k.comment.join(" "), 74).lines() {
+                        let _ = writeln!(out, "    {line}");
+                    }
                 }
             }
         }
@@ -133,9 +135,9 @@ pub fn help_text(kind: DaemonKind) -> String {
     let _ = writeln!(
         out,
         "\nEnvironment:\n  \
-         KITBASH_CONFIG_DIR     where default.toml and the profiles are (default ./config)\n  \
+         KITBASH_CONFIG_DIR     where default.toml and profiles are (default ./config)\n  \
          KITBASH_PROFILE        a profile: also read $KITBASH_PROFILE.toml there\n  \
-         KITBASH__SECTION__KEY  any key above, e.g. KITBASH__REDIS__URL=redis://10.0.0.5:6379\n  \
+         KITBASH__SECTION__KEY  any key, e.g. KITBASH__REDIS__URL=redis://10.0.0.5:6379\n  \
          RUST_LOG               log filter; overrides [telemetry] level"
     );
     for para in [
