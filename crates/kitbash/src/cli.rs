@@ -118,8 +118,7 @@ pub fn load_config(cli: &Cli) -> Result<Config, String> {
 }
 
 fn load_located(located: &crate::locate::Located) -> Result<Config, String> {
-    Config::load_with(&located.source, located.overrides.iter().cloned())
-        .map_err(|e| e.to_string())
+    Config::load_with(&located.source, located.overrides.iter().cloned()).map_err(|e| e.to_string())
 }
 
 /// True when the (sub)command was given `--json`, at any depth.
@@ -132,10 +131,11 @@ fn wants_json(m: &ArgMatches) -> bool {
 /// Redis could not be reached.
 pub fn error_json(kind: &str, e: &anyhow::Error) -> serde_json::Value {
     let connect = e.chain().find_map(|c| {
-        c.downcast_ref::<ConnectError>().or_else(|| match c.downcast_ref() {
-            Some(kitbash_runtime::RuntimeError::Connect(ce)) => Some(ce),
-            _ => None,
-        })
+        c.downcast_ref::<ConnectError>()
+            .or_else(|| match c.downcast_ref() {
+                Some(kitbash_runtime::RuntimeError::Connect(ce)) => Some(ce),
+                _ => None,
+            })
     });
     match connect {
         Some(ce) => serde_json::json!({"error": {
@@ -234,7 +234,10 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
-                print!("{}", crate::status::render(&s, crate::up::terminal_size().0));
+                print!(
+                    "{}",
+                    crate::status::render(&s, crate::up::terminal_size().0)
+                );
             }
             let _ = client.quit().await;
         }

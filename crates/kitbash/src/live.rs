@@ -182,11 +182,10 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
             lines: view.redis.as_ref().map(redis_line).into_iter().collect(),
         },
         Block {
-            keep: 1,
+            keep: 4,
             lines: wrap(
-                "lag: entries not processed yet · pending: delivered, not acknowledged · \
-                 dead: dead letters · ADDED/s: entries added per second · position: ticks \
-                 applied · ids: the last part of an instance name",
+                "lag: not processed yet · pending: not acknowledged · dead: dead letters · \
+                 ADDED/s: per second · position: ticks applied · ids end instance names",
                 width,
             ),
         },
@@ -336,7 +335,10 @@ fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
         .map(|s| s.stream.as_str())
         .collect();
     if !idle.is_empty() {
-        out.push(format!("  empty, nobody reads them yet: {}", idle.join(", ")));
+        out.push(format!(
+            "  empty, nobody reads them yet: {}",
+            idle.join(", ")
+        ));
     }
     out
 }

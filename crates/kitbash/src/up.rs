@@ -61,7 +61,11 @@ impl Console {
             return;
         }
         let mut err = std::io::stderr().lock();
-        if err.write_all(text.as_bytes()).and_then(|()| err.flush()).is_err() {
+        if err
+            .write_all(text.as_bytes())
+            .and_then(|()| err.flush())
+            .is_err()
+        {
             self.gone.store(true, Ordering::Relaxed);
         }
     }
@@ -159,7 +163,13 @@ impl Fleet {
             console.line(&format!("up: stopping {} (pid {})", d.name, d.pid()));
             tether::signal(d.pid(), Signal::TERM);
         }
-        wait_exited(&mut self.daemons, grace + Duration::from_secs(5), console, signals).await;
+        wait_exited(
+            &mut self.daemons,
+            grace + Duration::from_secs(5),
+            console,
+            signals,
+        )
+        .await;
         if let Some(r) = self.redis.as_mut().filter(|r| r.exited.is_none()) {
             console.line(&format!("up: stopping redis-server (pid {})", r.pid()));
             tether::signal(r.pid(), Signal::TERM);
@@ -268,7 +278,11 @@ fn host_port(url: &str) -> (String, u16) {
 fn ping(host: &str, port: u16) -> bool {
     use std::io::Read;
     use std::net::ToSocketAddrs as _;
-    let Some(addr) = (host, port).to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
         return false;
     };
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
@@ -349,7 +363,10 @@ fn daemon_binary(kind: DaemonKind) -> Option<PathBuf> {
 #[derive(Default)]
 struct Session {
     client: Option<Client>,
-    feed: Option<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<u64>>)>,
+    feed: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<u64>>,
+    )>,
 }
 
 /// Runs until a stop signal or until its output is gone; always stops what it started.
@@ -357,12 +374,8 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
     let console = Console::default();
     let mut signals = StopSignals::install().context("cannot install signal handlers")?;
     let state_dir = crate::locate::absolute(&opts.state_dir);
-    std::fs::create_dir_all(&state_dir).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            state_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     if let Some(other) = UpRecord::read_live(&state_dir) {
         anyhow::bail!(
             "another `kitbash up` (pid {}) already runs with the state directory {}; stop it first",
@@ -443,7 +456,9 @@ async fn start_and_watch(
         fleet.redis = Some(r);
         note
     };
-    record.write(state_dir).context("cannot write the up record")?;
+    record
+        .write(state_dir)
+        .context("cannot write the up record")?;
 
     for kind in DaemonKind::ALL {
         let Some(bin) = daemon_binary(kind) else {
@@ -491,7 +506,9 @@ async fn start_and_watch(
         ));
     }
     record.state = "running".into();
-    record.write(state_dir).context("cannot write the up record")?;
+    record
+        .write(state_dir)
+        .context("cannot write the up record")?;
 
     let client = kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10))
         .await
