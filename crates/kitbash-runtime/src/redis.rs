@@ -285,9 +285,7 @@ pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client,
         let mut last_error: Option<fred::error::Error> = None;
         loop {
             tokio::select! {
-                r = &mut connected => match r {
-                    r => break Ok(r),
-                },
+                r = &mut connected => break Ok(r),
                 e = errors.recv() => match e {
                     // fred keeps retrying (fail_fast = false); a wrong password will not get better.
                     Ok((e, _)) if ConnectCause::of_fred(&e) == ConnectCause::Auth => break Ok(Err(e)),

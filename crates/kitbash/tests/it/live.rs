@@ -93,8 +93,8 @@ fn busy_view() -> LiveView {
     }
     let state = serde_json::json!({
         "mass": -123_456.789_012_3, "momentum": 0.000_012_345_678_9, "friction": 6.350_000_000_000_000_5,
-        "entropy": 3.321_928_094_887_362, "nash_dist": -12.345_678_9, "regime": "Lévy Stable",
-        "alpha_coefficient": 2.718_281_828_459_045,
+        "entropy": 3.321_928_094_111_222, "nash_dist": -12.345_678_9, "regime": "Lévy Stable",
+        "alpha_coefficient": 2.718_111_222_333_444,
     });
     view.physics = vec![("SPY".into(), state.clone()), ("BTC-USD".into(), state)];
     view
