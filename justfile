@@ -12,7 +12,8 @@ test-args := ""
 default:
     @just --list
 
-# Start the whole system locally: a Redis it starts itself, the daemons, demo feeds, dashboard.
+# Start the whole system locally: a Redis it starts itself, the daemons, demo feeds, live view.
+# Ctrl-C (also through `| tee`), SIGTERM or a closed terminal stops everything it started.
 up *args: _ensure-redis
     cargo build --release --workspace --bins
     KITBASH_PROFILE={{profile}} target/release/kitbash up {{args}}
@@ -48,7 +49,7 @@ bench suite="redis" *args="":
 bench-ternary:
     cargo bench -p kitbash-ternary
 
-# Fleet status against the configured Redis.
+# Fleet status: the Redis of a running `just up` (from .kitbash/up.json), else the configured one.
 status *args:
     cargo run --quiet -p kitbash -- status {{args}}
 

@@ -80,3 +80,62 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether process `pid` runs (exists and is not a zombie waiting to be reaped).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, tail)| tail.trim_start().chars().next())
+        .unwrap_or('X');
+    !matches!(state, 'Z' | 'X' | 'x')
+}
+
+/// The command name of process `pid` (`kitbash-feynman`, `redis-server`), if it runs.
+pub fn process_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The record `kitbash up` keeps in its state directory, once it says `running`.
+pub fn wait_up_record(dir: &std::path::Path, up: &mut Child) -> serde_json::Value {
+    let mut record = serde_json::Value::Null;
+    eventually("kitbash up records its children in up.json", || {
+        if let Ok(Some(s)) = up.try_wait() {
+            panic!("kitbash up exited early: {s}");
+        }
+        record = std::fs::read_to_string(dir.join("up.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        record["state"] == "running"
+    });
+    record
+}
+
+/// The pids of everything a `kitbash up` record says it started (Redis, if it did, and daemons).
+pub fn started_pids(record: &serde_json::Value) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let mut push = |v: &serde_json::Value| {
+        if let (Some(name), Some(pid)) = (v["name"].as_str(), v["pid"].as_u64()) {
+            out.push((name.to_owned(), pid as u32));
+        }
+    };
+    if !record["redis"].is_null() {
+        push(&record["redis"]);
+    }
+    for d in record["daemons"].as_array().into_iter().flatten() {
+        push(d);
+    }
+    out
+}
+
+/// Waits (30 s deadline) until none of `pids` runs.
+pub fn wait_all_gone(pids: &[(String, u32)]) {
+    eventually("every process kitbash up started is gone", || {
+        pids.iter().all(|(_, pid)| !process_alive(*pid))
+    });
+}

@@ -247,6 +247,10 @@ where
     F: FnOnce(Config, Signals) -> Fut,
     Fut: Future<Output = Result<(), RuntimeError>>,
 {
+    // `--help` and `--version` answer before any config is read or connection opened.
+    if let Some(code) = crate::args::handle(kind) {
+        return code;
+    }
     let bin = format!("kitbash-{}", kind.name());
     let config = match Config::load(&ConfigSource::from_env()) {
         Ok(c) => c,

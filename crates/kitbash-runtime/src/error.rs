@@ -6,6 +6,9 @@ pub enum RuntimeError {
     /// Redis answered with an error or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
+    /// The first connection failed: the URL and the cause (refused, unknown host, timeout, auth).
+    #[error(transparent)]
+    Connect(#[from] crate::redis::ConnectError),
     /// Redis answered with something of an unexpected shape.
     #[error("unexpected reply to {command}: {detail}")]
     Reply {

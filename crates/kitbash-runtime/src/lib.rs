@@ -19,10 +19,12 @@
 //! - [`heartbeat`]: the fleet register behind `kitbash status`.
 //! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
+//! - [`args`]: a daemon's `--help` (its config section, environment) and `--version`.
 //!
 //! **Invariant:** nothing here spells a key; every name comes from `kitbash-schema`.
 
 pub mod admin;
+pub mod args;
 pub mod component;
 /// The configuration lives in its own crate (`kitbash-config`) so a daemon owns its section
 /// without touching the runtime; re-exported here under its old path.

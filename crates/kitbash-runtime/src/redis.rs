@@ -1,7 +1,12 @@
 //! Redis connections with the reliability notes applied: command timeouts, a bounded buffer
 //! while disconnected, exponential reconnect, and a separate connection for blocking reads.
+//!
+//! Connection failures are reported fast and true: [`connect_client`] answers a refused
+//! connection, an unknown host or a rejected password at once with a [`ConnectError`] that names
+//! the URL and the cause (the connect timeout is only for a network that does not answer), and
+//! [`Redis::connect`] logs the same line while a daemon keeps retrying.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::config::{Config as FredConfig, ReconnectPolicy, TcpConfig};
@@ -69,6 +74,7 @@ impl Redis {
         // The blocking client must outlive a BLOCK of `block_ms`; its command timeout is raised
         // per call with `with_options`.
         let blocking = b.build()?;
+        watch_connection(&client, &cfg.url);
         client.connect();
         blocking.connect();
         Ok(Self { client, blocking })
@@ -97,28 +103,272 @@ impl Redis {
     }
 }
 
-/// Builds a client from `[redis]`, starts connecting, and waits up to `wait` for the first
-/// connection. Every long-lived client should come from here (or [`builder`]): a client made
-/// with fred's defaults (`Client::new(config, None, None, None)`) has no reconnect policy and no
-/// command timeout, so after a Redis restart its commands hang forever — seen in this
-/// workspace's own tests before they switched to this function.
-pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client, RuntimeError> {
-    let client = builder(cfg)?.build()?;
-    client.connect();
-    match tokio::time::timeout(wait, client.wait_for_connect()).await {
-        Ok(Ok(())) => Ok(client),
-        Ok(Err(e)) => {
-            let _ = client.quit().await;
-            Err(e.into())
-        }
-        Err(_) => {
-            let _ = client.quit().await;
-            Err(RuntimeError::Reply {
-                command: "CONNECT",
-                detail: format!("no connection within {wait:?}"),
-            })
+/// Why a connection to Redis failed, as a person would say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectCause {
+    /// Nothing listens on the host and port (`ECONNREFUSED`): Redis is not running there.
+    Refused,
+    /// The host name does not resolve.
+    UnknownHost,
+    /// No answer within the connect timeout (a slow or filtered network).
+    Timeout,
+    /// Redis refused the user or password (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+    Auth,
+    /// The URL cannot be parsed.
+    BadUrl,
+    /// Anything else (unreachable network, TLS, protocol); the detail says what.
+    Other,
+}
+
+impl ConnectCause {
+    /// A stable machine-readable name (`refused`, `unknown_host`, …), used in JSON errors.
+    pub fn code(self) -> &'static str {
+        match self {
+            ConnectCause::Refused => "refused",
+            ConnectCause::UnknownHost => "unknown_host",
+            ConnectCause::Timeout => "timeout",
+            ConnectCause::Auth => "auth",
+            ConnectCause::BadUrl => "bad_url",
+            ConnectCause::Other => "other",
         }
     }
+
+    /// Classifies an error fred reported while connecting. fred keeps only the text of the I/O
+    /// error (`Os { code: 111, kind: ConnectionRefused, … }`), so this reads the text.
+    pub fn of_fred(e: &fred::error::Error) -> Self {
+        let d = e.details();
+        if *e.kind() == fred::error::ErrorKind::Auth
+            || ["WRONGPASS", "NOAUTH", "NOPERM", "invalid password"]
+                .iter()
+                .any(|m| d.contains(m))
+        {
+            ConnectCause::Auth
+        } else if d.contains("ConnectionRefused") || d.contains("Connection refused") {
+            ConnectCause::Refused
+        } else if d.contains("lookup address")
+            || d.contains("Name or service not known")
+            || d.contains("nodename nor servname")
+        {
+            ConnectCause::UnknownHost
+        } else if *e.kind() == fred::error::ErrorKind::Timeout
+            || d.contains("TimedOut")
+            || d.contains("timed out")
+        {
+            ConnectCause::Timeout
+        } else if *e.kind() == fred::error::ErrorKind::Url {
+            ConnectCause::BadUrl
+        } else {
+            ConnectCause::Other
+        }
+    }
+}
+
+/// A connection to Redis that could not be made. `Display` is the one line a person reads:
+/// `cannot reach Redis at redis://127.0.0.1:6390: connection refused (…)`.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot reach Redis at {url}: {}", self.explain())]
+pub struct ConnectError {
+    /// The URL, password redacted.
+    pub url: String,
+    /// What went wrong.
+    pub cause: ConnectCause,
+    /// The underlying error or the address tried.
+    pub detail: String,
+}
+
+impl ConnectError {
+    fn new(url: &str, cause: ConnectCause, detail: impl Into<String>) -> Self {
+        Self {
+            url: crate::daemon::redact(url),
+            cause,
+            detail: detail.into(),
+        }
+    }
+
+    /// The cause in words, with the detail and what to do.
+    pub fn explain(&self) -> String {
+        let d = &self.detail;
+        match self.cause {
+            ConnectCause::Refused => {
+                format!("connection refused ({d}): is redis-server running there?")
+            }
+            ConnectCause::UnknownHost => format!("unknown host ({d})"),
+            ConnectCause::Timeout => format!("timed out ({d})"),
+            ConnectCause::Auth => {
+                format!("authentication failed ({d}): check the user and password in the URL")
+            }
+            ConnectCause::BadUrl => format!("bad URL ({d})"),
+            ConnectCause::Other => d.clone(),
+        }
+    }
+}
+
+/// Opens a TCP connection to each server of `url` in turn and says why none answered. Refusals
+/// and unknown hosts come back at once; only silence waits, up to `timeout` per address.
+pub async fn probe(url: &str, timeout: Duration) -> Result<(), ConnectError> {
+    let cfg = FredConfig::from_url(url)
+        .map_err(|e| ConnectError::new(url, ConnectCause::BadUrl, e.details()))?;
+    let mut first_failure = None;
+    for server in cfg.server.hosts() {
+        let host = server.host.to_string();
+        let port = server.port;
+        let failure = match probe_one(&host, port, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(f) => f,
+        };
+        first_failure.get_or_insert(failure);
+    }
+    let (cause, detail) =
+        first_failure.unwrap_or((ConnectCause::BadUrl, "no server in the URL".to_owned()));
+    Err(ConnectError::new(url, cause, detail))
+}
+
+async fn probe_one(host: &str, port: u16, timeout: Duration) -> Result<(), (ConnectCause, String)> {
+    let addrs = match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Err(_) => {
+            return Err((
+                ConnectCause::Timeout,
+                format!("resolving {host} took longer than {timeout:?}"),
+            ));
+        }
+        Ok(Err(e)) => return Err((ConnectCause::UnknownHost, format!("{host}: {e}"))),
+        Ok(Ok(a)) => a.collect::<Vec<_>>(),
+    };
+    let mut last = (ConnectCause::UnknownHost, format!("{host}: no address"));
+    for addr in addrs {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = (ConnectCause::Refused, format!("nothing listens on {addr}"));
+            }
+            Ok(Err(e)) => last = (ConnectCause::Other, format!("{addr}: {e}")),
+            Err(_) => {
+                last = (
+                    ConnectCause::Timeout,
+                    format!("no answer from {addr} within {timeout:?}, [redis] connect_timeout_ms"),
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Builds a client from `[redis]`, connects, and checks with a `PING` that Redis accepts it.
+/// A refused connection, an unknown host or a rejected password fail at once with a
+/// [`ConnectError`] (as a [`RuntimeError::Connect`]); a network that does not answer fails after
+/// at most `wait` (and each address after `connect_timeout_ms`). Once connected, the client
+/// reconnects by itself like every other.
+///
+/// Every long-lived client should come from here (or [`builder`]): a client made with fred's
+/// defaults (`Client::new(config, None, None, None)`) has no reconnect policy and no command
+/// timeout, so after a Redis restart its commands hang forever — seen in this workspace's own
+/// tests before they switched to this function.
+pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client, RuntimeError> {
+    let deadline = Instant::now() + wait;
+    let per_address = Duration::from_millis(cfg.connect_timeout_ms).min(wait);
+    probe(&cfg.url, per_address).await?;
+    let client = builder(cfg)
+        .map_err(|e| match e {
+            RuntimeError::Redis(e) => RuntimeError::Connect(ConnectError::new(
+                &cfg.url,
+                ConnectCause::BadUrl,
+                e.details(),
+            )),
+            other => other,
+        })?
+        .build()?;
+    let mut errors = client.error_rx();
+    client.connect();
+    let outcome = {
+        let connected = client.wait_for_connect();
+        tokio::pin!(connected);
+        let mut last_error: Option<fred::error::Error> = None;
+        loop {
+            tokio::select! {
+                r = &mut connected => break Ok(r),
+                e = errors.recv() => match e {
+                    // fred keeps retrying (fail_fast = false); a wrong password will not get better.
+                    Ok((e, _)) if ConnectCause::of_fred(&e) == ConnectCause::Auth => break Ok(Err(e)),
+                    Ok((e, _)) => last_error = Some(e),
+                    Err(_) => {}
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let detail = last_error.as_ref().map_or_else(
+                        || format!("no connection within {wait:?}"),
+                        |e| format!("no connection within {wait:?}; last error: {}", e.details()),
+                    );
+                    break Err(ConnectError::new(&cfg.url, ConnectCause::Timeout, detail));
+                }
+            }
+        }
+    };
+    let outcome = match outcome {
+        Ok(r) => r,
+        Err(timeout) => {
+            close_quietly(&client).await;
+            return Err(timeout.into());
+        }
+    };
+    // A server with a password accepts the connection and refuses the first command.
+    let checked = match outcome {
+        Ok(()) => client.ping::<String>(None).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => Ok(client),
+        Err(e) => {
+            close_quietly(&client).await;
+            Err(ConnectError::new(&cfg.url, ConnectCause::of_fred(&e), e.details()).into())
+        }
+    }
+}
+
+/// Stops a client that never got going without waiting on a server that does not answer.
+async fn close_quietly(client: &Client) {
+    let _ = tokio::time::timeout(Duration::from_millis(200), client.quit()).await;
+}
+
+/// Logs, while a daemon waits for Redis, why it cannot connect: at once on the first failure,
+/// again when the cause changes or every 30 s while it lasts, and once when it connects again.
+/// Needs a tokio runtime; without one it does nothing.
+fn watch_connection(client: &Client, url: &str) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let url = crate::daemon::redact(url);
+    let mut errors = client.error_rx();
+    let mut reconnects = client.reconnect_rx();
+    rt.spawn(async move {
+        let mut reported: Option<(ConnectCause, Instant)> = None;
+        loop {
+            tokio::select! {
+                e = errors.recv() => match e {
+                    Ok((e, _)) => {
+                        let cause = ConnectCause::of_fred(&e);
+                        let due = reported.is_none_or(|(c, at)| {
+                            c != cause || at.elapsed() >= Duration::from_secs(30)
+                        });
+                        if due {
+                            let line = ConnectError::new(&url, cause, e.details());
+                            tracing::error!(cause = cause.code(), "{line}; retrying");
+                            reported = Some((cause, Instant::now()));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+                r = reconnects.recv() => match r {
+                    Ok(_) => {
+                        if reported.take().is_some() {
+                            tracing::info!(redis = %url, "connected to Redis again");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    });
 }
 
 /// A custom command routed by the cluster slot of `key`.

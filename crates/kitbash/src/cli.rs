@@ -1,11 +1,19 @@
 //! Argument parsing and dispatch for the `kitbash` binary.
+//!
+//! Errors: one line on stderr; with `--json`, also one JSON object on stdout,
+//! `{"error":{"kind":"redis_unreachable","url":…,"cause":"refused","message":…}}` (kinds:
+//! `config`, `redis_unreachable`, `other`), so a script reading stdout sees the failure.
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use fred::prelude::*;
-use kitbash_runtime::config::{Config, ConfigSource};
+use kitbash_runtime::config::Config;
 use kitbash_runtime::daemon::EXIT_CONFIG;
+use kitbash_runtime::redis::ConnectError;
+
+use crate::locate::Source;
 
 /// kitbash: a fleet of Redis-native worker daemons.
 #[derive(Debug, Parser)]
@@ -52,12 +60,17 @@ pub enum Command {
         what: FeedCommand,
     },
     /// Start the whole system locally: Redis, every built daemon, a demo feed, a live view.
+    ///
+    /// Uses the Redis at [redis] url (--redis-url) when one answers there, else starts one on
+    /// that port. Whatever stops `up` (Ctrl-C, SIGTERM, SIGHUP, its output closing, kill -9)
+    /// stops the daemons and the Redis it started. It records itself in STATE_DIR/up.json so
+    /// that `kitbash status` and the other commands find this Redis without flags.
     Up {
         /// Demo feed rate, ticks per second (0 = none).
         #[arg(long, default_value_t = 200.0)]
         feed_rate: f64,
-        /// Where Redis data and daemon logs go.
-        #[arg(long, default_value = ".kitbash")]
+        /// Where Redis data, daemon logs and up.json go; created when missing.
+        #[arg(long, env = "KITBASH_STATE_DIR", default_value = ".kitbash")]
         state_dir: std::path::PathBuf,
     },
 }
@@ -67,7 +80,7 @@ pub enum Command {
 pub enum FeedCommand {
     /// Market ticks into the tick partitions (synthetic market, or --csv).
     Ticks {
-        /// Stop after N ticks (default: 10000; 0 = run until Ctrl-C).
+        /// Stop after N ticks (0 = run until Ctrl-C).
         #[arg(long, default_value_t = 10_000)]
         count: u64,
         /// Ticks per second (default: as fast as possible).
@@ -85,32 +98,93 @@ pub enum FeedCommand {
     },
 }
 
-/// Loads the configuration with the CLI's overrides; a bad one is reported on one line.
+/// Which Redis and configuration this invocation uses; set once in [`main`], printed by
+/// [`connect`].
+static SOURCE: OnceLock<Source> = OnceLock::new();
+
+fn flags(cli: &Cli) -> crate::locate::Flags {
+    crate::locate::Flags {
+        profile: cli.profile.clone(),
+        redis_url: cli.redis_url.clone(),
+        namespace: cli.namespace.clone(),
+        is_up: matches!(cli.command, Command::Up { .. }),
+    }
+}
+
+/// Loads the configuration with the CLI's overrides (and, when neither a URL nor a profile is
+/// given, the Redis of a running `kitbash up`); a bad one is reported on one line.
 pub fn load_config(cli: &Cli) -> Result<Config, String> {
-    let mut src = ConfigSource::from_env();
-    if let Some(p) = &cli.profile {
-        src.profile = Some(p.clone());
+    load_located(&crate::locate::locate(&flags(cli)))
+}
+
+fn load_located(located: &crate::locate::Located) -> Result<Config, String> {
+    Config::load_with(&located.source, located.overrides.iter().cloned()).map_err(|e| e.to_string())
+}
+
+/// True when the (sub)command was given `--json`, at any depth.
+fn wants_json(m: &ArgMatches) -> bool {
+    m.try_get_one::<bool>("json").ok().flatten().copied() == Some(true)
+        || m.subcommand().is_some_and(|(_, sub)| wants_json(sub))
+}
+
+/// The JSON form of an error: `{"error":{"kind":…,"message":…}}`, plus `url` and `cause` when
+/// Redis could not be reached.
+pub fn error_json(kind: &str, e: &anyhow::Error) -> serde_json::Value {
+    let connect = e.chain().find_map(|c| {
+        c.downcast_ref::<ConnectError>()
+            .or_else(|| match c.downcast_ref() {
+                Some(kitbash_runtime::RuntimeError::Connect(ce)) => Some(ce),
+                _ => None,
+            })
+    });
+    match connect {
+        Some(ce) => serde_json::json!({"error": {
+            "kind": "redis_unreachable",
+            "url": ce.url,
+            "cause": ce.cause.code(),
+            "message": format!("{e:#}"),
+        }}),
+        None => serde_json::json!({"error": {"kind": kind, "message": format!("{e:#}")}}),
     }
-    let mut overrides = Vec::new();
-    if let Some(u) = &cli.redis_url {
-        overrides.push(("redis.url", u.clone()));
+}
+
+fn fail(kind: &str, e: &anyhow::Error, json: bool, code: ExitCode) -> ExitCode {
+    if json {
+        println!("{}", error_json(kind, e));
     }
-    if let Some(n) = &cli.namespace {
-        overrides.push(("redis.namespace", n.clone()));
-    }
-    Config::load_with(&src, overrides).map_err(|e| e.to_string())
+    eprintln!("kitbash: {e:#}");
+    code
 }
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match load_config(&cli) {
+    if let Some(code) = crate::tether::exec_if_tethered() {
+        return code;
+    }
+    let matches = Cli::command().get_matches();
+    let json = wants_json(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let located = crate::locate::locate(&flags(&cli));
+    if !located.report.config_found {
+        eprintln!(
+            "kitbash: no configuration found ({} does not exist): using built-in defaults; \
+             run from the repository or set KITBASH_CONFIG_DIR",
+            located.source.dir.join("default.toml").display()
+        );
+    }
+    let config = match load_located(&located) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("kitbash: bad config: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            let e = anyhow::anyhow!("bad config: {e}");
+            return fail("config", &e, json, ExitCode::from(EXIT_CONFIG));
         }
     };
+    let mut report = located.report.clone();
+    report.redis_url = kitbash_runtime::daemon::redact(&config.redis.url);
+    let _ = SOURCE.set(report);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,24 +197,25 @@ pub fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli, config)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("kitbash: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail("other", &e, json, ExitCode::FAILURE),
     }
 }
 
+/// Connects to the configured Redis, saying on stderr which one and why. A refused
+/// connection, an unknown host or a bad password fail at once, naming the URL and the cause.
 async fn connect(config: &Config) -> anyhow::Result<Client> {
-    // Wait at most one connect timeout: the CLI should say Redis is away instead of hanging.
+    if let Some(s) = SOURCE.get() {
+        eprintln!("kitbash: {}", s.describe());
+    }
     let wait = std::time::Duration::from_millis(config.redis.connect_timeout_ms);
-    kitbash_runtime::redis::connect_client(&config.redis, wait)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach Redis at {}: {e}",
-                kitbash_runtime::daemon::redact(&config.redis.url)
-            )
-        })
+    match kitbash_runtime::redis::connect_client(&config.redis, wait).await {
+        Ok(c) => Ok(c),
+        Err(kitbash_runtime::RuntimeError::Connect(ce)) => Err(ce.into()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot reach Redis at {}: {e}",
+            kitbash_runtime::daemon::redact(&config.redis.url)
+        )),
+    }
 }
 
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
@@ -148,17 +223,21 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let client = connect(&config).await?;
             let keys = config.redis.keys();
-            let s = crate::status::collect(
+            let mut s = crate::status::collect(
                 &client,
                 &keys,
                 config.feynman.partitions,
                 config.fleet.heartbeat_ms,
             )
             .await?;
+            s.source = SOURCE.get().cloned();
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
-                print!("{}", crate::status::render(&s));
+                print!(
+                    "{}",
+                    crate::status::render(&s, crate::up::terminal_size().0)
+                );
             }
             let _ = client.quit().await;
         }
@@ -213,11 +292,17 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             feed_rate,
             state_dir,
         } => {
+            let source = SOURCE.get();
             crate::up::run(
                 config,
                 crate::up::UpOptions {
                     feed_rate,
                     state_dir,
+                    profile: source.and_then(|s| s.profile.clone()),
+                    config_dir: source.map_or_else(
+                        || std::path::PathBuf::from("config"),
+                        |s| s.config_dir.clone(),
+                    ),
                 },
             )
             .await?;

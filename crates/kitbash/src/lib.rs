@@ -6,9 +6,15 @@
 //! - [`bench`]: `kitbash bench SUITE` — figures as ratios to same-run baselines.
 //! - [`feed`]: `kitbash feed ticks` — a synthetic market or a CSV replay into the tick partitions.
 //! - [`up`]: `kitbash up` — a local Redis, every built daemon, demo feeds, a live status view.
+//! - [`tether`]: `up`'s children die with it (`PR_SET_PDEATHSIG` through a trampoline).
+//! - [`locate`]: where the configuration and the fleet are (`up.json`), and saying so.
+//! - [`live`]: the status view as a pure function of a snapshot, a width and a height.
 
 pub mod bench;
 pub mod cli;
 pub mod feed;
+pub mod live;
+pub mod locate;
 pub mod status;
+pub mod tether;
 pub mod up;

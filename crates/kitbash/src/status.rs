@@ -1,5 +1,8 @@
 //! `kitbash status`: the fleet (from heartbeats), every stream's length, groups, lag, pending
-//! and dead letters, and Redis itself.
+//! and dead letters, feynman's tick partitions (owner, position, lag), and Redis itself.
+//!
+//! Every group and partition carries an explicit `lag` (a number, 0 when there is nothing to
+//! do, also on an empty or absent stream) and `caught_up`, so a script can wait for "done".
 
 use std::collections::BTreeMap;
 
@@ -12,7 +15,7 @@ use kitbash_schema::{DaemonKind, Keys, StreamName};
 use serde::Serialize;
 
 /// The whole report; `--json` prints it as one object.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Status {
     /// Known instances, alive or recently dead.
     pub daemons: Vec<DaemonStatus>,
@@ -20,10 +23,13 @@ pub struct Status {
     pub streams: Vec<StreamStatus>,
     /// The server.
     pub redis: RedisStatus,
+    /// Which Redis and which configuration the report comes from (set by the CLI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::locate::Source>,
 }
 
 /// One daemon instance.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct DaemonStatus {
     /// Kind (`feynman`).
     pub kind: String,
@@ -47,7 +53,7 @@ pub struct DaemonStatus {
 }
 
 /// One stream.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct StreamStatus {
     /// Logical name (`ticks:3`).
     pub stream: String,
@@ -55,14 +61,23 @@ pub struct StreamStatus {
     pub key: String,
     /// XLEN.
     pub length: u64,
+    /// Entries ever added (`XINFO STREAM` `entries-added`; 0 for a stream that does not exist).
+    /// Unlike the length it never shrinks when the stream is trimmed, so rates come from it.
+    pub entries_added: u64,
+    /// Id of the newest entry ever added (`last-generated-id`), `0-0` when none.
+    pub last_id: String,
     /// XLEN of its dead-letter stream.
     pub dead_letters: u64,
-    /// Its consumer groups.
+    /// Its consumer groups (as `XINFO GROUPS` lists them).
     pub groups: Vec<GroupStatus>,
+    /// For a tick partition: feynman's position in it. feynman reads partitions without a
+    /// consumer group (a lease and a fenced checkpoint instead), so this is not a group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionStatus>,
 }
 
 /// One consumer group.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct GroupStatus {
     /// Group name.
     pub name: String,
@@ -70,14 +85,37 @@ pub struct GroupStatus {
     pub consumers: u64,
     /// Entries delivered and not acknowledged.
     pub pending: u64,
-    /// Entries not yet delivered (Redis ≥ 7; `null` when Redis cannot tell).
-    pub lag: Option<u64>,
+    /// Entries not yet delivered to the group. Redis's own figure when it has one; when it
+    /// cannot tell (entries deleted or trimmed), counted from the last delivered id (up to
+    /// 10,000, then `lag_exact` is false).
+    pub lag: u64,
+    /// False only when `lag` is a lower bound.
+    pub lag_exact: bool,
+    /// Nothing left to deliver and nothing pending.
+    pub caught_up: bool,
     /// Last delivered id.
     pub last_delivered_id: String,
 }
 
+/// feynman's position in one tick partition.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionStatus {
+    /// Partition number.
+    pub partition: u32,
+    /// The instance holding its lease, if any.
+    pub owner: Option<String>,
+    /// Id of the last tick applied (the checkpoint's `last_id`), `null` before the first.
+    pub position: Option<String>,
+    /// Ticks applied so far (the checkpoint's `consumed`).
+    pub consumed: u64,
+    /// Ticks added and not yet applied; 0 for an empty or absent stream.
+    pub lag: u64,
+    /// Every tick added has been applied.
+    pub caught_up: bool,
+}
+
 /// The server.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RedisStatus {
     /// `redis_version`.
     pub version: String,
@@ -171,38 +209,48 @@ pub async fn collect(
             .xlen(keys.dead_letter(s))
             .await
             .context("XLEN dead")?;
+        let exists = length > 0 || client.exists::<u64, _>(&key).await? > 0;
+        let (entries_added, last_id) = if exists {
+            let info: Value = client
+                .xinfo_stream(&key, false, None)
+                .await
+                .unwrap_or(Value::Null);
+            let m = map_of(&info);
+            (
+                num(m.get("entries-added")).unwrap_or(length),
+                m.get("last-generated-id")
+                    .and_then(string_of)
+                    .unwrap_or_else(|| "0-0".into()),
+            )
+        } else {
+            (0, "0-0".to_owned())
+        };
         let mut groups = Vec::new();
-        if length > 0 || client.exists::<u64, _>(&key).await? > 0 {
+        if exists {
             let v: Value = client.xinfo_groups(&key).await.unwrap_or(Value::Null);
             if let Value::Array(list) = v {
                 for g in list {
-                    let m = map_of(&g);
-                    groups.push(GroupStatus {
-                        name: m.get("name").and_then(string_of).unwrap_or_default(),
-                        consumers: num(m.get("consumers")).unwrap_or(0),
-                        pending: num(m.get("pending")).unwrap_or(0),
-                        lag: num(m.get("lag")),
-                        last_delivered_id: m
-                            .get("last-delivered-id")
-                            .and_then(string_of)
-                            .unwrap_or_default(),
-                    });
+                    groups.push(group_status(client, &key, &map_of(&g), &last_id).await?);
                 }
             }
         }
-        if let StreamName::Ticks(p) = s
-            && let Some(g) = partition_status(client, keys, p, &key)
-                .await
-                .context("partition")?
-        {
-            groups.push(g);
-        }
+        let partition = match s {
+            StreamName::Ticks(p) => Some(
+                partition_status(client, keys, p, entries_added, &last_id)
+                    .await
+                    .context("partition")?,
+            ),
+            _ => None,
+        };
         streams.push(StreamStatus {
             stream: s.logical(),
             key,
             length,
+            entries_added,
+            last_id,
             dead_letters,
             groups,
+            partition,
         });
     }
     let info: String = client.info(None).await.context("INFO")?;
@@ -220,106 +268,110 @@ pub async fn collect(
         daemons,
         streams,
         redis,
+        source: None,
     })
 }
 
-/// feynman reads tick partitions without a consumer group; its position lives in the partition
-/// checkpoint. Reported like a group named `feynman` (consumers = 1 while a lease is held).
+/// A stream id as `(ms, seq)`, for ordering; `0-0` when it does not parse.
+pub fn id_of(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// Entries counted past the last delivered id when Redis cannot tell a group's lag.
+const LAG_COUNT_CAP: u64 = 10_000;
+
+async fn group_status(
+    client: &Client,
+    key: &str,
+    m: &BTreeMap<String, Value>,
+    last_id: &str,
+) -> anyhow::Result<GroupStatus> {
+    let last_delivered_id = m
+        .get("last-delivered-id")
+        .and_then(string_of)
+        .unwrap_or_default();
+    let pending = num(m.get("pending")).unwrap_or(0);
+    let delivered_all = id_of(&last_delivered_id) >= id_of(last_id);
+    let (lag, lag_exact) = match num(m.get("lag")) {
+        Some(l) => (l, true),
+        None if delivered_all => (0, true),
+        None => {
+            // Redis says null after deletions or trims; count what follows the group's
+            // position instead (bounded: this is a status report, not a scan of the stream).
+            let after: Value = client
+                .xrange(
+                    key,
+                    format!("({last_delivered_id}"),
+                    "+",
+                    Some(LAG_COUNT_CAP),
+                )
+                .await
+                .context("XRANGE for lag")?;
+            let n = match after {
+                Value::Array(a) => a.len() as u64,
+                _ => 0,
+            };
+            (n, n < LAG_COUNT_CAP)
+        }
+    };
+    Ok(GroupStatus {
+        name: m.get("name").and_then(string_of).unwrap_or_default(),
+        consumers: num(m.get("consumers")).unwrap_or(0),
+        pending,
+        lag,
+        lag_exact,
+        caught_up: lag == 0 && pending == 0,
+        last_delivered_id,
+    })
+}
+
+/// feynman's position in partition `p`, from its checkpoint and lease. `entries_added` and
+/// `last_id` describe the stream (0 and `0-0` when it does not exist).
 async fn partition_status(
     client: &Client,
     keys: &Keys,
     p: u32,
-    stream_key: &str,
-) -> anyhow::Result<Option<GroupStatus>> {
+    entries_added: u64,
+    last_id: &str,
+) -> anyhow::Result<PartitionStatus> {
     // Not HGETALL: the snapshot field is binary.
-    let (last_id, consumed): (Option<String>, Option<u64>) = client
+    let (position, consumed): (Option<String>, Option<u64>) = client
         .hmget(
             keys.partition_checkpoint(p),
             vec![Keys::CHECKPOINT_LAST_ID, Keys::CHECKPOINT_CONSUMED],
         )
         .await
         .context("reading a partition checkpoint")?;
+    // The lease holds `{instance}#{token}`; the owner is the instance.
     let owner: Option<String> = client
-        .get(keys.partition_lease(p))
+        .get::<Option<String>, _>(keys.partition_lease(p))
         .await
-        .context("reading a partition lease")?;
-    if last_id.is_none() && owner.is_none() {
-        return Ok(None);
-    }
-    let info: Value = client
-        .xinfo_stream(stream_key, false, None)
-        .await
-        .unwrap_or(Value::Null);
-    let added = num(map_of(&info).get("entries-added"));
-    Ok(Some(GroupStatus {
-        name: DaemonKind::Feynman.name().into(),
-        consumers: u64::from(owner.is_some()),
-        pending: 0,
-        lag: added.map(|a| a.saturating_sub(consumed.unwrap_or(0))),
-        last_delivered_id: last_id.unwrap_or_default(),
-    }))
+        .context("reading a partition lease")?
+        .map(|t| kitbash_runtime::lease::instance_of(&t).to_owned());
+    let consumed = consumed.unwrap_or(0);
+    let caught_up = id_of(position.as_deref().unwrap_or("0-0")) >= id_of(last_id);
+    let lag = if caught_up {
+        0
+    } else {
+        // At least one tick is waiting even if the counters disagree (a recreated stream).
+        entries_added.saturating_sub(consumed).max(1)
+    };
+    Ok(PartitionStatus {
+        partition: p,
+        owner,
+        position,
+        consumed,
+        lag,
+        caught_up,
+    })
 }
 
-/// The human-readable table.
-pub fn render(s: &Status) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(out, "DAEMONS");
-    if s.daemons.is_empty() {
-        let _ = writeln!(out, "  (none registered)");
-    }
-    for d in &s.daemons {
-        let state = match (d.alive, d.ready) {
-            (true, true) => "alive, ready",
-            (true, false) => "alive, NOT ready",
-            _ => "DEAD",
-        };
-        let _ = writeln!(
-            out,
-            "  {:<8} {:<44} {:<16} beat {:>6} ms ago  admin {}",
-            d.kind,
-            d.instance,
-            state,
-            d.last_beat_ms_ago,
-            d.admin.as_deref().unwrap_or("-")
-        );
-    }
-    let _ = writeln!(out, "STREAMS");
-    let _ = writeln!(
-        out,
-        "  {:<12} {:>10} {:>6}  groups (pending/lag)",
-        "stream", "length", "dead"
-    );
-    for st in &s.streams {
-        let groups: Vec<String> = st
-            .groups
-            .iter()
-            .map(|g| {
-                let lag = g.lag.map_or("?".to_owned(), |l| l.to_string());
-                format!("{}: {}/{} ({}c)", g.name, g.pending, lag, g.consumers)
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "  {:<12} {:>10} {:>6}  {}",
-            st.stream,
-            st.length,
-            st.dead_letters,
-            if groups.is_empty() {
-                "-".into()
-            } else {
-                groups.join("  ")
-            }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "REDIS {}  memory {}  policy {}  aof {}  clients {}",
-        s.redis.version,
-        s.redis.used_memory_human,
-        s.redis.maxmemory_policy,
-        if s.redis.aof_enabled { "on" } else { "off" },
-        s.redis.connected_clients
-    );
+/// The human-readable report, `width` columns wide (the live view of `kitbash up` without its
+/// header and rates).
+pub fn render(s: &Status, width: usize) -> String {
+    let view = crate::live::LiveView::of_status(s);
+    let mut out = crate::live::render(&view, width, usize::MAX).join("\n");
+    out.push('\n');
     out
 }

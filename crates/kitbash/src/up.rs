@@ -1,25 +1,263 @@
 //! `kitbash up`: the whole system on one machine — a Redis it starts itself (data under
-//! `.kitbash/redis`, AOF on, `noeviction`), every daemon binary that is built, a demo market
-//! feed, and a live status view refreshed every two seconds. Ctrl-C stops everything in order:
-//! feed, daemons (SIGTERM, they drain), then Redis.
+//! `<state dir>/redis`, AOF on, `noeviction`) unless one already answers at the configured URL,
+//! every daemon binary that is built, a demo market feed, and a live status view.
+//!
+//! `up` owns its children. Whatever ends it, they stop too:
+//! - SIGINT (Ctrl-C), SIGTERM (`timeout`, a service manager), SIGHUP (the terminal closed),
+//!   SIGQUIT, or its output going away (`up | tee log` after `tee` died; writes fail with
+//!   `EPIPE`, which `up` ignores rather than dying of): the feed stops, the daemons get SIGTERM
+//!   and drain (a second signal makes them exit at once), then Redis gets SIGTERM.
+//! - `kill -9` of `up`, or a panic: the kernel sends each child SIGTERM (see [`crate::tether`]).
+//!
+//! It records itself and its children's pids in `<state dir>/up.json` ([`UpRecord`]), which
+//! the other commands read to find this Redis, and removes the record when it stops.
 
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use fred::prelude::*;
 use kitbash_client::Producer;
-use kitbash_runtime::Config;
+use kitbash_runtime::{CancellationToken, Config};
 use kitbash_schema::DaemonKind;
+use rustix::process::Signal;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::live::LiveView;
+use crate::locate::{ChildRecord, UpRecord};
+use crate::tether;
 
 /// Options of `kitbash up`.
 #[derive(Clone, Debug)]
 pub struct UpOptions {
     /// Ticks per second of the demo feed (0 = no feed).
     pub feed_rate: f64,
-    /// Where Redis keeps its data and logs.
+    /// Where Redis keeps its data and the daemons their logs; created when missing.
     pub state_dir: PathBuf,
+    /// The profile the configuration was loaded with (passed on to the daemons).
+    pub profile: Option<String>,
+    /// The configuration directory (passed on to the daemons).
+    pub config_dir: PathBuf,
+}
+
+/// Symbols of the demo feed whose physics state the view shows.
+const SHOWN_SYMBOLS: [&str; 2] = ["SPY", "BTC-USD"];
+
+/// stderr that never kills `up`: a write that fails (pipe closed, terminal gone) marks the
+/// output as gone instead of panicking like `eprintln!` would, and later writes are skipped.
+#[derive(Debug, Default)]
+struct Console {
+    /// Set by the first failed write; read by the live loop, which then stops everything.
+    gone: AtomicBool,
+}
+
+impl Console {
+    fn write(&self, text: &str) {
+        if self.gone.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if err
+            .write_all(text.as_bytes())
+            .and_then(|()| err.flush())
+            .is_err()
+        {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn line(&self, text: &str) {
+        self.write(&format!("{text}\n"));
+    }
+
+    fn redraw(&self, lines: &[String]) {
+        self.write(&format!("\x1b[H\x1b[2J{}\n", lines.join("\n")));
+    }
+
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+}
+
+/// The signals that stop `up`.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}
+
+/// One child process of `up`.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    /// Set once it has exited (and been reaped).
+    exited: Option<ExitStatus>,
+}
+
+impl Member {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn record(&self) -> ChildRecord {
+        ChildRecord {
+            name: self.name.clone(),
+            pid: self.pid(),
+            log: self.log.clone(),
+        }
+    }
+
+    /// Reaps it if it has exited; true when it has.
+    fn poll(&mut self) -> bool {
+        if self.exited.is_none()
+            && let Ok(Some(s)) = self.child.try_wait()
+        {
+            self.exited = Some(s);
+        }
+        self.exited.is_some()
+    }
+}
+
+/// Everything `up` started.
+#[derive(Debug, Default)]
+struct Fleet {
+    /// The redis-server `up` started (none when it uses a running one).
+    redis: Option<Member>,
+    daemons: Vec<Member>,
+}
+
+impl Fleet {
+    /// Stops the daemons (SIGTERM: they drain; SIGKILL after `grace` + 5 s), then Redis.
+    async fn stop(&mut self, console: &Console, signals: &mut StopSignals, grace: Duration) {
+        for d in self.daemons.iter_mut() {
+            if d.poll() {
+                continue;
+            }
+            console.line(&format!("up: stopping {} (pid {})", d.name, d.pid()));
+            tether::signal(d.pid(), Signal::TERM);
+        }
+        wait_exited(
+            &mut self.daemons,
+            grace + Duration::from_secs(5),
+            console,
+            signals,
+        )
+        .await;
+        if let Some(r) = self.redis.as_mut().filter(|r| r.exited.is_none()) {
+            console.line(&format!("up: stopping redis-server (pid {})", r.pid()));
+            tether::signal(r.pid(), Signal::TERM);
+            wait_exited(
+                std::slice::from_mut(r),
+                Duration::from_secs(15),
+                console,
+                signals,
+            )
+            .await;
+        }
+    }
+
+    /// Children that exited since the last call, as lines for the view.
+    fn exited_notes(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for m in self.daemons.iter_mut().chain(self.redis.as_mut()) {
+            if m.poll()
+                && let Some(s) = m.exited
+            {
+                notes.push(format!(
+                    "{} (pid {}) exited ({s}): see {}",
+                    m.name,
+                    m.pid(),
+                    m.log.display()
+                ));
+            }
+        }
+        notes
+    }
+}
+
+impl Drop for Fleet {
+    /// Last resort (an early return or a panic between start and stop): never leave a child.
+    fn drop(&mut self) {
+        for m in self.daemons.iter_mut().chain(self.redis.as_mut()) {
+            if !m.poll() {
+                tether::signal(m.pid(), Signal::TERM);
+            }
+        }
+    }
+}
+
+/// Waits until every member has exited. Another stop signal meanwhile is passed on (a daemon
+/// exits at once on its second SIGTERM); past `limit` the rest are killed.
+async fn wait_exited(
+    members: &mut [Member],
+    limit: Duration,
+    console: &Console,
+    signals: &mut StopSignals,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut running = false;
+        for m in members.iter_mut() {
+            let was = m.exited.is_some();
+            if m.poll() {
+                if !was && let Some(s) = m.exited {
+                    console.line(&format!("up: {} exited ({s})", m.name));
+                }
+            } else {
+                running = true;
+            }
+        }
+        if !running {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            sig = signals.recv() => {
+                console.line(&format!("up: {sig} again: telling the rest to stop at once"));
+                for m in members.iter_mut().filter(|m| m.exited.is_none()) {
+                    tether::signal(m.pid(), Signal::TERM);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                for m in members.iter_mut() {
+                    if m.poll() {
+                        continue;
+                    }
+                    console.line(&format!("up: {} did not stop within {limit:?}; killing it", m.name));
+                    let _ = m.child.kill();
+                    m.exited = m.child.wait().ok();
+                }
+                return;
+            }
+        }
+    }
 }
 
 fn host_port(url: &str) -> (String, u16) {
@@ -28,7 +266,7 @@ fn host_port(url: &str) -> (String, u16) {
         .rsplit('@')
         .next()
         .unwrap_or(rest)
-        .split('/')
+        .split(['/', '?'])
         .next()
         .unwrap_or(rest);
     match rest.rsplit_once(':') {
@@ -38,34 +276,35 @@ fn host_port(url: &str) -> (String, u16) {
 }
 
 fn ping(host: &str, port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(addr) = format!("{host}:{port}").parse::<std::net::SocketAddr>() else {
+    use std::io::Read;
+    use std::net::ToSocketAddrs as _;
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
         return false;
     };
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 64];
+    // A Redis with a password answers -NOAUTH: it is a Redis all the same.
     s.write_all(b"PING\r\n").is_ok()
         && s.read(&mut buf)
-            .map(|n| buf[..n].starts_with(b"+PONG"))
+            .map(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
             .unwrap_or(false)
 }
 
-fn start_redis(host: &str, port: u16, dir: &Path) -> anyhow::Result<Option<Child>> {
-    if ping(host, port) {
-        eprintln!("up: Redis already answers on {host}:{port}; using it");
-        return Ok(None);
-    }
-    anyhow::ensure!(
-        host == "127.0.0.1" || host == "localhost",
-        "Redis at {host}:{port} does not answer and is not local; start it or fix [redis] url"
-    );
-    std::fs::create_dir_all(dir)?;
+/// Starts redis-server on `port` with its data in `dir`, tied to `up`.
+async fn start_redis(port: u16, dir: &Path, console: &Console) -> anyhow::Result<Member> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let bin = kitbash_testkit::find_redis_server()?;
-    let log = std::fs::File::create(dir.join("redis.log"))?;
-    let child = Command::new(bin)
+    let log_path = dir.join("redis.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let child = tether::command(&bin)?
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(dir)
         .args([
@@ -78,25 +317,39 @@ fn start_redis(host: &str, port: u16, dir: &Path) -> anyhow::Result<Option<Child
             "--maxmemory-policy",
             "noeviction",
         ])
+        .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        // Own process group: a terminal's Ctrl-C reaches only `kitbash up`, which then stops
-        // the children in order (a second signal would make a daemon skip its drain).
-        .process_group(0)
-        .spawn()?;
-    for _ in 0..100 {
-        if ping(host, port) {
-            eprintln!(
-                "up: started redis-server on {host}:{port} (data in {})",
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut member = Member {
+        name: "redis-server".into(),
+        child,
+        log: log_path,
+        exited: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ping("127.0.0.1", port) {
+            console.line(&format!(
+                "up: started redis-server on 127.0.0.1:{port} (pid {}, data in {})",
+                member.pid(),
                 dir.display()
-            );
-            return Ok(Some(child));
+            ));
+            return Ok(member);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if member.poll() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Dropping `member` would only signal it; stop and reap it here.
+    let _ = member.child.kill();
+    let _ = member.child.wait();
+    member.exited = Some(ExitStatus::default());
     anyhow::bail!(
         "redis-server did not answer on port {port}; see {}",
-        dir.join("redis.log").display()
+        member.log.display()
     )
 }
 
@@ -106,52 +359,163 @@ fn daemon_binary(kind: DaemonKind) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn terminate(child: &mut Child, name: &str) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    for _ in 0..300 {
-        if let Ok(Some(status)) = child.try_wait() {
-            eprintln!("up: {name} exited ({status})");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("up: {name} did not stop in 15 s; killing it");
-    let _ = child.kill();
+/// What `up` runs besides its children: the status client and the demo feed.
+#[derive(Default)]
+struct Session {
+    client: Option<Client>,
+    feed: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<u64>>,
+    )>,
 }
 
-/// Runs until Ctrl-C.
+/// Runs until a stop signal or until its output is gone; always stops what it started.
 pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
-    let (host, port) = host_port(&config.redis.url);
-    let mut redis = start_redis(&host, port, &opts.state_dir.join("redis"))?;
-    let mut daemons: Vec<(String, Child)> = Vec::new();
-    for kind in DaemonKind::ALL {
-        match daemon_binary(kind) {
-            Some(bin) => {
-                let log =
-                    std::fs::File::create(opts.state_dir.join(format!("{}.log", kind.name())))?;
-                let child = Command::new(&bin)
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .process_group(0)
-                    .spawn()?;
-                eprintln!(
-                    "up: started {} (pid {}, log .kitbash/{}.log)",
-                    bin.display(),
-                    child.id(),
-                    kind.name()
-                );
-                daemons.push((kind.name().to_owned(), child));
-            }
-            None => eprintln!("up: kitbash-{} is not built yet; skipping", kind.name()),
-        }
+    let console = Console::default();
+    let mut signals = StopSignals::install().context("cannot install signal handlers")?;
+    let state_dir = crate::locate::absolute(&opts.state_dir);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    if let Some(other) = UpRecord::read_live(&state_dir) {
+        anyhow::bail!(
+            "another `kitbash up` (pid {}) already runs with the state directory {}; stop it first",
+            other.pid,
+            state_dir.display()
+        );
     }
-    let client =
-        kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10)).await?;
+    let mut fleet = Fleet::default();
+    let mut session = Session::default();
+    let result = start_and_watch(
+        &config,
+        &opts,
+        &state_dir,
+        &console,
+        &mut signals,
+        &mut fleet,
+        &mut session,
+    )
+    .await;
+    if let Err(e) = &result {
+        console.line(&format!("up: {e:#}"));
+    }
+    console.line("up: stopping: the feed, then the daemons (they drain), then Redis");
+    if let Some((token, feed)) = session.feed.take() {
+        token.cancel();
+        let _ = feed.await;
+    }
+    if let Some(c) = session.client.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.quit()).await;
+    }
+    fleet
+        .stop(
+            &console,
+            &mut signals,
+            Duration::from_millis(config.consumer.grace_ms),
+        )
+        .await;
+    UpRecord::remove(&state_dir);
+    console.line("up: stopped; nothing it started is left running");
+    result
+}
+
+async fn start_and_watch(
+    config: &Config,
+    opts: &UpOptions,
+    state_dir: &Path,
+    console: &Console,
+    signals: &mut StopSignals,
+    fleet: &mut Fleet,
+    session: &mut Session,
+) -> anyhow::Result<()> {
+    let url = kitbash_runtime::daemon::redact(&config.redis.url);
+    let (host, port) = host_port(&config.redis.url);
+    let mut record = UpRecord {
+        pid: std::process::id(),
+        state: "starting".into(),
+        redis_url: config.redis.url.clone(),
+        namespace: config.redis.namespace.clone(),
+        profile: opts.profile.clone(),
+        config_dir: crate::locate::absolute(&opts.config_dir),
+        redis: None,
+        daemons: Vec::new(),
+        not_built: Vec::new(),
+    };
+    let redis_note = if ping(&host, port) {
+        console.line(&format!(
+            "up: Redis already answers at {url}; using it (up will not stop it)"
+        ));
+        "already running; up leaves it running".to_owned()
+    } else {
+        anyhow::ensure!(
+            host == "127.0.0.1" || host == "localhost",
+            "Redis at {url} does not answer and is not local, so up cannot start it: start it or fix [redis] url"
+        );
+        let r = start_redis(port, &state_dir.join("redis"), console).await?;
+        let note = format!("started by up, pid {}", r.pid());
+        record.redis = Some(r.record());
+        fleet.redis = Some(r);
+        note
+    };
+    record
+        .write(state_dir)
+        .context("cannot write the up record")?;
+
+    for kind in DaemonKind::ALL {
+        let Some(bin) = daemon_binary(kind) else {
+            record.not_built.push(kind.name().to_owned());
+            continue;
+        };
+        let log_path = state_dir.join(format!("{}.log", kind.name()));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut cmd = tether::command(&bin)?;
+        // The daemons use exactly the Redis, namespace and configuration up uses, whatever
+        // flags up was given.
+        cmd.env("KITBASH__REDIS__URL", &config.redis.url)
+            .env("KITBASH__REDIS__NAMESPACE", &config.redis.namespace)
+            .env("KITBASH_CONFIG_DIR", &record.config_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        match &opts.profile {
+            Some(p) => cmd.env("KITBASH_PROFILE", p),
+            None => cmd.env_remove("KITBASH_PROFILE"),
+        };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let member = Member {
+            name: kind.name().to_owned(),
+            child,
+            log: log_path,
+            exited: None,
+        };
+        console.line(&format!(
+            "up: started {} (pid {}, log {})",
+            bin.display(),
+            member.pid(),
+            member.log.display()
+        ));
+        record.daemons.push(member.record());
+        fleet.daemons.push(member);
+    }
+    if !record.not_built.is_empty() {
+        console.line(&format!(
+            "up: not built yet: {}",
+            record.not_built.join(", ")
+        ));
+    }
+    record.state = "running".into();
+    record
+        .write(state_dir)
+        .context("cannot write the up record")?;
+
+    let client = kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    session.client = Some(client.clone());
     let keys = config.redis.keys();
-    let stop = kitbash_runtime::CancellationToken::new();
-    let feed = if opts.feed_rate > 0.0 {
+    if opts.feed_rate > 0.0 {
         let producer = Producer::new(client.clone(), keys.clone(), config.feynman.partitions);
         let fo = crate::feed::FeedOptions {
             count: None,
@@ -163,50 +527,119 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
             seed: 42,
             progress: false,
         };
-        let token = stop.clone();
-        eprintln!("up: demo market feed at {} ticks/s", opts.feed_rate);
-        Some(tokio::spawn(async move {
-            crate::feed::ticks(&producer, &fo, token).await
-        }))
-    } else {
-        None
-    };
-    eprintln!(
-        "up: running; Ctrl-C stops everything. The web dashboard comes with the bridge daemon; meanwhile, live status:"
-    );
+        let token = CancellationToken::new();
+        let t = token.clone();
+        console.line(&format!(
+            "up: demo market feed at {} ticks/s",
+            opts.feed_rate
+        ));
+        session.feed = Some((
+            token,
+            tokio::spawn(async move { crate::feed::ticks(&producer, &fo, t).await }),
+        ));
+    }
+
+    let mut header = vec![format!(
+        "kitbash up · Redis {url} ({redis_note}) · config {}{} · Ctrl-C stops everything",
+        record.config_dir.display(),
+        opts.profile
+            .as_ref()
+            .map_or_else(String::new, |p| format!(", profile {p}"))
+    )];
+    let started: Vec<String> = record
+        .daemons
+        .iter()
+        .map(|d| format!("{} (pid {})", d.name, d.pid))
+        .collect();
+    header.push(format!(
+        "started: {} · logs in {}{}",
+        if started.is_empty() {
+            "no daemon".to_owned()
+        } else {
+            started.join(", ")
+        },
+        state_dir.display(),
+        if record.not_built.is_empty() {
+            String::new()
+        } else {
+            format!(" · not built yet: {}", record.not_built.join(", "))
+        }
+    ));
+    let mut exited: Vec<String> = Vec::new();
+    let mut previous: Option<(Instant, BTreeMap<String, u64>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
+    let reason = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            sig = signals.recv() => break format!("{sig} received"),
             _ = tick.tick() => {
-                match crate::status::collect(&client, &keys, config.feynman.partitions, config.fleet.heartbeat_ms).await {
-                    Ok(s) => {
-                        let mut view = crate::status::render(&s);
-                        for sym in ["SPY", "BTC-USD"] {
-                            let key = keys.physics_state(sym);
-                            let v: Option<String> = client.get(&key).await.unwrap_or(None);
-                            if let Some(v) = v {
-                                view.push_str(&format!("{key} {v}\n"));
+                exited.extend(fleet.exited_notes().into_iter().map(|n| format!("EXITED: {n}")));
+                let mut view = LiveView {
+                    header: header.iter().chain(&exited).cloned().collect(),
+                    ..LiveView::default()
+                };
+                let collected = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    crate::status::collect(&client, &keys, config.feynman.partitions, config.fleet.heartbeat_ms),
+                ).await;
+                match collected {
+                    Ok(Ok(s)) => {
+                        let now = Instant::now();
+                        let added: BTreeMap<String, u64> =
+                            s.streams.iter().map(|x| (x.stream.clone(), x.entries_added)).collect();
+                        if let Some((then, before)) = &previous {
+                            let dt = now.duration_since(*then).as_secs_f64().max(1e-3);
+                            for (name, n) in &added {
+                                if let Some(b) = before.get(name) {
+                                    view.rates.insert(name.clone(), n.saturating_sub(*b) as f64 / dt);
+                                }
                             }
                         }
-                        eprint!("\x1b[2J\x1b[H{view}");
+                        previous = Some((now, added));
+                        view.daemons = s.daemons;
+                        view.streams = s.streams;
+                        view.redis = Some(s.redis);
                     }
-                    Err(e) => eprintln!("up: status failed: {e}"),
+                    Ok(Err(e)) => view.header.push(format!("status unavailable: {e:#}")),
+                    Err(_) => view.header.push("status unavailable: Redis did not answer within 5 s".into()),
+                }
+                for sym in SHOWN_SYMBOLS {
+                    let v: Option<String> = client.get(keys.physics_state(sym)).await.unwrap_or(None);
+                    if let Some(v) = v.and_then(|v| serde_json::from_str(&v).ok()) {
+                        view.physics.push((sym.to_owned(), v));
+                    }
+                }
+                let (width, height) = terminal_size();
+                console.redraw(&crate::live::render(&view, width, height.saturating_sub(1)));
+                if console.gone() {
+                    break "its output was closed".to_owned();
                 }
             }
         }
-    }
-    eprintln!("\nup: stopping");
-    stop.cancel();
-    if let Some(f) = feed {
-        let _ = f.await;
-    }
-    for (name, child) in daemons.iter_mut() {
-        terminate(child, name);
-    }
-    let _ = client.quit().await;
-    if let Some(r) = redis.as_mut() {
-        terminate(r, "redis-server");
-    }
+    };
+    console.line(&format!("\nup: {reason}"));
     Ok(())
+}
+
+/// Columns and rows of the terminal `up` draws on: stderr's, else stdout's, else stdin's
+/// (`up 2>&1 | tee log` still has the terminal on stdin), else `/dev/tty`'s, else
+/// `$COLUMNS`×`$LINES`, else 80×24.
+pub fn terminal_size() -> (usize, usize) {
+    use std::os::fd::AsFd as _;
+    fn of(fd: std::os::fd::BorrowedFd<'_>) -> Option<(usize, usize)> {
+        let w = rustix::termios::tcgetwinsize(fd).ok()?;
+        (w.ws_col > 0 && w.ws_row > 0).then_some((usize::from(w.ws_col), usize::from(w.ws_row)))
+    }
+    of(std::io::stderr().as_fd())
+        .or_else(|| of(std::io::stdout().as_fd()))
+        .or_else(|| of(std::io::stdin().as_fd()))
+        .or_else(|| {
+            std::fs::File::open("/dev/tty")
+                .ok()
+                .and_then(|f| of(f.as_fd()))
+        })
+        .or_else(|| {
+            let env = |k| std::env::var(k).ok()?.parse::<usize>().ok();
+            Some((env("COLUMNS")?, env("LINES")?))
+        })
+        .unwrap_or((80, 24))
 }

@@ -2,4 +2,6 @@
 //! the real binary.
 
 mod budget;
+mod errors;
+mod live;
 mod status;

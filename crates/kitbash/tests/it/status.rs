@@ -1,4 +1,5 @@
-//! `kitbash status` lists daemons, streams, groups, lag, pending and dead letters.
+//! `kitbash status` lists daemons, streams, groups, lag, pending and dead letters, and feynman's
+//! tick partitions as partitions, each with an explicit lag and `caught_up`.
 
 use std::process::Command;
 
@@ -9,8 +10,12 @@ use kitbash_testkit::RedisServer;
 
 fn kitbash(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kitbash"));
+    // The repository's own configuration, so no "no configuration found" notice.
     c.args(args)
-        .env("KITBASH_CONFIG_DIR", "/nonexistent")
+        .env(
+            "KITBASH_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+        )
         .env_remove("KITBASH_PROFILE");
     for (k, v) in env {
         c.env(k, v);
@@ -133,12 +138,98 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
     // 8 tick partitions + 5 other streams by default.
     assert_eq!(s["streams"].as_array().map(Vec::len), Some(13));
 
+    assert_eq!(queries["groups"][0]["caught_up"], false);
+    // An empty stream's group: lag 0, caught up (not null).
+    let e = keys.stream(StreamName::Entity);
+    let _: Value = client
+        .xgroup_create(&e, "entity", "$", true)
+        .await
+        .expect("group on an empty stream");
+
+    // Partitions: 1 has two ticks, one applied; 2 is empty and unowned; 3 is fully applied.
+    let t1 = keys.stream(StreamName::Ticks(1));
+    let first: String = client
+        .xadd(&t1, false, None, "*", vec![("type", "tick")])
+        .await
+        .expect("xadd");
+    let _: String = client
+        .xadd(&t1, false, None, "*", vec![("type", "tick")])
+        .await
+        .expect("xadd");
+    let t3 = keys.stream(StreamName::Ticks(3));
+    let only: String = client
+        .xadd(&t3, false, None, "*", vec![("type", "tick")])
+        .await
+        .expect("xadd");
+    for (p, id) in [(1, &first), (3, &only)] {
+        let _: () = client
+            .hset(
+                keys.partition_checkpoint(p),
+                vec![
+                    (Keys::CHECKPOINT_LAST_ID, id.as_str()),
+                    (Keys::CHECKPOINT_CONSUMED, "1"),
+                ],
+            )
+            .await
+            .expect("checkpoint");
+    }
+    let _: () = client
+        .set(
+            keys.partition_lease(1),
+            "feynman-h-1-abcdef",
+            None,
+            None,
+            false,
+        )
+        .await
+        .expect("lease");
+    let out = kitbash(
+        &["status", "--json", "--namespace", &ns],
+        &[("KITBASH__REDIS__URL", &server.url())],
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let stream = |name: &str| {
+        s["streams"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["stream"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let entity = stream("entity");
+    assert_eq!(entity["groups"][0]["lag"], 0, "{entity}");
+    assert_eq!(entity["groups"][0]["caught_up"], true, "{entity}");
+    let p1 = stream("ticks:1");
+    assert_eq!(p1["groups"], serde_json::json!([]), "no fake group: {p1}");
+    assert_eq!(p1["partition"]["lag"], 1, "{p1}");
+    assert_eq!(p1["partition"]["caught_up"], false, "{p1}");
+    assert_eq!(p1["partition"]["owner"], "feynman-h-1-abcdef", "{p1}");
+    assert_eq!(p1["partition"]["position"], first.as_str(), "{p1}");
+    let p2 = stream("ticks:2");
+    assert_eq!(p2["partition"]["lag"], 0, "{p2}");
+    assert_eq!(p2["partition"]["caught_up"], true, "{p2}");
+    assert!(p2["partition"]["owner"].is_null(), "{p2}");
+    let p3 = stream("ticks:3");
+    assert_eq!(p3["partition"]["lag"], 0, "{p3}");
+    assert_eq!(p3["partition"]["caught_up"], true, "{p3}");
+
     let table = kitbash(
         &["status", "--namespace", &ns],
         &[("KITBASH__REDIS__URL", &server.url())],
     );
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("decay: 2/3"), "{text}");
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("queries"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    // queries: length 5, rate unknown, lag 3, pending 2, dead 1, read by decay.
+    assert_eq!(row, ["queries", "5", "-", "3", "2", "1", "decay"], "{text}");
+    assert!(text.contains("TICK PARTITIONS"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("p1") && l.contains("abcdef") && l.contains("lag 1")),
+        "{text}"
+    );
     let _ = client.quit().await;
 }
 

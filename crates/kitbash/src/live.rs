@@ -1,0 +1,456 @@
+//! The status view of `kitbash up` and `kitbash status`, as a pure function of a snapshot, a
+//! width and a height: [`render`] returns lines that never exceed the width, and no more lines
+//! than the height (dropping the legend, then the physics lines, then the Redis line, then
+//! eliding long lists). Values are rounded for people (`12.3k`, `0.4s`).
+//!
+//! Layout (80 columns, most terminals' default):
+//! ```text
+//! kitbash up · Redis redis://127.0.0.1:6390 (started by up, pid 4100) · config …
+//! started: feynman (pid 4242) · not built yet: entity, decay, ghost, bridge, archive
+//! DAEMONS
+//!   feynman  a1b2c3  pid 4242    ready     beat 400ms  8 parts  127.0.0.1:40123
+//! STREAM           LENGTH  ADDED/s     LAG  PENDING   DEAD  READ BY
+//!   ticks ×8        12.3k      200       0        -      0  feynman, partitions:
+//! TICK PARTITIONS (owner, position = ticks applied, lag)
+//!   p0  a1b2c3   1.5k  lag 0       p1  a1b2c3   1.6k  lag 0
+//! SPY      Lévy Stable (α 2.41) · mass 258 · momentum -0.199 · friction 0.037 · …
+//! REDIS 7.0.15 · 1.2M used · policy noeviction · aof on · 5 clients
+//! lag: entries not processed yet · pending: delivered, not acknowledged · …
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::status::{DaemonStatus, RedisStatus, Status, StreamStatus};
+
+/// Everything the view shows; built from a [`Status`] plus what `up` knows.
+#[derive(Clone, Debug, Default)]
+pub struct LiveView {
+    /// Paragraphs above the tables (what `up` started, where Redis and the config are).
+    pub header: Vec<String>,
+    /// Daemon instances from the fleet register.
+    pub daemons: Vec<DaemonStatus>,
+    /// Every stream.
+    pub streams: Vec<StreamStatus>,
+    /// The server, when known.
+    pub redis: Option<RedisStatus>,
+    /// Entries added per second, by logical stream name (`ticks:3`); absent = not measured.
+    pub rates: BTreeMap<String, f64>,
+    /// `physics:state` of a few symbols: (symbol, the state JSON).
+    pub physics: Vec<(String, serde_json::Value)>,
+}
+
+impl LiveView {
+    /// The view of a status report alone (no header, no rates).
+    pub fn of_status(s: &Status) -> Self {
+        Self {
+            daemons: s.daemons.clone(),
+            streams: s.streams.clone(),
+            redis: Some(s.redis.clone()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Rounds for people: 3 significant digits, `k`/`M`/`G` above a thousand (`12.3k`).
+pub fn human(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let a = v.abs();
+    let (scaled, suffix) = if a >= 1e9 {
+        (v / 1e9, "G")
+    } else if a >= 1e6 {
+        (v / 1e6, "M")
+    } else if a >= 1e3 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let s = scaled.abs();
+    let text = if s == 0.0 {
+        "0".to_owned()
+    } else if s >= 100.0 {
+        format!("{scaled:.0}")
+    } else if s >= 10.0 {
+        format!("{scaled:.1}")
+    } else if s >= 1.0 {
+        format!("{scaled:.2}")
+    } else if s >= 0.001 {
+        format!("{scaled:.3}")
+    } else {
+        return format!("{v:.1e}");
+    };
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
+    format!("{text}{suffix}")
+}
+
+/// A count: exact below 10,000, then rounded (`12.3k`).
+pub fn count(n: u64) -> String {
+    if n < 10_000 {
+        n.to_string()
+    } else {
+        human(n as f64)
+    }
+}
+
+/// Milliseconds for people: `0.4s`, `12s`, `3.5m`.
+pub fn duration_ms(ms: i64) -> String {
+    let s = ms.max(0) as f64 / 1000.0;
+    if ms < 1000 {
+        format!("{}ms", ms.max(0))
+    } else if s < 60.0 {
+        format!("{}s", human(s))
+    } else if s < 3600.0 {
+        format!("{}m", human(s / 60.0))
+    } else {
+        format!("{}h", human(s / 3600.0))
+    }
+}
+
+/// The short id of an instance (`feynman-host-4242-a1b2c3` → `a1b2c3`), as the view shows it.
+pub fn short_id(instance: &str) -> &str {
+    instance.rsplit('-').next().unwrap_or(instance)
+}
+
+/// Cuts `line` to `width` columns (characters), marking the cut with `…`.
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// Word-wraps a paragraph to `width` columns; continuation lines are indented by two.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+            line.push_str("  ");
+        }
+        if !line.trim().is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.trim().is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// One block of the view; blocks with a lower `keep` are dropped first when lines run short.
+struct Block {
+    keep: u8,
+    lines: Vec<String>,
+}
+
+/// Renders the view into at most `height` lines of at most `width` columns.
+pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
+    let width = width.max(20);
+    let mut blocks = vec![
+        Block {
+            keep: 9,
+            lines: view.header.iter().flat_map(|p| wrap(p, width)).collect(),
+        },
+        Block {
+            keep: 8,
+            lines: daemon_lines(view, width),
+        },
+        Block {
+            keep: 8,
+            lines: stream_lines(view, width),
+        },
+        Block {
+            keep: 7,
+            lines: partition_lines(view, width),
+        },
+        Block {
+            keep: 2,
+            lines: physics_lines(view, width),
+        },
+        Block {
+            keep: 3,
+            lines: view.redis.as_ref().map(redis_line).into_iter().collect(),
+        },
+        Block {
+            keep: 4,
+            lines: wrap(
+                "lag: not processed yet · pending: not acknowledged · dead: dead letters · \
+                 ADDED/s: per second · position: ticks applied · ids end instance names",
+                width,
+            ),
+        },
+    ];
+    let total = |b: &[Block]| b.iter().map(|b| b.lines.len()).sum::<usize>();
+    while total(&blocks) > height {
+        let Some((i, _)) = blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.keep < 7 && !b.lines.is_empty())
+            .min_by_key(|(_, b)| b.keep)
+        else {
+            break;
+        };
+        blocks[i].lines.clear();
+    }
+    let mut lines: Vec<String> = blocks.into_iter().flat_map(|b| b.lines).collect();
+    if lines.len() > height {
+        let hidden = lines.len() - height + 1;
+        lines.truncate(height.saturating_sub(1));
+        lines.push(format!("… {hidden} more lines: enlarge the terminal"));
+    }
+    lines.into_iter().map(|l| fit(&l, width)).collect()
+}
+
+fn daemon_lines(view: &LiveView, width: usize) -> Vec<String> {
+    let mut out = vec!["DAEMONS".to_owned()];
+    if view.daemons.is_empty() {
+        out.push("  (none registered yet)".into());
+    }
+    let wide = width >= 110;
+    for d in &view.daemons {
+        let state = match (d.alive, d.ready) {
+            (true, true) => "ready",
+            (true, false) => "NOT ready",
+            _ => "DEAD",
+        };
+        let parts = view
+            .streams
+            .iter()
+            .filter_map(|s| s.partition.as_ref())
+            .filter(|p| p.owner.as_deref() == Some(d.instance.as_str()))
+            .count();
+        let id = if wide {
+            d.instance.as_str()
+        } else {
+            short_id(&d.instance)
+        };
+        let pid = d.pid.map_or("-".to_owned(), |p| p.to_string());
+        let parts = if parts > 0 {
+            format!("{parts} parts")
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "  {:<8} {:<6}  pid {:<7} {:<9} beat {:<6} {:<8} {}",
+            d.kind,
+            id,
+            pid,
+            state,
+            duration_ms(d.last_beat_ms_ago),
+            parts,
+            d.admin.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+fn is_ticks(s: &StreamStatus) -> bool {
+    s.partition.is_some()
+}
+
+fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
+    let row = |name: &str,
+               length: String,
+               rate: String,
+               lag: String,
+               pending: String,
+               dead: String,
+               by: String| {
+        format!("  {name:<13} {length:>7} {rate:>8} {lag:>7} {pending:>8} {dead:>6}  {by}")
+    };
+    let mut out = vec![fit(
+        &row(
+            "STREAM",
+            "LENGTH".into(),
+            "ADDED/s".into(),
+            "LAG".into(),
+            "PENDING".into(),
+            "DEAD".into(),
+            "READ BY".into(),
+        )[2..],
+        width,
+    )];
+    let rate_of = |names: &[&StreamStatus]| -> String {
+        let rates: Vec<f64> = names
+            .iter()
+            .filter_map(|s| view.rates.get(&s.stream).copied())
+            .collect();
+        if rates.is_empty() {
+            "-".into()
+        } else {
+            human(rates.iter().sum())
+        }
+    };
+    let ticks: Vec<&StreamStatus> = view.streams.iter().filter(|s| is_ticks(s)).collect();
+    if !ticks.is_empty() {
+        let lag: u64 = ticks
+            .iter()
+            .filter_map(|s| s.partition.as_ref())
+            .map(|p| p.lag)
+            .sum();
+        out.push(row(
+            &format!("ticks ×{}", ticks.len()),
+            count(ticks.iter().map(|s| s.length).sum()),
+            rate_of(&ticks),
+            count(lag),
+            "-".into(),
+            count(ticks.iter().map(|s| s.dead_letters).sum()),
+            "feynman, by partition:".into(),
+        ));
+    }
+    let idle = |s: &StreamStatus| s.length == 0 && s.groups.is_empty() && s.dead_letters == 0;
+    for s in view.streams.iter().filter(|s| !is_ticks(s) && !idle(s)) {
+        let (lag, pending, by) = if s.groups.is_empty() {
+            ("-".to_owned(), "-".to_owned(), "-".to_owned())
+        } else {
+            let lag = s.groups.iter().map(|g| g.lag).max().unwrap_or(0);
+            let pending = s.groups.iter().map(|g| g.pending).sum();
+            let names: Vec<&str> = s.groups.iter().map(|g| g.name.as_str()).collect();
+            (count(lag), count(pending), names.join(","))
+        };
+        out.push(row(
+            &s.stream,
+            count(s.length),
+            rate_of(&[s]),
+            lag,
+            pending,
+            count(s.dead_letters),
+            by,
+        ));
+    }
+    let idle: Vec<&str> = view
+        .streams
+        .iter()
+        .filter(|s| !is_ticks(s) && idle(s))
+        .map(|s| s.stream.as_str())
+        .collect();
+    if !idle.is_empty() {
+        out.push(format!(
+            "  empty, nobody reads them yet: {}",
+            idle.join(", ")
+        ));
+    }
+    out
+}
+
+fn partition_lines(view: &LiveView, width: usize) -> Vec<String> {
+    let parts: Vec<_> = view
+        .streams
+        .iter()
+        .filter_map(|s| s.partition.as_ref())
+        .collect();
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    let cells: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let owner = p.owner.as_deref().map_or("-", short_id);
+            let position = if p.position.is_some() {
+                count(p.consumed)
+            } else {
+                "-".to_owned()
+            };
+            format!(
+                "p{:<3} {:<6} {:>6}  lag {:<6}",
+                p.partition,
+                owner,
+                position,
+                count(p.lag)
+            )
+        })
+        .collect();
+    let cell_w = cells.iter().map(|c| c.chars().count()).max().unwrap_or(1) + 2;
+    let per_row = ((width.saturating_sub(2)) / cell_w).max(1);
+    let mut out = vec!["TICK PARTITIONS (owner, position = ticks applied, lag)".to_owned()];
+    for chunk in cells.chunks(per_row) {
+        let mut line = String::from("  ");
+        for c in chunk {
+            line.push_str(&format!("{c:<cell_w$}"));
+        }
+        out.push(line.trim_end().to_owned());
+    }
+    out
+}
+
+fn physics_lines(view: &LiveView, width: usize) -> Vec<String> {
+    let fields = [
+        ("mass", "mass"),
+        ("momentum", "momentum"),
+        ("friction", "friction"),
+        ("entropy", "entropy"),
+        ("nash_dist", "nash"),
+    ];
+    view.physics
+        .iter()
+        .map(|(sym, v)| {
+            let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+            let mut line = format!("{sym:<8}");
+            let regime = v.get("regime").and_then(|r| r.as_str()).unwrap_or("?");
+            match num("alpha_coefficient") {
+                Some(a) => line.push_str(&format!(" {regime} (α {})", human(a))),
+                None => line.push_str(&format!(" {regime}")),
+            }
+            for (k, label) in fields {
+                let Some(x) = num(k) else { continue };
+                let item = format!(" · {label} {}", human(x));
+                if line.chars().count() + item.chars().count() > width {
+                    break;
+                }
+                line.push_str(&item);
+            }
+            line
+        })
+        .collect()
+}
+
+fn redis_line(r: &RedisStatus) -> String {
+    format!(
+        "REDIS {} · {} used · policy {} · aof {} · {} clients",
+        r.version,
+        r.used_memory_human,
+        r.maxmemory_policy,
+        if r.aof_enabled { "on" } else { "off" },
+        r.connected_clients
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_rounded_for_people() {
+        assert_eq!(human(0.0), "0");
+        assert_eq!(human(6.350_000_000_000_000_5), "6.35");
+        assert_eq!(human(12_345.0), "12.3k");
+        assert_eq!(human(999.4), "999");
+        assert_eq!(human(1_500_000.0), "1.5M");
+        assert_eq!(human(-0.012_34), "-0.012");
+        assert_eq!(human(f64::NAN), "-");
+        assert_eq!(count(9_999), "9999");
+        assert_eq!(count(123_456), "123k");
+        assert_eq!(duration_ms(400), "400ms");
+        assert_eq!(duration_ms(2_500), "2.5s");
+        assert_eq!(duration_ms(90_000), "1.5m");
+        assert_eq!(short_id("feynman-host-4242-a1b2c3"), "a1b2c3");
+    }
+
+    #[test]
+    fn fit_and_wrap_respect_the_width() {
+        assert_eq!(fit("abcdef", 4), "abc…");
+        for l in wrap("one two three four five six seven eight nine ten", 12) {
+            assert!(l.chars().count() <= 12, "{l}");
+        }
+    }
+}
