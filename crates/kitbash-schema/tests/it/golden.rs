@@ -42,13 +42,14 @@ fn state_update_matches_the_seed_example() {
         data: StateUpdateData {
             price: Some(450.32),
             stream_id: Some("1-0".into()),
+            source: Some("1766318400000-0".into()),
             ..u.data.clone()
         },
         ..u
     };
     assert_eq!(
         String::from_utf8(full.to_json()).expect("utf8"),
-        r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00Z","data":{"alpha":2.8,"regime":"Gaussian","price":450.32,"stream_id":"1-0"}}"#
+        r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00Z","data":{"alpha":2.8,"regime":"Gaussian","price":450.32,"stream_id":"1-0","source":"1766318400000-0"}}"#
     );
 }
 
@@ -80,6 +81,7 @@ fn state_update_timestamps_have_one_fixed_format() {
             entropy: None,
             nash_dist: None,
             stream_id: None,
+            source: None,
         },
     };
     assert_eq!(
