@@ -249,6 +249,7 @@ pub async fn run(
         let cmd = command_for_key("XREAD", &stream_key, true);
         let reply: Value = reader.with_options(&opts).custom(cmd, args).await?;
         let batch = entries::parse_xread(&reply)?;
+        let started = Instant::now();
         let Some(batch_last) = batch.last().map(|e| e.id.clone()) else {
             if snapshot_stale && Instant::now() >= snapshot_due {
                 // Idle: write the pending snapshot so a takeover replays nothing.
@@ -337,6 +338,11 @@ pub async fn run(
         )
         .await?;
         last_id = batch_last;
+        let logical = stream.logical();
+        let batch_labels = [("stream", logical.as_str()), ("group", "feynman")];
+        shared
+            .metrics
+            .observe_batch(&batch_labels, started, batch.len());
         let labels = [("partition", p_label.as_str())];
         shared.metrics.inc(
             "kitbash_feynman_ticks_total",

@@ -1,5 +1,5 @@
 //! The per-instance admin endpoint: `/healthz` (the process runs), `/readyz` (Redis answers and
-//! every consumer group is in place) and `/metrics` (Prometheus text format).
+//! every consumer group is in place) and `/metrics` (OpenMetrics text, which Prometheus reads).
 
 use std::net::SocketAddr;
 
@@ -97,7 +97,7 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
         if s.health.ready() { 1.0 } else { 0.0 },
     );
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
 }

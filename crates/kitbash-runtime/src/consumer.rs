@@ -329,6 +329,7 @@ impl StreamConsumer {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(());
         };
+        let (started, entries) = (Instant::now(), batch.len());
         if self
             .last_seen
             .as_deref()
@@ -408,6 +409,9 @@ impl StreamConsumer {
         let n_dead = dead.len() as u64;
         self.commit(ack, dead).await?;
         self.stats.dead += n_dead;
+        let stream = self.stream.logical();
+        let labels = [("stream", stream.as_str()), ("group", self.group.as_str())];
+        self.metrics.observe_batch(&labels, started, entries);
         Ok(())
     }
 
