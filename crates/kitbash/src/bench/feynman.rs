@@ -22,9 +22,12 @@
 //! - `p99_tick_to_update_ms_last_of_batch`: the old method on the same run — only the ticks an
 //!   update names as its `source` (the last tick of the symbol in a coalesced batch).
 //! - `rss_per_symbol_kb`: the daemon as its own process; RSS (`VmRSS`) once it owns its
-//!   partitions, then after 10 ticks for each of 10,000 symbols were applied and snapshotted;
-//!   the difference divided by the symbols. Baseline: the checkpoint snapshot's bytes per
-//!   symbol (what a symbol's state is when encoded), same run.
+//!   partitions, then after 10 ticks for each of 10,000 symbols, offered at 10,000 ticks/s,
+//!   were applied and snapshotted; the difference divided by the symbols. Baseline: the
+//!   checkpoint snapshot's bytes per symbol (what a symbol's state is when encoded), same run.
+//! - `rss_per_symbol_kb_backlog`: the same ticks loaded first and drained as a backlog. Batches
+//!   of 1000 ticks of ~1000 symbols make the largest commits; the allocator keeps the transient
+//!   peak resident, so this figure measures that peak more than the symbols' state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -196,9 +199,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     out.extend(latency(opts, &t, &client, &format!("bench{run_id}c"), rtt_p99).await?);
 
     // ---- memory per symbol ----
-    out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}d")).await?);
+    out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}d"), Load::Paced).await?);
+    out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}e"), Load::Backlog).await?);
 
-    for ns in ["a", "b", "c", "d"] {
+    for ns in ["a", "b", "c", "d", "e"] {
         remove_namespace(&client, &format!("bench{run_id}{ns}")).await?;
     }
     let _ = client.quit().await;
@@ -644,8 +648,23 @@ async fn latency(
     Ok(out)
 }
 
+/// How the memory phase offers its ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Load {
+    /// 10,000 ticks/s, one XADD each, as producers send them: batches stay small.
+    Paced,
+    /// Everything XADDed first, then drained as a backlog (batches of 1000 ticks of ~1000
+    /// symbols each: the largest commits, the highest transient memory).
+    Backlog,
+}
+
 /// RSS of the daemon process per symbol held (10 ticks each, window 1000).
-async fn rss_per_symbol(t: &Target, client: &Client, ns: &str) -> anyhow::Result<Record> {
+async fn rss_per_symbol(
+    t: &Target,
+    client: &Client,
+    ns: &str,
+    load: Load,
+) -> anyhow::Result<Record> {
     let keys = Keys::new(Namespace::new(ns)?);
     let cfg = bench_config(&t.url, ns);
     let daemon = Daemon::start(&cfg)?;
@@ -661,28 +680,50 @@ async fn rss_per_symbol(t: &Target, client: &Client, ns: &str) -> anyhow::Result
         .await?;
     let before = rss_kib(pid)?;
     eprintln!(
-        "feynman: {RSS_TICKS_PER_SYMBOL} ticks for each of {RSS_SYMBOLS} symbols (daemon RSS {before} KiB) …"
+        "feynman: {RSS_TICKS_PER_SYMBOL} ticks for each of {RSS_SYMBOLS} symbols, {load:?} (daemon RSS {before} KiB) …"
     );
     let producer = Producer::new(client.clone(), keys.clone(), cfg.feynman.partitions);
     let names: Vec<String> = (0..RSS_SYMBOLS).map(|i| format!("S{i:05}")).collect();
+    let mut ticks = Vec::with_capacity(RSS_SYMBOLS * RSS_TICKS_PER_SYMBOL);
     for round in 0..RSS_TICKS_PER_SYMBOL {
-        let mut by_stream: HashMap<StreamName, Vec<Tick>> = HashMap::new();
         for (i, symbol) in names.iter().enumerate() {
-            let tk = Tick {
+            ticks.push(Tick {
                 symbol: symbol.clone(),
                 price: 100.0 + ((i * 7 + round * 13) % 50) as f64 * 0.01,
                 size: 1.0 + (round % 3) as f64,
                 trades: 1 + (i % 5) as u64,
                 ts: 1_766_500_000.0 + round as f64,
-            };
-            by_stream
-                .entry(producer.tick_stream(symbol))
-                .or_default()
-                .push(tk);
+            });
         }
-        for (s, ticks) in &by_stream {
-            for chunk in ticks.chunks(2_000) {
-                producer.publish_batch(*s, chunk).await?;
+    }
+    match load {
+        Load::Backlog => {
+            let mut by_stream: HashMap<StreamName, Vec<Tick>> = HashMap::new();
+            for tk in ticks {
+                by_stream
+                    .entry(producer.tick_stream(&tk.symbol))
+                    .or_default()
+                    .push(tk);
+            }
+            for (s, ticks) in &by_stream {
+                for chunk in ticks.chunks(2_000) {
+                    producer.publish_batch(*s, chunk).await?;
+                }
+            }
+        }
+        Load::Paced => {
+            let mut interval = tokio::time::interval(Duration::from_millis(1));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks = Vec::with_capacity(ticks.len());
+            for chunk in ticks.chunks((RATE / 1000) as usize) {
+                interval.tick().await;
+                for tk in chunk {
+                    let (p, tk) = (producer.clone(), tk.clone());
+                    tasks.push(tokio::spawn(async move { p.publish_tick(&tk).await }));
+                }
+            }
+            for task in tasks {
+                task.await??;
             }
         }
     }
@@ -724,9 +765,16 @@ async fn rss_per_symbol(t: &Target, client: &Client, ns: &str) -> anyhow::Result
         "no checkpoint snapshot: no baseline for rss_per_symbol_kb"
     );
     let per_symbol_kib = after.saturating_sub(before) as f64 / RSS_SYMBOLS as f64;
+    let (metric, how) = match load {
+        Load::Paced => ("rss_per_symbol_kb", "paced: 10,000 ticks/s, one XADD each"),
+        Load::Backlog => (
+            "rss_per_symbol_kb_backlog",
+            "backlog: all ticks XADDed first, drained in batches of 1000",
+        ),
+    };
     Ok(Record::new(
         "feynman",
-        "rss_per_symbol_kb",
+        metric,
         per_symbol_kib,
         "KiB",
         snap_bytes as f64 / 1024.0 / RSS_SYMBOLS as f64,
@@ -735,6 +783,7 @@ async fn rss_per_symbol(t: &Target, client: &Client, ns: &str) -> anyhow::Result
         "baseline_kind",
         "checkpoint snapshot bytes per symbol (the state encoded), same run",
     )
+    .with("load", how)
     .with("symbols", RSS_SYMBOLS)
     .with("ticks_per_symbol", RSS_TICKS_PER_SYMBOL)
     .with("window", cfg.feynman.window)
