@@ -119,15 +119,14 @@ impl Metrics {
             return Some(h.clone());
         }
         let handle = make();
-        let registered = match &handle {
+        match &handle {
             Handle::Counter(f) => {
                 let base = name.strip_suffix("_total").unwrap_or(name);
                 inner.registry.register(base, help, f.clone());
             }
             Handle::Gauge(f) => inner.registry.register(name, help, f.clone()),
             Handle::Histogram(f) => inner.registry.register(name, help, f.clone()),
-        };
-        let () = registered;
+        }
         inner.families.insert(name.to_owned(), handle.clone());
         Some(handle)
     }

@@ -147,7 +147,10 @@ async fn metrics_carry_batch_histograms_after_a_batch() {
         .expect("join");
     assert_eq!(code, 200);
     assert!(text.contains("application/openmetrics-text"), "{text}");
-    assert!(text.contains("# TYPE kitbash_batch_seconds histogram"), "{text}");
+    assert!(
+        text.contains("# TYPE kitbash_batch_seconds histogram"),
+        "{text}"
+    );
     for line in [
         "kitbash_batch_seconds_bucket{le=\"0.00005\",stream=\"queries\",group=\"histgroup\"} ",
         "kitbash_batch_seconds_bucket{le=\"+Inf\",stream=\"queries\",group=\"histgroup\"} ",

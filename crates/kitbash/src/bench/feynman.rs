@@ -410,6 +410,9 @@ impl Daemon {
 /// A tick as the producer saw it: symbol, entry id, when its XADD was issued.
 type Sent = (String, String, Instant);
 
+/// A `state_update` as received: its `source` id and when it arrived.
+type Arrival = ((u64, u64), Instant);
+
 /// 10k ticks/s of 1,000 symbols, each tick timed to the first update reflecting it.
 async fn latency(
     opts: &BenchOptions,
@@ -435,7 +438,7 @@ async fn latency(
     let mut rx = sub.message_rx();
     sub.subscribe(keys.channel_state_update()).await?;
     // Updates per symbol in arrival order: (source id, arrival).
-    let updates: Arc<Mutex<HashMap<String, Vec<((u64, u64), Instant)>>>> = Arc::default();
+    let updates: Arc<Mutex<HashMap<String, Vec<Arrival>>>> = Arc::default();
     let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let collector = {
         let (updates, lagged) = (updates.clone(), lagged.clone());
@@ -557,7 +560,7 @@ async fn latency(
     let mut unmatched = 0u64;
     // Per symbol: the running maximum of sources in arrival order (non-decreasing), to binary
     // search the first update that covers an id.
-    let running: BTreeMap<&str, Vec<((u64, u64), Instant)>> = updates
+    let running: BTreeMap<&str, Vec<Arrival>> = updates
         .iter()
         .map(|(sym, v)| {
             let mut max = (0, 0);
