@@ -372,6 +372,7 @@ fn effects(
             nash_dist: Some(vector.nash_dist),
             // Filled in by the script with the id of the physics entry just added.
             stream_id: Some(commit::ID_PLACEHOLDER.into()),
+            source: source.rsplit_once('/').map(|(_, id)| id.to_owned()),
         },
     };
     let mut json = vec![TEMPLATE];

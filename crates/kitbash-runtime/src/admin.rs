@@ -1,5 +1,6 @@
 //! The per-instance admin endpoint: `/healthz` (the process runs), `/readyz` (Redis answers and
-//! every component is in place, from state the daemon keeps) and `/metrics` (Prometheus text format).
+//! every component is in place, from state the daemon keeps) and `/metrics` (OpenMetrics text,
+//! which Prometheus reads).
 
 use std::net::SocketAddr;
 
@@ -104,7 +105,7 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
         if s.health.ready() { 1.0 } else { 0.0 },
     );
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
 }

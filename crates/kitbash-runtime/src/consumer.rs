@@ -340,6 +340,7 @@ impl StreamConsumer {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(());
         };
+        let (started, entries) = (Instant::now(), batch.len());
         if self
             .last_seen
             .as_deref()
@@ -355,8 +356,6 @@ impl StreamConsumer {
         };
         let mut ack: Vec<String> = Vec::with_capacity(batch.len());
         let mut dead: Vec<(StreamEntry, String, u64)> = Vec::new();
-        let started = Instant::now();
-        let batch_len = batch.len();
         let mut deliveries: Vec<Delivery<M>> = Vec::with_capacity(batch.len());
         let mut handed: Vec<StreamEntry> = Vec::with_capacity(batch.len());
         for entry in batch {
@@ -453,23 +452,9 @@ impl StreamConsumer {
         let n_dead = dead.len() as u64;
         self.commit(ack, dead).await?;
         self.stats.dead += n_dead;
-        let labels = [
-            ("stream", self.stream.logical()),
-            ("group", self.group.clone()),
-        ];
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.metrics.observe(
-            "kitbash_batch_seconds",
-            "Time to process and acknowledge one batch.",
-            &labels,
-            started.elapsed().as_secs_f64(),
-        );
-        self.metrics.observe(
-            "kitbash_batch_entries",
-            "Entries per batch.",
-            &labels,
-            batch_len as f64,
-        );
+        let stream = self.stream.logical();
+        let labels = [("stream", stream.as_str()), ("group", self.group.as_str())];
+        self.metrics.observe_batch(&labels, started, entries);
         Ok(())
     }
 

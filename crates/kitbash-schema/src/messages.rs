@@ -182,6 +182,11 @@ pub struct StateUpdateData {
     /// Position of the matching entry in the physics stream (for resume after reconnect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
+    /// Id of the last tick of this symbol the vector includes, in its tick stream
+    /// (`1766318400000-0`): the update reflects every tick of the symbol up to that id. Lets a
+    /// producer match its ticks to the first update that reflects them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The `state_update` message (seed 001 §3.1).

@@ -7,13 +7,16 @@
 //! | field  | required | meaning |
 //! |--------|----------|---------|
 //! | `type` | yes | message kind, e.g. `tick`, `query`, `entity_update`, `memory_token` |
-//! | `v`    | no (1) | body schema version; a consumer refuses versions newer than it knows |
+//! | `v`    | no (1) | body schema version (1, 2, …); a consumer refuses 0 and versions newer than it knows |
 //! | `ct`   | yes | body encoding: `msgpack` (MessagePack *map* encoding, what kitbash writes) or `json` |
 //! | `d`    | yes | the body, at most [`MAX_BODY`] bytes |
 //! | `mid`  | no | a producer-chosen message id; consumers use it to drop a duplicate `XADD` |
 //!
 //! Map encoding (field names on the wire) lets a newer producer add fields that an older consumer
-//! ignores; removing or retyping a field needs a new `v`.
+//! ignores; removing or retyping a field needs a new `v`. The body must be that map (a JSON
+//! object or a MessagePack map): serde would also read a struct from its positional sequence
+//! form (`["SPY",450.25,…]`), which silently depends on field order, so [`Envelope::decode`]
+//! refuses any other top-level value with [`WireError::NotAMap`].
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -84,6 +87,27 @@ pub enum WireError {
         got: u32,
         /// Newest version this build reads.
         max: u32,
+    },
+    /// The version is 0: versions start at 1.
+    #[error(
+        "type `{kind}` version {got} is not a valid version (versions start at 1; supported: {max})"
+    )]
+    InvalidVersion {
+        /// Message kind.
+        kind: &'static str,
+        /// Version on the entry.
+        got: u32,
+        /// Newest version this build reads.
+        max: u32,
+    },
+    /// The body is not a map of named fields (e.g. serde's positional array form of a struct).
+    #[error(
+        "body does not decode: it is {found}; a body is a map of named fields \
+         (a JSON object, or the MessagePack map encoding)"
+    )]
+    NotAMap {
+        /// What the body is instead (`a JSON array`, `empty`, …).
+        found: &'static str,
     },
     /// The body exceeds [`MAX_BODY`].
     #[error("body of {len} bytes exceeds the {max}-byte limit")]
@@ -219,13 +243,21 @@ impl Envelope {
                 got: self.kind.clone(),
             });
         }
-        if self.version > M::VERSION || self.version == 0 {
+        if self.version == 0 {
+            return Err(WireError::InvalidVersion {
+                kind: M::KIND,
+                got: self.version,
+                max: M::VERSION,
+            });
+        }
+        if self.version > M::VERSION {
             return Err(WireError::UnsupportedVersion {
                 kind: M::KIND,
                 got: self.version,
                 max: M::VERSION,
             });
         }
+        require_map(self.content, &self.body)?;
         let msg: M =
             match self.content {
                 ContentType::MsgPack => rmp_serde::from_slice(&self.body)
@@ -245,6 +277,42 @@ where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
 {
     Envelope::from_fields(fields)?.decode()
+}
+
+/// Refuses a body whose top-level value is not a map. Only the first byte (after JSON
+/// whitespace) is read; the decoder checks the rest.
+fn require_map(content: ContentType, body: &[u8]) -> Result<(), WireError> {
+    let found = match content {
+        ContentType::Json => {
+            match body
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                Some(b'{') => return Ok(()),
+                None => "empty",
+                Some(b'[') => "a JSON array",
+                Some(b'"') => "a JSON string",
+                Some(b'-' | b'0'..=b'9') => "a JSON number",
+                Some(b't' | b'f') => "a JSON boolean",
+                Some(b'n') => "JSON null",
+                Some(_) => "not JSON",
+            }
+        }
+        ContentType::MsgPack => match body.first() {
+            // fixmap, map 16, map 32
+            Some(0x80..=0x8f | 0xde | 0xdf) => return Ok(()),
+            None => "empty",
+            Some(0x90..=0x9f | 0xdc | 0xdd) => "a MessagePack array",
+            Some(0xa0..=0xbf | 0xd9..=0xdb) => "a MessagePack string",
+            Some(0xc4..=0xc6) => "MessagePack binary data",
+            Some(0xc0) => "MessagePack nil",
+            Some(0xc2 | 0xc3) => "a MessagePack boolean",
+            Some(0xc7..=0xc9 | 0xd4..=0xd8) => "a MessagePack extension value",
+            Some(0xc1) => "not MessagePack (marker 0xc1 is never used)",
+            Some(_) => "a MessagePack number",
+        },
+    };
+    Err(WireError::NotAMap { found })
 }
 
 fn utf8(field: &'static str, v: &[u8]) -> Result<String, WireError> {

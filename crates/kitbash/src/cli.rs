@@ -43,6 +43,12 @@ pub enum Command {
         json: bool,
     },
     /// Run a benchmark suite; figures are ratios to baselines measured in the same run.
+    ///
+    /// Every suite that needs Redis starts its own private redis-server on a free port and
+    /// stops it at the end (so `bench feynman` needs no running Redis or fleet; it also starts
+    /// its own kitbash-feynman processes from next to this binary), unless --redis-url or
+    /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
+    /// redis-benchmark on PATH.
     Bench {
         /// Suite: redis, ternary, feynman, memory.
         suite: String,

@@ -404,17 +404,11 @@ impl<L: PartitionLogic> Worker<L> {
                 dead.len() as u64,
             );
         }
-        sh.metrics.observe(
-            "kitbash_batch_seconds",
-            "Time to process and commit one batch.",
-            &labels,
-            started.elapsed().as_secs_f64(),
-        );
-        sh.metrics.observe(
-            "kitbash_batch_entries",
-            "Entries per batch.",
-            &labels,
-            batch.len() as f64,
+        let logical = self.k.stream.logical();
+        sh.metrics.observe_batch(
+            &[("stream", logical.as_str()), ("group", sh.spec.group)],
+            started,
+            batch.len(),
         );
         Ok(())
     }

@@ -4,11 +4,14 @@ use std::io::{Read, Write};
 
 use kitbash_runtime::CancellationToken;
 use kitbash_runtime::admin;
+use kitbash_runtime::consumer::{Delivery, Handler, Outcome, StreamConsumer};
 use kitbash_runtime::health::Health;
 use kitbash_runtime::metrics::Metrics;
+use kitbash_schema::StreamName;
+use kitbash_schema::messages::Tick;
 use kitbash_testkit::RedisServer;
 
-use crate::support::connect;
+use crate::support::{connect, eventually, fast_consumer, keys, xadd_msg};
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -138,4 +141,84 @@ async fn readiness_answers_at_once_while_redis_hangs() {
     .await;
     stop.cancel();
     ctx.finish().await;
+}
+
+/// Acknowledges everything.
+struct AckAll;
+
+impl Handler<Tick> for AckAll {
+    async fn handle(&mut self, batch: Vec<Delivery<Tick>>) -> Vec<Outcome> {
+        vec![Outcome::Ack; batch.len()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_batch_histograms_after_a_batch() {
+    let server = RedisServer::start().expect("redis");
+    let r = connect(&server.url()).await;
+    let keys = keys();
+    let metrics = Metrics::new();
+    for i in 0..3 {
+        let t = Tick {
+            symbol: "SPY".into(),
+            price: 100.0 + f64::from(i),
+            size: 1.0,
+            trades: 1,
+            ts: 1.0,
+        };
+        xadd_msg(&r, &keys, StreamName::Queries, &t).await;
+    }
+    let stop = CancellationToken::new();
+    let c = StreamConsumer::new(
+        r.clone(),
+        &keys,
+        StreamName::Queries,
+        "histgroup",
+        "c1",
+        fast_consumer(),
+        metrics.clone(),
+        Health::new(),
+    );
+    let task = tokio::spawn(c.run(AckAll, stop.clone()));
+    let labels = [("stream", "queries"), ("group", "histgroup")];
+    eventually("three entries acknowledged", || async {
+        metrics.get("kitbash_entries_acked_total", &labels) == 3.0
+    })
+    .await;
+    let batches = metrics
+        .histogram("kitbash_batch_entries", &labels)
+        .expect("batch sizes recorded");
+    assert_eq!(batches.sum, 3.0, "{batches:?}");
+    assert!(batches.count >= 1);
+    let addr = admin::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        r.clone(),
+        Health::new(),
+        metrics,
+        "decay",
+        "decay-test".into(),
+        stop.clone(),
+    )
+    .await
+    .expect("serve");
+    let (code, text) = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+        .await
+        .expect("join");
+    assert_eq!(code, 200);
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    assert!(
+        text.contains("# TYPE kitbash_batch_seconds histogram"),
+        "{text}"
+    );
+    for line in [
+        "kitbash_batch_seconds_bucket{le=\"0.00005\",stream=\"queries\",group=\"histgroup\"} ",
+        "kitbash_batch_seconds_bucket{le=\"+Inf\",stream=\"queries\",group=\"histgroup\"} ",
+        "kitbash_batch_seconds_count{stream=\"queries\",group=\"histgroup\"} ",
+        "kitbash_batch_entries_bucket{le=\"10000.0\",stream=\"queries\",group=\"histgroup\"} ",
+        "kitbash_batch_entries_sum{stream=\"queries\",group=\"histgroup\"} 3",
+    ] {
+        assert!(text.contains(line), "no {line:?} in {text}");
+    }
+    stop.cancel();
+    task.await.expect("join");
 }

@@ -42,13 +42,51 @@ fn state_update_matches_the_seed_example() {
         data: StateUpdateData {
             price: Some(450.32),
             stream_id: Some("1-0".into()),
+            source: Some("1766318400000-0".into()),
             ..u.data.clone()
         },
         ..u
     };
     assert_eq!(
         String::from_utf8(full.to_json()).expect("utf8"),
-        r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00Z","data":{"alpha":2.8,"regime":"Gaussian","price":450.32,"stream_id":"1-0"}}"#
+        r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00Z","data":{"alpha":2.8,"regime":"Gaussian","price":450.32,"stream_id":"1-0","source":"1766318400000-0"}}"#
+    );
+}
+
+/// One timestamp format on `state_update`: always three fractional digits, so a consumer
+/// parsing `YYYY-MM-DDTHH:MM:SS.mmmZ` never meets `…:01Z` beside `…:01.001Z`.
+#[test]
+fn state_update_timestamps_have_one_fixed_format() {
+    use kitbash_schema::time::rfc3339_utc;
+    for (ms, text) in [
+        (1_766_318_401_000, "2025-12-21T12:00:01.000Z"),
+        (1_766_318_401_001, "2025-12-21T12:00:01.001Z"),
+        (1_766_318_401_250, "2025-12-21T12:00:01.250Z"),
+        (0, "1970-01-01T00:00:00.000Z"),
+    ] {
+        assert_eq!(rfc3339_utc(ms), text);
+        assert_eq!(text.len(), "YYYY-MM-DDTHH:MM:SS.mmmZ".len());
+    }
+    let u = StateUpdate {
+        event: StateUpdate::PHYSICS_UPDATE.into(),
+        symbol: "SPY".into(),
+        timestamp: rfc3339_utc(1_766_318_400_000),
+        data: StateUpdateData {
+            alpha: 2.8,
+            regime: Regime::Gaussian,
+            price: None,
+            mass: None,
+            momentum: None,
+            friction: None,
+            entropy: None,
+            nash_dist: None,
+            stream_id: None,
+            source: None,
+        },
+    };
+    assert_eq!(
+        String::from_utf8(u.to_json()).expect("utf8"),
+        r#"{"event":"PHYSICS_UPDATE","symbol":"SPY","timestamp":"2025-12-21T12:00:00.000Z","data":{"alpha":2.8,"regime":"Gaussian"}}"#
     );
 }
 

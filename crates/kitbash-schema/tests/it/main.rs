@@ -1,3 +1,4 @@
-//! Golden tests: every wire format of the schema, byte for byte.
+//! The schema's wire formats: golden bytes, and the envelope's checks.
 
+mod envelope;
 mod golden;
