@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
 use kitbash_schema::{KeyFamily, Keys, ttl};
@@ -84,7 +85,7 @@ struct Stored {
     meta: Option<String>,
 }
 
-fn decode_hash(key: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<Stored>, ClientError> {
+fn decode_hash(key: &str, mut h: HashMap<String, Bytes>) -> Result<Option<Stored>, ClientError> {
     if h.is_empty() {
         return Ok(None);
     }
@@ -110,7 +111,7 @@ fn decode_hash(key: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<Stor
     let enc = Encoding::from_marker(&enc).map_err(bad)?;
     let bytes = array::decode(&npy, enc).map_err(bad)?;
     let array = NdArray::from_npy(&bytes).map_err(bad)?;
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let text = |b: Bytes| String::from_utf8_lossy(&b).into_owned();
     Ok(Some(Stored {
         array,
         ts: h
@@ -205,7 +206,7 @@ impl ArrayStore {
         &self,
         key: &str,
         refresh: Option<Duration>,
-    ) -> Result<HashMap<String, Vec<u8>>, ClientError> {
+    ) -> Result<HashMap<String, Bytes>, ClientError> {
         Ok(self
             .retry
             .run(|| async move {
@@ -216,7 +217,7 @@ impl ArrayStore {
                         let _: () = pipe
                             .pexpire(key, ttl.as_millis().max(1) as i64, None)
                             .await?;
-                        let (h, _): (HashMap<String, Vec<u8>>, i64) = pipe.all().await?;
+                        let (h, _): (HashMap<String, Bytes>, i64) = pipe.all().await?;
                         Ok(h)
                     }
                     None => self.client.hgetall(key).await,
@@ -359,7 +360,7 @@ impl ArrayStore {
         if stamps.is_empty() {
             return Ok(Vec::new());
         }
-        let hashes: Vec<HashMap<String, Vec<u8>>> = self
+        let hashes: Vec<HashMap<String, Bytes>> = self
             .retry
             .run(|| async {
                 let pipe = self.client.pipeline();
@@ -449,7 +450,7 @@ impl ArrayStore {
 fn decode_spikes(
     key: &str,
     timestamp_us: i64,
-    h: HashMap<String, Vec<u8>>,
+    h: HashMap<String, Bytes>,
 ) -> Result<Option<SpikeTrain>, ClientError> {
     let Some(s) = decode_hash(key, h)? else {
         return Ok(None);

@@ -2,6 +2,7 @@
 //! the same run (see docs/BENCHMARKS.md). With `--json`, stdout carries one JSON object per
 //! figure and nothing else: `{"suite","metric","value","unit","baseline","ratio",…}`.
 
+pub mod client;
 pub mod feynman;
 pub mod memory;
 pub mod redis;
@@ -95,7 +96,7 @@ pub struct BenchOptions {
 }
 
 /// Suites `kitbash bench` knows.
-pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory"];
+pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory", "client"];
 
 /// Runs `suite`; progress goes to stderr.
 pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
@@ -103,6 +104,7 @@ pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>
         "redis" => redis::run(opts).await,
         "feynman" => feynman::run(opts).await,
         "memory" => memory::run(opts).await,
+        "client" => client::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)
