@@ -125,7 +125,7 @@ impl ArrayStore {
     /// A store with the seed's settings: compression above 1024 bytes, 3 attempts from 100 ms.
     ///
     /// ```no_run
-    /// # async fn demo(client: fred::prelude::Client) -> Result<(), kitbash_client::ClientError> {
+    /// # async fn demo(client: fred::prelude::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use kitbash_client::array::{ArrayData, NdArray};
     /// use kitbash_client::arrays::ArrayStore;
     /// let store = ArrayStore::new(client, kitbash_schema::Keys::default());

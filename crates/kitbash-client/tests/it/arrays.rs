@@ -102,6 +102,9 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A value planted under an array key, and the words its error must contain.
+type BadCase = (&'static str, Vec<(&'static str, Value)>, &'static str);
+
 async fn raw_fields(client: &Client, key: &str) -> HashMap<String, Vec<u8>> {
     client.hgetall(key).await.expect("hgetall")
 }
@@ -250,7 +253,7 @@ async fn bad_values_under_array_keys_are_clear_errors() {
         .to_npy()
         .expect("npy");
 
-    let cases: Vec<(&str, Vec<(&str, Value)>, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "garbage",
             vec![
