@@ -3,10 +3,31 @@
 //! # Layout
 //! - [`Producer`]: appends messages to the fleet's streams (ticks are routed to their partition).
 //! - [`Reader`]: reads what the daemons wrote (physics state).
+//! - [`ratelimit`]: exact sliding-window rate limiting, one script per check (seed 004).
+//! - [`session`]: sessions with CSRF tokens (seed 004).
+//! - [`cache`]: the memory-token and relevance-score caches (seed 004).
+//! - [`array`]: n-dimensional arrays as `.npy` bytes, and their compression (seed 003).
+//! - [`arrays`]: working memory, spike trains and attention weights in Redis (seed 003).
+//! - [`families`]: memory statistics and clearing of a key family, by `SCAN`.
+//! - [`retry`]: exponential backoff on connection errors only.
+//!
+//! Every type takes a connected `fred::prelude::Client` and a [`Keys`] from the caller; long
+//! lived clients should come with a command timeout and a reconnect policy (the daemons use
+//! `kitbash_runtime::redis::connect_client`).
 //!
 //! Producers never retry an `XADD` by themselves: fred's automatic retry after a reconnect
-//! could append an entry twice. Each entry carries a random `mid`; a caller that retries after
-//! an error reuses it by calling [`Producer::publish_with_mid`], and consumers drop duplicates.
+//! could append an entry twice. Every producer command is sent with `max_attempts = 1`; each
+//! entry carries a random `mid`, a caller that retries after an error reuses it (see
+//! [`Producer::publish_with_mid`] and [`Producer::publish_batch_with_mids`]), and consumers
+//! drop duplicates.
+
+pub mod array;
+pub mod arrays;
+pub mod cache;
+pub mod families;
+pub mod ratelimit;
+pub mod retry;
+pub mod session;
 
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -28,6 +49,20 @@ pub enum ClientError {
     /// A stored JSON document did not parse.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// Redis answered something this client cannot interpret.
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+    /// The caller's input was refused before anything was sent.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The value under an array key is not an array this client can read.
+    #[error("{key}: {source}")]
+    Array {
+        /// The key read.
+        key: String,
+        /// What is wrong with its value.
+        source: array::ArrayError,
+    },
 }
 
 /// A fresh random message id (128 bits, hex).
@@ -91,32 +126,73 @@ impl Producer {
     ) -> Result<String, ClientError> {
         let env = Envelope::msgpack(msg)?.with_mid(mid);
         let fields = fields_of(&env);
-        let once = Options {
-            max_attempts: Some(1),
-            ..Default::default()
-        };
         Ok(self
             .client
-            .with_options(&once)
+            .with_options(&once())
             .xadd(self.keys.stream(stream), false, None, "*", fields)
             .await?)
     }
 
-    /// Appends many messages to `stream` in one pipeline (the feed's hot path). Returns ids.
+    /// Appends many messages to `stream` in one pipeline (the feed's hot path), each with a
+    /// fresh `mid`. Returns ids. On an error the outcome of each entry is unknown; to retry
+    /// without duplicates, use [`Producer::publish_batch_with_mids`] with the same `mid`s.
     pub async fn publish_batch<M: Message>(
         &self,
         stream: StreamName,
         msgs: &[M],
     ) -> Result<Vec<String>, ClientError> {
-        let pipe = self.client.pipeline();
+        let mids: Vec<String> = msgs.iter().map(|_| new_mid()).collect();
+        self.publish_batch_with_mids(stream, msgs, &mids).await
+    }
+
+    /// Appends `msgs[i]` with `mids[i]` in one pipeline, sent once: fred does not replay it
+    /// after a reconnect (`max_attempts = 1`), so a pipeline cut mid-way appends each entry
+    /// at most once, and the caller's retry with the same `mid`s is dropped by consumers where
+    /// it repeats an entry that did land.
+    ///
+    /// ```no_run
+    /// # async fn demo(p: kitbash_client::Producer, ticks: Vec<kitbash_schema::messages::Tick>) -> Result<(), kitbash_client::ClientError> {
+    /// use kitbash_schema::StreamName;
+    /// let mids: Vec<String> = ticks.iter().map(|_| kitbash_client::new_mid()).collect();
+    /// let ids = match p.publish_batch_with_mids(StreamName::Ticks(0), &ticks, &mids).await {
+    ///     Ok(ids) => ids,
+    ///     // Outcome unknown: send the same entries again with the same mids.
+    ///     Err(_) => p.publish_batch_with_mids(StreamName::Ticks(0), &ticks, &mids).await?,
+    /// };
+    /// # let _ = ids; Ok(()) }
+    /// ```
+    pub async fn publish_batch_with_mids<M: Message>(
+        &self,
+        stream: StreamName,
+        msgs: &[M],
+        mids: &[String],
+    ) -> Result<Vec<String>, ClientError> {
+        if msgs.len() != mids.len() {
+            return Err(ClientError::Invalid(format!(
+                "{} messages but {} mids",
+                msgs.len(),
+                mids.len()
+            )));
+        }
+        // `with_options(..).pipeline()` would deref to the plain client and drop the options:
+        // build the pipeline on the optioned client so every XADD in it carries them.
+        let pipe = fred::clients::Pipeline::from(self.client.with_options(&once()));
         let key = self.keys.stream(stream);
-        for m in msgs {
-            let env = Envelope::msgpack(m)?.with_mid(new_mid());
+        for (m, mid) in msgs.iter().zip(mids) {
+            let env = Envelope::msgpack(m)?.with_mid(mid.as_str());
             let _: () = pipe
                 .xadd(key.as_str(), false, None, "*", fields_of(&env))
                 .await?;
         }
         Ok(pipe.all().await?)
+    }
+}
+
+/// Command options for writes that must not be replayed by fred after a reconnect.
+fn once() -> Options {
+    Options {
+        max_attempts: Some(1),
+        ..Default::default()
     }
 }
 

@@ -13,16 +13,20 @@
 //! validates the whole file the same way: a typo in `[feynman]` stops `kitbash-decay` too,
 //! instead of lurking until the feynman instance restarts.
 
+pub mod client;
 pub mod example;
 pub mod feynman;
+pub mod ratelimit;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use client::ClientConfig;
 pub use example::ExampleConfig;
 pub use feynman::FeynmanConfig;
+pub use ratelimit::{FailPolicyConfig, RateLimitConfig};
 pub use runtime::{
     AdminConfig, ConsumerConfig, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
     TelemetryConfig,
@@ -93,6 +97,10 @@ pub struct Config {
     pub archive: SectionPlaceholder,
     /// The example daemon of `docs/adding-a-daemon.md` (`kitbash-example`).
     pub example: ExampleConfig,
+    /// `kitbash-client`'s rate limiter (seed 004).
+    pub ratelimit: RateLimitConfig,
+    /// `kitbash-client`'s sessions and array storage (seeds 003, 004).
+    pub client: ClientConfig,
 }
 
 /// Where configuration comes from.
@@ -197,6 +205,8 @@ impl Config {
         check(&self.fleet)?;
         check(&self.feynman)?;
         check(&self.example)?;
+        check(&self.ratelimit)?;
+        check(&self.client)?;
         Ok(())
     }
 }

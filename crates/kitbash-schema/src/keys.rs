@@ -350,6 +350,92 @@ impl Keys {
     pub fn resonance_index(&self) -> String {
         self.k("kitbash:resonance:index")
     }
+
+    // ---- kitbash-client families (seeds 003 and 004) -----------------------------------------
+
+    /// The `SCAN MATCH` pattern of every key of `family` in this namespace: `memory:*`,
+    /// `t7:wm:*`. `spikes:*` also matches `spikes:index`, which belongs to that family.
+    pub fn family_pattern(&self, family: KeyFamily) -> String {
+        self.k(&format!("{}:*", family.prefix()))
+    }
+
+    /// Fields of an array hash (`wm:{hash}`, `spikes:{ts}`, `attention:{context}`); the layout
+    /// is documented in `docs/WIRE.md`. `npy`: the array as a complete `.npy` file (format 1.0),
+    /// or that file compressed, as [`Keys::ARRAY_ENC`] says.
+    pub const ARRAY_NPY: &'static str = "npy";
+    /// See [`Keys::ARRAY_NPY`]: how `npy` is encoded — [`Keys::ENC_RAW`] or [`Keys::ENC_ZLIB`].
+    /// Readers never guess: a value without this field, or with another value, is an error.
+    pub const ARRAY_ENC: &'static str = "enc";
+    /// See [`Keys::ARRAY_NPY`]: the producer's timestamp, Unix seconds as a decimal float.
+    pub const ARRAY_TS: &'static str = "ts";
+    /// See [`Keys::ARRAY_NPY`]: JSON metadata (working memory) or neuron ids (spike trains).
+    pub const ARRAY_META: &'static str = "meta";
+    /// `enc` value: `npy` holds the `.npy` bytes unchanged.
+    pub const ENC_RAW: &'static str = "raw";
+    /// `enc` value: `npy` holds a zlib stream (RFC 1950) of the `.npy` bytes.
+    pub const ENC_ZLIB: &'static str = "zlib";
+
+    /// Fields of a session hash (`session:{user}`): `data` is the application's JSON object.
+    pub const SESSION_DATA: &'static str = "data";
+    /// See [`Keys::SESSION_DATA`]: the session's CSRF token (64 hex digits).
+    pub const SESSION_CSRF: &'static str = "csrf";
+    /// See [`Keys::SESSION_DATA`]: when the session was created, Unix milliseconds.
+    pub const SESSION_CREATED: &'static str = "created";
+}
+
+/// The key families `kitbash-client` writes, as named on the command line
+/// (`kitbash cache clear memory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyFamily {
+    /// `memory:{id}` — memory-token cache.
+    Memory,
+    /// `score:{user}:{ctx}:{token}` — relevance-score cache.
+    Score,
+    /// `session:{user}` — sessions.
+    Session,
+    /// `rate:{user}:{endpoint}` — rate-limit windows.
+    Rate,
+    /// `wm:{hash}` — working-memory patterns.
+    WorkingMemory,
+    /// `spikes:{ts}` and `spikes:index` — spike trains.
+    Spikes,
+    /// `attention:{context}` — attention weights.
+    Attention,
+}
+
+impl KeyFamily {
+    /// Every family, in seed order.
+    pub const ALL: [KeyFamily; 7] = [
+        KeyFamily::WorkingMemory,
+        KeyFamily::Spikes,
+        KeyFamily::Attention,
+        KeyFamily::Memory,
+        KeyFamily::Score,
+        KeyFamily::Session,
+        KeyFamily::Rate,
+    ];
+
+    /// The family's command-line name (`wm`, `spikes`, `memory`, …).
+    pub fn name(self) -> &'static str {
+        self.prefix()
+    }
+
+    /// The family named `name` on the command line.
+    pub fn parse(name: &str) -> Option<KeyFamily> {
+        KeyFamily::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyFamily::Memory => "memory",
+            KeyFamily::Score => "score",
+            KeyFamily::Session => "session",
+            KeyFamily::Rate => "rate",
+            KeyFamily::WorkingMemory => "wm",
+            KeyFamily::Spikes => "spikes",
+            KeyFamily::Attention => "attention",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -465,5 +551,19 @@ mod tests {
                 "{style:?}"
             );
         }
+    }
+
+    #[test]
+    fn family_patterns_match_their_builders() {
+        let k = Keys::new(Namespace::new("t7").unwrap_or_default());
+        assert_eq!(k.family_pattern(KeyFamily::Memory), "t7:memory:*");
+        assert_eq!(k.family_pattern(KeyFamily::Spikes), "t7:spikes:*");
+        assert!(k.spikes_index().starts_with("t7:spikes:"));
+        assert!(k.wm("x").starts_with("t7:wm:"));
+        assert!(k.rate("u", "/e").starts_with("t7:rate:"));
+        for f in KeyFamily::ALL {
+            assert_eq!(KeyFamily::parse(f.name()), Some(f));
+        }
+        assert_eq!(KeyFamily::parse("nope"), None);
     }
 }

@@ -25,7 +25,7 @@ pub mod time;
 pub mod ttl;
 pub mod wire;
 
-pub use keys::{KeyStyle, Keys};
+pub use keys::{KeyFamily, KeyStyle, Keys};
 pub use namespace::Namespace;
 pub use streams::{DaemonKind, Group, StreamName};
 pub use wire::{Envelope, Message, WireError};

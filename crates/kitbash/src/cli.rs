@@ -50,7 +50,7 @@ pub enum Command {
     /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
     /// redis-benchmark on PATH.
     Bench {
-        /// Suite: redis, ternary, feynman, memory.
+        /// Suite: redis, ternary, feynman, memory, client.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]
@@ -65,6 +65,24 @@ pub enum Command {
         #[command(subcommand)]
         what: FeedCommand,
     },
+    /// Inspect or reset rate-limit windows (`rate:{user}:{endpoint}`).
+    Ratelimit {
+        /// What to do.
+        #[command(subcommand)]
+        action: RateLimitCommand,
+    },
+    /// Clear a client cache family by SCAN.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
+    /// Key statistics.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Start the whole system locally: Redis, every built daemon, a demo feed, a live view.
     ///
     /// Uses the Redis at [redis] url (--redis-url) when one answers there, else starts one on
@@ -78,6 +96,55 @@ pub enum Command {
         /// Where Redis data, daemon logs and up.json go; created when missing.
         #[arg(long, env = "KITBASH_STATE_DIR", default_value = ".kitbash")]
         state_dir: std::path::PathBuf,
+    },
+}
+
+/// `kitbash ratelimit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RateLimitCommand {
+    /// Requests in the current window, per endpoint (all of the user's when none is given).
+    Show {
+        /// The user.
+        user: String,
+        /// One endpoint.
+        endpoint: Option<String>,
+    },
+    /// Forgets the user's windows (one endpoint, or all).
+    Reset {
+        /// The user.
+        user: String,
+        /// One endpoint.
+        endpoint: Option<String>,
+    },
+}
+
+/// `kitbash cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Deletes every key of a family: memory, score, session, rate, wm, spikes, attention.
+    Clear {
+        /// The family.
+        family: String,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `kitbash keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Largest keys (SCAN sample + MEMORY USAGE), hottest (OBJECT FREQ) under an LFU policy.
+    Top {
+        /// Keys to sample at most.
+        #[arg(long, default_value_t = 10_000)]
+        sample: usize,
+        /// Keys to list.
+        #[arg(long, short, default_value_t = 20)]
+        n: usize,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -292,6 +359,56 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 token.cancel();
             });
             crate::feed::ticks(&producer, &opts, stop).await?;
+            let _ = client.quit().await;
+        }
+        Command::Ratelimit { action } => {
+            let client = connect(&config).await?;
+            let keys = config.redis.keys();
+            match action {
+                RateLimitCommand::Show { user, endpoint } => {
+                    let text = crate::ratelimit::show(
+                        &client,
+                        &keys,
+                        &config.ratelimit,
+                        &user,
+                        endpoint.as_deref(),
+                    )
+                    .await?;
+                    print!("{text}");
+                }
+                RateLimitCommand::Reset { user, endpoint } => {
+                    let n = crate::ratelimit::reset(
+                        &client,
+                        &keys,
+                        &config.ratelimit,
+                        &user,
+                        endpoint.as_deref(),
+                    )
+                    .await?;
+                    println!("reset {n} rate-limit windows of {user}");
+                }
+            }
+            let _ = client.quit().await;
+        }
+        Command::Cache {
+            action: CacheCommand::Clear { family, dry_run },
+        } => {
+            let family = crate::cache::parse_family(&family)?;
+            let client = connect(&config).await?;
+            let text = crate::cache::clear(&client, &config.redis.keys(), family, dry_run).await?;
+            print!("{text}");
+            let _ = client.quit().await;
+        }
+        Command::Keys {
+            action: KeysCommand::Top { sample, n, json },
+        } => {
+            let client = connect(&config).await?;
+            let top = crate::keys::top(&client, &config.redis.keys(), sample, n).await?;
+            if json {
+                println!("{}", serde_json::to_string(&top)?);
+            } else {
+                print!("{}", crate::keys::render(&top));
+            }
             let _ = client.quit().await;
         }
         Command::Up {

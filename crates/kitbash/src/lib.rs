@@ -9,12 +9,18 @@
 //! - [`tether`]: `up`'s children die with it (`PR_SET_PDEATHSIG` through a trampoline).
 //! - [`locate`]: where the configuration and the fleet are (`up.json`), and saying so.
 //! - [`live`]: the status view as a pure function of a snapshot, a width and a height.
+//! - [`ratelimit`]: `kitbash ratelimit show|reset USER [ENDPOINT]`.
+//! - [`cache`]: `kitbash cache clear FAMILY [--dry-run]` (by SCAN, never KEYS).
+//! - [`keys`]: `kitbash keys top` — largest keys by sampling, hottest under LFU.
 
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod feed;
+pub mod keys;
 pub mod live;
 pub mod locate;
+pub mod ratelimit;
 pub mod status;
 pub mod tether;
 pub mod up;

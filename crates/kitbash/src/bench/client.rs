@@ -1,0 +1,243 @@
+//! `kitbash bench client`: `kitbash-client`'s rate limiter and array storage against baselines
+//! measured in the same run — `redis-benchmark`'s single-client `GET` p99 for a check's
+//! latency, a plain `SET`/`GET` of the same bytes for an array round trip.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::Value;
+use hdrhistogram::Histogram;
+use kitbash_client::array::{ArrayData, NdArray};
+use kitbash_client::arrays::ArrayStore;
+use kitbash_client::ratelimit::{Limits, RateLimiter};
+use kitbash_runtime::config::RedisConfig;
+use kitbash_schema::{Keys, Namespace};
+
+use super::redis::{redis_benchmark, target};
+use super::{BenchOptions, Record};
+
+/// The issue's targets.
+const TARGET_CHECKS_PER_S: f64 = 100_000.0;
+const CHECK_RATE: f64 = 10_000.0;
+
+/// CPU model and kernel release, attached to every record.
+fn machine() -> (String, String) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    (cpu, kernel)
+}
+
+/// A deterministic stand-in for `np.random.rand`: uniform floats in [0, 1).
+fn uniform(n: usize) -> Vec<f64> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+/// Runs the suite.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
+    let t = target(opts)?;
+    let (cpu, kernel) = machine();
+    let mut out = Vec::new();
+    let cfg = RedisConfig {
+        url: t.url.clone(),
+        ..RedisConfig::default()
+    };
+    let client = kitbash_runtime::redis::connect_client(&cfg, Duration::from_secs(10)).await?;
+    let keys = Keys::new(Namespace::new("kbbench")?);
+
+    // ---- check latency at 10k checks/s -------------------------------------------------------
+    let n = if opts.long { 200_000 } else { 50_000 };
+    eprintln!("redis-benchmark: GET, 1 client (baseline) …");
+    let rb = redis_benchmark(&t, &["-t", "get", "-n", &n.to_string(), "-c", "1"])?;
+    let get_p99 = rb.first().map_or(0.0, |r| r.1.p99_ms);
+    let limiter = RateLimiter::new(client.clone(), keys.clone(), Limits::default());
+    limiter.load_scripts().await?;
+    eprintln!("rate limiter: {n} checks paced at 10k/s, 1000 users …");
+    let mut h = Histogram::<u64>::new(3)?;
+    let users: Vec<String> = (0..1000).map(|u| format!("user{u}")).collect();
+    let interval = Duration::from_secs_f64(1.0 / CHECK_RATE);
+    let start = Instant::now();
+    let mut allowed = 0u64;
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let s = Instant::now();
+        let d = limiter
+            .check(&users[i % users.len()], "free", "/search")
+            .await?;
+        h.record(s.elapsed().as_nanos() as u64)?;
+        allowed += u64::from(d.allowed);
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    // The same pacing with a plain GET through the same client: how much of the p99 is the
+    // client stack and this machine's scheduling rather than the limiter.
+    let plain = keys.bench("get");
+    let _: () = client.set(&plain, "v", None, None, false).await?;
+    let mut hg = Histogram::<u64>::new(3)?;
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let s = Instant::now();
+        let _: Option<String> = client.get(&plain).await?;
+        hg.record(s.elapsed().as_nanos() as u64)?;
+    }
+    out.push(
+        Record::new(
+            "client",
+            "ratelimit_check_p99_ms",
+            h.value_at_quantile(0.99) as f64 / 1e6,
+            "ms",
+            get_p99,
+        )
+        .with("baseline_kind", "redis-benchmark GET -c 1 p99, same run")
+        .with("target_ratio", "<= 1.5")
+        .with("p50_ms", h.value_at_quantile(0.5) as f64 / 1e6)
+        .with("checks", n as u64)
+        .with("achieved_rate", rate.round())
+        .with(
+            "fred_get_p99_ms_same_pacing",
+            hg.value_at_quantile(0.99) as f64 / 1e6,
+        )
+        .with("allowed", allowed),
+    );
+
+    // ---- throughput from one process ---------------------------------------------------------
+    let total = if opts.long { 1_000_000 } else { 300_000 };
+    let tasks = 256;
+    eprintln!("rate limiter: {total} checks from {tasks} tasks on one client, 10k users …");
+    let limiter = Arc::new(limiter);
+    let per_task = total / tasks;
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for task in 0..tasks {
+        let l = limiter.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            for i in 0..per_task {
+                let user = format!("t{}", (task * per_task + i) % 10_000);
+                ok += u64::from(l.check(&user, "free", "/feed").await?.allowed);
+            }
+            Ok::<u64, kitbash_client::ClientError>(ok)
+        }));
+    }
+    let mut allowed = 0;
+    for h in handles {
+        allowed += h.await??;
+    }
+    let rps = (per_task * tasks) as f64 / start.elapsed().as_secs_f64();
+    // The ceiling Redis itself sets: redis-benchmark sending the same script, 50 clients,
+    // pipeline 16, over 10k keys (`__rand_int__`).
+    eprintln!("redis-benchmark: EVALSHA of the check script, 50 clients, pipeline 16 …");
+    let sha = limiter.check_script_sha().to_owned();
+    let rb_key = keys.rate("rb__rand_int__", "/feed");
+    let ceiling = redis_benchmark(
+        &t,
+        &[
+            "-n", "200000", "-c", "50", "-P", "16", "-r", "10000", "EVALSHA", &sha, "1", &rb_key,
+            "100", "60000000",
+        ],
+    )?;
+    let ceiling = ceiling.first().map_or(0.0, |r| r.1.rps);
+    out.push(
+        Record::new(
+            "client",
+            "ratelimit_checks_per_s",
+            rps,
+            "ops/s",
+            TARGET_CHECKS_PER_S,
+        )
+        .with("baseline_kind", "target (issue 10)")
+        .with("tasks", tasks as u64)
+        .with("redis_benchmark_evalsha_c50_p16_rps", ceiling.round())
+        .with("allowed", allowed),
+    );
+
+    // ---- array round trips ---------------------------------------------------------------------
+    let iters = if opts.long { 500 } else { 100 };
+    let store = ArrayStore::new(client.clone(), keys.clone());
+    for (metric, array) in [
+        (
+            "array_roundtrip_mb_per_s",
+            NdArray::from_f64(uniform(131_072)),
+        ),
+        (
+            "array_roundtrip_compressible_mb_per_s",
+            NdArray::new(
+                vec![1024, 1024],
+                ArrayData::I8((0..1_048_576).map(|i| i8::from(i % 13 == 0)).collect()),
+            )?,
+        ),
+    ] {
+        eprintln!("{metric}: {iters} round trips of 1 MiB …");
+        let npy = array.to_npy()?;
+        let bytes = npy.len() as f64 * iters as f64;
+        // Baseline: the same bytes through a plain SET and GET.
+        let plain = keys.bench("array-plain");
+        let start = Instant::now();
+        for _ in 0..iters {
+            let _: () = client
+                .set(&plain, Value::Bytes(npy.clone().into()), None, None, false)
+                .await?;
+            let back: Vec<u8> = client.get(&plain).await?;
+            anyhow::ensure!(back.len() == npy.len(), "plain GET returned a short value");
+        }
+        let base = bytes / 1e6 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for _ in 0..iters {
+            store.put_attention("bench", &array, 0.0).await?;
+            let back = store.get_attention("bench").await?;
+            anyhow::ensure!(
+                back.map(|w| w.weights.data().len()) == Some(array.data().len()),
+                "array round trip lost data"
+            );
+        }
+        let ours = bytes / 1e6 / start.elapsed().as_secs_f64();
+        let fields: std::collections::HashMap<String, Vec<u8>> =
+            client.hgetall(keys.attention("bench")).await?;
+        let enc = fields
+            .get(Keys::ARRAY_ENC)
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .unwrap_or_default();
+        let stored = fields.get(Keys::ARRAY_NPY).map_or(0, Vec::len);
+        out.push(
+            Record::new("client", metric, ours, "MB/s", base)
+                .with(
+                    "baseline_kind",
+                    "plain SET+GET of the same .npy bytes, same run",
+                )
+                .with("target_ratio", ">= 0.8")
+                .with("dtype", array.data().dtype_name())
+                .with("npy_bytes", npy.len() as u64)
+                .with("stored_bytes", stored as u64)
+                .with("enc", enc),
+        );
+    }
+    let _ = client.quit().await;
+    for r in &mut out {
+        r.extra.insert("cpu".into(), cpu.clone().into());
+        r.extra.insert("kernel".into(), kernel.clone().into());
+    }
+    Ok(out)
+}
