@@ -323,13 +323,77 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// An entity-update event (entity's input, seed 002): an RFC 7386 merge patch for one document.
+/// What an entity update does to its document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityOp {
+    /// RFC 7396 JSON merge patch; `patch` must be an object.
+    #[default]
+    Merge,
+    /// Counter increments: `patch` is an object whose number leaves are added to the
+    /// document's numbers at the same paths (a missing counter starts at 0).
+    Increment,
+    /// Replace the whole document with `patch` (any JSON value).
+    Replace,
+    /// Delete the document (`patch` is ignored).
+    Delete,
+}
+
+impl EntityOp {
+    /// Whether this is the default operation (left out of the encoding).
+    pub fn is_merge(&self) -> bool {
+        *self == EntityOp::Merge
+    }
+
+    /// The operation's name in timelines and change records.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntityOp::Merge => "merge",
+            EntityOp::Increment => "increment",
+            EntityOp::Replace => "replace",
+            EntityOp::Delete => "delete",
+        }
+    }
+}
+
+/// An entity-update event (entity's input, seed 002): a change to one JSON document, routed to
+/// the entity partition `partition_of(target key, P)` ([`crate::StreamName::EntityPart`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntityUpdate {
-    /// The document to patch.
+    /// The document to change.
     pub target: EntityTarget,
-    /// RFC 7386 JSON merge patch.
+    /// The operation's argument: an RFC 7386 merge patch (the default operation), the
+    /// increments, or the new document.
     pub patch: serde_json::Value,
+    /// What to do with `patch` (absent = `merge`).
+    #[serde(default, skip_serializing_if = "EntityOp::is_merge")]
+    pub op: EntityOp,
+    /// Apply only if the document is at this version (optimistic concurrency for a client that
+    /// read the document first); otherwise the event is dead-lettered as a version conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+impl EntityUpdate {
+    /// A merge patch of `target`.
+    pub fn merge(target: EntityTarget, patch: serde_json::Value) -> Self {
+        Self {
+            target,
+            patch,
+            op: EntityOp::Merge,
+            expected_version: None,
+        }
+    }
+
+    /// Another operation on `target`.
+    pub fn with_op(target: EntityTarget, op: EntityOp, patch: serde_json::Value) -> Self {
+        Self {
+            target,
+            patch,
+            op,
+            expected_version: None,
+        }
+    }
 }
 
 impl Message for EntityUpdate {
@@ -353,7 +417,26 @@ impl Message for EntityUpdate {
             }
             _ => {}
         }
+        if matches!(self.op, EntityOp::Merge | EntityOp::Increment) && !self.patch.is_object() {
+            return Err(format!(
+                "a {} patch must be a JSON object, got {}",
+                self.op.name(),
+                json_kind(&self.patch)
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The JSON type of `v`, for error messages.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -370,6 +453,10 @@ pub struct QuantumUpdate {
     /// The document's version counter after the update (absent in the seed's example).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// Id of the change's entry in the entity changes stream ([`crate::StreamName::EntityChanges`]):
+    /// where a reader that missed messages resumes (absent in the seed's example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
 }
 
 impl QuantumUpdate {
