@@ -13,6 +13,7 @@
 //! validates the whole file the same way: a typo in `[feynman]` stops `kitbash-decay` too,
 //! instead of lurking until the feynman instance restarts.
 
+pub mod entity;
 pub mod example;
 pub mod feynman;
 pub mod runtime;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use entity::EntityConfig;
 pub use example::ExampleConfig;
 pub use feynman::FeynmanConfig;
 pub use runtime::{
@@ -82,7 +84,7 @@ pub struct Config {
     /// The physics writer.
     pub feynman: FeynmanConfig,
     /// The entity updater.
-    pub entity: SectionPlaceholder,
+    pub entity: EntityConfig,
     /// The resonance decayer.
     pub decay: SectionPlaceholder,
     /// The ghost precomputer.
@@ -196,6 +198,7 @@ impl Config {
         check(&self.consumer)?;
         check(&self.fleet)?;
         check(&self.feynman)?;
+        check(&self.entity)?;
         check(&self.example)?;
         Ok(())
     }

@@ -428,6 +428,48 @@ impl Message for EntityUpdate {
     }
 }
 
+impl EntityTarget {
+    /// The routing key of the document: its key without namespace (`quantum:status`), so every
+    /// producer routes a document to the same partition, `partition_of(route_key, P)`.
+    pub fn route_key(&self) -> String {
+        self.key(&crate::Keys::default())
+    }
+}
+
+/// An [`EntityUpdate`] with its routing key computed once on decode (what the entity partitions
+/// consume; the wire format is exactly [`EntityUpdate`]'s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EntityUpdate", into = "EntityUpdate")]
+pub struct RoutedEntityUpdate {
+    /// The update.
+    pub update: EntityUpdate,
+    /// [`EntityTarget::route_key`] of its target.
+    pub route: String,
+}
+
+impl From<EntityUpdate> for RoutedEntityUpdate {
+    fn from(update: EntityUpdate) -> Self {
+        Self {
+            route: update.target.route_key(),
+            update,
+        }
+    }
+}
+
+impl From<RoutedEntityUpdate> for EntityUpdate {
+    fn from(r: RoutedEntityUpdate) -> Self {
+        r.update
+    }
+}
+
+impl Message for RoutedEntityUpdate {
+    const KIND: &'static str = EntityUpdate::KIND;
+    const VERSION: u32 = EntityUpdate::VERSION;
+    fn validate(&self) -> Result<(), String> {
+        self.update.validate()
+    }
+}
+
 /// The JSON type of `v`, for error messages.
 pub fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
@@ -465,6 +507,63 @@ impl QuantumUpdate {
     pub fn to_json(&self) -> Vec<u8> {
         crate::pyjson::to_vec(self).unwrap_or_default()
     }
+}
+
+/// The `quantum:updates` bytes of one change, split around the value of `stream_id` (which only
+/// the commit script knows): `prefix + id + suffix` is exactly [`QuantumUpdate::to_json`] of
+/// `{type, key, data, version, stream_id: id}`, without cloning `data`.
+pub fn quantum_update_parts(
+    kind: &str,
+    key: &str,
+    data: &serde_json::Value,
+    version: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        key: &'a str,
+        data: &'a serde_json::Value,
+        version: u64,
+        stream_id: &'a str,
+    }
+    const MARK: &str = "\u{1}stream-id\u{1}";
+    let b = Borrowed {
+        kind,
+        key,
+        data,
+        version,
+        stream_id: MARK,
+    };
+    let bytes = crate::pyjson::to_vec(&b).unwrap_or_default();
+    // pyjson writes U+0001 as \u0001: find the last occurrence (stream_id is the last field).
+    let mark = br#""\u0001stream-id\u0001""#;
+    match bytes.windows(mark.len()).rposition(|w| w == mark) {
+        Some(at) => {
+            // The prefix keeps the opening quote, the suffix starts at the closing one.
+            (bytes[..=at].to_vec(), bytes[at + mark.len() - 1..].to_vec())
+        }
+        None => (bytes, Vec::new()),
+    }
+}
+
+/// Field names of an entry of the entity changes stream ([`crate::StreamName::EntityChanges`])
+/// and of a document's timeline ([`crate::Keys::document_timeline`]); all values are strings.
+pub mod entity_change {
+    /// The document key (changes stream only).
+    pub const KEY: &str = "key";
+    /// The document's version after the change.
+    pub const VERSION: &str = "version";
+    /// `merge`, `increment`, `replace`, `delete`, or `write` (a writer outside the daemon).
+    pub const OP: &str = "op";
+    /// The entity-stream entry id that caused the change (`partition/id`; empty for `write`).
+    pub const ENTRY: &str = "entry";
+    /// The document after the change, compact JSON; empty when deleted (changes stream only).
+    pub const DATA: &str = "data";
+    /// The operation's argument, compact JSON (timeline only).
+    pub const PATCH: &str = "patch";
+    /// The id of the change in the changes stream (timeline only).
+    pub const CHANGE: &str = "change";
 }
 
 /// A memory token to cache and index (archive's indexing input, seed 004).

@@ -130,6 +130,22 @@ fn quantum_update_with_version_matches_python_json_dumps() {
     );
 }
 
+/// The commit script's halves around `stream_id` make exactly the same bytes.
+#[test]
+fn quantum_update_parts_surround_the_stream_id() {
+    let data = serde_json::json!({"note": "has \u{1}stream-id\u{1} inside", "n": [1, {}]});
+    let (pre, post) = quantum_update_parts("status_update", "quantum:status", &data, 3);
+    let whole = QuantumUpdate {
+        kind: "status_update".into(),
+        key: "quantum:status".into(),
+        data,
+        version: Some(3),
+        stream_id: Some("17-2".into()),
+    }
+    .to_json();
+    assert_eq!([pre, b"17-2".to_vec(), post].concat(), whole);
+}
+
 /// An entity update's optional fields: `op` (absent = merge) and `expected_version`.
 #[test]
 fn entity_update_operations_layout() {
