@@ -1,0 +1,7 @@
+//! Integration tests of entity against a real redis-server: in-process instances, the real
+//! binary, and the migration.
+
+
+mod documents;
+
+mod support;
