@@ -2,6 +2,7 @@
 //! binary, and the migration.
 
 
+mod binary;
 mod documents;
 
 mod support;
