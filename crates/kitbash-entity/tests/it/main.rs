@@ -4,5 +4,6 @@
 
 mod binary;
 mod documents;
+mod migrate;
 
 mod support;
