@@ -133,8 +133,11 @@ impl Producer {
         update: &EntityUpdate,
         entity_partitions: u32,
     ) -> Result<String, ClientError> {
-        self.publish(Self::entity_stream(&update.target, entity_partitions), update)
-            .await
+        self.publish(
+            Self::entity_stream(&update.target, entity_partitions),
+            update,
+        )
+        .await
     }
 
     /// [`Producer::patch_entity`] with the caller's `mid` (reuse it when retrying after an error).

@@ -66,7 +66,11 @@ fn increment(target: &mut Value, inc: &Map<String, Value>, path: &str) -> Result
     let Value::Object(t) = target else {
         return Err(format!(
             "cannot increment inside {}: it is {}, not an object",
-            if path.is_empty() { "the document" } else { path },
+            if path.is_empty() {
+                "the document"
+            } else {
+                path
+            },
             json_kind(target)
         ));
     };
@@ -87,9 +91,10 @@ fn increment(target: &mut Value, inc: &Map<String, Value>, path: &str) -> Result
                         json_kind(slot)
                     ));
                 };
-                *slot = Value::Number(add(cur, by).ok_or_else(|| {
-                    format!("increment of {here} overflows or is not finite")
-                })?);
+                *slot =
+                    Value::Number(add(cur, by).ok_or_else(|| {
+                        format!("increment of {here} overflows or is not finite")
+                    })?);
             }
             other => {
                 return Err(format!(
@@ -155,7 +160,11 @@ mod tests {
             (r#"{"a":"foo"}"#, r#""bar""#, r#""bar""#),
             (r#"{"e":null}"#, r#"{"a":1}"#, r#"{"e":null,"a":1}"#),
             (r#"[1,2]"#, r#"{"a":"b","c":null}"#, r#"{"a":"b"}"#),
-            (r#"{}"#, r#"{"a":{"bb":{"ccc":null}}}"#, r#"{"a":{"bb":{}}}"#),
+            (
+                r#"{}"#,
+                r#"{"a":{"bb":{"ccc":null}}}"#,
+                r#"{"a":{"bb":{}}}"#,
+            ),
         ];
         for (t, p, want) in cases {
             let mut doc = parse(t);
@@ -168,14 +177,19 @@ mod tests {
     fn key_order_is_kept_and_removal_does_not_reorder() {
         let mut doc = parse(r#"{"z":1,"a":2,"m":3}"#);
         merge_patch(&mut doc, &parse(r#"{"z":null,"b":4,"a":5}"#));
-        assert_eq!(String::from_utf8(to_bytes(&doc)).unwrap_or_default(), r#"{"a":5,"m":3,"b":4}"#);
+        assert_eq!(
+            String::from_utf8(to_bytes(&doc)).unwrap_or_default(),
+            r#"{"a":5,"m":3,"b":4}"#
+        );
     }
 
     #[test]
     fn fidelity_of_numbers_arrays_unicode_and_depth() {
         let text = r#"{"f":0.1,"g":1.7976931348623157e308,"h":5e-324,"big":9007199254740993,"u":18446744073709551615,"neg":-9223372036854775808,"ea":[],"eo":{},"s":"Lévy 😀 \u0000","deep":[[[[[[[[[[{"x":[{}]}]]]]]]]]]]}"#;
         let doc = parse(text);
-        let out = apply(Some(&doc), EntityOp::Merge, &json!({"new": 1})).ok().flatten();
+        let out = apply(Some(&doc), EntityOp::Merge, &json!({"new": 1}))
+            .ok()
+            .flatten();
         let bytes = out.as_ref().map(to_bytes).unwrap_or_default();
         let back: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         assert_eq!(back.get("big"), Some(&json!(9007199254740993u64)));
@@ -192,22 +206,44 @@ mod tests {
     #[test]
     fn increments_add_exactly_and_refuse_non_numbers() {
         let doc = parse(r#"{"n":9007199254740992,"f":0.5,"o":{"c":1}}"#);
-        let out = apply(Some(&doc), EntityOp::Increment, &json!({"n": 1, "f": 0.25, "o": {"c": 2, "d": 3}, "new": 7}));
+        let out = apply(
+            Some(&doc),
+            EntityOp::Increment,
+            &json!({"n": 1, "f": 0.25, "o": {"c": 2, "d": 3}, "new": 7}),
+        );
         assert_eq!(
             out,
-            Ok(Some(parse(r#"{"n":9007199254740993,"f":0.75,"o":{"c":3,"d":3},"new":7}"#)))
+            Ok(Some(parse(
+                r#"{"n":9007199254740993,"f":0.75,"o":{"c":3,"d":3},"new":7}"#
+            )))
         );
         assert!(apply(Some(&doc), EntityOp::Increment, &json!({"o": 1})).is_err());
         assert!(apply(Some(&doc), EntityOp::Increment, &json!({"n": "x"})).is_err());
         assert!(apply(Some(&doc), EntityOp::Increment, &json!([1])).is_err());
-        assert!(apply(Some(&json!({"m": u64::MAX})), EntityOp::Increment, &json!({"m": 1})).is_err());
-        assert_eq!(apply(None, EntityOp::Increment, &json!({"a": 1})), Ok(Some(json!({"a": 1}))));
+        assert!(
+            apply(
+                Some(&json!({"m": u64::MAX})),
+                EntityOp::Increment,
+                &json!({"m": 1})
+            )
+            .is_err()
+        );
+        assert_eq!(
+            apply(None, EntityOp::Increment, &json!({"a": 1})),
+            Ok(Some(json!({"a": 1})))
+        );
     }
 
     #[test]
     fn replace_and_delete() {
-        assert_eq!(apply(None, EntityOp::Replace, &json!([])), Ok(Some(json!([]))));
-        assert_eq!(apply(Some(&json!({"a": 1})), EntityOp::Delete, &Value::Null), Ok(None));
+        assert_eq!(
+            apply(None, EntityOp::Replace, &json!([])),
+            Ok(Some(json!([])))
+        );
+        assert_eq!(
+            apply(Some(&json!({"a": 1})), EntityOp::Delete, &Value::Null),
+            Ok(None)
+        );
         assert!(apply(None, EntityOp::Merge, &json!("x")).is_err());
     }
 }

@@ -80,7 +80,12 @@ pub fn discover(dir: &Path) -> Vec<Source> {
     }
     let entities = dir.join("consciousness/entities");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&entities)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     for n in names {

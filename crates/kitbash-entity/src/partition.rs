@@ -21,7 +21,7 @@ use kitbash_schema::{Keys, StreamName};
 use serde_json::Value;
 
 use crate::document;
-use crate::store::{Change, Committed, DocCommit, DocumentStore, Stored, StoreError};
+use crate::store::{Change, Committed, DocCommit, DocumentStore, StoreError, Stored};
 
 /// A cached document.
 #[derive(Debug)]
@@ -203,8 +203,11 @@ impl<S: DocumentStore> Documents<S> {
             return;
         }
         let keep = cap - cap / 20;
-        let mut by_use: Vec<(u64, String)> =
-            state.docs.iter().map(|(k, c)| (c.used, k.clone())).collect();
+        let mut by_use: Vec<(u64, String)> = state
+            .docs
+            .iter()
+            .map(|(k, c)| (c.used, k.clone()))
+            .collect();
         by_use.sort_unstable();
         for (_, k) in by_use.into_iter().take(state.docs.len() - keep) {
             state.docs.remove(&k);
@@ -301,7 +304,9 @@ impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
             let mut plans: Vec<(usize, Plan)> = Vec::new();
             for &d in &pending {
                 let (key, target, idx) = &order[d];
-                let Some(c) = state.docs.get(key) else { continue };
+                let Some(c) = state.docs.get(key) else {
+                    continue;
+                };
                 plans.push((d, self.plan(state.p, key, target, &c.stored, batch, idx)));
             }
             let commits: Vec<DocCommit> =

@@ -93,7 +93,8 @@ pub enum Committed {
 /// compare-and-set on the version.
 pub trait DocumentStore: Send + Sync + 'static {
     /// Reads `keys` (one round trip).
-    fn load(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send;
+    fn load(&self, keys: &[String])
+    -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send;
     /// Commits each document's changes if its version and `applied` are still as expected.
     fn commit(
         &self,

@@ -306,10 +306,18 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 "{} files: {} {}, {} unchanged, {} skipped{}",
                 summary.files,
                 summary.imported,
-                if dry_run { "would be imported" } else { "imported" },
+                if dry_run {
+                    "would be imported"
+                } else {
+                    "imported"
+                },
                 summary.unchanged,
                 summary.skipped.len(),
-                if dry_run { " (dry run: nothing written)" } else { "" }
+                if dry_run {
+                    " (dry run: nothing written)"
+                } else {
+                    ""
+                }
             );
             if !summary.skipped.is_empty() {
                 return Ok(ExitCode::from(2));

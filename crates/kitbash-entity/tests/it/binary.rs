@@ -58,14 +58,20 @@ async fn wait_committed_by(c: &Client, keys: &Keys, pid: u32) {
     loop {
         for p in 0..PARTITIONS {
             let owner: Option<String> = c
-                .hget(keys.checkpoint(StreamName::EntityPart(p)), Keys::CHECKPOINT_OWNER)
+                .hget(
+                    keys.checkpoint(StreamName::EntityPart(p)),
+                    Keys::CHECKPOINT_OWNER,
+                )
                 .await
                 .expect("hget");
             if owner.is_some_and(|o| o.contains(&marker)) {
                 return;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "process {pid} never committed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never committed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -79,7 +85,11 @@ fn updates(docs: usize, per_doc: usize, from: usize) -> Vec<EntityUpdate> {
                 part: "state".into(),
             };
             // Each update changes the document, and `last` shows which one came last.
-            out.push(EntityUpdate::with_op(t.clone(), EntityOp::Increment, json!({"n": 1})));
+            out.push(EntityUpdate::with_op(
+                t.clone(),
+                EntityOp::Increment,
+                json!({"n": 1}),
+            ));
             out.push(EntityUpdate::merge(t, json!({"last": i})));
         }
     }
@@ -128,7 +138,9 @@ async fn three_binaries_one_killed_apply_every_update_once_and_in_order() {
     let mut seen: BTreeMap<String, Vec<(u64, Value)>> = BTreeMap::new();
     for (_, pairs) in read_all(&c, &keys.stream(StreamName::EntityChanges)).await {
         let key = String::from_utf8_lossy(field(&pairs, "key")).into_owned();
-        let v: u64 = String::from_utf8_lossy(field(&pairs, "version")).parse().expect("version");
+        let v: u64 = String::from_utf8_lossy(field(&pairs, "version"))
+            .parse()
+            .expect("version");
         let data: Value = serde_json::from_slice(field(&pairs, "data")).expect("data");
         seen.entry(key).or_default().push((v, data));
     }
@@ -139,7 +151,11 @@ async fn three_binaries_one_killed_apply_every_update_once_and_in_order() {
             assert_eq!(*v, k as u64 + 1, "{key}: versions in order");
             assert_eq!(data["n"], json!(k / 2 + 1), "{key}: change {k}");
             if k % 2 == 1 {
-                assert_eq!(data["last"], json!(k / 2), "{key}: merge {k} in stream order");
+                assert_eq!(
+                    data["last"],
+                    json!(k / 2),
+                    "{key}: merge {k} in stream order"
+                );
             }
         }
         let (doc, version) = stored(&c, &keys, key).await;

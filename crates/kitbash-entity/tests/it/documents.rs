@@ -46,7 +46,10 @@ async fn eight_producers_times_ten_thousand_patches_to_one_document_lose_nothing
                 })
                 .collect();
             for chunk in updates.chunks(250) {
-                producer.publish_batch(stream, chunk).await.expect("publish");
+                producer
+                    .publish_batch(stream, chunk)
+                    .await
+                    .expect("publish");
             }
         }));
     }
@@ -68,11 +71,19 @@ async fn eight_producers_times_ten_thousand_patches_to_one_document_lose_nothing
     let key = keys.quantum_status();
     let (doc, version) = stored(&c, &keys, &key).await;
     let doc: Value = serde_json::from_str(&doc.expect("document")).expect("json");
-    assert_eq!(doc["total"], json!(PRODUCERS * EACH / 2), "no increment lost");
+    assert_eq!(
+        doc["total"],
+        json!(PRODUCERS * EACH / 2),
+        "no increment lost"
+    );
     for w in 0..PRODUCERS {
         assert_eq!(doc["by"][format!("w{w}")], json!(EACH / 2));
     }
-    assert_eq!(Some(&doc), reference.as_ref(), "equals the sequential reference");
+    assert_eq!(
+        Some(&doc),
+        reference.as_ref(),
+        "equals the sequential reference"
+    );
     assert_eq!(version as usize, PRODUCERS * EACH, "one version per change");
     assert!(dead_reasons(&c, &keys).await.is_empty());
 }
@@ -90,7 +101,9 @@ async fn documents_and_messages_keep_every_byte() {
     .expect("subscriber");
     sub.init().await.expect("subscriber connects");
     let mut rx = sub.message_rx();
-    sub.subscribe(keys.channel_quantum_updates()).await.expect("subscribe");
+    sub.subscribe(keys.channel_quantum_updates())
+        .await
+        .expect("subscribe");
     let inst = start(config(&server.url(), &ns));
     let producer = Producer::new(c.clone(), keys.clone(), 1);
     let target = EntityTarget::Entity {
@@ -107,7 +120,10 @@ async fn documents_and_messages_keep_every_byte() {
         .await
         .expect("publish");
     producer
-        .patch_entity(&EntityUpdate::merge(target.clone(), json!({"z": null, "n": 1.5})), PARTITIONS)
+        .patch_entity(
+            &EntityUpdate::merge(target.clone(), json!({"z": null, "n": 1.5})),
+            PARTITIONS,
+        )
         .await
         .expect("publish");
     let mut want = original.clone();
@@ -123,9 +139,15 @@ async fn documents_and_messages_keep_every_byte() {
     }
     let (doc, version) = stored(&c, &keys, &key).await;
     assert_eq!(version, 2);
-    assert_eq!(doc.as_deref().map(str::as_bytes), Some(document::to_bytes(&want).as_slice()));
+    assert_eq!(
+        doc.as_deref().map(str::as_bytes),
+        Some(document::to_bytes(&want).as_slice())
+    );
     let reader = kitbash_client::Reader::new(c.clone(), keys.clone());
-    assert_eq!(reader.get_entity(&target).await.expect("get"), Some((want.clone(), 2)));
+    assert_eq!(
+        reader.get_entity(&target).await.expect("get"),
+        Some((want.clone(), 2))
+    );
     // Key order, integers beyond 2^53, [] vs {}, unicode and depth all survive.
     let back: Value = serde_json::from_str(doc.as_deref().unwrap_or("")).expect("json");
     assert_eq!(back["big"], json!(9007199254740993u64));
@@ -163,7 +185,17 @@ async fn bad_updates_are_dead_lettered_with_a_reason_and_the_partition_keeps_goi
     let sk = keys.stream(stream);
     // Not JSON at all.
     let _: String = c
-        .xadd(sk.as_str(), false, None, "*", vec![("type", "entity_update"), ("ct", "json"), ("d", "{not json")])
+        .xadd(
+            sk.as_str(),
+            false,
+            None,
+            "*",
+            vec![
+                ("type", "entity_update"),
+                ("ct", "json"),
+                ("d", "{not json"),
+            ],
+        )
         .await
         .expect("xadd");
     let good = |v: i64| EntityUpdate::merge(t.clone(), json!({"v": v}));
@@ -222,7 +254,11 @@ async fn a_writer_outside_the_daemon_is_never_lost() {
     caught_up(&c, &keys).await;
     // The outside writer: read, change, compare-and-set.
     let store = StringStore::new(c.clone(), keys.clone(), 10, 1000);
-    let now = store.load(std::slice::from_ref(&key)).await.expect("load").remove(0);
+    let now = store
+        .load(std::slice::from_ref(&key))
+        .await
+        .expect("load")
+        .remove(0);
     assert_eq!(now.version, 1);
     let doc = json!({"a": 1, "outside": true});
     let commit = DocCommit {
@@ -241,10 +277,19 @@ async fn a_writer_outside_the_daemon_is_never_lost() {
             publish: kitbash_schema::messages::quantum_update_parts("daily_update", &key, &doc, 2),
         }],
     };
-    assert_eq!(store.commit(std::slice::from_ref(&commit)).await.expect("commit"), vec![Committed::Yes]);
+    assert_eq!(
+        store
+            .commit(std::slice::from_ref(&commit))
+            .await
+            .expect("commit"),
+        vec![Committed::Yes]
+    );
     // The same commit again is refused: the version moved.
     assert!(matches!(
-        store.commit(std::slice::from_ref(&commit)).await.expect("commit")[0],
+        store
+            .commit(std::slice::from_ref(&commit))
+            .await
+            .expect("commit")[0],
         Committed::Moved(_)
     ));
     producer

@@ -159,14 +159,20 @@ fn entity_update_operations_layout() {
         serde_json::to_string(&e).expect("json"),
         r#"{"target":{"kind":"status"},"patch":{"visits":1},"op":"increment","expected_version":4}"#
     );
-    let back: EntityUpdate = serde_json::from_str(
-        r#"{"target":{"kind":"status"},"patch":{"a":1}}"#,
-    )
-    .expect("decode");
+    let back: EntityUpdate =
+        serde_json::from_str(r#"{"target":{"kind":"status"},"patch":{"a":1}}"#).expect("decode");
     assert_eq!(back.op, EntityOp::Merge);
     assert_eq!(back.expected_version, None);
-    let bad = EntityUpdate::with_op(EntityTarget::Status, EntityOp::Merge, serde_json::json!([1]));
-    assert!(bad.validate().unwrap_err().contains("must be a JSON object"));
+    let bad = EntityUpdate::with_op(
+        EntityTarget::Status,
+        EntityOp::Merge,
+        serde_json::json!([1]),
+    );
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .contains("must be a JSON object")
+    );
 }
 
 /// The stream envelope of a tick: fields and MessagePack body (map encoding).
