@@ -105,20 +105,30 @@ pub async fn stored(c: &Client, keys: &Keys, key: &str) -> (Option<String>, u64)
     (doc, v.unwrap_or(0))
 }
 
-/// Every entry of a stream key as (id, field → value).
+/// Every entry of a stream key as (id, field → value), read in pages (one XRANGE of 80k
+/// entries can outlast the client's command timeout on a loaded machine).
 pub async fn read_all(c: &Client, key: &str) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
-    let v: Value = c.xrange(key, "-", "+", None).await.expect("xrange");
-    entries::parse_entries("XRANGE", &v)
-        .expect("entries")
-        .into_iter()
-        .map(|e| {
+    let mut out = Vec::new();
+    let mut from = "-".to_owned();
+    loop {
+        let v: Value = c
+            .xrange(key, from.as_str(), "+", Some(2000))
+            .await
+            .expect("xrange");
+        let page = entries::parse_entries("XRANGE", &v).expect("entries");
+        let n = page.len();
+        for e in page {
+            from = format!("({}", e.id);
             let pairs = e
                 .pairs()
                 .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec()))
                 .collect();
-            (e.id.clone(), pairs)
-        })
-        .collect()
+            out.push((e.id.clone(), pairs));
+        }
+        if n < 2000 {
+            return out;
+        }
+    }
 }
 
 pub fn field<'a>(pairs: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
