@@ -32,8 +32,8 @@ pub mod session;
 use fred::prelude::*;
 use fred::types::config::Options;
 use fred::types::{Key, Value};
-use kitbash_schema::messages::{PhysicsVector, Tick};
-use kitbash_schema::streams::tick_partition;
+use kitbash_schema::messages::{EntityTarget, EntityUpdate, PhysicsVector, Tick};
+use kitbash_schema::streams::{partition_of, tick_partition};
 use kitbash_schema::{Envelope, Keys, Message, StreamName, WireError};
 
 /// What went wrong talking to the fleet.
@@ -196,6 +196,42 @@ fn once() -> Options {
     }
 }
 
+impl Producer {
+    /// The entity partition stream of `target` among `entity_partitions` (`[entity] partitions`).
+    pub fn entity_stream(target: &EntityTarget, entity_partitions: u32) -> StreamName {
+        StreamName::EntityPart(partition_of(&target.route_key(), entity_partitions))
+    }
+
+    /// Appends an entity update to its document's partition (`entity_partitions` must match
+    /// `[entity] partitions`). Returns the entry id; the change is applied in stream order.
+    pub async fn patch_entity(
+        &self,
+        update: &EntityUpdate,
+        entity_partitions: u32,
+    ) -> Result<String, ClientError> {
+        self.publish(
+            Self::entity_stream(&update.target, entity_partitions),
+            update,
+        )
+        .await
+    }
+
+    /// [`Producer::patch_entity`] with the caller's `mid` (reuse it when retrying after an error).
+    pub async fn patch_entity_with_mid(
+        &self,
+        update: &EntityUpdate,
+        entity_partitions: u32,
+        mid: &str,
+    ) -> Result<String, ClientError> {
+        self.publish_with_mid(
+            Self::entity_stream(&update.target, entity_partitions),
+            update,
+            mid,
+        )
+        .await
+    }
+}
+
 fn fields_of(env: &Envelope) -> Vec<(Key, Value)> {
     env.to_fields()
         .into_iter()
@@ -229,6 +265,24 @@ impl Reader {
         let raw: Option<String> = self.client.get(self.keys.physics_state(symbol)).await?;
         Ok(match raw {
             Some(s) => Some(serde_json::from_str(&s)?),
+            None => None,
+        })
+    }
+
+    /// A quantum-memory document and its version (`None` when absent). One round trip.
+    pub async fn get_entity(
+        &self,
+        target: &EntityTarget,
+    ) -> Result<Option<(serde_json::Value, u64)>, ClientError> {
+        let key = target.key(&self.keys);
+        let pipe = self.client.pipeline();
+        let _: () = pipe.get(key.as_str()).await?;
+        let _: () = pipe
+            .hget(self.keys.document_meta(&key), Keys::DOCUMENT_VERSION)
+            .await?;
+        let (raw, version): (Option<String>, Option<u64>) = pipe.all().await?;
+        Ok(match raw {
+            Some(s) => Some((serde_json::from_str(&s)?, version.unwrap_or(0))),
             None => None,
         })
     }

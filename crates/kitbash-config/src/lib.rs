@@ -14,6 +14,7 @@
 //! instead of lurking until the feynman instance restarts.
 
 pub mod client;
+pub mod entity;
 pub mod example;
 pub mod feynman;
 pub mod ratelimit;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use client::ClientConfig;
+pub use entity::EntityConfig;
 pub use example::ExampleConfig;
 pub use feynman::FeynmanConfig;
 pub use ratelimit::{FailPolicyConfig, RateLimitConfig};
@@ -86,7 +88,7 @@ pub struct Config {
     /// The physics writer.
     pub feynman: FeynmanConfig,
     /// The entity updater.
-    pub entity: SectionPlaceholder,
+    pub entity: EntityConfig,
     /// The resonance decayer.
     pub decay: SectionPlaceholder,
     /// The ghost precomputer.
@@ -204,6 +206,7 @@ impl Config {
         check(&self.consumer)?;
         check(&self.fleet)?;
         check(&self.feynman)?;
+        check(&self.entity)?;
         check(&self.example)?;
         check(&self.ratelimit)?;
         check(&self.client)?;

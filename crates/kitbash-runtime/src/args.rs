@@ -275,8 +275,8 @@ mod tests {
         assert!(help.contains("KITBASH__FEYNMAN__LEASE_MS"), "{help}");
         assert!(help.contains("KITBASH__REDIS__<KEY>"), "{help}");
         assert!(help.contains("KITBASH_PROFILE"), "{help}");
-        let entity = help_text(DaemonKind::Entity);
-        assert!(entity.contains("no settings of its own yet"), "{entity}");
+        let bridge = help_text(DaemonKind::Bridge);
+        assert!(bridge.contains("no settings of its own yet"), "{bridge}");
     }
 
     #[test]

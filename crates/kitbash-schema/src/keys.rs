@@ -189,6 +189,30 @@ impl Keys {
         self.k(&format!("entity:{name}:{part}"))
     }
 
+    /// The metadata hash of a document (`version`, `applied`): `{quantum:status}:meta`, in the
+    /// document's cluster slot (its hash tag is the document key's whole name; a key that already
+    /// holds a tag gets the suffix instead). `version` counts committed changes; `applied` is the
+    /// id of the last entity-stream entry applied, so a re-delivered entry is never applied twice.
+    pub fn document_meta(&self, doc_key: &str) -> String {
+        Self::beside(doc_key, "meta")
+    }
+    /// The bounded timeline of a document's changes (a stream, newest last), in its slot:
+    /// `{quantum:status}:timeline`.
+    pub fn document_timeline(&self, doc_key: &str) -> String {
+        Self::beside(doc_key, "timeline")
+    }
+    fn beside(doc_key: &str, what: &str) -> String {
+        if doc_key.contains('{') {
+            format!("{doc_key}:{what}")
+        } else {
+            format!("{{{doc_key}}}:{what}")
+        }
+    }
+    /// Field names of [`Keys::document_meta`].
+    pub const DOCUMENT_VERSION: &'static str = "version";
+    /// See [`Keys::DOCUMENT_VERSION`].
+    pub const DOCUMENT_APPLIED: &'static str = "applied";
+
     // ---- seed 003: neuromorphic arrays -----------------------------------------------------
 
     /// `wm:{hash}` — a working-memory pattern (hash: pattern, timestamp, metadata), 1 h.
@@ -492,6 +516,11 @@ mod tests {
             (k.quantum_daily("2025-07-01"), "quantum:daily:2025-07-01"),
             (k.quantum_work_summary24h(), "quantum:work:summary24h"),
             (k.entity("claude", "identity"), "entity:claude:identity"),
+            (k.document_meta("quantum:status"), "{quantum:status}:meta"),
+            (
+                k.document_timeline("entity:claude:identity"),
+                "{entity:claude:identity}:timeline",
+            ),
             (k.channel_quantum_updates(), "quantum:updates"),
             (k.wm("visual_pattern_123"), "wm:visual_pattern_123"),
             (

@@ -323,13 +323,77 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// An entity-update event (entity's input, seed 002): an RFC 7386 merge patch for one document.
+/// What an entity update does to its document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityOp {
+    /// RFC 7396 JSON merge patch; `patch` must be an object.
+    #[default]
+    Merge,
+    /// Counter increments: `patch` is an object whose number leaves are added to the
+    /// document's numbers at the same paths (a missing counter starts at 0).
+    Increment,
+    /// Replace the whole document with `patch` (any JSON value).
+    Replace,
+    /// Delete the document (`patch` is ignored).
+    Delete,
+}
+
+impl EntityOp {
+    /// Whether this is the default operation (left out of the encoding).
+    pub fn is_merge(&self) -> bool {
+        *self == EntityOp::Merge
+    }
+
+    /// The operation's name in timelines and change records.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntityOp::Merge => "merge",
+            EntityOp::Increment => "increment",
+            EntityOp::Replace => "replace",
+            EntityOp::Delete => "delete",
+        }
+    }
+}
+
+/// An entity-update event (entity's input, seed 002): a change to one JSON document, routed to
+/// the entity partition `partition_of(target key, P)` ([`crate::StreamName::EntityPart`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntityUpdate {
-    /// The document to patch.
+    /// The document to change.
     pub target: EntityTarget,
-    /// RFC 7386 JSON merge patch.
+    /// The operation's argument: an RFC 7386 merge patch (the default operation), the
+    /// increments, or the new document.
     pub patch: serde_json::Value,
+    /// What to do with `patch` (absent = `merge`).
+    #[serde(default, skip_serializing_if = "EntityOp::is_merge")]
+    pub op: EntityOp,
+    /// Apply only if the document is at this version (optimistic concurrency for a client that
+    /// read the document first); otherwise the event is dead-lettered as a version conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+impl EntityUpdate {
+    /// A merge patch of `target`.
+    pub fn merge(target: EntityTarget, patch: serde_json::Value) -> Self {
+        Self {
+            target,
+            patch,
+            op: EntityOp::Merge,
+            expected_version: None,
+        }
+    }
+
+    /// Another operation on `target`.
+    pub fn with_op(target: EntityTarget, op: EntityOp, patch: serde_json::Value) -> Self {
+        Self {
+            target,
+            patch,
+            op,
+            expected_version: None,
+        }
+    }
 }
 
 impl Message for EntityUpdate {
@@ -353,7 +417,68 @@ impl Message for EntityUpdate {
             }
             _ => {}
         }
+        if matches!(self.op, EntityOp::Merge | EntityOp::Increment) && !self.patch.is_object() {
+            return Err(format!(
+                "a {} patch must be a JSON object, got {}",
+                self.op.name(),
+                json_kind(&self.patch)
+            ));
+        }
         Ok(())
+    }
+}
+
+impl EntityTarget {
+    /// The routing key of the document: its key without namespace (`quantum:status`), so every
+    /// producer routes a document to the same partition, `partition_of(route_key, P)`.
+    pub fn route_key(&self) -> String {
+        self.key(&crate::Keys::default())
+    }
+}
+
+/// An [`EntityUpdate`] with its routing key computed once on decode (what the entity partitions
+/// consume; the wire format is exactly [`EntityUpdate`]'s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EntityUpdate", into = "EntityUpdate")]
+pub struct RoutedEntityUpdate {
+    /// The update.
+    pub update: EntityUpdate,
+    /// [`EntityTarget::route_key`] of its target.
+    pub route: String,
+}
+
+impl From<EntityUpdate> for RoutedEntityUpdate {
+    fn from(update: EntityUpdate) -> Self {
+        Self {
+            route: update.target.route_key(),
+            update,
+        }
+    }
+}
+
+impl From<RoutedEntityUpdate> for EntityUpdate {
+    fn from(r: RoutedEntityUpdate) -> Self {
+        r.update
+    }
+}
+
+impl Message for RoutedEntityUpdate {
+    const KIND: &'static str = EntityUpdate::KIND;
+    const VERSION: u32 = EntityUpdate::VERSION;
+    fn validate(&self) -> Result<(), String> {
+        self.update.validate()
+    }
+}
+
+/// The JSON type of `v`, for error messages.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -370,6 +495,10 @@ pub struct QuantumUpdate {
     /// The document's version counter after the update (absent in the seed's example).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// Id of the change's entry in the entity changes stream ([`crate::StreamName::EntityChanges`]):
+    /// where a reader that missed messages resumes (absent in the seed's example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
 }
 
 impl QuantumUpdate {
@@ -378,6 +507,63 @@ impl QuantumUpdate {
     pub fn to_json(&self) -> Vec<u8> {
         crate::pyjson::to_vec(self).unwrap_or_default()
     }
+}
+
+/// The `quantum:updates` bytes of one change, split around the value of `stream_id` (which only
+/// the commit script knows): `prefix + id + suffix` is exactly [`QuantumUpdate::to_json`] of
+/// `{type, key, data, version, stream_id: id}`, without cloning `data`.
+pub fn quantum_update_parts(
+    kind: &str,
+    key: &str,
+    data: &serde_json::Value,
+    version: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        key: &'a str,
+        data: &'a serde_json::Value,
+        version: u64,
+        stream_id: &'a str,
+    }
+    const MARK: &str = "\u{1}stream-id\u{1}";
+    let b = Borrowed {
+        kind,
+        key,
+        data,
+        version,
+        stream_id: MARK,
+    };
+    let bytes = crate::pyjson::to_vec(&b).unwrap_or_default();
+    // pyjson writes U+0001 as \u0001: find the last occurrence (stream_id is the last field).
+    let mark = br#""\u0001stream-id\u0001""#;
+    match bytes.windows(mark.len()).rposition(|w| w == mark) {
+        Some(at) => {
+            // The prefix keeps the opening quote, the suffix starts at the closing one.
+            (bytes[..=at].to_vec(), bytes[at + mark.len() - 1..].to_vec())
+        }
+        None => (bytes, Vec::new()),
+    }
+}
+
+/// Field names of an entry of the entity changes stream ([`crate::StreamName::EntityChanges`])
+/// and of a document's timeline ([`crate::Keys::document_timeline`]); all values are strings.
+pub mod entity_change {
+    /// The document key (changes stream only).
+    pub const KEY: &str = "key";
+    /// The document's version after the change.
+    pub const VERSION: &str = "version";
+    /// `merge`, `increment`, `replace`, `delete`, or `write` (a writer outside the daemon).
+    pub const OP: &str = "op";
+    /// The entity-stream entry id that caused the change (`partition/id`; empty for `write`).
+    pub const ENTRY: &str = "entry";
+    /// The document after the change, compact JSON; empty when deleted (changes stream only).
+    pub const DATA: &str = "data";
+    /// The operation's argument, compact JSON (timeline only).
+    pub const PATCH: &str = "patch";
+    /// The id of the change in the changes stream (timeline only).
+    pub const CHANGE: &str = "change";
 }
 
 /// A memory token to cache and index (archive's indexing input, seed 004).

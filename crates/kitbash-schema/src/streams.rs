@@ -104,6 +104,11 @@ pub enum StreamName {
     Physics,
     /// Resonance crossings emitted by decay (ghost's input).
     Crossings,
+    /// Entity-update events, partition `n` of `[entity] partitions` (entity's input: documents
+    /// are routed by `partition_of(document key, P)` so one document's updates stay in order).
+    EntityPart(u32),
+    /// Every committed document change, in commit order (the bridge's resume positions).
+    EntityChanges,
 }
 
 impl StreamName {
@@ -124,6 +129,7 @@ impl StreamName {
     pub fn logical(self) -> String {
         match self {
             StreamName::Ticks(p) => format!("ticks:{p}"),
+            StreamName::EntityPart(p) => format!("entity:{p}"),
             other => other.base().to_owned(),
         }
     }
@@ -137,6 +143,8 @@ impl StreamName {
             StreamName::Memory => "memory",
             StreamName::Physics => "physics",
             StreamName::Crossings => "crossings",
+            StreamName::EntityPart(_) => "entity",
+            StreamName::EntityChanges => "entity-changes",
         }
     }
 
@@ -145,12 +153,16 @@ impl StreamName {
         if let Some(p) = s.strip_prefix("ticks:") {
             return p.parse().ok().map(StreamName::Ticks);
         }
+        if let Some(p) = s.strip_prefix("entity:") {
+            return p.parse().ok().map(StreamName::EntityPart);
+        }
         Some(match s {
             "queries" => StreamName::Queries,
             "entity" => StreamName::Entity,
             "memory" => StreamName::Memory,
             "physics" => StreamName::Physics,
             "crossings" => StreamName::Crossings,
+            "entity-changes" => StreamName::EntityChanges,
             _ => return None,
         })
     }
@@ -167,6 +179,9 @@ impl StreamName {
             StreamName::Memory => &[DaemonKind::Archive],
             StreamName::Physics => &[DaemonKind::Archive],
             StreamName::Crossings => &[DaemonKind::Ghost, DaemonKind::Archive],
+            // entity reads its partitions without a group, like feynman's ticks.
+            StreamName::EntityPart(_) => &[DaemonKind::Archive],
+            StreamName::EntityChanges => &[DaemonKind::Archive],
         }
     }
 }
@@ -218,9 +233,13 @@ mod tests {
 
     #[test]
     fn logical_names_round_trip() {
-        for s in StreamName::all(4) {
+        for s in StreamName::all(4)
+            .into_iter()
+            .chain([StreamName::EntityPart(3), StreamName::EntityChanges])
+        {
             assert_eq!(StreamName::parse(&s.logical()), Some(s));
         }
+        assert_eq!(StreamName::EntityPart(2).logical(), "entity:2");
         assert_eq!(StreamName::parse("ticks:x"), None);
         assert_eq!(StreamName::parse("nope"), None);
     }

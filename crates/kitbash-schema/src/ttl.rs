@@ -63,6 +63,8 @@ pub const MEMORY_TOKEN: Ttl = secs(3600);
 pub const RELEVANCE_SCORE: Ttl = secs(900);
 /// Session: 30 min.
 pub const SESSION: Ttl = secs(1800);
+/// `quantum:session:current`: 24 h, refreshed by every change (seed 002's current session).
+pub const QUANTUM_SESSION: Ttl = secs(24 * 3600);
 /// Rate-limit window: one minute (the window length), refreshed by each request.
 pub const RATE_WINDOW: Ttl = secs(60);
 
@@ -139,6 +141,12 @@ pub const POLICY: &[TtlRule] = &[
         seed: "001",
         ttl: AGENT_STATE,
         reason: "agent context",
+    },
+    TtlRule {
+        pattern: "quantum:session:current",
+        seed: "002",
+        ttl: QUANTUM_SESSION,
+        reason: "the current session; refreshed by each change",
     },
     TtlRule {
         pattern: "quantum:*",

@@ -59,6 +59,16 @@ pub enum Command {
         #[arg(long)]
         long: bool,
     },
+    /// Import a `quantum_states/` + `consciousness/entities/` tree of JSON files into the
+    /// entity documents, through the same compare-and-set commit as kitbash-entity. Idempotent:
+    /// a second run changes nothing. A file that is not JSON is named and skipped.
+    Migrate {
+        /// The directory holding `quantum_states/` and/or `consciousness/entities/`.
+        dir: std::path::PathBuf,
+        /// Say what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Publish demo data: `kitbash feed ticks`.
     Feed {
         /// What to feed.
@@ -326,6 +336,58 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 print!("{}", crate::bench::render_table(&records));
+            }
+        }
+        Command::Migrate { dir, dry_run } => {
+            let client = connect(&config).await?;
+            let keys = config.redis.keys();
+            let store = kitbash_entity::store::StringStore::new(
+                client,
+                keys.clone(),
+                config.entity.timeline_max,
+                config.entity.changes_max,
+            );
+            let summary = kitbash_entity::migrate::migrate(
+                &store,
+                &keys,
+                &dir,
+                dry_run,
+                config.entity.max_document_bytes,
+                |done, total, path| {
+                    let width = 30;
+                    let filled = done * width / total.max(1);
+                    eprint!(
+                        "\r[{}{}] {done}/{total} {}\x1b[K",
+                        "#".repeat(filled),
+                        ".".repeat(width - filled),
+                        path.display()
+                    );
+                },
+            )
+            .await?;
+            eprintln!();
+            for (path, why) in &summary.skipped {
+                eprintln!("skipped {}: {why}", path.display());
+            }
+            println!(
+                "{} files: {} {}, {} unchanged, {} skipped{}",
+                summary.files,
+                summary.imported,
+                if dry_run {
+                    "would be imported"
+                } else {
+                    "imported"
+                },
+                summary.unchanged,
+                summary.skipped.len(),
+                if dry_run {
+                    " (dry run: nothing written)"
+                } else {
+                    ""
+                }
+            );
+            if !summary.skipped.is_empty() {
+                return Ok(ExitCode::from(2));
             }
         }
         Command::Feed {

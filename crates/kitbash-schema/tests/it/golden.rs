@@ -3,7 +3,7 @@
 
 use kitbash_schema::messages::*;
 use kitbash_schema::wire::{ContentType, DeadLetter, Envelope, decode_fields};
-use kitbash_schema::{Keys, StreamName};
+use kitbash_schema::{Keys, Message, StreamName};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -98,12 +98,80 @@ fn quantum_update_matches_python_json_dumps() {
         key: Keys::default().quantum_status(),
         data: serde_json::json!({"mood": "curious", "level": 3, "score": 0.5, "name": "Lévy"}),
         version: None,
+        stream_id: None,
     };
     // python3 -c 'import json; print(json.dumps({"type":"status_update","key":"quantum:status",
     //   "data":{"mood":"curious","level":3,"score":0.5,"name":"Lévy"}}))'
     assert_eq!(
         String::from_utf8(u.to_json()).expect("utf8"),
         r#"{"type": "status_update", "key": "quantum:status", "data": {"mood": "curious", "level": 3, "score": 0.5, "name": "L\u00e9vy"}}"#
+    );
+}
+
+/// entity's `quantum:updates` message: the seed's three fields, then `version` and `stream_id`.
+#[test]
+fn quantum_update_with_version_matches_python_json_dumps() {
+    let data: serde_json::Value = serde_json::from_str(
+        r#"{"big": 12345678901234567890, "f": 0.1, "e": [], "o": {}, "u": "Lévy"}"#,
+    )
+    .expect("json");
+    let u = QuantumUpdate {
+        kind: "entity_update".into(),
+        key: Keys::default().entity("claude", "identity"),
+        data,
+        version: Some(7),
+        stream_id: Some("1-0".into()),
+    };
+    // python3 -c 'import json; print(json.dumps({"type":"entity_update","key":"entity:claude:identity",
+    //   "data":{"big":12345678901234567890,"f":0.1,"e":[],"o":{},"u":"Lévy"},"version":7,"stream_id":"1-0"}))'
+    assert_eq!(
+        String::from_utf8(u.to_json()).expect("utf8"),
+        r#"{"type": "entity_update", "key": "entity:claude:identity", "data": {"big": 12345678901234567890, "f": 0.1, "e": [], "o": {}, "u": "L\u00e9vy"}, "version": 7, "stream_id": "1-0"}"#
+    );
+}
+
+/// The commit script's halves around `stream_id` make exactly the same bytes.
+#[test]
+fn quantum_update_parts_surround_the_stream_id() {
+    let data = serde_json::json!({"note": "has \u{1}stream-id\u{1} inside", "n": [1, {}]});
+    let (pre, post) = quantum_update_parts("status_update", "quantum:status", &data, 3);
+    let whole = QuantumUpdate {
+        kind: "status_update".into(),
+        key: "quantum:status".into(),
+        data,
+        version: Some(3),
+        stream_id: Some("17-2".into()),
+    }
+    .to_json();
+    assert_eq!([pre, b"17-2".to_vec(), post].concat(), whole);
+}
+
+/// An entity update's optional fields: `op` (absent = merge) and `expected_version`.
+#[test]
+fn entity_update_operations_layout() {
+    let e = EntityUpdate {
+        target: EntityTarget::Status,
+        patch: serde_json::json!({"visits": 1}),
+        op: EntityOp::Increment,
+        expected_version: Some(4),
+    };
+    assert_eq!(
+        serde_json::to_string(&e).expect("json"),
+        r#"{"target":{"kind":"status"},"patch":{"visits":1},"op":"increment","expected_version":4}"#
+    );
+    let back: EntityUpdate =
+        serde_json::from_str(r#"{"target":{"kind":"status"},"patch":{"a":1}}"#).expect("decode");
+    assert_eq!(back.op, EntityOp::Merge);
+    assert_eq!(back.expected_version, None);
+    let bad = EntityUpdate::with_op(
+        EntityTarget::Status,
+        EntityOp::Merge,
+        serde_json::json!([1]),
+    );
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .contains("must be a JSON object")
     );
 }
 
@@ -157,6 +225,8 @@ fn entity_update_and_memory_token_layouts() {
             part: "identity".into(),
         },
         patch: serde_json::json!({"mood": "curious", "old": null}),
+        op: EntityOp::Merge,
+        expected_version: None,
     };
     assert_eq!(
         serde_json::to_string(&e).expect("json"),
@@ -168,6 +238,8 @@ fn entity_update_and_memory_token_layouts() {
             date: "2025-07-01".into(),
         },
         patch: serde_json::json!({}),
+        op: EntityOp::Merge,
+        expected_version: None,
     };
     assert_eq!(
         serde_json::to_string(&d.target).expect("json"),

@@ -1,0 +1,41 @@
+//! `kitbash-entity`: the entity updater daemon (seed 002) — ordered, atomic changes to the
+//! quantum memory's JSON documents (`quantum:status`, `quantum:session:current`,
+//! `quantum:daily:{date}`, `quantum:work:summary24h`, `entity:{name}:{part}`).
+//!
+//! # Layout
+//! - [`document`]: the operations (RFC 7396 merge patch, increments, replace, delete) in Rust.
+//! - [`store`]: the storage seam ([`store::DocumentStore`]) and the JSON-string store with its
+//!   compare-and-set commit script.
+//! - [`partition`]: the partition logic run by the runtime's partitioned component.
+//! - [`migrate`]: `kitbash migrate DIR`, importing a `quantum_states/` tree through the store.
+//!
+//! **Invariant:** a document changes only through [`store::DocumentStore::commit`], a
+//! compare-and-set on its version and last applied entry; updates of one document are applied in
+//! the order they entered its partition stream, each exactly once.
+
+pub mod document;
+pub mod migrate;
+pub mod partition;
+pub mod store;
+
+use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
+use kitbash_schema::DaemonKind;
+
+/// What an entity instance runs: the entity partitions.
+pub fn components(ctx: &DaemonContext) -> Components {
+    let cfg = ctx.config.entity.clone();
+    let store = store::StringStore::new(
+        ctx.redis.client.clone(),
+        ctx.keys.clone(),
+        cfg.timeline_max,
+        cfg.changes_max,
+    );
+    let logic = partition::Documents::new(cfg, ctx.keys.clone(), store, ctx.metrics.clone());
+    let spec = logic.spec();
+    Components::new(ctx).partitioned(spec, logic)
+}
+
+/// Runs one entity instance until `signals.shutdown` (the binary's and the tests' entry).
+pub async fn run(config: Config, signals: Signals) -> Result<(), RuntimeError> {
+    kitbash_runtime::daemon::run(DaemonKind::Entity, config, signals, components).await
+}

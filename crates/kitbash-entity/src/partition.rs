@@ -1,0 +1,401 @@
+//! entity's partition logic: each batch of a partition's updates is applied in stream order, per
+//! document, in Rust, and committed per document through the [`DocumentStore`] with a
+//! compare-and-set on the document's version and last applied entry. The runtime's partitioned
+//! component ([`kitbash_runtime::partition`]) owns leases, ordered reads, routing and `mid`
+//! checks, dead letters and the fenced checkpoint, which moves after the documents are written.
+//!
+//! The state is a cache: the parsed document, version and `applied` of recently changed
+//! documents. Redis holds the truth; a stale cache costs one failed compare-and-set, which
+//! returns what is stored, and the batch's updates are computed again on it. Nothing is
+//! snapshotted, so recovery is free: the first update of a document after a restart reads it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kitbash_runtime::config::EntityConfig;
+use kitbash_runtime::entries::id_cmp;
+use kitbash_runtime::metrics::Metrics;
+use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec};
+use kitbash_schema::messages::{EntityTarget, RoutedEntityUpdate, quantum_update_parts};
+use kitbash_schema::{Keys, StreamName};
+use serde_json::Value;
+
+use crate::document;
+use crate::store::{Change, Committed, DocCommit, DocumentStore, StoreError, Stored};
+
+/// A cached document.
+#[derive(Debug)]
+struct Cached {
+    stored: Stored,
+    /// Batch counter at the last change (eviction order).
+    used: u64,
+}
+
+/// One partition's cache.
+#[derive(Debug, Default)]
+pub struct PartitionState {
+    p: u32,
+    docs: HashMap<String, Cached>,
+    batches: u64,
+}
+
+/// The entity updater's [`PartitionLogic`], over any [`DocumentStore`].
+#[derive(Clone, Debug)]
+pub struct Documents<S> {
+    cfg: EntityConfig,
+    keys: Keys,
+    store: S,
+    metrics: Metrics,
+}
+
+/// What one document's updates in a batch came to.
+struct Plan {
+    commit: Option<DocCommit>,
+    /// Per batch index: the outcome (`Ok` also for updates already applied or changing nothing).
+    results: Vec<(usize, Result<(), String>)>,
+    after: Stored,
+}
+
+impl<S: DocumentStore> Documents<S> {
+    /// The logic for `cfg`, storing through `store`.
+    pub fn new(cfg: EntityConfig, keys: Keys, store: S, metrics: Metrics) -> Self {
+        Self {
+            cfg,
+            keys,
+            store,
+            metrics,
+        }
+    }
+
+    /// The partitioned streams entity works on.
+    pub fn spec(&self) -> PartitionSpec {
+        PartitionSpec {
+            stream: StreamName::EntityPart,
+            partitions: self.cfg.partitions,
+            lease_ms: self.cfg.lease_ms,
+            snapshot_ms: self.cfg.snapshot_ms,
+            snapshot_max_items: 256,
+            stream_max: self.cfg.stream_max,
+            group: "entity",
+        }
+    }
+
+    /// Computes `doc`'s updates (`idx` into `batch`) on `from`.
+    fn plan(
+        &self,
+        p: u32,
+        key: &str,
+        target: &EntityTarget,
+        from: &Stored,
+        batch: &[Entry<RoutedEntityUpdate>],
+        idx: &[usize],
+    ) -> Plan {
+        let mut cur = from.clone();
+        let mut changes = Vec::new();
+        let mut results = Vec::with_capacity(idx.len());
+        let mut last_id = None;
+        for &i in idx {
+            let Some(e) = batch.get(i) else { continue };
+            let u = &e.message.update;
+            if !from.applied.is_empty() && id_cmp(&e.id, &from.applied).is_le() {
+                // Committed before (by this worker before a crash, or by a previous owner).
+                results.push((i, Ok(())));
+                continue;
+            }
+            last_id = Some(e.id.as_str());
+            if let Some(want) = u.expected_version
+                && want != cur.version
+            {
+                results.push((
+                    i,
+                    Err(format!(
+                        "version conflict: the update expects {key} at version {want}, it is at {}",
+                        cur.version
+                    )),
+                ));
+                continue;
+            }
+            let next = match document::apply(cur.doc.as_ref(), u.op, &u.patch) {
+                Ok(next) => next,
+                Err(why) => {
+                    results.push((i, Err(why)));
+                    continue;
+                }
+            };
+            if next == cur.doc {
+                results.push((i, Ok(())));
+                continue;
+            }
+            let data = next.as_ref().map(document::to_bytes).unwrap_or_default();
+            if data.len() > self.cfg.max_document_bytes {
+                results.push((
+                    i,
+                    Err(format!(
+                        "{key} would be {} bytes, over entity.max_document_bytes = {}",
+                        data.len(),
+                        self.cfg.max_document_bytes
+                    )),
+                ));
+                continue;
+            }
+            let version = cur.version + 1;
+            let publish = quantum_update_parts(
+                target.update_type(),
+                key,
+                next.as_ref().unwrap_or(&Value::Null),
+                version,
+            );
+            changes.push(Change {
+                version,
+                entry: format!("{}/{}", StreamName::EntityPart(p).logical(), e.id),
+                op: u.op.name(),
+                patch: document::to_bytes(&u.patch),
+                data,
+                publish,
+            });
+            cur.doc = next;
+            cur.version = version;
+            results.push((i, Ok(())));
+        }
+        let commit = (!changes.is_empty()).then(|| {
+            cur.applied = last_id.unwrap_or_default().to_owned();
+            DocCommit {
+                key: key.to_owned(),
+                expect: (from.version, from.applied.clone()),
+                applied: cur.applied.clone(),
+                doc: cur.doc.as_ref().map(document::to_bytes),
+                version: cur.version,
+                ttl_secs: ttl_of(target),
+                changes,
+            }
+        });
+        Plan {
+            commit,
+            results,
+            after: cur,
+        }
+    }
+
+    /// Retries a store call until Redis answers (the batch cannot be given back to the runtime:
+    /// an `Err` result would dead-letter good updates; the runtime's own commit would fail too).
+    async fn persist<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut wait = Duration::from_millis(20);
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e @ StoreError::Corrupt { .. }) => return Err(e.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "document store failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn evict(&self, state: &mut PartitionState) {
+        let cap = self.cfg.max_cached_documents;
+        if state.docs.len() <= cap {
+            return;
+        }
+        let keep = cap - cap / 20;
+        let mut by_use: Vec<(u64, String)> = state
+            .docs
+            .iter()
+            .map(|(k, c)| (c.used, k.clone()))
+            .collect();
+        by_use.sort_unstable();
+        for (_, k) in by_use.into_iter().take(state.docs.len() - keep) {
+            state.docs.remove(&k);
+        }
+    }
+}
+
+/// The TTL a document gets on every change, s (0 = none).
+fn ttl_of(target: &EntityTarget) -> u64 {
+    match target {
+        EntityTarget::SessionCurrent => kitbash_schema::ttl::QUANTUM_SESSION.secs().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
+    type Message = RoutedEntityUpdate;
+    type State = PartitionState;
+
+    fn route_key<'a>(&self, m: &'a RoutedEntityUpdate) -> &'a str {
+        &m.route
+    }
+
+    fn empty(&self, p: u32) -> PartitionState {
+        PartitionState {
+            p,
+            ..PartitionState::default()
+        }
+    }
+
+    fn restore_item(&self, _: &mut PartitionState, _: &str, _: &[u8]) -> Result<(), String> {
+        // Nothing is snapshotted (see the module docs); an old item is ignored.
+        Ok(())
+    }
+
+    fn replay(&self, _: &mut PartitionState, _: &Entry<RoutedEntityUpdate>) {
+        // Committed updates are in Redis already; the cache fills on demand.
+    }
+
+    async fn apply(
+        &self,
+        state: &mut PartitionState,
+        batch: &[Entry<RoutedEntityUpdate>],
+        _out: &mut Effects,
+    ) -> Vec<Result<(), String>> {
+        let started = Instant::now();
+        state.batches += 1;
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
+        // Documents in order of first appearance, each with its entries in stream order.
+        let mut order: Vec<(String, EntityTarget, Vec<usize>)> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            let key = e.message.update.target.key(&self.keys);
+            match at.get(&key) {
+                Some(&j) => order[j].2.push(i),
+                None => {
+                    at.insert(key.clone(), order.len());
+                    order.push((key, e.message.update.target.clone(), vec![i]));
+                }
+            }
+        }
+        let missing: Vec<String> = order
+            .iter()
+            .filter(|(k, _, _)| !state.docs.contains_key(k))
+            .map(|(k, _, _)| k.clone())
+            .collect();
+        if !missing.is_empty() {
+            match self.persist("load", || self.store.load(&missing)).await {
+                Ok(loaded) => {
+                    for (k, stored) in missing.into_iter().zip(loaded) {
+                        state.docs.insert(k, Cached { stored, used: 0 });
+                    }
+                }
+                Err(why) => {
+                    // A stored document that is not JSON: say so for each update of the batch
+                    // touching a document that did not load.
+                    for (k, _, idx) in &order {
+                        if !state.docs.contains_key(k) {
+                            for &i in idx {
+                                results[i] = Err(format!("cannot read the document: {why}"));
+                            }
+                        }
+                    }
+                    order.retain(|(k, _, _)| state.docs.contains_key(k));
+                }
+            }
+        }
+        let mut pending: Vec<usize> = (0..order.len()).collect();
+        let mut conflicts = 0u64;
+        for _attempt in 0..=self.cfg.conflict_retries {
+            if pending.is_empty() {
+                break;
+            }
+            let mut plans: Vec<(usize, Plan)> = Vec::new();
+            for &d in &pending {
+                let (key, target, idx) = &order[d];
+                let Some(c) = state.docs.get(key) else {
+                    continue;
+                };
+                plans.push((d, self.plan(state.p, key, target, &c.stored, batch, idx)));
+            }
+            let commits: Vec<DocCommit> =
+                plans.iter().filter_map(|(_, p)| p.commit.clone()).collect();
+            let outcomes = if commits.is_empty() {
+                Vec::new()
+            } else {
+                match self.persist("commit", || self.store.commit(&commits)).await {
+                    Ok(o) => o,
+                    Err(why) => {
+                        for (_, plan) in &plans {
+                            for (i, _) in &plan.results {
+                                results[*i] = Err(format!("cannot commit the document: {why}"));
+                            }
+                        }
+                        pending.clear();
+                        break;
+                    }
+                }
+            };
+            let mut outcome = outcomes.into_iter();
+            let mut again = Vec::new();
+            for (d, plan) in plans {
+                let key = &order[d].0;
+                let moved = if plan.commit.is_some() {
+                    match outcome.next() {
+                        Some(Committed::Moved(now)) => Some(now),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                match moved {
+                    Some(now) => {
+                        conflicts += 1;
+                        if let Some(c) = state.docs.get_mut(key) {
+                            c.stored = now;
+                        }
+                        again.push(d);
+                    }
+                    None => {
+                        let n = plan.commit.as_ref().map_or(0, |c| c.changes.len());
+                        if n > 0 {
+                            self.metrics.inc(
+                                "kitbash_entity_changes_total",
+                                "Document changes committed.",
+                                &[],
+                                n as u64,
+                            );
+                        }
+                        if let Some(c) = state.docs.get_mut(key) {
+                            c.stored = plan.after;
+                            c.used = state.batches;
+                        }
+                        for (i, r) in plan.results {
+                            results[i] = r;
+                        }
+                    }
+                }
+            }
+            pending = again;
+        }
+        for d in pending {
+            for &i in &order[d].2 {
+                results[i] = Err(format!(
+                    "version conflict: {} kept moving under other writers past entity.conflict_retries = {}",
+                    order[d].0, self.cfg.conflict_retries
+                ));
+            }
+        }
+        if conflicts > 0 {
+            self.metrics.inc(
+                "kitbash_entity_conflicts_total",
+                "Document commits refused because another writer moved the version first.",
+                &[],
+                conflicts,
+            );
+        }
+        self.metrics.observe(
+            "kitbash_entity_apply_seconds",
+            "Time to apply and commit one batch's documents.",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        self.evict(state);
+        results
+    }
+
+    fn encode_item(&self, _: &PartitionState, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+}
