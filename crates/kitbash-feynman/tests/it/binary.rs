@@ -65,27 +65,7 @@ async fn sigterm_drains_and_exits_zero_and_kill_9_loses_nothing() {
     publish(&producer, a).await;
     // kill -9 one binary once it has committed work (its pid is in its instance name, which
     // the partition checkpoints record as owner); SIGTERM the other mid-stream.
-    let marker = format!("-{}-", first.id());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    'working: loop {
-        for p in 0..PARTITIONS {
-            let owner: Option<String> = c
-                .hget(
-                    keys.partition_checkpoint(p),
-                    kitbash_schema::Keys::CHECKPOINT_OWNER,
-                )
-                .await
-                .expect("hget");
-            if owner.is_some_and(|o| o.contains(&marker)) {
-                break 'working;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first binary never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_committed_by(&c, &keys, first.id()).await;
     signal(&first, "-KILL");
     wait_exit(&mut first);
     let mut third = spawn(&server.url(), &ns);
