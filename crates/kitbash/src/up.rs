@@ -579,7 +579,7 @@ async fn start_and_watch(
                 };
                 let collected = tokio::time::timeout(
                     Duration::from_secs(5),
-                    crate::status::collect(&client, &keys, config.feynman.partitions, config.fleet.heartbeat_ms),
+                    crate::status::collect(&client, &keys, config.feynman.partitions, config.entity.partitions, config.fleet.heartbeat_ms),
                 ).await;
                 match collected {
                     Ok(Ok(s)) => {
