@@ -115,12 +115,18 @@ async fn a_redis_crash_restart_with_aof_and_an_outage_lose_and_repeat_nothing() 
     // The outage itself (not a synchronisation): the instances keep failing to reach Redis
     // for a few seconds and must stay up.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(a.is_running() && b.is_running(), "instances survive the outage");
+    assert!(
+        a.is_running() && b.is_running(),
+        "instances survive the outage"
+    );
     server.restart().expect("restart redis (AOF replays)");
     wait_reconnected(&c).await;
     publish(&producer, &updates(DOCS, ROUNDS / 2, ROUNDS / 2)).await;
     caught_up(&c, &keys).await;
-    assert!(a.is_running() && b.is_running(), "instances resumed by themselves");
+    assert!(
+        a.is_running() && b.is_running(),
+        "instances resumed by themselves"
+    );
     a.stop().await;
     b.stop().await;
     assert_exactly_once_in_order(&c, &keys, DOCS, ROUNDS).await;
@@ -160,7 +166,10 @@ async fn shutdown_mid_backlog_commits_the_batch_in_hand() {
                 break 'working;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "entity never committed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entity never committed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stopped = first.stop_within(grace).await;
