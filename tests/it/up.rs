@@ -160,6 +160,10 @@ fn up_uses_a_running_redis_with_a_fresh_state_dir_and_status_finds_it() {
     eventually("feynman writes physics state from the demo feed", || {
         redis_cli(port, &["EXISTS", "physics:state:SPY"]) == "1"
     });
+    eventually("entity applies the demo entity feed", || {
+        redis_cli(port, &["GET", "quantum:status"]).contains(r#""demo":{"updates""#)
+            && redis_cli(port, &["EXISTS", "entity:claude:counters"]) == "1"
+    });
 
     // No URL, no profile: the record of the running `up` says where the fleet is.
     let out = std::process::Command::new(bin("kitbash"))
@@ -191,6 +195,12 @@ fn up_uses_a_running_redis_with_a_fresh_state_dir_and_status_finds_it() {
             .as_array()
             .is_some_and(|d| d.iter().any(|x| x["kind"] == "feynman")),
         "{s}"
+    );
+    assert!(
+        s["streams"].as_array().is_some_and(|v| v
+            .iter()
+            .any(|x| x["stream"] == "entity:0" && x["partition"]["worker"] == "entity")),
+        "entity partitions listed: {s}"
     );
 
     signal(&up, "-INT");

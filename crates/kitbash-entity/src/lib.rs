@@ -39,3 +39,30 @@ pub fn components(ctx: &DaemonContext) -> Components {
 pub async fn run(config: Config, signals: Signals) -> Result<(), RuntimeError> {
     kitbash_runtime::daemon::run(DaemonKind::Entity, config, signals, components).await
 }
+
+/// Whether every entity partition's checkpoint has reached the end of its stream (tests,
+/// benchmarks and operators waiting for a backlog to drain).
+pub async fn caught_up(
+    client: &fred::prelude::Client,
+    keys: &kitbash_schema::Keys,
+    partitions: u32,
+) -> Result<bool, RuntimeError> {
+    use fred::prelude::*;
+    for p in 0..partitions {
+        let s = kitbash_schema::StreamName::EntityPart(p);
+        let last: fred::types::Value = client.xrevrange(keys.stream(s), "+", "-", Some(1)).await?;
+        let Some(last) = kitbash_runtime::entries::parse_entries("XREVRANGE", &last)?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let cp: Option<String> = client
+            .hget(keys.checkpoint(s), kitbash_schema::Keys::CHECKPOINT_LAST_ID)
+            .await?;
+        if cp.as_deref() != Some(last.id.as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -96,7 +96,9 @@ pub enum StreamName {
     Ticks(u32),
     /// Query events (decay's input).
     Queries,
-    /// Entity-update events (entity's input).
+    /// A plain, unpartitioned `entity` stream. No daemon reads or writes it: entity reads its
+    /// ordered partitions ([`StreamName::EntityPart`]) instead, and `kitbash status` does not
+    /// list it. It stays because the runtime's own tests use it as a generic group-read stream.
     Entity,
     /// Memory tokens to index (archive's indexing input).
     Memory,
@@ -112,17 +114,39 @@ pub enum StreamName {
 }
 
 impl StreamName {
-    /// The streams that exist for a deployment with `partitions` tick partitions.
-    pub fn all(partitions: u32) -> Vec<StreamName> {
-        let mut v: Vec<StreamName> = (0..partitions).map(StreamName::Ticks).collect();
+    /// The streams that exist for a deployment with `tick_partitions` tick partitions
+    /// (`[feynman] partitions`) and `entity_partitions` entity partitions (`[entity]
+    /// partitions`): what `kitbash status` lists. [`StreamName::Entity`] is not among them.
+    pub fn all(tick_partitions: u32, entity_partitions: u32) -> Vec<StreamName> {
+        let mut v: Vec<StreamName> = (0..tick_partitions).map(StreamName::Ticks).collect();
         v.extend([
             StreamName::Queries,
-            StreamName::Entity,
             StreamName::Memory,
             StreamName::Physics,
             StreamName::Crossings,
         ]);
+        v.extend((0..entity_partitions).map(StreamName::EntityPart));
+        v.push(StreamName::EntityChanges);
         v
+    }
+
+    /// The daemon that owns this stream's partitions through leases and a fenced checkpoint
+    /// (no consumer group), for a partitioned stream: feynman for ticks, entity for the entity
+    /// partitions.
+    pub fn partitioned_by(self) -> Option<DaemonKind> {
+        match self {
+            StreamName::Ticks(_) => Some(DaemonKind::Feynman),
+            StreamName::EntityPart(_) => Some(DaemonKind::Entity),
+            _ => None,
+        }
+    }
+
+    /// The partition number of a partitioned stream.
+    pub fn partition(self) -> Option<u32> {
+        match self {
+            StreamName::Ticks(p) | StreamName::EntityPart(p) => Some(p),
+            _ => None,
+        }
     }
 
     /// The logical name used on the command line and in the key: `ticks:3`, `queries`, …
@@ -233,15 +257,45 @@ mod tests {
 
     #[test]
     fn logical_names_round_trip() {
-        for s in StreamName::all(4)
+        for s in StreamName::all(4, 3)
             .into_iter()
-            .chain([StreamName::EntityPart(3), StreamName::EntityChanges])
+            .chain([StreamName::Entity])
         {
             assert_eq!(StreamName::parse(&s.logical()), Some(s));
         }
         assert_eq!(StreamName::EntityPart(2).logical(), "entity:2");
         assert_eq!(StreamName::parse("ticks:x"), None);
         assert_eq!(StreamName::parse("nope"), None);
+    }
+
+    #[test]
+    fn a_deployment_lists_both_partition_families_and_not_the_plain_entity_stream() {
+        let all = StreamName::all(2, 3);
+        assert_eq!(
+            all.iter().map(|s| s.logical()).collect::<Vec<_>>(),
+            [
+                "ticks:0",
+                "ticks:1",
+                "queries",
+                "memory",
+                "physics",
+                "crossings",
+                "entity:0",
+                "entity:1",
+                "entity:2",
+                "entity-changes"
+            ]
+        );
+        assert_eq!(
+            StreamName::EntityPart(1).partitioned_by(),
+            Some(DaemonKind::Entity)
+        );
+        assert_eq!(
+            StreamName::Ticks(1).partitioned_by(),
+            Some(DaemonKind::Feynman)
+        );
+        assert_eq!(StreamName::EntityChanges.partitioned_by(), None);
+        assert_eq!(StreamName::EntityPart(2).partition(), Some(2));
     }
 
     #[test]

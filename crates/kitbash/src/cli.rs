@@ -50,7 +50,7 @@ pub enum Command {
     /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
     /// redis-benchmark on PATH.
     Bench {
-        /// Suite: redis, ternary, feynman, memory, client.
+        /// Suite: redis, ternary, feynman, memory, client, entity.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]
@@ -310,6 +310,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 &client,
                 &keys,
                 config.feynman.partitions,
+                config.entity.partitions,
                 config.fleet.heartbeat_ms,
             )
             .await?;

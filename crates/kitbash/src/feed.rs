@@ -1,5 +1,6 @@
 //! `kitbash feed ticks`: a synthetic market (geometric Brownian motion with jumps, fat tails and
-//! regime switches) or a CSV replay, published to the tick partitions at a chosen rate.
+//! regime switches) or a CSV replay, published to the tick partitions at a chosen rate; and the
+//! small demo feed of entity updates `kitbash up` runs beside it ([`entity_updates`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -115,6 +116,57 @@ pub async fn ticks(
             "feed: done, {sent} ticks in {secs:.1} s ({:.0}/s)",
             sent as f64 / secs.max(1e-9)
         );
+    }
+    Ok(sent)
+}
+
+/// The demo feed of entity updates `kitbash up` runs: every `period`, a counter increment and a
+/// merge patch to `quantum:status`, and a merge patch and an increment to `entity:claude:state`
+/// and `entity:claude:counters`, through [`Producer::patch_entity`] (`entity_partitions` must be
+/// `[entity] partitions`). Returns how many updates were sent when `stop` fires.
+pub async fn entity_updates(
+    producer: &Producer,
+    entity_partitions: u32,
+    period: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    use kitbash_schema::messages::{EntityOp, EntityTarget, EntityUpdate};
+    use serde_json::json;
+    const FOCUS: [&str; 6] = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "BTC-USD"];
+    const MOOD: [&str; 4] = ["curious", "focused", "calm", "playful"];
+    let claude = |part: &str| EntityTarget::Entity {
+        name: "claude".into(),
+        part: part.into(),
+    };
+    let mut interval = tokio::time::interval(period);
+    let mut sent = 0u64;
+    let mut beat = 0usize;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let updates = [
+            EntityUpdate::with_op(
+                EntityTarget::Status,
+                EntityOp::Increment,
+                json!({"demo": {"updates": 1}}),
+            ),
+            EntityUpdate::merge(
+                EntityTarget::Status,
+                json!({"demo": {"mood": MOOD[beat % MOOD.len()], "at": now_s()}}),
+            ),
+            EntityUpdate::merge(
+                claude("state"),
+                json!({"attention": {"focus": FOCUS[beat % FOCUS.len()]}, "beat": beat}),
+            ),
+            EntityUpdate::with_op(claude("counters"), EntityOp::Increment, json!({"beats": 1})),
+        ];
+        for u in &updates {
+            producer.patch_entity(u, entity_partitions).await?;
+            sent += 1;
+        }
+        beat += 1;
     }
     Ok(sent)
 }

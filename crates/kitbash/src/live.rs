@@ -10,9 +10,12 @@
 //! DAEMONS
 //!   feynman  a1b2c3  pid 4242    ready     beat 400ms  8 parts  127.0.0.1:40123
 //! STREAM           LENGTH  ADDED/s     LAG  PENDING   DEAD  READ BY
-//!   ticks ×8        12.3k      200       0        -      0  feynman, partitions:
+//!   ticks ×8        12.3k      200       0        -      0  feynman, by partition:
+//!   entity ×8          82        1       0        -      0  entity, by partition:
 //! TICK PARTITIONS (owner, position = ticks applied, lag)
 //!   p0  a1b2c3   1.5k  lag 0       p1  a1b2c3   1.6k  lag 0
+//! ENTITY PARTITIONS (owner, position = updates applied, lag)
+//!   p0  d4e5f6     42  lag 0       p1  d4e5f6     40  lag 0
 //! SPY      Lévy Stable (α 2.41) · mass 258 · momentum -0.199 · friction 0.037 · …
 //! REDIS 7.0.15 · 1.2M used · policy noeviction · aof on · 5 clients
 //! lag: entries not processed yet · pending: delivered, not acknowledged · …
@@ -185,7 +188,7 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
             keep: 4,
             lines: wrap(
                 "lag: not processed yet · pending: not acknowledged · dead: dead letters · \
-                 ADDED/s: per second · position: ticks applied · ids end instance names",
+                 ADDED/s: per second · position: entries applied · ids end instance names",
                 width,
             ),
         },
@@ -254,8 +257,21 @@ fn daemon_lines(view: &LiveView, width: usize) -> Vec<String> {
     out
 }
 
-fn is_ticks(s: &StreamStatus) -> bool {
+fn is_partition(s: &StreamStatus) -> bool {
     s.partition.is_some()
+}
+
+/// The partitioned streams by family (`ticks`, `entity`), in the order they are listed.
+fn families(view: &LiveView) -> Vec<(&str, Vec<&StreamStatus>)> {
+    let mut out: Vec<(&str, Vec<&StreamStatus>)> = Vec::new();
+    for s in view.streams.iter().filter(|s| is_partition(s)) {
+        let family = s.stream.split(':').next().unwrap_or(s.stream.as_str());
+        match out.iter_mut().find(|(f, _)| *f == family) {
+            Some((_, v)) => v.push(s),
+            None => out.push((family, vec![s])),
+        }
+    }
+    out
 }
 
 fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
@@ -291,25 +307,28 @@ fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
             human(rates.iter().sum())
         }
     };
-    let ticks: Vec<&StreamStatus> = view.streams.iter().filter(|s| is_ticks(s)).collect();
-    if !ticks.is_empty() {
-        let lag: u64 = ticks
+    for (family, parts) in families(view) {
+        let lag: u64 = parts
             .iter()
             .filter_map(|s| s.partition.as_ref())
             .map(|p| p.lag)
             .sum();
+        let worker = parts
+            .iter()
+            .find_map(|s| s.partition.as_ref())
+            .map_or("-", |p| p.worker.as_str());
         out.push(row(
-            &format!("ticks ×{}", ticks.len()),
-            count(ticks.iter().map(|s| s.length).sum()),
-            rate_of(&ticks),
+            &format!("{family} ×{}", parts.len()),
+            count(parts.iter().map(|s| s.length).sum()),
+            rate_of(&parts),
             count(lag),
             "-".into(),
-            count(ticks.iter().map(|s| s.dead_letters).sum()),
-            "feynman, by partition:".into(),
+            count(parts.iter().map(|s| s.dead_letters).sum()),
+            format!("{worker}, by partition:"),
         ));
     }
     let idle = |s: &StreamStatus| s.length == 0 && s.groups.is_empty() && s.dead_letters == 0;
-    for s in view.streams.iter().filter(|s| !is_ticks(s) && !idle(s)) {
+    for s in view.streams.iter().filter(|s| !is_partition(s) && !idle(s)) {
         let (lag, pending, by) = if s.groups.is_empty() {
             ("-".to_owned(), "-".to_owned(), "-".to_owned())
         } else {
@@ -331,7 +350,7 @@ fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
     let idle: Vec<&str> = view
         .streams
         .iter()
-        .filter(|s| !is_ticks(s) && idle(s))
+        .filter(|s| !is_partition(s) && idle(s))
         .map(|s| s.stream.as_str())
         .collect();
     if !idle.is_empty() {
@@ -344,41 +363,41 @@ fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
 }
 
 fn partition_lines(view: &LiveView, width: usize) -> Vec<String> {
-    let parts: Vec<_> = view
-        .streams
-        .iter()
-        .filter_map(|s| s.partition.as_ref())
-        .collect();
-    if parts.is_empty() {
-        return Vec::new();
-    }
-    let cells: Vec<String> = parts
-        .iter()
-        .map(|p| {
-            let owner = p.owner.as_deref().map_or("-", short_id);
-            let position = if p.position.is_some() {
-                count(p.consumed)
-            } else {
-                "-".to_owned()
-            };
-            format!(
-                "p{:<3} {:<6} {:>6}  lag {:<6}",
-                p.partition,
-                owner,
-                position,
-                count(p.lag)
-            )
-        })
-        .collect();
-    let cell_w = cells.iter().map(|c| c.chars().count()).max().unwrap_or(1) + 2;
-    let per_row = ((width.saturating_sub(2)) / cell_w).max(1);
-    let mut out = vec!["TICK PARTITIONS (owner, position = ticks applied, lag)".to_owned()];
-    for chunk in cells.chunks(per_row) {
-        let mut line = String::from("  ");
-        for c in chunk {
-            line.push_str(&format!("{c:<cell_w$}"));
+    let mut out = Vec::new();
+    for (family, streams) in families(view) {
+        let cells: Vec<String> = streams
+            .iter()
+            .filter_map(|s| s.partition.as_ref())
+            .map(|p| {
+                let owner = p.owner.as_deref().map_or("-", short_id);
+                let position = if p.position.is_some() {
+                    count(p.consumed)
+                } else {
+                    "-".to_owned()
+                };
+                format!(
+                    "p{:<3} {:<6} {:>6}  lag {:<6}",
+                    p.partition,
+                    owner,
+                    position,
+                    count(p.lag)
+                )
+            })
+            .collect();
+        let cell_w = cells.iter().map(|c| c.chars().count()).max().unwrap_or(1) + 2;
+        let per_row = ((width.saturating_sub(2)) / cell_w).max(1);
+        out.push(match family {
+            "ticks" => "TICK PARTITIONS (owner, position = ticks applied, lag)".to_owned(),
+            "entity" => "ENTITY PARTITIONS (owner, position = updates applied, lag)".to_owned(),
+            other => format!("{} PARTITIONS (owner, position, lag)", other.to_uppercase()),
+        });
+        for chunk in cells.chunks(per_row) {
+            let mut line = String::from("  ");
+            for c in chunk {
+                line.push_str(&format!("{c:<cell_w$}"));
+            }
+            out.push(line.trim_end().to_owned());
         }
-        out.push(line.trim_end().to_owned());
     }
     out
 }

@@ -1,5 +1,6 @@
 //! `kitbash status`: the fleet (from heartbeats), every stream's length, groups, lag, pending
-//! and dead letters, feynman's tick partitions (owner, position, lag), and Redis itself.
+//! and dead letters, the partitions of feynman's ticks and entity's updates (owner, position,
+//! lag), and Redis itself.
 //!
 //! Every group and partition carries an explicit `lag` (a number, 0 when there is nothing to
 //! do, also on an empty or absent stream) and `caught_up`, so a script can wait for "done".
@@ -70,8 +71,9 @@ pub struct StreamStatus {
     pub dead_letters: u64,
     /// Its consumer groups (as `XINFO GROUPS` lists them).
     pub groups: Vec<GroupStatus>,
-    /// For a tick partition: feynman's position in it. feynman reads partitions without a
-    /// consumer group (a lease and a fenced checkpoint instead), so this is not a group.
+    /// For a partition (ticks, entity): its worker's position in it. feynman and entity read
+    /// partitions without a consumer group (a lease and a fenced checkpoint instead), so this
+    /// is not a group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionStatus>,
 }
@@ -97,20 +99,22 @@ pub struct GroupStatus {
     pub last_delivered_id: String,
 }
 
-/// feynman's position in one tick partition.
+/// A partition worker's position in one partition (a tick or an entity partition).
 #[derive(Clone, Debug, Serialize)]
 pub struct PartitionStatus {
     /// Partition number.
     pub partition: u32,
+    /// The daemon kind that works the partition (`feynman`, `entity`).
+    pub worker: String,
     /// The instance holding its lease, if any.
     pub owner: Option<String>,
-    /// Id of the last tick applied (the checkpoint's `last_id`), `null` before the first.
+    /// Id of the last entry applied (the checkpoint's `last_id`), `null` before the first.
     pub position: Option<String>,
-    /// Ticks applied so far (the checkpoint's `consumed`).
+    /// Entries applied so far (the checkpoint's `consumed`).
     pub consumed: u64,
-    /// Ticks added and not yet applied; 0 for an empty or absent stream.
+    /// Entries added and not yet applied; 0 for an empty or absent stream.
     pub lag: u64,
-    /// Every tick added has been applied.
+    /// Every entry added has been applied.
     pub caught_up: bool,
 }
 
@@ -165,11 +169,13 @@ fn num(v: Option<&Value>) -> Option<u64> {
     }
 }
 
-/// Collects the report. `heartbeat_ms` is the fleet's heartbeat period.
+/// Collects the report for `tick_partitions` tick and `entity_partitions` entity partitions.
+/// `heartbeat_ms` is the fleet's heartbeat period.
 pub async fn collect(
     client: &Client,
     keys: &Keys,
-    partitions: u32,
+    tick_partitions: u32,
+    entity_partitions: u32,
     heartbeat_ms: u64,
 ) -> anyhow::Result<Status> {
     let now = kitbash_runtime::heartbeat::now_ms();
@@ -202,7 +208,7 @@ pub async fn collect(
         });
     }
     let mut streams = Vec::new();
-    for s in StreamName::all(partitions) {
+    for s in StreamName::all(tick_partitions, entity_partitions) {
         let key = keys.stream(s);
         let length: u64 = client.xlen(&key).await.context("XLEN")?;
         let dead_letters: u64 = client
@@ -234,9 +240,9 @@ pub async fn collect(
                 }
             }
         }
-        let partition = match s {
-            StreamName::Ticks(p) => Some(
-                partition_status(client, keys, p, entries_added, &last_id)
+        let partition = match (s.partition(), s.partitioned_by()) {
+            (Some(_), Some(worker)) => Some(
+                partition_status(client, keys, s, worker, entries_added, &last_id)
                     .await
                     .context("partition")?,
             ),
@@ -326,26 +332,27 @@ async fn group_status(
     })
 }
 
-/// feynman's position in partition `p`, from its checkpoint and lease. `entries_added` and
-/// `last_id` describe the stream (0 and `0-0` when it does not exist).
+/// `worker`'s position in the partition stream `s`, from its checkpoint and lease.
+/// `entries_added` and `last_id` describe the stream (0 and `0-0` when it does not exist).
 async fn partition_status(
     client: &Client,
     keys: &Keys,
-    p: u32,
+    s: StreamName,
+    worker: DaemonKind,
     entries_added: u64,
     last_id: &str,
 ) -> anyhow::Result<PartitionStatus> {
     // Not HGETALL: the snapshot field is binary.
     let (position, consumed): (Option<String>, Option<u64>) = client
         .hmget(
-            keys.partition_checkpoint(p),
+            keys.checkpoint(s),
             vec![Keys::CHECKPOINT_LAST_ID, Keys::CHECKPOINT_CONSUMED],
         )
         .await
         .context("reading a partition checkpoint")?;
     // The lease holds `{instance}#{token}`; the owner is the instance.
     let owner: Option<String> = client
-        .get::<Option<String>, _>(keys.partition_lease(p))
+        .get::<Option<String>, _>(keys.lease(s))
         .await
         .context("reading a partition lease")?
         .map(|t| kitbash_runtime::lease::instance_of(&t).to_owned());
@@ -354,11 +361,12 @@ async fn partition_status(
     let lag = if caught_up {
         0
     } else {
-        // At least one tick is waiting even if the counters disagree (a recreated stream).
+        // At least one entry is waiting even if the counters disagree (a recreated stream).
         entries_added.saturating_sub(consumed).max(1)
     };
     Ok(PartitionStatus {
-        partition: p,
+        partition: s.partition().unwrap_or(0),
+        worker: worker.name().to_owned(),
         owner,
         position,
         consumed,

@@ -1,6 +1,7 @@
 //! `kitbash up`: the whole system on one machine — a Redis it starts itself (data under
 //! `<state dir>/redis`, AOF on, `noeviction`) unless one already answers at the configured URL,
-//! every daemon binary that is built, a demo market feed, and a live status view.
+//! every daemon binary that is built, a demo market feed and a demo feed of entity updates, and a
+//! live status view.
 //!
 //! `up` owns its children. Whatever ends it, they stop too:
 //! - SIGINT (Ctrl-C), SIGTERM (`timeout`, a service manager), SIGHUP (the terminal closed),
@@ -367,6 +368,11 @@ struct Session {
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<u64>>,
     )>,
+    /// The demo feed of entity updates (seed 002), stopped with the market feed.
+    entities: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<u64>>,
+    )>,
 }
 
 /// Runs until a stop signal or until its output is gone; always stops what it started.
@@ -399,7 +405,10 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
         console.line(&format!("up: {e:#}"));
     }
     console.line("up: stopping: the feed, then the daemons (they drain), then Redis");
-    if let Some((token, feed)) = session.feed.take() {
+    for (token, feed) in [session.feed.take(), session.entities.take()]
+        .into_iter()
+        .flatten()
+    {
         token.cancel();
         let _ = feed.await;
     }
@@ -537,6 +546,19 @@ async fn start_and_watch(
             token,
             tokio::spawn(async move { crate::feed::ticks(&producer, &fo, t).await }),
         ));
+        // Seed 002: a few entity updates a second, so the entity partitions move too.
+        let producer = Producer::new(client.clone(), keys.clone(), config.feynman.partitions);
+        let token = CancellationToken::new();
+        let t2 = token.clone();
+        let partitions = config.entity.partitions;
+        console.line("up: demo entity feed: quantum:status and entity:claude:* every 500 ms");
+        session.entities = Some((
+            token,
+            tokio::spawn(async move {
+                crate::feed::entity_updates(&producer, partitions, Duration::from_millis(500), t2)
+                    .await
+            }),
+        ));
     }
 
     let mut header = vec![format!(
@@ -579,7 +601,7 @@ async fn start_and_watch(
                 };
                 let collected = tokio::time::timeout(
                     Duration::from_secs(5),
-                    crate::status::collect(&client, &keys, config.feynman.partitions, config.fleet.heartbeat_ms),
+                    crate::status::collect(&client, &keys, config.feynman.partitions, config.entity.partitions, config.fleet.heartbeat_ms),
                 ).await;
                 match collected {
                     Ok(Ok(s)) => {

@@ -1,8 +1,9 @@
 //! Integration tests of entity against a real redis-server: in-process instances, the real
-//! binary, and the migration.
+//! binary, faults (Redis restart and outage, shutdown mid-backlog), and the migration.
 
 mod binary;
 mod documents;
+mod faults;
 mod migrate;
 
 mod support;

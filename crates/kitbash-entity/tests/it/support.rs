@@ -59,6 +59,23 @@ impl Instance {
         self.stop.cancel();
         self.task.await.expect("join").expect("run");
     }
+
+    /// Cancels (what SIGTERM does in the binary) and waits up to `grace` for a clean return.
+    pub async fn stop_within(self, grace: Duration) -> bool {
+        self.stop.cancel();
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(r) => {
+                r.expect("join").expect("run");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The instance has not returned (it did not give up on an error).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
 }
 
 /// Waits until every entity partition's checkpoint reached the end of its stream.

@@ -797,7 +797,7 @@ async fn rss_per_symbol(
 }
 
 /// Leaves a server that is not ours as we found it: removes a namespace's keys.
-async fn remove_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
+pub(crate) async fn remove_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
     let mut cursor = "0".to_owned();
     loop {
         let v: Value = client

@@ -3,6 +3,7 @@
 //! figure and nothing else: `{"suite","metric","value","unit","baseline","ratio",…}`.
 
 pub mod client;
+pub mod entity;
 pub mod feynman;
 pub mod memory;
 pub mod redis;
@@ -164,7 +165,7 @@ pub struct BenchOptions {
 }
 
 /// Suites `kitbash bench` knows.
-pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory", "client"];
+pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory", "client", "entity"];
 
 /// Runs `suite`; progress goes to stderr. Fails when a figure has no baseline.
 pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
@@ -181,6 +182,7 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
         "feynman" => feynman::run(opts).await,
         "memory" => memory::run(opts).await,
         "client" => client::run(opts).await,
+        "entity" => entity::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)

@@ -36,6 +36,7 @@ fn busy_status() -> Status {
             groups: vec![],
             partition: Some(PartitionStatus {
                 partition: p,
+                worker: "feynman".into(),
                 owner: Some(format!("feynman-a-very-long-host-name-400000-{p:06x}")),
                 position: Some("1795856310843-123456".into()),
                 consumed: 98_765_000_000,
@@ -177,4 +178,58 @@ fn a_wider_terminal_shows_more() {
 fn tiny_and_empty_views_fit_too() {
     assert_fits(&render(&busy_view(), 40, 10), 40, 10);
     assert_fits(&render(&LiveView::default(), 80, 24), 80, 24);
+}
+
+#[test]
+fn entity_partitions_get_their_own_row_and_block() {
+    let mut status = busy_status();
+    for p in 0..8 {
+        status.streams.push(StreamStatus {
+            stream: format!("entity:{p}"),
+            key: format!("ns:{{entity:{p}}}"),
+            length: 1_000,
+            entries_added: 1_000,
+            last_id: "1795856310843-0".into(),
+            dead_letters: 1,
+            groups: vec![],
+            partition: Some(PartitionStatus {
+                partition: p,
+                worker: "entity".into(),
+                owner: Some(format!("entity-h-1-{p:06x}")),
+                position: Some("1795856310843-0".into()),
+                consumed: 990,
+                lag: 10,
+                caught_up: false,
+            }),
+        });
+    }
+    let view = LiveView::of_status(&status);
+    let lines = render(&view, 120, 60);
+    assert_fits(&lines, 120, 60);
+    let text = lines.join("\n");
+    let row: Vec<&str> = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("entity ×8"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    // entity ×8: length 8000, rate unknown, lag 80 (summed), pending -, dead 8, read by entity.
+    assert_eq!(
+        row,
+        [
+            "entity",
+            "×8",
+            "8000",
+            "-",
+            "80",
+            "-",
+            "8",
+            "entity,",
+            "by",
+            "partition:"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("TICK PARTITIONS"), "{text}");
+    assert!(text.contains("ENTITY PARTITIONS"), "{text}");
+    assert_fits(&render(&view, 80, 24), 80, 24);
 }

@@ -1,5 +1,5 @@
-//! `kitbash status` lists daemons, streams, groups, lag, pending and dead letters, and feynman's
-//! tick partitions as partitions, each with an explicit lag and `caught_up`.
+//! `kitbash status` lists daemons, streams, groups, lag, pending and dead letters, and the tick
+//! and entity partitions as partitions, each with its worker, an explicit lag and `caught_up`.
 
 use std::process::Command;
 
@@ -135,14 +135,14 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
             .unwrap_or("")
             .starts_with('7')
     );
-    // 8 tick partitions + 5 other streams by default.
-    assert_eq!(s["streams"].as_array().map(Vec::len), Some(13));
+    // 8 tick partitions, 4 other streams, 8 entity partitions and entity-changes by default.
+    assert_eq!(s["streams"].as_array().map(Vec::len), Some(21));
 
     assert_eq!(queries["groups"][0]["caught_up"], false);
     // An empty stream's group: lag 0, caught up (not null).
-    let e = keys.stream(StreamName::Entity);
+    let e = keys.stream(StreamName::EntityChanges);
     let _: Value = client
-        .xgroup_create(&e, "entity", "$", true)
+        .xgroup_create(&e, "archive", "$", true)
         .await
         .expect("group on an empty stream");
 
@@ -173,6 +173,42 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
             .await
             .expect("checkpoint");
     }
+    // Entity partition 2: two updates, one applied, owned by an entity instance.
+    let e2 = StreamName::EntityPart(2);
+    let applied: String = client
+        .xadd(
+            keys.stream(e2),
+            false,
+            None,
+            "*",
+            vec![("type", "entity_update")],
+        )
+        .await
+        .expect("xadd");
+    let _: String = client
+        .xadd(
+            keys.stream(e2),
+            false,
+            None,
+            "*",
+            vec![("type", "entity_update")],
+        )
+        .await
+        .expect("xadd");
+    let _: () = client
+        .hset(
+            keys.checkpoint(e2),
+            vec![
+                (Keys::CHECKPOINT_LAST_ID, applied.as_str()),
+                (Keys::CHECKPOINT_CONSUMED, "1"),
+            ],
+        )
+        .await
+        .expect("checkpoint");
+    let _: () = client
+        .set(keys.lease(e2), "entity-h-2-fedcba#7", None, None, false)
+        .await
+        .expect("lease");
     let _: () = client
         .set(
             keys.partition_lease(1),
@@ -195,9 +231,16 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
             .cloned()
             .unwrap_or_default()
     };
-    let entity = stream("entity");
-    assert_eq!(entity["groups"][0]["lag"], 0, "{entity}");
-    assert_eq!(entity["groups"][0]["caught_up"], true, "{entity}");
+    let changes = stream("entity-changes");
+    assert_eq!(changes["groups"][0]["lag"], 0, "{changes}");
+    assert_eq!(changes["groups"][0]["caught_up"], true, "{changes}");
+    let e2 = stream("entity:2");
+    assert_eq!(e2["partition"]["worker"], "entity", "{e2}");
+    assert_eq!(e2["partition"]["lag"], 1, "{e2}");
+    assert_eq!(e2["partition"]["caught_up"], false, "{e2}");
+    assert_eq!(e2["partition"]["owner"], "entity-h-2-fedcba", "{e2}");
+    assert_eq!(stream("entity:5")["partition"]["lag"], 0);
+    assert_eq!(stream("ticks:1")["partition"]["worker"], "feynman");
     let p1 = stream("ticks:1");
     assert_eq!(p1["groups"], serde_json::json!([]), "no fake group: {p1}");
     assert_eq!(p1["partition"]["lag"], 1, "{p1}");
@@ -225,6 +268,12 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
     // queries: length 5, rate unknown, lag 3, pending 2, dead 1, read by decay.
     assert_eq!(row, ["queries", "5", "-", "3", "2", "1", "decay"], "{text}");
     assert!(text.contains("TICK PARTITIONS"), "{text}");
+    assert!(text.contains("ENTITY PARTITIONS"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("entity ×8") && l.contains("entity, by partition")),
+        "{text}"
+    );
     assert!(
         text.lines()
             .any(|l| l.contains("p1") && l.contains("abcdef") && l.contains("lag 1")),
