@@ -13,16 +13,20 @@
 //! validates the whole file the same way: a typo in `[feynman]` stops `kitbash-decay` too,
 //! instead of lurking until the feynman instance restarts.
 
+pub mod decay;
 pub mod example;
 pub mod feynman;
+pub mod ghost;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use decay::DecayConfig;
 pub use example::ExampleConfig;
 pub use feynman::FeynmanConfig;
+pub use ghost::GhostConfig;
 pub use runtime::{
     AdminConfig, ConsumerConfig, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
     TelemetryConfig,
@@ -84,9 +88,9 @@ pub struct Config {
     /// The entity updater.
     pub entity: SectionPlaceholder,
     /// The resonance decayer.
-    pub decay: SectionPlaceholder,
+    pub decay: DecayConfig,
     /// The ghost precomputer.
-    pub ghost: SectionPlaceholder,
+    pub ghost: GhostConfig,
     /// The WebSocket bridge.
     pub bridge: SectionPlaceholder,
     /// The archival consumer.
@@ -197,6 +201,8 @@ impl Config {
         check(&self.fleet)?;
         check(&self.feynman)?;
         check(&self.example)?;
+        check(&self.decay)?;
+        check(&self.ghost)?;
         Ok(())
     }
 }
