@@ -3,10 +3,14 @@
 //! # Layout
 //! - [`Producer`]: appends messages to the fleet's streams (ticks are routed to their partition).
 //! - [`Reader`]: reads what the daemons wrote (physics state).
+//! - [`reflex`]: seed 000's reflex path: record a query hit, the one-round-trip lookup, hats,
+//!   grain import, `metrics_record_query`.
 //!
 //! Producers never retry an `XADD` by themselves: fred's automatic retry after a reconnect
 //! could append an entry twice. Each entry carries a random `mid`; a caller that retries after
 //! an error reuses it by calling [`Producer::publish_with_mid`], and consumers drop duplicates.
+
+pub mod reflex;
 
 use fred::prelude::*;
 use fred::types::config::Options;
