@@ -380,6 +380,19 @@ impl Keys {
         let pre = self.k(&format!("grain:{open}"));
         [":sig", ":bits:+", ":bits:-"].map(|s| (pre.clone(), format!("{close}{s}")))
     }
+    /// The parts around the hash of `cms:{h}` and `cms:{h}:resonance`: `("cms:", "",
+    /// ":resonance")` (tagged: `("cms:{", "}", "}:resonance")`).
+    pub fn cms_affixes(&self) -> (String, String, String) {
+        let (open, close) = match self.style {
+            KeyStyle::Seed => ("", ""),
+            KeyStyle::Tagged => ("{", "}"),
+        };
+        (
+            self.k(&format!("cms:{open}")),
+            close.to_owned(),
+            format!("{close}:resonance"),
+        )
+    }
     /// The parts around the name of `hat:{name}:mask`: `("hat:", ":mask")`.
     pub fn hat_mask_affixes(&self) -> (String, String) {
         (self.k("hat:"), ":mask".to_owned())
@@ -464,6 +477,11 @@ mod tests {
         let t = Keys::default().with_style(KeyStyle::Tagged);
         let [sig, ..] = t.grain_affixes();
         assert_eq!(format!("{}42{}", sig.0, sig.1), t.grain_sig(42));
+        for k in [Keys::default(), Keys::default().with_style(KeyStyle::Tagged)] {
+            let (p, r, res) = k.cms_affixes();
+            assert_eq!(format!("{p}ab{r}"), k.cms("ab"));
+            assert_eq!(format!("{p}ab{res}"), k.cms_resonance("ab"));
+        }
         let (a, b) = k.hat_mask_affixes();
         assert_eq!(format!("{a}creative{b}"), k.hat_mask("creative"));
         for (got, want) in cases {
