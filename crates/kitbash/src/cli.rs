@@ -50,7 +50,7 @@ pub enum Command {
     /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
     /// redis-benchmark on PATH.
     Bench {
-        /// Suite: redis, ternary, feynman, memory.
+        /// Suite: redis, ternary, feynman, memory, reflex.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]

@@ -5,6 +5,7 @@
 pub mod feynman;
 pub mod memory;
 pub mod redis;
+pub mod reflex;
 pub mod ternary;
 
 use serde_json::{Map, Value};
@@ -163,7 +164,7 @@ pub struct BenchOptions {
 }
 
 /// Suites `kitbash bench` knows.
-pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory"];
+pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory", "reflex"];
 
 /// Runs `suite`; progress goes to stderr. Fails when a figure has no baseline.
 pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
@@ -179,6 +180,7 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
         "redis" => redis::run(opts).await,
         "feynman" => feynman::run(opts).await,
         "memory" => memory::run(opts).await,
+        "reflex" => reflex::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)
