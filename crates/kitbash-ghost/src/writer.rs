@@ -104,14 +104,26 @@ impl GhostWriter {
     }
 }
 
+fn retry_all(batch: &[Delivery<Crossing>], why: &str) -> Vec<Outcome> {
+    batch.iter().map(|_| Outcome::Retry(why.to_owned())).collect()
+}
+
 impl Handler<Crossing> for GhostWriter {
     async fn handle(&mut self, batch: Vec<Delivery<Crossing>>) -> Vec<Outcome> {
-        let Some(snap) = self.shared.get() else {
-            // Not loaded yet (Redis was down at start): try again later.
-            return batch
-                .iter()
-                .map(|_| Outcome::Retry("grain bank not loaded yet".into()))
-                .collect();
+        let snap = match self.shared.get() {
+            Some(s) => s,
+            // Crossings before the watcher's first load: load here rather than leave them
+            // pending until they are reclaimed.
+            None => match Snapshot::load(&self.client, &self.keys, self.dim).await {
+                Ok(s) => {
+                    self.shared.set(s);
+                    match self.shared.get() {
+                        Some(s) => s,
+                        None => return retry_all(&batch, "grain bank not loaded"),
+                    }
+                }
+                Err(e) => return retry_all(&batch, &format!("grain bank not loaded: {e}")),
+            },
         };
         let started = std::time::Instant::now();
         let texts: Vec<&str> = batch.iter().map(|d| d.message.text.as_str()).collect();

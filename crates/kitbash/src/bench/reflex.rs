@@ -411,7 +411,8 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16)
         .build_subscriber_client()?;
     sub.init().await?;
-    let mut rx = sub.message_rx();
+    // fred hands `__keyspace@…` messages to the keyspace-event receiver, not `message_rx`.
+    let mut rx = sub.keyspace_event_rx();
     let prefix = "__keyspace@0__:";
     sub.psubscribe(format!("{prefix}{}", keys.ghost("*"))).await?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -425,13 +426,14 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         tokio::spawn(async move {
             let mut seen = 0u64;
             while seen < total {
-                let Ok(msg) = rx.recv().await else { break };
+                let msg = match rx.recv().await {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                };
                 let now = Instant::now();
-                let channel = msg.channel.to_string();
-                let Some(h) = channel
-                    .strip_prefix(prefix)
-                    .and_then(|k| k.strip_prefix(ghost_prefix.as_str()))
-                else {
+                let key = msg.key.as_str().unwrap_or_default().to_owned();
+                let Some(h) = key.strip_prefix(ghost_prefix.as_str()) else {
                     continue;
                 };
                 let t0 = sent.lock().ok().and_then(|mut m| m.remove(h));
@@ -461,6 +463,11 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         tokio::spawn(async move { p.publish(StreamName::Crossings, &c).await });
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), collector).await;
+    let activations: Option<u64> = client.get(keys.ghost_activations()).await?;
+    eprintln!(
+        "reflex: {} ghosts written for {total} crossings",
+        activations.unwrap_or(0)
+    );
     stop.cancel();
     let _ = daemon.join();
     let _ = sub.quit().await;
@@ -490,8 +497,17 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         ..opts.clone()
     };
     let t = target(&private)?;
-    let mut out = lookup_and_memory(&t, opts.long).await?;
-    out.extend(crossing_to_ghost(&t, opts.long).await?);
+    let only = std::env::var("KITBASH_BENCH_REFLEX_ONLY").unwrap_or_default();
+    let mut out = Vec::new();
+    if only.is_empty() || only == "lookup" {
+        out.extend(lookup_and_memory(&t, opts.long).await?);
+    }
+    if only.is_empty() || only == "crossing" {
+        out.extend(crossing_to_ghost(&t, opts.long).await?);
+    }
+    if !(only.is_empty() || only == "decay") {
+        return Ok(out);
+    }
     out.extend(decay_cycle(&t, opts.long).await?);
     Ok(out)
 }
