@@ -151,7 +151,11 @@ pub fn parse_grains(text: &str, dim: usize) -> Result<Vec<Grain>, GrainFileError
                 let m = hex::decode(m).map_err(|e| bad(format!("minus: {e}")))?;
                 TernaryVector::from_planes(dim, &p, &m).map_err(|e| bad(e.to_string()))?
             }
-            _ => return Err(bad("give either \"trits\" or both \"plus\" and \"minus\"".into())),
+            _ => {
+                return Err(bad(
+                    "give either \"trits\" or both \"plus\" and \"minus\"".into()
+                ));
+            }
         };
         let sig = GrainSig {
             popcount: vector.nonzero_count(),
@@ -169,7 +173,8 @@ pub fn parse_grains(text: &str, dim: usize) -> Result<Vec<Grain>, GrainFileError
     Ok(grains)
 }
 
-static LOOKUP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::from_lua(LOOKUP_LUA));
+static LOOKUP: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(LOOKUP_LUA));
 
 const LOOKUP_LUA: &str = r#"
 local rec = redis.call('HMGET', KEYS[1], 'count', 'last_accessed', 'resonance_score', 'cycle')
@@ -294,7 +299,17 @@ impl Reflex {
         ];
         let [sig, plus, minus] = k.grain_affixes();
         let (hp, hs) = k.hat_mask_affixes();
-        let args = vec![h.to_owned(), sig.0, sig.1, plus.0, plus.1, minus.0, minus.1, hp, hs];
+        let args = vec![
+            h.to_owned(),
+            sig.0,
+            sig.1,
+            plus.0,
+            plus.1,
+            minus.0,
+            minus.1,
+            hp,
+            hs,
+        ];
         let v: Value = LOOKUP.evalsha_with_reload(&self.client, keys, args).await?;
         Ok(self.decode_lookup(h, &v))
     }
@@ -417,7 +432,11 @@ impl Reflex {
             .await?;
         let _: () = trx.incr(self.keys.reflex_version()).await?;
         let out: Vec<Value> = trx.exec(true).await?;
-        let v = out.last().and_then(text_of).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let v = out
+            .last()
+            .and_then(text_of)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         self.announce(ReflexChange::HAT, v).await?;
         Ok(SEED_HATS.to_vec())
     }
@@ -427,18 +446,36 @@ impl Reflex {
         let trx = self.client.multi();
         for g in grains {
             let sig = serde_json::to_string(&g.sig)?;
-            let _: () = trx.set(self.keys.grain_sig(g.id), sig, None, None, false).await?;
             let _: () = trx
-                .set(self.keys.grain_bits_plus(g.id), g.vector.plus_bytes(), None, None, false)
+                .set(self.keys.grain_sig(g.id), sig, None, None, false)
                 .await?;
             let _: () = trx
-                .set(self.keys.grain_bits_minus(g.id), g.vector.minus_bytes(), None, None, false)
+                .set(
+                    self.keys.grain_bits_plus(g.id),
+                    g.vector.plus_bytes(),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
+            let _: () = trx
+                .set(
+                    self.keys.grain_bits_minus(g.id),
+                    g.vector.minus_bytes(),
+                    None,
+                    None,
+                    false,
+                )
                 .await?;
             let _: () = trx.sadd(self.keys.grain_index(), g.id).await?;
         }
         let _: () = trx.incr(self.keys.reflex_version()).await?;
         let out: Vec<Value> = trx.exec(true).await?;
-        let v = out.last().and_then(text_of).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let v = out
+            .last()
+            .and_then(text_of)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         self.announce(ReflexChange::GRAINS, v).await?;
         Ok(v)
     }
@@ -453,7 +490,11 @@ impl Reflex {
         }
         let sigs: Vec<Option<String>> = self
             .client
-            .mget(ids.iter().map(|i| self.keys.grain_sig(*i)).collect::<Vec<_>>())
+            .mget(
+                ids.iter()
+                    .map(|i| self.keys.grain_sig(*i))
+                    .collect::<Vec<_>>(),
+            )
             .await?;
         Ok(ids
             .into_iter()
@@ -501,7 +542,9 @@ mod tests {
         let good = r#"{"id":1,"axiom":"a","weight":1.0,"trits":[1,0,-1,0,0,0,0,0]}"#;
         let ok = parse_grains(&format!("{good}\n\n"), 8);
         assert_eq!(ok.map(|g| g.len()), Ok(1));
-        let bad = format!("{good}\n{{\"id\":2,\"axiom\":\"b\",\"weight\":1.0,\"trits\":[2,0,0,0,0,0,0,0]}}\n");
+        let bad = format!(
+            "{good}\n{{\"id\":2,\"axiom\":\"b\",\"weight\":1.0,\"trits\":[2,0,0,0,0,0,0,0]}}\n"
+        );
         assert_eq!(parse_grains(&bad, 8).map_err(|e| e.line), Err(2));
         let planes = r#"[{"id":3,"axiom":"c","weight":0.5,"plus":"0f","minus":"f0"}]"#;
         let g = parse_grains(planes, 8).unwrap_or_default();

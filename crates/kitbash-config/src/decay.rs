@@ -64,7 +64,10 @@ impl Section for DecayConfig {
             return Err(ConfigError::key("lease_ms", "must be at least 100"));
         }
         if self.refresh_hottest > 100_000 {
-            return Err(ConfigError::key("refresh_hottest", "must be at most 100000"));
+            return Err(ConfigError::key(
+                "refresh_hottest",
+                "must be at most 100000",
+            ));
         }
         if self.metrics_ms < 10 {
             return Err(ConfigError::key("metrics_ms", "must be at least 10"));

@@ -206,7 +206,13 @@ impl DecayCycle {
             .evalsha_with_reload(
                 &self.client,
                 vec![self.keys.resonance_index(), self.keys.decay_cycle()],
-                vec![n.to_string(), format!("{:e}", self.ln_factor), pre, rec, res],
+                vec![
+                    n.to_string(),
+                    format!("{:e}", self.ln_factor),
+                    pre,
+                    rec,
+                    res,
+                ],
             )
             .await
     }

@@ -52,10 +52,22 @@ impl LatencyMetrics {
         ) {
             let pipe = self.client.pipeline();
             let _: () = pipe
-                .set(self.keys.metrics_latency_p95(), format!("{p95:.3}"), None, None, false)
+                .set(
+                    self.keys.metrics_latency_p95(),
+                    format!("{p95:.3}"),
+                    None,
+                    None,
+                    false,
+                )
                 .await?;
             let _: () = pipe
-                .set(self.keys.metrics_latency_p99(), format!("{p99:.3}"), None, None, false)
+                .set(
+                    self.keys.metrics_latency_p99(),
+                    format!("{p99:.3}"),
+                    None,
+                    None,
+                    false,
+                )
                 .await?;
             let _: Vec<fred::types::Value> = pipe.all().await?;
         }

@@ -38,10 +38,14 @@ pub fn components(ctx: &DaemonContext) -> Components {
                 async move { cycle.run(&term).await }
             },
         )
-        .every("latency-metrics", Duration::from_millis(cfg.metrics_ms), move || {
-            let latency = latency.clone();
-            async move { latency.refresh().await }
-        })
+        .every(
+            "latency-metrics",
+            Duration::from_millis(cfg.metrics_ms),
+            move || {
+                let latency = latency.clone();
+                async move { latency.refresh().await }
+            },
+        )
 }
 
 /// Runs one instance in-process until `signals.shutdown` (what the binary runs; tests call it).

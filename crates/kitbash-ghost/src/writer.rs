@@ -105,7 +105,10 @@ impl GhostWriter {
 }
 
 fn retry_all(batch: &[Delivery<Crossing>], why: &str) -> Vec<Outcome> {
-    batch.iter().map(|_| Outcome::Retry(why.to_owned())).collect()
+    batch
+        .iter()
+        .map(|_| Outcome::Retry(why.to_owned()))
+        .collect()
 }
 
 impl Handler<Crossing> for GhostWriter {

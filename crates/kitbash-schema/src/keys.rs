@@ -477,7 +477,10 @@ mod tests {
         let t = Keys::default().with_style(KeyStyle::Tagged);
         let [sig, ..] = t.grain_affixes();
         assert_eq!(format!("{}42{}", sig.0, sig.1), t.grain_sig(42));
-        for k in [Keys::default(), Keys::default().with_style(KeyStyle::Tagged)] {
+        for k in [
+            Keys::default(),
+            Keys::default().with_style(KeyStyle::Tagged),
+        ] {
             let (p, r, res) = k.cms_affixes();
             assert_eq!(format!("{p}ab{r}"), k.cms("ab"));
             assert_eq!(format!("{p}ab{res}"), k.cms_resonance("ab"));

@@ -254,7 +254,9 @@ impl Message for QueryEvent {
         if let Some(l) = self.latency_ms
             && (!l.is_finite() || l < 0.0)
         {
-            return Err(format!("latency_ms {l} is not a finite non-negative number"));
+            return Err(format!(
+                "latency_ms {l} is not a finite non-negative number"
+            ));
         }
         if self.grains.len() > MAX_QUERY_GRAINS {
             return Err(format!("more than {MAX_QUERY_GRAINS} grains"));
@@ -286,7 +288,9 @@ impl Message for Crossing {
             return Err("hash is empty or longer than 128 bytes".into());
         }
         if self.text.trim().is_empty() || self.text.len() > MAX_QUERY_LEN {
-            return Err(format!("text is empty or longer than {MAX_QUERY_LEN} bytes"));
+            return Err(format!(
+                "text is empty or longer than {MAX_QUERY_LEN} bytes"
+            ));
         }
         if !self.resonance.is_finite() {
             return Err("resonance is not finite".into());

@@ -402,8 +402,9 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
                 token.cancel();
             });
-            let n = crate::reflex::queries(&producer, rate, (count > 0).then_some(count), seed, stop)
-                .await?;
+            let n =
+                crate::reflex::queries(&producer, rate, (count > 0).then_some(count), seed, stop)
+                    .await?;
             eprintln!("kitbash: {n} query events");
             let _ = client.quit().await;
         }

@@ -68,7 +68,10 @@ async fn a_stale_leader_is_fenced_out_and_the_clock_stays_consistent() {
         .await
         .expect("hset");
     // A paused ex-leader whose lease was taken over changes nothing.
-    let _: () = c.set(&lease, "other#9", None, None, false).await.expect("set");
+    let _: () = c
+        .set(&lease, "other#9", None, None, false)
+        .await
+        .expect("set");
     let stale = decay.apply_due(&mine).await.expect("run");
     assert!(!stale.fenced_in, "{stale:?}");
     assert_eq!(cycle(&c, &k).await, 0);
@@ -139,7 +142,11 @@ async fn a_leader_killed_mid_run_is_replaced_without_skipping_or_repeating_a_cyc
     };
     let (origin, last) = (int(&clock[0]), int(&clock[1]));
     assert_eq!((last - origin) % PERIOD_MS as i64, 0);
-    assert_eq!((last - origin) / PERIOD_MS as i64, n, "cycles = periods elapsed");
+    assert_eq!(
+        (last - origin) / PERIOD_MS as i64,
+        n,
+        "cycles = periods elapsed"
+    );
     kill(survivor, "-TERM");
     assert_eq!(wait_exit(survivor).await.code(), Some(0));
 }

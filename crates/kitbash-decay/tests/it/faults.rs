@@ -15,7 +15,10 @@ use kitbash_testkit::{Appendfsync, RedisServer};
 use crate::support::*;
 
 async fn count(c: &Client, k: &kitbash_schema::Keys, text: &str) -> u64 {
-    let n: Option<u64> = c.hget(k.cms(&query_hash(text)), "count").await.expect("hget");
+    let n: Option<u64> = c
+        .hget(k.cms(&query_hash(text)), "count")
+        .await
+        .expect("hget");
     n.unwrap_or(0)
 }
 
@@ -47,7 +50,13 @@ async fn poison_events_are_dead_lettered_and_redeliveries_change_nothing() {
     ];
     for (v, ct, d) in bodies {
         let _: String = c
-            .xadd(&stream, false, None, "*", vec![("type", "query"), ("v", v), ("ct", ct), ("d", d)])
+            .xadd(
+                &stream,
+                false,
+                None,
+                "*",
+                vec![("type", "query"), ("v", v), ("ct", ct), ("d", d)],
+            )
             .await
             .expect("xadd");
     }
@@ -60,7 +69,10 @@ async fn poison_events_are_dead_lettered_and_redeliveries_change_nothing() {
     let stop = signals.shutdown.clone();
     let task = tokio::spawn(kitbash_decay::run(config(&server.url(), &ns), signals));
     eventually("good one counted, poison dead-lettered", || async {
-        let dead: u64 = c.xlen(k.dead_letter(StreamName::Queries)).await.expect("xlen");
+        let dead: u64 = c
+            .xlen(k.dead_letter(StreamName::Queries))
+            .await
+            .expect("xlen");
         count(&c, &k, "a good one").await == 1 && dead == 6
     })
     .await;
@@ -79,8 +91,18 @@ async fn poison_events_are_dead_lettered_and_redeliveries_change_nothing() {
                 .reason
         })
         .collect();
-    for needle in ["does not decode", "latency_ms", "empty query text", "text", "hash", "version"] {
-        assert!(reasons.iter().any(|r| r.contains(needle)), "{needle}: {reasons:?}");
+    for needle in [
+        "does not decode",
+        "latency_ms",
+        "empty query text",
+        "text",
+        "hash",
+        "version",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "{needle}: {reasons:?}"
+        );
     }
     // A redelivered entry (same id) is applied once.
     let (signals, _) = kitbash_runtime::shutdown::manual();
@@ -89,7 +111,10 @@ async fn poison_events_are_dead_lettered_and_redeliveries_change_nothing() {
         .expect("ctx");
     let hits = Hits::new(&ctx);
     let q = query("redelivered");
-    assert!(matches!(hits.apply("5-0", &q).await.expect("apply"), Applied::Now { .. }));
+    assert!(matches!(
+        hits.apply("5-0", &q).await.expect("apply"),
+        Applied::Now { .. }
+    ));
     assert_eq!(hits.apply("5-0", &q).await.expect("apply"), Applied::Before);
     assert_eq!(count(&c, &k, "redelivered").await, 1);
 }
@@ -151,7 +176,11 @@ async fn kill_9_mid_batch_then_restart_counts_every_event_once_and_sigterm_drain
     })
     .await;
     let n: u64 = c.get(k.metrics_queries_count()).await.expect("get");
-    assert_eq!(n, total().await, "the seed's query count matches the records");
+    assert_eq!(
+        n,
+        total().await,
+        "the seed's query count matches the records"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +202,10 @@ async fn survives_a_redis_restart() {
             .publish(StreamName::Queries, &query("before"))
             .await
             .expect("publish");
-        eventually("before applied", || async { count(&c, &k, "before").await == 1 }).await;
+        eventually("before applied", || async {
+            count(&c, &k, "before").await == 1
+        })
+        .await;
         let _ = c.quit().await;
     }
     server.kill().expect("kill redis");
@@ -184,9 +216,15 @@ async fn survives_a_redis_restart() {
         .publish(StreamName::Queries, &query("after"))
         .await
         .expect("publish");
-    eventually("after applied", || async { count(&c, &k, "after").await == 1 }).await;
+    eventually("after applied", || async {
+        count(&c, &k, "after").await == 1
+    })
+    .await;
     let from = cycle(&c, &k).await;
-    eventually("cycles continue", || async { cycle(&c, &k).await > from + 2 }).await;
+    eventually("cycles continue", || async {
+        cycle(&c, &k).await > from + 2
+    })
+    .await;
     assert_eq!(count(&c, &k, "before").await, 1);
     stop.cancel();
     task.await.expect("join").expect("run");

@@ -155,8 +155,11 @@ impl Driver {
         let cms = self.k.cms(&h);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let applied_at = loop {
-            let (count, cyc): (Option<u64>, Option<u64>) =
-                self.c.hmget(&cms, vec!["count", "cycle"]).await.expect("hmget");
+            let (count, cyc): (Option<u64>, Option<u64>) = self
+                .c
+                .hmget(&cms, vec!["count", "cycle"])
+                .await
+                .expect("hmget");
             if count == Some(want) {
                 break cyc.expect("cycle field");
             }

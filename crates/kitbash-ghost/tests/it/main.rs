@@ -60,7 +60,11 @@ fn brute_force(grains: &[Grain], text: &str, hat: &HatMask) -> String {
         .iter()
         .map(|g| {
             let g8 = g.vector.with_hat(hat).to_i8();
-            let s: i32 = q.iter().zip(&g8).map(|(a, b)| i32::from(*a) * i32::from(*b)).sum();
+            let s: i32 = q
+                .iter()
+                .zip(&g8)
+                .map(|(a, b)| i32::from(*a) * i32::from(*b))
+                .sum();
             (s, g.id)
         })
         .collect();
@@ -116,10 +120,13 @@ async fn ghosts_equal_brute_force_under_each_hat_and_seed_keys_read_back_in_pyth
         .collect();
     // (A ghost may first come from the watcher's start-up recomputation; the crossings then
     // rewrite the same value and count.)
-    eventually("every hot query has its ghost, one activation per crossing", || async {
-        let n: Option<u64> = c.get(k.ghost_activations()).await.expect("get");
-        ghosts(&c, &k, &texts).await == want && n == Some(12)
-    })
+    eventually(
+        "every hot query has its ghost, one activation per crossing",
+        || async {
+            let n: Option<u64> = c.get(k.ghost_activations()).await.expect("get");
+            ghosts(&c, &k, &texts).await == want && n == Some(12)
+        },
+    )
     .await;
     // The one-round-trip lookup sees it all.
     let look = reflex.lookup(&texts[0]).await.expect("lookup");
@@ -129,7 +136,10 @@ async fn ghosts_equal_brute_force_under_each_hat_and_seed_keys_read_back_in_pyth
     g.sort_unstable();
     assert_eq!(g, vec![7, 9, 11]);
     assert_eq!(look.hat.as_deref(), Some("analytical"));
-    assert_eq!(look.hat_mask.as_deref(), Some(&hat_mask_of("analytical")[..]));
+    assert_eq!(
+        look.hat_mask.as_deref(),
+        Some(&hat_mask_of("analytical")[..])
+    );
     let ids: Vec<String> = look.ghost_ids().iter().map(u64::to_string).collect();
     assert_eq!(Some(ids.join(",")), want[0]);
     for g in &look.ghost {
@@ -294,9 +304,18 @@ async fn crossings_count_once_across_kill_9_and_restart_poison_is_dead_lettered(
             .expect("publish");
     }
     let stream = k.stream(StreamName::Crossings);
-    for d in [r#"{"hash":"","text":"x","resonance":0.9,"cycle":0}"#, r#"{"text":"x"}"#] {
+    for d in [
+        r#"{"hash":"","text":"x","resonance":0.9,"cycle":0}"#,
+        r#"{"text":"x"}"#,
+    ] {
         let _: String = c
-            .xadd(&stream, false, None, "*", vec![("type", "crossing"), ("ct", "json"), ("d", d)])
+            .xadd(
+                &stream,
+                false,
+                None,
+                "*",
+                vec![("type", "crossing"), ("ct", "json"), ("d", d)],
+            )
             .await
             .expect("xadd");
     }
@@ -311,7 +330,10 @@ async fn crossings_count_once_across_kill_9_and_restart_poison_is_dead_lettered(
     let mut second = spawn_ghost(&server.url(), &ns);
     eventually("all written", || async { activations().await >= 3000 }).await;
     eventually("poison dead-lettered", || async {
-        let n: u64 = c.xlen(k.dead_letter(StreamName::Crossings)).await.expect("xlen");
+        let n: u64 = c
+            .xlen(k.dead_letter(StreamName::Crossings))
+            .await
+            .expect("xlen");
         n == 2
     })
     .await;

@@ -86,7 +86,9 @@ fn grains(n: u64, rng: &mut Rng) -> Vec<Grain> {
 }
 
 fn texts(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("what is topic number {i}?")).collect()
+    (0..n)
+        .map(|i| format!("what is topic number {i}?"))
+        .collect()
 }
 
 /// 10k queries through decay's hit script (one in ten hit six times: hot, with a ghost), 1k
@@ -130,7 +132,13 @@ async fn delete_matching(client: &Client, pattern: &str) -> anyhow::Result<u64> 
         let (next, batch): (String, Vec<String>) = client
             .custom(
                 fred::cmd!("SCAN"),
-                vec![cursor.clone(), "MATCH".into(), pattern.into(), "COUNT".into(), "1000".into()],
+                vec![
+                    cursor.clone(),
+                    "MATCH".into(),
+                    pattern.into(),
+                    "COUNT".into(),
+                    "1000".into(),
+                ],
             )
             .await?;
         if !batch.is_empty() {
@@ -150,7 +158,8 @@ fn p99_ms(h: &Histogram<u64>) -> f64 {
 
 async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>> {
     let cfg = config(&t.url);
-    let client = kitbash_runtime::redis::connect_client(&cfg.redis, Duration::from_secs(10)).await?;
+    let client =
+        kitbash_runtime::redis::connect_client(&cfg.redis, Duration::from_secs(10)).await?;
     let _: () = client.flushall(false).await?;
     let (signals, _) = kitbash_runtime::shutdown::manual();
     let stop = signals.shutdown.clone();
@@ -190,7 +199,9 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         grain_sig: RecordEncoding::String { len: 120 },
         ..BudgetParams::default()
     };
-    let model = RedisMemoryModel::default().estimate(&model_params).total_bytes;
+    let model = RedisMemoryModel::default()
+        .estimate(&model_params)
+        .total_bytes;
     let compact = RedisMemoryModel::default()
         .estimate(&BudgetParams {
             grains_key: false,
@@ -218,7 +229,10 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         .with("measured_over_model", delta as f64 / model as f64)
         .with("compact_layout_model_mb", compact as f64 / 1e6)
         .with("target_mb", 4.0)
-        .with("layout", "seed (cms:{h} hash + :grains + :resonance, index, 64-hex hashes)"),
+        .with(
+            "layout",
+            "seed (cms:{h} hash + :grains + :resonance, index, 64-hex hashes)",
+        ),
     ];
 
     // Open-loop lookups at 10k/s, each timed from its scheduled start.
@@ -258,7 +272,10 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let h = hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     eprintln!("reflex: redis-benchmark single-client GET …");
     let key = keys.cms_resonance(&hashes[0]);
     let rb = redis_benchmark(t, &["-c", "1", "-n", "100000", "GET", &key])?;
@@ -283,7 +300,8 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
 
 async fn decay_cycle(t: &Target, long: bool) -> anyhow::Result<Vec<Record>> {
     let cfg = config(&t.url);
-    let client = kitbash_runtime::redis::connect_client(&cfg.redis, Duration::from_secs(10)).await?;
+    let client =
+        kitbash_runtime::redis::connect_client(&cfg.redis, Duration::from_secs(10)).await?;
     let _: () = client.flushall(false).await?;
     let keys = Keys::default();
     let n: u64 = 1_000_000;
@@ -319,7 +337,9 @@ async fn decay_cycle(t: &Target, long: bool) -> anyhow::Result<Vec<Record>> {
         key: keys.leader(DaemonKind::Decay, "bench"),
         token: "bench#1".into(),
     };
-    let _: () = client.set(&term.key, &term.token, None, None, false).await?;
+    let _: () = client
+        .set(&term.key, &term.token, None, None, false)
+        .await?;
     cycle.apply_due(&term).await?; // starts the clock
     let runs = if long { 200 } else { 50 };
     let mut times = Vec::with_capacity(runs);
@@ -356,28 +376,36 @@ async fn decay_cycle(t: &Target, long: bool) -> anyhow::Result<Vec<Record>> {
     let _ = client.quit().await;
     Ok(vec![
         Record::new(SUITE, "decay_cycle_1m", cycle_ms, "ms", rewrite_ms)
-            .with("baseline_kind", "rewriting every record's resonance (1M SETs, pipelined)")
+            .with(
+                "baseline_kind",
+                "rewriting every record's resonance (1M SETs, pipelined)",
+            )
             .with("records", n)
             .with("runs", runs as u64)
             .with("what", "median round trip of the fenced cycle script")
             .with("target_ratio", 0.001),
         Record::new(SUITE, "refresh_hottest_1k_ms", refresh_ms, "ms", rewrite_ms)
-            .with("baseline_kind", "rewriting every record's resonance (1M SETs, pipelined)")
-            .with("what", "[decay] refresh_hottest = 1000: extra cost per cycle"),
+            .with(
+                "baseline_kind",
+                "rewriting every record's resonance (1M SETs, pipelined)",
+            )
+            .with(
+                "what",
+                "[decay] refresh_hottest = 1000: extra cost per cycle",
+            ),
     ])
 }
 
 async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>> {
     let cfg = config(&t.url);
-    let client = kitbash_runtime::redis::connect_client(&cfg.redis, Duration::from_secs(10)).await?;
+    let client =
+        kitbash_runtime::redis::connect_client(&cfg.redis, Duration::from_secs(10)).await?;
     let _: () = client.flushall(false).await?;
     let keys = Keys::default();
     let reflex = Reflex::new(client.clone(), keys.clone(), 0.9);
     reflex.hat_init().await?;
     reflex.grains_import(&grains(1000, &mut Rng(5))).await?;
-    let _: () = client
-        .config_set("notify-keyspace-events", "K$")
-        .await?;
+    let _: () = client.config_set("notify-keyspace-events", "K$").await?;
     // The ghost daemon in a runtime of its own, as its own process would be.
     let (signals, _) = kitbash_runtime::shutdown::manual();
     let stop = signals.shutdown.clone();
@@ -414,7 +442,8 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
     // fred hands `__keyspace@…` messages to the keyspace-event receiver, not `message_rx`.
     let mut rx = sub.keyspace_event_rx();
     let prefix = "__keyspace@0__:";
-    sub.psubscribe(format!("{prefix}{}", keys.ghost("*"))).await?;
+    sub.psubscribe(format!("{prefix}{}", keys.ghost("*")))
+        .await?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let rate = 1000u64;
@@ -471,16 +500,27 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
     stop.cancel();
     let _ = daemon.join();
     let _ = sub.quit().await;
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let h = hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     eprintln!("reflex: redis-benchmark single-client XADD …");
     let key = keys.bench("xadd");
-    let rb = redis_benchmark(t, &["-c", "1", "-n", "50000", "XADD", &key, "MAXLEN", "~", "10000", "*", "f", "v"])?;
+    let rb = redis_benchmark(
+        t,
+        &[
+            "-c", "1", "-n", "50000", "XADD", &key, "MAXLEN", "~", "10000", "*", "f", "v",
+        ],
+    )?;
     let base = rb.first().map_or(0.0, |r| r.1.p99_ms);
     let _: () = client.flushall(false).await?;
     let _ = client.quit().await;
     Ok(vec![
         Record::new(SUITE, "crossing_to_ghost_p99_ms", p99_ms(&h), "ms", base)
-            .with("baseline_kind", "redis-benchmark -c 1 XADD p99, same server")
+            .with(
+                "baseline_kind",
+                "redis-benchmark -c 1 XADD p99, same server",
+            )
             .with("rate_per_s", rate)
             .with("crossings", h.len())
             .with("sent", total)
