@@ -152,6 +152,14 @@ async fn delete_matching(client: &Client, pattern: &str) -> anyhow::Result<u64> 
     }
 }
 
+/// The 1-minute load average: these figures are only comparable on an unloaded machine.
+fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
 fn p99_ms(h: &Histogram<u64>) -> f64 {
     h.value_at_quantile(0.99) as f64 / 1000.0
 }
@@ -235,6 +243,17 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         ),
     ];
 
+    // One lookup at a time (closed loop): the cost of one round trip, without queueing.
+    let mut single = Histogram::<u64>::new(3)?;
+    let mut rng = Rng(3);
+    let hashes_v: Vec<String> = qs.iter().map(|q| query_hash(q)).collect();
+    for _ in 0..if long { 20_000 } else { 5_000 } {
+        let i = (rng.next() % 10_000) as usize;
+        let t0 = Instant::now();
+        reflex.lookup_hash(&hashes_v[i]).await?;
+        let _ = single.record((t0.elapsed().as_micros() as u64).max(1));
+    }
+
     // Open-loop lookups at 10k/s, each timed from its scheduled start.
     let rate = 10_000u64;
     let secs = if long { 10 } else { 3 };
@@ -289,6 +308,9 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
             .with("errors", errors.load(std::sync::atomic::Ordering::Relaxed))
             .with("p50_ms", h.value_at_quantile(0.5) as f64 / 1000.0)
             .with("p999_ms", h.value_at_quantile(0.999) as f64 / 1000.0)
+            .with("single_client_p50_ms", single.value_at_quantile(0.5) as f64 / 1000.0)
+            .with("single_client_p99_ms", p99_ms(&single))
+            .with("load_avg_1m", load_avg())
             .with("cms_records", 10_000)
             .with("grains", 1_000)
             .with("target_ms", 0.25),
@@ -525,6 +547,7 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
             .with("crossings", h.len())
             .with("sent", total)
             .with("p50_ms", h.value_at_quantile(0.5) as f64 / 1000.0)
+            .with("load_avg_1m", load_avg())
             .with("grains", 1_000)
             .with("target_ms", 5.0),
     ])
