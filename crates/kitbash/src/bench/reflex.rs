@@ -270,7 +270,7 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
         tokio::time::sleep_until(due.into()).await;
         for _ in 0..per_ms {
             // Half the lookups go to the hot tenth (ghost, three grains), half anywhere.
-            let i = if rng.next() % 2 == 0 {
+            let i = if rng.next().is_multiple_of(2) {
                 (rng.next() % 1000 * 10) as usize
             } else {
                 (rng.next() % 10_000) as usize
@@ -308,7 +308,10 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
             .with("errors", errors.load(std::sync::atomic::Ordering::Relaxed))
             .with("p50_ms", h.value_at_quantile(0.5) as f64 / 1000.0)
             .with("p999_ms", h.value_at_quantile(0.999) as f64 / 1000.0)
-            .with("single_client_p50_ms", single.value_at_quantile(0.5) as f64 / 1000.0)
+            .with(
+                "single_client_p50_ms",
+                single.value_at_quantile(0.5) as f64 / 1000.0,
+            )
             .with("single_client_p99_ms", p99_ms(&single))
             .with("load_avg_1m", load_avg())
             .with("cms_records", 10_000)
