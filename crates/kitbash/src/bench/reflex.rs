@@ -194,7 +194,9 @@ async fn lookup_and_memory(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
     }
     let _: Vec<Value> = pipe.all().await?;
     // What production keeps beside the dataset only transiently: markers, streams.
-    delete_matching(&client, "kitbash:stream:*").await?;
+    for s in [StreamName::Queries, StreamName::Crossings] {
+        delete_matching(&client, &format!("{}*", keys.stream(s))).await?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = used_memory(&client).await?;
     let delta = after.saturating_sub(before);
