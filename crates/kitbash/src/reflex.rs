@@ -11,6 +11,10 @@ use kitbash_runtime::CancellationToken;
 use kitbash_schema::messages::QueryEvent;
 use kitbash_schema::{Keys, StreamName};
 
+/// `config/demo/grains.jsonl` as built into the binary (200 grains of 256 trits), used when the
+/// configuration directory has no sample file.
+pub const BUILT_IN_SAMPLE: &str = include_str!("../../../config/demo/grains.jsonl");
+
 /// The sample grain file under the configuration directory (`config/demo/grains.jsonl`).
 pub fn sample_grains(config_dir: &Path) -> std::path::PathBuf {
     config_dir.join("demo").join("grains.jsonl")
@@ -64,8 +68,16 @@ pub async fn demo_setup(
     let grains: u64 = client.scard(keys.grain_index()).await?;
     if grains == 0 {
         let path = sample_grains(config_dir);
-        let n = grains_import(reflex, &path, dim).await?;
-        notes.push(format!("{n} sample grains from {}", path.display()));
+        if path.exists() {
+            let n = grains_import(reflex, &path, dim).await?;
+            notes.push(format!("{n} sample grains from {}", path.display()));
+        } else {
+            // No configuration directory: the copy built into the binary.
+            let grains = parse_grains(BUILT_IN_SAMPLE, dim)
+                .map_err(|e| anyhow::anyhow!("built-in sample grains: {e}"))?;
+            reflex.grains_import(&grains).await?;
+            notes.push(format!("{} built-in sample grains", grains.len()));
+        }
     }
     Ok(notes.join(", "))
 }
