@@ -106,7 +106,8 @@ impl Watcher {
             }
         }
         if let Some(sub) = sub {
-            let _ = sub.quit().await;
+            // Redis may be gone already (stopped right after us): do not wait long for it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), sub.quit()).await;
         }
     }
 
