@@ -12,7 +12,9 @@ use kitbash_runtime::Config;
 use kitbash_schema::messages::QueryEvent;
 use kitbash_schema::{Keys, Namespace, StreamName};
 
-pub const PERIOD_MS: u64 = 40;
+/// Long enough that six hits in a row land within a cycle or two even on a loaded machine (the
+/// reference does not depend on it; the "rose more than once" precondition does).
+pub const PERIOD_MS: u64 = 200;
 
 pub fn config(url: &str, ns: &str) -> Config {
     let mut c = Config::default();
@@ -143,7 +145,13 @@ impl Driver {
             })
             .await;
         }
-        let pick = (self.next() % self.texts.len() as u64) as usize;
+        // Each block of 12 starts with six hits in a row on one query (it rises above the
+        // threshold), then mixes queries at random, then waits for cycles (it falls again).
+        let pick = if i % 12 < 6 {
+            (i / 12) % self.texts.len()
+        } else {
+            (self.next() % self.texts.len() as u64) as usize
+        };
         let text = self.texts[pick].clone();
         let h = query_hash(&text);
         self.producer
