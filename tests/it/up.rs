@@ -71,6 +71,19 @@ fn running_children(up: &mut Child, port: u16, dir: &std::path::Path) -> Vec<(St
     eventually("feynman writes physics state from the demo feed", || {
         redis_cli(port, &["EXISTS", "physics:state:SPY"]) == "1"
     });
+    if names.iter().any(|n| n == "kitbash-ghost") && names.iter().any(|n| n == "kitbash-decay") {
+        // Seed 000 fills in live: hats, sample grains, the demo query feed, hot queries' ghosts.
+        eventually(
+            "decay and ghost fill in the reflex keys from the demo query feed",
+            || {
+                redis_cli(port, &["GET", "hat:current"]) == "analytical"
+                    && redis_cli(port, &["SCARD", "grain:index"]) == "200"
+                    && redis_cli(port, &["GET", "ghost:activations"])
+                        .parse::<u64>()
+                        .is_ok_and(|n| n > 0)
+            },
+        );
+    }
     pids
 }
 

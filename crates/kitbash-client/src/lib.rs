@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`Producer`]: appends messages to the fleet's streams (ticks are routed to their partition).
 //! - [`Reader`]: reads what the daemons wrote (physics state).
+//! - [`reflex`]: seed 000's reflex path: record a query hit, the one-round-trip lookup, hats,
+//!   grain import, `metrics_record_query`.
 //! - [`ratelimit`]: exact sliding-window rate limiting, one script per check (seed 004).
 //! - [`session`]: sessions with CSRF tokens (seed 004).
 //! - [`cache`]: the memory-token and relevance-score caches (seed 004).
@@ -28,6 +30,8 @@ pub mod families;
 pub mod ratelimit;
 pub mod retry;
 pub mod session;
+
+pub mod reflex;
 
 use fred::prelude::*;
 use fred::types::config::Options;

@@ -14,9 +14,11 @@
 //! instead of lurking until the feynman instance restarts.
 
 pub mod client;
+pub mod decay;
 pub mod entity;
 pub mod example;
 pub mod feynman;
+pub mod ghost;
 pub mod ratelimit;
 pub mod runtime;
 
@@ -25,9 +27,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use client::ClientConfig;
+pub use decay::DecayConfig;
 pub use entity::EntityConfig;
 pub use example::ExampleConfig;
 pub use feynman::FeynmanConfig;
+pub use ghost::GhostConfig;
 pub use ratelimit::{FailPolicyConfig, RateLimitConfig};
 pub use runtime::{
     AdminConfig, ConsumerConfig, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
@@ -90,9 +94,9 @@ pub struct Config {
     /// The entity updater.
     pub entity: EntityConfig,
     /// The resonance decayer.
-    pub decay: SectionPlaceholder,
+    pub decay: DecayConfig,
     /// The ghost precomputer.
-    pub ghost: SectionPlaceholder,
+    pub ghost: GhostConfig,
     /// The WebSocket bridge.
     pub bridge: SectionPlaceholder,
     /// The archival consumer.
@@ -210,6 +214,8 @@ impl Config {
         check(&self.example)?;
         check(&self.ratelimit)?;
         check(&self.client)?;
+        check(&self.decay)?;
+        check(&self.ghost)?;
         Ok(())
     }
 }

@@ -67,15 +67,19 @@ impl Keys {
 
     // ---- seed 000: reflex path -------------------------------------------------------------
 
-    /// `cms:{h}` — the CMS record of a query (JSON: count, resonance_score, last_accessed). 24 h.
+    /// `cms:{h}` — the CMS record of a query, a hash: the seed's `count`, `resonance_score`,
+    /// `last_accessed`, and kitbash's `cycle` (the decay cycle `resonance_score` is current at)
+    /// and `text` (the query, for the ghost's recomputation). 24 h.
     pub fn cms(&self, h: &str) -> String {
         self.k(&format!("cms:{}", self.id(h)))
     }
-    /// `cms:{h}:grains` — grains associated with a query (sorted set by time). 24 h.
+    /// `cms:{h}:grains` — grain ids associated with a query (sorted set, score = Unix seconds of
+    /// the hit that named them). 24 h.
     pub fn cms_grains(&self, h: &str) -> String {
         self.k(&format!("cms:{}:grains", self.id(h)))
     }
-    /// `cms:{h}:resonance` — the query's decaying resonance. 5 d.
+    /// `cms:{h}:resonance` — the query's resonance as a decimal string, exact when written (see
+    /// ARCHITECTURE.md for what a plain `GET` sees between hits). 5 d.
     pub fn cms_resonance(&self, h: &str) -> String {
         self.k(&format!("cms:{}:resonance", self.id(h)))
     }
@@ -374,6 +378,49 @@ impl Keys {
     pub fn resonance_index(&self) -> String {
         self.k("kitbash:resonance:index")
     }
+    /// `kitbash:decay:clock` — hash: `origin_ms` (Redis time of cycle 0) and `last_ms` (Redis
+    /// time of the newest cycle applied); the decay leader catches up missed periods from it.
+    pub fn decay_clock(&self) -> String {
+        self.k("kitbash:decay:clock")
+    }
+    /// `kitbash:metrics:latency:hist` — hash: latency bucket → count, the histogram behind
+    /// `metrics:latency:p95` / `p99` (see `kitbash_schema::reflex::latency_bucket`).
+    pub fn latency_histogram(&self) -> String {
+        self.k("kitbash:metrics:latency:hist")
+    }
+    /// `kitbash:reflex:version` — incremented on every grain or hat change (the ghost polls it
+    /// in case it missed the `kitbash:grain-updates` message).
+    pub fn reflex_version(&self) -> String {
+        self.k("kitbash:reflex:version")
+    }
+    /// The parts around the id of `grain:{id}:sig`, `grain:{id}:bits:+`, `grain:{id}:bits:-`
+    /// (`("grain:", ":sig")`, tagged: `("grain:{", "}:sig")`), for scripts that build the keys
+    /// of grain ids they read.
+    pub fn grain_affixes(&self) -> [(String, String); 3] {
+        let (open, close) = match self.style {
+            KeyStyle::Seed => ("", ""),
+            KeyStyle::Tagged => ("{", "}"),
+        };
+        let pre = self.k(&format!("grain:{open}"));
+        [":sig", ":bits:+", ":bits:-"].map(|s| (pre.clone(), format!("{close}{s}")))
+    }
+    /// The parts around the hash of `cms:{h}` and `cms:{h}:resonance`: `("cms:", "",
+    /// ":resonance")` (tagged: `("cms:{", "}", "}:resonance")`).
+    pub fn cms_affixes(&self) -> (String, String, String) {
+        let (open, close) = match self.style {
+            KeyStyle::Seed => ("", ""),
+            KeyStyle::Tagged => ("{", "}"),
+        };
+        (
+            self.k(&format!("cms:{open}")),
+            close.to_owned(),
+            format!("{close}:resonance"),
+        )
+    }
+    /// The parts around the name of `hat:{name}:mask`: `("hat:", ":mask")`.
+    pub fn hat_mask_affixes(&self) -> (String, String) {
+        (self.k("hat:"), ":mask".to_owned())
+    }
 
     // ---- kitbash-client families (seeds 003 and 004) -----------------------------------------
 
@@ -531,7 +578,30 @@ mod tests {
             (k.score("u1", "c1", "t1"), "score:u1:c1:t1"),
             (k.session("u1"), "session:u1"),
             (k.rate("u1", "/search"), "rate:u1:/search"),
+            (k.decay_cycle(), "kitbash:decay:cycle"),
+            (k.decay_clock(), "kitbash:decay:clock"),
+            (k.resonance_index(), "kitbash:resonance:index"),
+            (k.latency_histogram(), "kitbash:metrics:latency:hist"),
+            (k.reflex_version(), "kitbash:reflex:version"),
+            (k.channel_grain_updates(), "kitbash:grain-updates"),
         ];
+        let [sig, plus, minus] = k.grain_affixes();
+        assert_eq!(format!("{}42{}", sig.0, sig.1), k.grain_sig(42));
+        assert_eq!(format!("{}42{}", plus.0, plus.1), k.grain_bits_plus(42));
+        assert_eq!(format!("{}42{}", minus.0, minus.1), k.grain_bits_minus(42));
+        let t = Keys::default().with_style(KeyStyle::Tagged);
+        let [sig, ..] = t.grain_affixes();
+        assert_eq!(format!("{}42{}", sig.0, sig.1), t.grain_sig(42));
+        for k in [
+            Keys::default(),
+            Keys::default().with_style(KeyStyle::Tagged),
+        ] {
+            let (p, r, res) = k.cms_affixes();
+            assert_eq!(format!("{p}ab{r}"), k.cms("ab"));
+            assert_eq!(format!("{p}ab{res}"), k.cms_resonance("ab"));
+        }
+        let (a, b) = k.hat_mask_affixes();
+        assert_eq!(format!("{a}creative{b}"), k.hat_mask("creative"));
         for (got, want) in cases {
             assert_eq!(got, want);
         }

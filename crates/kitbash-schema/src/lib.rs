@@ -11,6 +11,8 @@
 //! - [`pyjson`]: JSON byte-identical to Python's `json.dumps` (seed 002's publisher).
 //! - [`time`]: RFC 3339 formatting without a date crate.
 //! - [`budget`]: the memory-budget model of seed 000.
+//! - [`reflex`]: seed 000's shared arithmetic: normalised resonance, the hit rule, latency
+//!   buckets, the seed's hats.
 //!
 //! **Invariant:** this crate performs no I/O and depends on serde alone.
 
@@ -20,6 +22,7 @@ pub mod keys;
 pub mod messages;
 pub mod namespace;
 pub mod pyjson;
+pub mod reflex;
 pub mod streams;
 pub mod time;
 pub mod ttl;

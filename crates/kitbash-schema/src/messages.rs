@@ -225,6 +225,10 @@ pub struct QueryEvent {
     /// Grains the application matched, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grains: Vec<u64>,
+    /// The latency the application observed answering the query, in ms (feeds
+    /// `metrics:latency:p95` / `p99`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 /// Longest query text accepted.
@@ -247,9 +251,22 @@ impl Message for QueryEvent {
         if !self.ts.is_finite() {
             return Err("ts is not finite".into());
         }
+        if let Some(l) = self.latency_ms
+            && (!l.is_finite() || l < 0.0)
+        {
+            return Err(format!(
+                "latency_ms {l} is not a finite non-negative number"
+            ));
+        }
+        if self.grains.len() > MAX_QUERY_GRAINS {
+            return Err(format!("more than {MAX_QUERY_GRAINS} grains"));
+        }
         Ok(())
     }
 }
+
+/// Most grain ids one query event may carry.
+pub const MAX_QUERY_GRAINS: usize = 64;
 
 /// A resonance crossing: a query's resonance rose above the ghost threshold (decay → ghost).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,7 +283,88 @@ pub struct Crossing {
 
 impl Message for Crossing {
     const KIND: &'static str = "crossing";
+    fn validate(&self) -> Result<(), String> {
+        if self.hash.is_empty() || self.hash.len() > 128 {
+            return Err("hash is empty or longer than 128 bytes".into());
+        }
+        if self.text.trim().is_empty() || self.text.len() > MAX_QUERY_LEN {
+            return Err(format!(
+                "text is empty or longer than {MAX_QUERY_LEN} bytes"
+            ));
+        }
+        if !self.resonance.is_finite() {
+            return Err("resonance is not finite".into());
+        }
+        Ok(())
+    }
 }
+
+/// What changed in the reflex path's shared data, published on `kitbash:grain-updates`
+/// (JSON, e.g. `{"what":"hat","version":7}`) by `kitbash grains import` and `kitbash hat set`;
+/// the ghost reloads its bank and hat and recomputes hot queries' ghosts. `version` is the value
+/// of `kitbash:reflex:version` after the change (a missed message is caught by polling it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReflexChange {
+    /// `"grains"` or `"hat"`.
+    pub what: String,
+    /// `kitbash:reflex:version` after the change.
+    pub version: u64,
+}
+
+impl ReflexChange {
+    /// The grain bank changed.
+    pub const GRAINS: &'static str = "grains";
+    /// The current hat (or a mask) changed.
+    pub const HAT: &'static str = "hat";
+
+    /// JSON bytes as published.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The stored `grain:{id}:sig` JSON: the seed's `popcount`, `axiom`, `weight`, and the brief's
+/// `ternary_value` = (pc+ − pc−)/(pc+ + pc−) and `confidence` = min(1, (pc+ + pc−)/bits).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrainSig {
+    /// Non-zero trits (pc+ + pc−).
+    pub popcount: u32,
+    /// What the grain is about (`"thermodynamics"`).
+    pub axiom: String,
+    /// The grain's weight.
+    pub weight: f64,
+    /// (pc+ − pc−)/(pc+ + pc−), 0 for an all-zero grain.
+    pub ternary_value: f64,
+    /// min(1, (pc+ + pc−)/bits).
+    pub confidence: f64,
+}
+
+/// One line of a grain file for `kitbash grains import` (JSONL, or one element of a JSON
+/// array): `{"id":42,"axiom":"thermodynamics","weight":1.58,"trits":[1,0,-1,…]}` or with
+/// `"plus"` and `"minus"` as hex strings of the bit planes (trit `i` is bit `i % 8` of byte
+/// `i / 8`) instead of `"trits"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrainLine {
+    /// Grain id (`grain:{id}:*`).
+    pub id: u64,
+    /// What the grain is about.
+    pub axiom: String,
+    /// The grain's weight (finite).
+    pub weight: f64,
+    /// The trits, each −1, 0 or +1 (length = the configured dimension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trits: Option<Vec<i8>>,
+    /// The plus plane as hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plus: Option<String>,
+    /// The minus plane as hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minus: Option<String>,
+}
+
+/// Longest axiom accepted in a grain file.
+pub const MAX_AXIOM_LEN: usize = 256;
 
 /// Which JSON document an entity update patches (seed 002's file → key mapping).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,7 +50,7 @@ pub enum Command {
     /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
     /// redis-benchmark on PATH.
     Bench {
-        /// Suite: redis, ternary, feynman, memory, client, entity.
+        /// Suite: redis, ternary, feynman, memory, client, entity, reflex.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]
@@ -92,6 +92,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: KeysCommand,
+    },
+    /// Seed 000's grains: `kitbash grains import FILE`, `kitbash grains list`.
+    Grains {
+        /// What to do.
+        #[command(subcommand)]
+        what: GrainsCommand,
+    },
+    /// Seed 000's hats: `kitbash hat init`, `kitbash hat set NAME`.
+    Hat {
+        /// What to do.
+        #[command(subcommand)]
+        what: HatCommand,
     },
     /// Start the whole system locally: Redis, every built daemon, a demo feed, a live view.
     ///
@@ -158,6 +170,36 @@ pub enum KeysCommand {
     },
 }
 
+/// `kitbash grains` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GrainsCommand {
+    /// Import grains from JSONL or a JSON array (id, axiom, weight, and "trits" or hex
+    /// "plus"/"minus" planes), all or nothing; a bad line is reported with its number.
+    Import {
+        /// The grain file (see config/demo/grains.jsonl).
+        file: std::path::PathBuf,
+    },
+    /// List the grains with their signature records.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `kitbash hat` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HatCommand {
+    /// Write the seed's five hats (analytical, creative, empathetic, deliberative, neutral),
+    /// each mask = sha256(name), 32 bytes; the first becomes current unless one is set.
+    Init,
+    /// Make NAME the current hat (its mask must exist); the ghost recomputes hot queries.
+    Set {
+        /// The hat's name.
+        name: String,
+    },
+}
+
 /// `kitbash feed` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum FeedCommand {
@@ -176,6 +218,18 @@ pub enum FeedCommand {
         #[arg(long)]
         csv: Option<std::path::PathBuf>,
         /// Seed of the synthetic market.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Query events into the queries stream (a demo mix of 500 texts, a few hot).
+    Queries {
+        /// Stop after N events (0 = run until Ctrl-C).
+        #[arg(long, default_value_t = 1_000)]
+        count: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seed of the mix.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -453,6 +507,24 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
             let _ = client.quit().await;
         }
+        Command::Grains { what } => {
+            let client = connect(&config).await?;
+            let reflex = kitbash_client::reflex::Reflex::new(
+                client.clone(),
+                config.redis.keys(),
+                config.decay.factor,
+            );
+            match what {
+                GrainsCommand::Import { file } => {
+                    let n = crate::reflex::grains_import(&reflex, &file, config.ghost.dim).await?;
+                    eprintln!("kitbash: imported {n} grains from {}", file.display());
+                }
+                GrainsCommand::List { json } => {
+                    print!("{}", crate::reflex::grains_list(&reflex, json).await?);
+                }
+            }
+            let _ = client.quit().await;
+        }
         Command::Cache {
             action: CacheCommand::Clear { family, dry_run },
         } => {
@@ -472,6 +544,48 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", crate::keys::render(&top));
             }
+            let _ = client.quit().await;
+        }
+        Command::Hat { what } => {
+            let client = connect(&config).await?;
+            let reflex = kitbash_client::reflex::Reflex::new(
+                client.clone(),
+                config.redis.keys(),
+                config.decay.factor,
+            );
+            match what {
+                HatCommand::Init => {
+                    let names = reflex.hat_init().await?;
+                    eprintln!("kitbash: hats {} (mask = sha256(name))", names.join(", "));
+                }
+                HatCommand::Set { name } => {
+                    if !reflex.hat_set(&name).await? {
+                        anyhow::bail!("no hat named {name:?} (run `kitbash hat init`)");
+                    }
+                    eprintln!("kitbash: current hat is {name}");
+                }
+            }
+            let _ = client.quit().await;
+        }
+        Command::Feed {
+            what: FeedCommand::Queries { count, rate, seed },
+        } => {
+            let client = connect(&config).await?;
+            let producer = kitbash_client::Producer::new(
+                client.clone(),
+                config.redis.keys(),
+                config.feynman.partitions,
+            );
+            let stop = kitbash_runtime::CancellationToken::new();
+            let token = stop.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                token.cancel();
+            });
+            let n =
+                crate::reflex::queries(&producer, rate, (count > 0).then_some(count), seed, stop)
+                    .await?;
+            eprintln!("kitbash: {n} query events");
             let _ = client.quit().await;
         }
         Command::Up {

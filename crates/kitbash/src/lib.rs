@@ -5,6 +5,8 @@
 //! - [`status`]: `kitbash status` — fleet, streams, groups, lag, pending, dead letters, Redis.
 //! - [`bench`]: `kitbash bench SUITE` — figures as ratios to same-run baselines.
 //! - [`feed`]: `kitbash feed ticks` — a synthetic market or a CSV replay into the tick partitions.
+//! - [`reflex`]: `kitbash grains`, `kitbash hat`, `kitbash feed queries` — seed 000's grains,
+//!   hats and a demo query mix.
 //! - [`up`]: `kitbash up` — a local Redis, every built daemon, demo feeds, a live status view.
 //! - [`tether`]: `up`'s children die with it (`PR_SET_PDEATHSIG` through a trampoline).
 //! - [`locate`]: where the configuration and the fleet are (`up.json`), and saying so.
@@ -21,6 +23,7 @@ pub mod keys;
 pub mod live;
 pub mod locate;
 pub mod ratelimit;
+pub mod reflex;
 pub mod status;
 pub mod tether;
 pub mod up;

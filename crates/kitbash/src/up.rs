@@ -373,6 +373,11 @@ struct Session {
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<u64>>,
     )>,
+    /// The demo query feed (seed 000), stopped with the market feed.
+    queries: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<u64>>,
+    )>,
 }
 
 /// Runs until a stop signal or until its output is gone; always stops what it started.
@@ -405,9 +410,13 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
         console.line(&format!("up: {e:#}"));
     }
     console.line("up: stopping: the feed, then the daemons (they drain), then Redis");
-    for (token, feed) in [session.feed.take(), session.entities.take()]
-        .into_iter()
-        .flatten()
+    for (token, feed) in [
+        session.feed.take(),
+        session.entities.take(),
+        session.queries.take(),
+    ]
+    .into_iter()
+    .flatten()
     {
         token.cancel();
         let _ = feed.await;
@@ -558,6 +567,32 @@ async fn start_and_watch(
                 crate::feed::entity_updates(&producer, partitions, Duration::from_millis(500), t2)
                     .await
             }),
+        ));
+    }
+
+    // Seed 000's reflex path: hats and sample grains, and a demo query mix for decay/ghost.
+    match crate::reflex::demo_setup(
+        &client,
+        &keys,
+        &kitbash_client::reflex::Reflex::new(client.clone(), keys.clone(), config.decay.factor),
+        &record.config_dir,
+        config.ghost.dim,
+    )
+    .await
+    {
+        Ok(notes) if !notes.is_empty() => console.line(&format!("up: wrote {notes}")),
+        Ok(_) => {}
+        Err(e) => console.line(&format!("up: no reflex demo data: {e:#}")),
+    }
+    if opts.feed_rate > 0.0 {
+        let producer = Producer::new(client.clone(), keys.clone(), config.feynman.partitions);
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let rate = (opts.feed_rate / 10.0).max(1.0);
+        console.line(&format!("up: demo query feed at {rate} queries/s"));
+        session.queries = Some((
+            token,
+            tokio::spawn(async move { crate::reflex::queries(&producer, rate, None, 7, t).await }),
         ));
     }
 

@@ -39,6 +39,7 @@ fn query(text: &str) -> QueryEvent {
         hash: None,
         ts: 1_766_318_400.0,
         grains: vec![],
+        latency_ms: None,
     }
 }
 

@@ -139,6 +139,7 @@ fn every_message_kind_needs_a_map() {
         hash: None,
         ts: 1.0,
         grains: vec![1, 2],
+        latency_ms: Some(2.5),
     };
     for env in [
         Envelope::json(&q).expect("json"),

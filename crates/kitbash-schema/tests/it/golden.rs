@@ -378,3 +378,67 @@ fn validation_rejects_bad_input_with_a_reason() {
     );
     assert!(bad(Tick { ts: -1.0, ..ok }).contains("ts"));
 }
+
+/// Seed 000's reflex formats: a query event with its latency, the crossing body decay writes
+/// from Lua (JSON), the change announcement, a grain signature and a grain-file line.
+#[test]
+fn reflex_formats() {
+    let q = QueryEvent {
+        text: "what is DNA?".into(),
+        hash: None,
+        ts: 1766318400.0,
+        grains: vec![42, 17],
+        latency_ms: Some(2.3),
+    };
+    let env = Envelope::json(&q).expect("encode");
+    assert_eq!(
+        String::from_utf8(env.body.clone()).expect("utf8"),
+        r#"{"text":"what is DNA?","ts":1766318400.0,"grains":[42,17],"latency_ms":2.3}"#
+    );
+    // The crossing body as decay's script writes it (cjson key order is not fixed).
+    let fields: Vec<(&[u8], &[u8])> = vec![
+        (b"type", b"crossing"),
+        (b"ct", b"json"),
+        (b"mid", b"decay:1-0"),
+        (
+            b"d",
+            br#"{"cycle":12,"text":"what is DNA?","resonance":0.8125,"hash":"ab12"}"#,
+        ),
+    ];
+    let c: Crossing = decode_fields(fields).expect("crossing");
+    assert_eq!(
+        c,
+        Crossing {
+            hash: "ab12".into(),
+            text: "what is DNA?".into(),
+            resonance: 0.8125,
+            cycle: 12,
+        }
+    );
+    assert_eq!(
+        ReflexChange {
+            what: ReflexChange::HAT.into(),
+            version: 7
+        }
+        .to_json(),
+        r#"{"what":"hat","version":7}"#
+    );
+    let sig = GrainSig {
+        popcount: 156,
+        axiom: "thermodynamics".into(),
+        weight: 1.58,
+        ternary_value: 0.25,
+        confidence: 0.609375,
+    };
+    assert_eq!(
+        serde_json::to_string(&sig).expect("json"),
+        r#"{"popcount":156,"axiom":"thermodynamics","weight":1.58,"ternary_value":0.25,"confidence":0.609375}"#
+    );
+    let line: GrainLine =
+        serde_json::from_str(r#"{"id":42,"axiom":"a","weight":1.0,"plus":"0f","minus":"f0"}"#)
+            .expect("line");
+    assert_eq!(line.plus.as_deref(), Some("0f"));
+    assert!(
+        serde_json::from_str::<GrainLine>(r#"{"id":1,"axiom":"a","weight":1,"typo":1}"#).is_err()
+    );
+}

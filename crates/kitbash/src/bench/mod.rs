@@ -7,6 +7,7 @@ pub mod entity;
 pub mod feynman;
 pub mod memory;
 pub mod redis;
+pub mod reflex;
 pub mod ternary;
 
 use serde_json::{Map, Value};
@@ -165,7 +166,9 @@ pub struct BenchOptions {
 }
 
 /// Suites `kitbash bench` knows.
-pub const SUITES: &[&str] = &["redis", "ternary", "feynman", "memory", "client", "entity"];
+pub const SUITES: &[&str] = &[
+    "redis", "ternary", "feynman", "memory", "client", "entity", "reflex",
+];
 
 /// Runs `suite`; progress goes to stderr. Fails when a figure has no baseline.
 pub async fn run(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
@@ -183,6 +186,7 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
         "memory" => memory::run(opts).await,
         "client" => client::run(opts).await,
         "entity" => entity::run(opts).await,
+        "reflex" => reflex::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)

@@ -4,4 +4,5 @@
 mod budget;
 mod errors;
 mod live;
+mod reflex;
 mod status;

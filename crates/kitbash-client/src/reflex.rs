@@ -1,0 +1,558 @@
+//! The reflex path of seed 000 for applications: record a query hit, the one-round-trip reflex
+//! lookup, hat switching, grain import, and the seed's query metrics.
+//!
+//! The lookup is one Lua script (`EVALSHA`): it reads the CMS record, the resonance index
+//! entry and the cycle counter, the query's grains, its ghost, the current hat and its mask,
+//! and each ghost grain's signature and bit planes, and counts `metrics:grains:lookups` and
+//! `metrics:cache:hits`. It builds the grain and mask keys from the ids it reads, so it runs on
+//! a standalone Redis (or a cluster only when every key is in one slot): the price of one round
+//! trip.
+
+use fred::prelude::*;
+use fred::types::Value;
+use fred::types::scripts::Script;
+use kitbash_schema::messages::{GrainLine, GrainSig, MAX_AXIOM_LEN, QueryEvent, ReflexChange};
+use kitbash_schema::reflex::{SEED_HATS, decayed, latency_bucket, resonance_at};
+use kitbash_schema::{Keys, StreamName};
+use kitbash_ternary::{HAT_BYTES, TernaryVector};
+use sha2::{Digest, Sha256};
+
+use crate::{ClientError, Producer};
+
+/// `sha256(text)` as 64 lowercase hex digits: the seed's query hash.
+pub fn query_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The mask of hat `name`: `sha256(name)`, 32 bytes (the seed's origin derives its masks so).
+pub fn hat_mask_of(name: &str) -> [u8; HAT_BYTES] {
+    Sha256::digest(name.as_bytes()).into()
+}
+
+/// One ghost grain as the lookup returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GhostGrain {
+    /// Grain id.
+    pub id: u64,
+    /// `grain:{id}:sig`, if present and well-formed.
+    pub sig: Option<GrainSig>,
+    /// `grain:{id}:bits:+` as stored (under no hat).
+    pub plus: Vec<u8>,
+    /// `grain:{id}:bits:-` as stored.
+    pub minus: Vec<u8>,
+}
+
+/// Everything the reflex path needs about one query, read in one round trip.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReflexLookup {
+    /// The query hash.
+    pub hash: String,
+    /// `count` of `cms:{h}`, when the record exists.
+    pub count: Option<u64>,
+    /// `last_accessed` of `cms:{h}`.
+    pub last_accessed: Option<String>,
+    /// The resonance now, exactly decayed to the current cycle (0 when unknown).
+    pub resonance: f64,
+    /// The current decay cycle.
+    pub cycle: u64,
+    /// `cms:{h}:grains`, oldest first.
+    pub grains: Vec<u64>,
+    /// `ghost:{h}` split into its grains, with their signatures and planes.
+    pub ghost: Vec<GhostGrain>,
+    /// `hat:current`.
+    pub hat: Option<String>,
+    /// `hat:{current}:mask` (32 bytes) when present.
+    pub hat_mask: Option<Vec<u8>>,
+}
+
+impl ReflexLookup {
+    /// The ghost grain ids, in rank order.
+    pub fn ghost_ids(&self) -> Vec<u64> {
+        self.ghost.iter().map(|g| g.id).collect()
+    }
+}
+
+/// Why a grain file was refused: the first bad line, by number (1-based), and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {why}")]
+pub struct GrainFileError {
+    /// 1-based line (JSONL) or element (JSON array) number.
+    pub line: usize,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// A parsed grain, ready to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grain {
+    /// Grain id.
+    pub id: u64,
+    /// Its trits.
+    pub vector: TernaryVector,
+    /// Its signature record.
+    pub sig: GrainSig,
+}
+
+/// Parses a grain file (JSONL, or a JSON array) for `dim` trits; the first bad line is
+/// reported with its number and nothing is returned for a file with any bad line.
+pub fn parse_grains(text: &str, dim: usize) -> Result<Vec<Grain>, GrainFileError> {
+    let trimmed = text.trim_start();
+    let lines: Vec<(usize, GrainLine)> = if trimmed.starts_with('[') {
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| GrainFileError {
+                line: e.line(),
+                why: e.to_string(),
+            })?;
+        let mut out = Vec::with_capacity(values.len());
+        for (i, v) in values.into_iter().enumerate() {
+            let g: GrainLine = serde_json::from_value(v).map_err(|e| GrainFileError {
+                line: i + 1,
+                why: format!("element {}: {e}", i + 1),
+            })?;
+            out.push((i + 1, g));
+        }
+        out
+    } else {
+        let mut out = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() {
+                continue;
+            }
+            let g: GrainLine = serde_json::from_str(l).map_err(|e| GrainFileError {
+                line: i + 1,
+                why: e.to_string(),
+            })?;
+            out.push((i + 1, g));
+        }
+        out
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut grains = Vec::with_capacity(lines.len());
+    for (line, g) in lines {
+        let bad = |why: String| GrainFileError { line, why };
+        if !seen.insert(g.id) {
+            return Err(bad(format!("grain {} appears twice", g.id)));
+        }
+        if !g.weight.is_finite() {
+            return Err(bad("weight is not finite".into()));
+        }
+        if g.axiom.len() > MAX_AXIOM_LEN {
+            return Err(bad(format!("axiom longer than {MAX_AXIOM_LEN} bytes")));
+        }
+        let vector = match (&g.trits, &g.plus, &g.minus) {
+            (Some(t), None, None) => {
+                if t.len() != dim {
+                    return Err(bad(format!("{} trits, expected {dim}", t.len())));
+                }
+                TernaryVector::from_i8(t).map_err(|e| bad(e.to_string()))?
+            }
+            (None, Some(p), Some(m)) => {
+                let p = hex::decode(p).map_err(|e| bad(format!("plus: {e}")))?;
+                let m = hex::decode(m).map_err(|e| bad(format!("minus: {e}")))?;
+                TernaryVector::from_planes(dim, &p, &m).map_err(|e| bad(e.to_string()))?
+            }
+            _ => {
+                return Err(bad(
+                    "give either \"trits\" or both \"plus\" and \"minus\"".into()
+                ));
+            }
+        };
+        let sig = GrainSig {
+            popcount: vector.nonzero_count(),
+            axiom: g.axiom,
+            weight: g.weight,
+            ternary_value: vector.ternary_value(),
+            confidence: vector.confidence(),
+        };
+        grains.push(Grain {
+            id: g.id,
+            vector,
+            sig,
+        });
+    }
+    Ok(grains)
+}
+
+static LOOKUP: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(LOOKUP_LUA));
+
+const LOOKUP_LUA: &str = r#"
+local rec = redis.call('HMGET', KEYS[1], 'count', 'last_accessed', 'resonance_score', 'cycle')
+local s = redis.call('ZSCORE', KEYS[3], ARGV[1])
+local c = redis.call('GET', KEYS[4])
+local grains = redis.call('ZRANGE', KEYS[2], 0, -1)
+local ghost = redis.call('GET', KEYS[5])
+local hat = redis.call('GET', KEYS[6])
+local mask = false
+if hat then mask = redis.call('GET', ARGV[8] .. hat .. ARGV[9]) end
+local g = {}
+local n = 0
+if ghost then
+  for id in string.gmatch(ghost, '[^,]+') do
+    n = n + 1
+    g[#g + 1] = id
+    g[#g + 1] = redis.call('GET', ARGV[2] .. id .. ARGV[3])
+    g[#g + 1] = redis.call('GET', ARGV[4] .. id .. ARGV[5])
+    g[#g + 1] = redis.call('GET', ARGV[6] .. id .. ARGV[7])
+  end
+end
+if n > 0 then redis.call('INCRBY', KEYS[7], n) end
+if rec[1] then redis.call('INCR', KEYS[8]) end
+return {rec, s, c, grains, hat, mask, g}
+"#;
+
+const HAT_SET_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+return redis.call('INCR', KEYS[3])
+"#;
+
+/// The reflex path for an application.
+#[derive(Clone)]
+pub struct Reflex {
+    client: Client,
+    keys: Keys,
+    /// Decay factor per cycle (must match `[decay] factor`).
+    factor: f64,
+}
+
+impl std::fmt::Debug for Reflex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reflex")
+            .field("keys", &self.keys)
+            .field("factor", &self.factor)
+            .finish_non_exhaustive()
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string()),
+        Value::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+fn bytes_of(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Bytes(b) => Some(b.to_vec()),
+        _ => None,
+    }
+}
+
+fn array(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        _ => &[],
+    }
+}
+
+impl Reflex {
+    /// The reflex path on a connected client; `factor` is `[decay] factor` (the seed: 0.9).
+    pub fn new(client: Client, keys: Keys, factor: f64) -> Self {
+        Self {
+            client,
+            keys,
+            factor,
+        }
+    }
+
+    /// Records a query hit: appends a query event to the `queries` stream (decay applies it
+    /// exactly once). Returns the entry id.
+    pub async fn record_hit(
+        &self,
+        producer: &Producer,
+        text: &str,
+        grains: &[u64],
+        latency_ms: Option<f64>,
+    ) -> Result<String, ClientError> {
+        let ev = QueryEvent {
+            text: text.to_owned(),
+            hash: Some(query_hash(text)),
+            ts: now_secs(),
+            grains: grains.to_vec(),
+            latency_ms,
+        };
+        producer.publish(StreamName::Queries, &ev).await
+    }
+
+    /// The reflex lookup of query `text` in one round trip.
+    pub async fn lookup(&self, text: &str) -> Result<ReflexLookup, ClientError> {
+        self.lookup_hash(&query_hash(text)).await
+    }
+
+    /// The reflex lookup by query hash, in one round trip.
+    pub async fn lookup_hash(&self, h: &str) -> Result<ReflexLookup, ClientError> {
+        let k = &self.keys;
+        let keys = vec![
+            k.cms(h),
+            k.cms_grains(h),
+            k.resonance_index(),
+            k.decay_cycle(),
+            k.ghost(h),
+            k.hat_current(),
+            k.metrics_grains_lookups(),
+            k.metrics_cache_hits(),
+        ];
+        let [sig, plus, minus] = k.grain_affixes();
+        let (hp, hs) = k.hat_mask_affixes();
+        let args = vec![
+            h.to_owned(),
+            sig.0,
+            sig.1,
+            plus.0,
+            plus.1,
+            minus.0,
+            minus.1,
+            hp,
+            hs,
+        ];
+        let v: Value = LOOKUP.evalsha_with_reload(&self.client, keys, args).await?;
+        Ok(self.decode_lookup(h, &v))
+    }
+
+    fn decode_lookup(&self, h: &str, v: &Value) -> ReflexLookup {
+        let parts = array(v);
+        let get = |i: usize| parts.get(i).unwrap_or(&Value::Null);
+        let rec = array(get(0));
+        let rec_text = |i: usize| rec.get(i).and_then(text_of);
+        let cycle = text_of(get(2))
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0);
+        let from_record = match (rec_text(2), rec_text(3)) {
+            (Some(r), Some(c)) => match (r.parse::<f64>(), c.parse::<u64>()) {
+                (Ok(r), Ok(c)) if r.is_finite() => Some(decayed(r, c, cycle, self.factor)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let from_index = text_of(get(1))
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|s| resonance_at(s, cycle, self.factor));
+        let grains = array(get(3))
+            .iter()
+            .filter_map(|g| text_of(g)?.parse().ok())
+            .collect();
+        let ghost = array(get(6))
+            .chunks(4)
+            .filter_map(|c| {
+                let id = text_of(c.first()?)?.parse().ok()?;
+                Some(GhostGrain {
+                    id,
+                    sig: c
+                        .get(1)
+                        .and_then(text_of)
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    plus: c.get(2).and_then(bytes_of).unwrap_or_default(),
+                    minus: c.get(3).and_then(bytes_of).unwrap_or_default(),
+                })
+            })
+            .collect();
+        ReflexLookup {
+            hash: h.to_owned(),
+            count: rec_text(0).and_then(|c| c.parse().ok()),
+            last_accessed: rec_text(1),
+            resonance: from_record.or(from_index).unwrap_or(0.0),
+            cycle,
+            grains,
+            ghost,
+            hat: text_of(get(4)),
+            hat_mask: bytes_of(get(5)),
+        }
+    }
+
+    /// The seed's `metrics_record_query(latency_ms)`: counts a query and adds its latency to
+    /// the histogram behind `metrics:latency:p95`/`p99` (which decay recomputes). For
+    /// applications that do not publish query events (a query event with `latency_ms` does
+    /// the same through decay, once).
+    pub async fn metrics_record_query(&self, latency_ms: f64) -> Result<(), ClientError> {
+        let pipe = self.client.pipeline();
+        let _: () = pipe.incr(self.keys.metrics_queries_count()).await?;
+        if latency_ms.is_finite() && latency_ms >= 0.0 {
+            let _: () = pipe
+                .hincrby(
+                    self.keys.latency_histogram(),
+                    latency_bucket(latency_ms).to_string(),
+                    1,
+                )
+                .await?;
+        }
+        let _: Vec<Value> = pipe.all().await?;
+        Ok(())
+    }
+
+    /// Switches the current hat (it must have a mask) and announces it. Returns false when no
+    /// mask exists for `name`.
+    pub async fn hat_set(&self, name: &str) -> Result<bool, ClientError> {
+        let script = Script::from_lua(HAT_SET_LUA);
+        let v: i64 = script
+            .evalsha_with_reload(
+                &self.client,
+                vec![
+                    self.keys.hat_current(),
+                    self.keys.hat_mask(name),
+                    self.keys.reflex_version(),
+                ],
+                vec![name.to_owned()],
+            )
+            .await?;
+        if v < 0 {
+            return Ok(false);
+        }
+        self.announce(ReflexChange::HAT, v as u64).await?;
+        Ok(true)
+    }
+
+    /// Writes the seed's five hats (`hat:{name}:mask` = sha256(name)) and makes the first the
+    /// current hat unless one is set. Returns the names.
+    pub async fn hat_init(&self) -> Result<Vec<&'static str>, ClientError> {
+        let trx = self.client.multi();
+        for name in SEED_HATS {
+            let _: () = trx
+                .set(
+                    self.keys.hat_mask(name),
+                    hat_mask_of(name).to_vec(),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
+        }
+        let _: () = trx
+            .set(
+                self.keys.hat_current(),
+                SEED_HATS[0],
+                None,
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        let _: () = trx.incr(self.keys.reflex_version()).await?;
+        let out: Vec<Value> = trx.exec(true).await?;
+        let v = out
+            .last()
+            .and_then(text_of)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.announce(ReflexChange::HAT, v).await?;
+        Ok(SEED_HATS.to_vec())
+    }
+
+    /// Stores `grains` in one transaction (all or nothing) and announces the change.
+    pub async fn grains_import(&self, grains: &[Grain]) -> Result<u64, ClientError> {
+        let trx = self.client.multi();
+        for g in grains {
+            let sig = serde_json::to_string(&g.sig)?;
+            let _: () = trx
+                .set(self.keys.grain_sig(g.id), sig, None, None, false)
+                .await?;
+            let _: () = trx
+                .set(
+                    self.keys.grain_bits_plus(g.id),
+                    g.vector.plus_bytes(),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
+            let _: () = trx
+                .set(
+                    self.keys.grain_bits_minus(g.id),
+                    g.vector.minus_bytes(),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
+            let _: () = trx.sadd(self.keys.grain_index(), g.id).await?;
+        }
+        let _: () = trx.incr(self.keys.reflex_version()).await?;
+        let out: Vec<Value> = trx.exec(true).await?;
+        let v = out
+            .last()
+            .and_then(text_of)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.announce(ReflexChange::GRAINS, v).await?;
+        Ok(v)
+    }
+
+    /// Every grain id with its signature record (sorted by id).
+    pub async fn grains_list(&self) -> Result<Vec<(u64, Option<GrainSig>)>, ClientError> {
+        let ids: Vec<String> = self.client.smembers(self.keys.grain_index()).await?;
+        let mut ids: Vec<u64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+        ids.sort_unstable();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sigs: Vec<Option<String>> = self
+            .client
+            .mget(
+                ids.iter()
+                    .map(|i| self.keys.grain_sig(*i))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        Ok(ids
+            .into_iter()
+            .zip(sigs)
+            .map(|(id, s)| (id, s.and_then(|s| serde_json::from_str(&s).ok())))
+            .collect())
+    }
+
+    async fn announce(&self, what: &str, version: u64) -> Result<(), ClientError> {
+        let msg = ReflexChange {
+            what: what.to_owned(),
+            version,
+        };
+        let _: i64 = self
+            .client
+            .publish(self.keys.channel_grain_updates(), msg.to_json())
+            .await?;
+        Ok(())
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_hash_is_sha256_hex() {
+        // python3 -c 'import hashlib; print(hashlib.sha256(b"what is DNA?").hexdigest())'
+        assert_eq!(
+            query_hash("what is DNA?"),
+            "8ebee1bc98cb109bfcb3d9f489d66dae6f87474c702c71f7c5dc0adfbf60416c"
+        );
+        assert_eq!(hat_mask_of("analytical").len(), 32);
+    }
+
+    #[test]
+    fn grain_files_report_the_bad_line() {
+        let good = r#"{"id":1,"axiom":"a","weight":1.0,"trits":[1,0,-1,0,0,0,0,0]}"#;
+        let ok = parse_grains(&format!("{good}\n\n"), 8);
+        assert_eq!(ok.map(|g| g.len()), Ok(1));
+        let bad = format!(
+            "{good}\n{{\"id\":2,\"axiom\":\"b\",\"weight\":1.0,\"trits\":[2,0,0,0,0,0,0,0]}}\n"
+        );
+        assert_eq!(parse_grains(&bad, 8).map_err(|e| e.line), Err(2));
+        let planes = r#"[{"id":3,"axiom":"c","weight":0.5,"plus":"0f","minus":"f0"}]"#;
+        let g = parse_grains(planes, 8).unwrap_or_default();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].sig.popcount, 8);
+        let overlap = r#"{"id":4,"axiom":"d","weight":0.5,"plus":"0f","minus":"0f"}"#;
+        assert_eq!(parse_grains(overlap, 8).map_err(|e| e.line), Err(1));
+        let dup = format!("{good}\n{good}");
+        assert_eq!(parse_grains(&dup, 8).map_err(|e| e.line), Err(2));
+    }
+}

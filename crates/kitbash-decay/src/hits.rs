@@ -1,0 +1,204 @@
+//! Query events → CMS records. One script per event applies the hit rule to the resonance
+//! decayed to the current cycle, writes the seed's three keys and the index entry, counts the
+//! query and its latency, and appends a crossing when resonance rose above the threshold — all
+//! guarded by the entry's idempotency marker, so a redelivered event changes nothing.
+
+use fred::prelude::*;
+use fred::types::Value;
+use fred::types::scripts::Script;
+use kitbash_client::reflex::query_hash;
+use kitbash_runtime::DaemonContext;
+use kitbash_runtime::consumer::{Delivery, Handler, Outcome};
+use kitbash_runtime::metrics::Metrics;
+use kitbash_schema::messages::{Crossing, QueryEvent};
+use kitbash_schema::reflex::latency_bucket;
+use kitbash_schema::{Keys, Message, StreamName, ttl};
+
+static HIT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::from_lua(HIT_LUA));
+
+/// KEYS: marker, cms, cms:grains, cms:resonance, index, cycle, crossings, queries count,
+/// latency histogram. ARGV: marker ttl, h, text, last_accessed, grain score, ln f, alpha,
+/// threshold, latency bucket or '', crossing mid, crossing type, record ttl, grains ttl,
+/// resonance ttl, grain ids….
+const HIT_LUA: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {0} end
+local function f17(x) return string.format('%.17g', x) end
+local h = ARGV[2]
+local lnf = tonumber(ARGV[6])
+local alpha = tonumber(ARGV[7])
+local thr = tonumber(ARGV[8])
+local cycle = tonumber(redis.call('GET', KEYS[6]) or '0')
+local r = 0
+local s = redis.call('ZSCORE', KEYS[5], h)
+if s then r = math.exp(tonumber(s) + cycle * lnf) end
+local r2 = r + alpha * (1 - r)
+redis.call('ZADD', KEYS[5], f17(math.log(r2) - cycle * lnf), h)
+redis.call('HINCRBY', KEYS[2], 'count', 1)
+redis.call('HSET', KEYS[2], 'resonance_score', f17(r2), 'last_accessed', ARGV[4],
+  'cycle', string.format('%.0f', cycle), 'text', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[12])
+redis.call('SET', KEYS[4], f17(r2), 'EX', ARGV[14])
+if #ARGV >= 15 then
+  for i = 15, #ARGV do redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[13])
+end
+redis.call('INCR', KEYS[8])
+if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[9], ARGV[9], 1) end
+local crossed = 0
+if r <= thr and r2 > thr then
+  local body = cjson.encode({hash = h, text = ARGV[3], resonance = r2, cycle = cycle})
+  redis.call('XADD', KEYS[7], '*', 'type', ARGV[11], 'v', '1', 'ct', 'json', 'd', body,
+    'mid', ARGV[10])
+  crossed = 1
+end
+return {1, f17(r2), crossed}
+"#;
+
+/// The handler of the `queries` stream.
+#[derive(Clone)]
+pub struct Hits {
+    /// The daemon's command connection.
+    client: Client,
+    /// Key builder.
+    keys: Keys,
+    /// Metrics behind `/metrics`.
+    metrics: Metrics,
+    /// `ln([decay] factor)`.
+    ln_factor: f64,
+    /// `[decay] hit_alpha`.
+    alpha: f64,
+    /// `[decay] threshold`.
+    threshold: f64,
+    /// `[decay] marker_ttl_s`.
+    marker_ttl_s: u64,
+}
+
+impl std::fmt::Debug for Hits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hits").finish_non_exhaustive()
+    }
+}
+
+/// What applying one event did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Applied {
+    /// Applied now: the new resonance, and whether it crossed the threshold.
+    Now {
+        /// Resonance after the hit.
+        resonance: f64,
+        /// Whether a crossing was appended.
+        crossed: bool,
+    },
+    /// The entry had already been applied (a redelivery).
+    Before,
+}
+
+impl Hits {
+    /// A handler writing through the daemon's command connection.
+    pub fn new(ctx: &DaemonContext) -> Self {
+        let c = &ctx.config.decay;
+        Self {
+            client: ctx.redis.client.clone(),
+            keys: ctx.keys.clone(),
+            metrics: ctx.metrics.clone(),
+            ln_factor: c.factor.ln(),
+            alpha: c.hit_alpha,
+            threshold: c.threshold,
+            marker_ttl_s: c.marker_ttl_s,
+        }
+    }
+
+    /// Applies one query event (entry `id`) at most once.
+    pub async fn apply(&self, id: &str, q: &QueryEvent) -> Result<Applied, fred::error::Error> {
+        let h = match &q.hash {
+            Some(h) => h.to_ascii_lowercase(),
+            None => query_hash(&q.text),
+        };
+        let k = &self.keys;
+        let keys = vec![
+            k.done_marker(StreamName::Queries, id),
+            k.cms(&h),
+            k.cms_grains(&h),
+            k.cms_resonance(&h),
+            k.resonance_index(),
+            k.decay_cycle(),
+            k.stream(StreamName::Crossings),
+            k.metrics_queries_count(),
+            k.latency_histogram(),
+        ];
+        let secs = |t: ttl::Ttl| t.secs().unwrap_or(86_400).to_string();
+        let ms = (q.ts * 1000.0) as i64;
+        let mut args: Vec<String> = vec![
+            self.marker_ttl_s.to_string(),
+            h,
+            q.text.clone(),
+            kitbash_schema::time::rfc3339_utc(ms),
+            q.ts.floor().max(0.0).to_string(),
+            format!("{:e}", self.ln_factor),
+            format!("{:e}", self.alpha),
+            format!("{:e}", self.threshold),
+            q.latency_ms
+                .map(|l| latency_bucket(l).to_string())
+                .unwrap_or_default(),
+            format!("decay:{id}"),
+            Crossing::KIND.to_owned(),
+            secs(ttl::CMS_RECORD),
+            secs(ttl::CMS_GRAINS),
+            secs(ttl::RESONANCE),
+        ];
+        args.extend(q.grains.iter().map(u64::to_string));
+        let v: Value = HIT.evalsha_with_reload(&self.client, keys, args).await?;
+        let parts = match &v {
+            Value::Array(a) => a.as_slice(),
+            _ => &[],
+        };
+        if parts.first().and_then(Value::as_i64) != Some(1) {
+            return Ok(Applied::Before);
+        }
+        let resonance = parts
+            .get(1)
+            .and_then(Value::as_string)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        let crossed = parts.get(2).and_then(Value::as_i64) == Some(1);
+        Ok(Applied::Now { resonance, crossed })
+    }
+}
+
+impl Handler<QueryEvent> for Hits {
+    async fn handle(&mut self, batch: Vec<Delivery<QueryEvent>>) -> Vec<Outcome> {
+        // Hits of one cycle commute (1 − r' = (1 − alpha)(1 − r)), so the batch is applied
+        // concurrently; fred pipelines the scripts on the one connection.
+        let this = &*self;
+        let results =
+            futures::future::join_all(batch.iter().map(|d| this.apply(&d.id, &d.message))).await;
+        let mut hits = 0;
+        let mut crossings = 0;
+        let out = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(Applied::Now { crossed, .. }) => {
+                    hits += 1;
+                    crossings += u64::from(crossed);
+                    Outcome::Ack
+                }
+                Ok(Applied::Before) => Outcome::Ack,
+                // Redis trouble: redelivered, dead-lettered after `consumer.max_deliveries`.
+                Err(e) => Outcome::Retry(e.to_string()),
+            })
+            .collect();
+        self.metrics.inc(
+            "kitbash_decay_hits_total",
+            "Query events applied to CMS records.",
+            &[],
+            hits,
+        );
+        self.metrics.inc(
+            "kitbash_decay_crossings_total",
+            "Crossings emitted (resonance rose above the threshold).",
+            &[],
+            crossings,
+        );
+        out
+    }
+}

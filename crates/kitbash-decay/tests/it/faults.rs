@@ -1,0 +1,231 @@
+//! Faults: poison events, a redelivered event, `kill -9` mid-batch and a restart, SIGTERM
+//! mid-batch, a Redis restart (AOF).
+
+use std::collections::HashMap;
+
+use fred::prelude::*;
+use fred::types::Value;
+use kitbash_client::Producer;
+use kitbash_client::reflex::query_hash;
+use kitbash_decay::hits::{Applied, Hits};
+use kitbash_runtime::DaemonContext;
+use kitbash_schema::{DaemonKind, StreamName};
+use kitbash_testkit::{Appendfsync, RedisServer};
+
+use crate::support::*;
+
+async fn count(c: &Client, k: &kitbash_schema::Keys, text: &str) -> u64 {
+    let n: Option<u64> = c
+        .hget(k.cms(&query_hash(text)), "count")
+        .await
+        .expect("hget");
+    n.unwrap_or(0)
+}
+
+async fn pending(c: &Client, k: &kitbash_schema::Keys) -> i64 {
+    let v: Value = c
+        .xpending(k.stream(StreamName::Queries), "decay", ())
+        .await
+        .expect("xpending");
+    match v {
+        Value::Array(a) => a.first().and_then(Value::as_i64).unwrap_or(-1),
+        _ => -1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_are_dead_lettered_and_redeliveries_change_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let k = keys(&ns);
+    let c = client(&server.url()).await;
+    let stream = k.stream(StreamName::Queries);
+    let bodies: [(&str, &str, &str); 6] = [
+        ("1", "json", "{not json"),
+        ("1", "json", r#"{"text":"ok","ts":1.0,"latency_ms":-3}"#),
+        ("1", "json", r#"{"text":"   ","ts":1.0}"#),
+        ("1", "json", r#"{"ts":1.0}"#),
+        ("1", "json", r#"{"text":"x","ts":1.0,"hash":"nothex"}"#),
+        ("9", "json", r#"{"text":"x","ts":1.0}"#),
+    ];
+    for (v, ct, d) in bodies {
+        let _: String = c
+            .xadd(
+                &stream,
+                false,
+                None,
+                "*",
+                vec![("type", "query"), ("v", v), ("ct", ct), ("d", d)],
+            )
+            .await
+            .expect("xadd");
+    }
+    let producer = Producer::new(c.clone(), k.clone(), 1);
+    producer
+        .publish(StreamName::Queries, &query("a good one"))
+        .await
+        .expect("publish");
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let task = tokio::spawn(kitbash_decay::run(config(&server.url(), &ns), signals));
+    eventually("good one counted, poison dead-lettered", || async {
+        let dead: u64 = c
+            .xlen(k.dead_letter(StreamName::Queries))
+            .await
+            .expect("xlen");
+        count(&c, &k, "a good one").await == 1 && dead == 6
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("run");
+    let v: Value = c
+        .xrange(k.dead_letter(StreamName::Queries), "-", "+", None)
+        .await
+        .expect("xrange");
+    let reasons: Vec<String> = kitbash_runtime::entries::parse_entries("XRANGE", &v)
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            kitbash_schema::wire::DeadLetter::from_fields(e.pairs())
+                .expect("letter")
+                .reason
+        })
+        .collect();
+    for needle in [
+        "does not decode",
+        "latency_ms",
+        "empty query text",
+        "text",
+        "hash",
+        "version",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "{needle}: {reasons:?}"
+        );
+    }
+    // A redelivered entry (same id) is applied once.
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let ctx = DaemonContext::start(DaemonKind::Decay, config(&server.url(), &ns), signals)
+        .await
+        .expect("ctx");
+    let hits = Hits::new(&ctx);
+    let q = query("redelivered");
+    assert!(matches!(
+        hits.apply("5-0", &q).await.expect("apply"),
+        Applied::Now { .. }
+    ));
+    assert_eq!(hits.apply("5-0", &q).await.expect("apply"), Applied::Before);
+    assert_eq!(count(&c, &k, "redelivered").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_batch_then_restart_counts_every_event_once_and_sigterm_drains() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let k = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), k.clone(), 1);
+    let texts: Vec<String> = (0..10).map(|i| format!("load {i}")).collect();
+    let mut want: HashMap<String, u64> = HashMap::new();
+    let mut batch = Vec::new();
+    for i in 0..4000 {
+        let t = &texts[i % texts.len()];
+        *want.entry(t.clone()).or_default() += 1;
+        batch.push(query(t));
+    }
+    for chunk in batch.chunks(500) {
+        producer
+            .publish_batch(StreamName::Queries, chunk)
+            .await
+            .expect("publish");
+    }
+    let total = || async {
+        let mut n = 0;
+        for t in &texts {
+            n += count(&c, &k, t).await;
+        }
+        n
+    };
+    let mut first = spawn_decay(&server.url(), &ns);
+    eventually("some applied", || async { total().await >= 400 }).await;
+    kill(&mut first, "-KILL");
+    let _ = wait_exit(&mut first).await;
+    assert!(total().await < 4000, "killed mid-run");
+    let mut second = spawn_decay(&server.url(), &ns);
+    eventually("everything applied", || async { total().await >= 4000 }).await;
+    for t in &texts {
+        assert_eq!(count(&c, &k, t).await, want[t], "{t}: once each");
+    }
+    // SIGTERM mid-batch: the batch in hand is finished and acknowledged, exit 0.
+    for chunk in batch.chunks(500) {
+        producer
+            .publish_batch(StreamName::Queries, chunk)
+            .await
+            .expect("publish");
+    }
+    eventually("some of the second load applied", || async {
+        total().await >= 4400
+    })
+    .await;
+    kill(&mut second, "-TERM");
+    assert_eq!(wait_exit(&mut second).await.code(), Some(0));
+    eventually("nothing pending of the living", || async {
+        // The killed first instance's own pending entries were reclaimed by the second.
+        pending(&c, &k).await == 0
+    })
+    .await;
+    let n: u64 = c.get(k.metrics_queries_count()).await.expect("get");
+    assert_eq!(
+        n,
+        total().await,
+        "the seed's query count matches the records"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_redis_restart() {
+    let mut server = RedisServer::builder()
+        .appendonly(Appendfsync::Always)
+        .start()
+        .expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let k = keys(&ns);
+    let url = server.url();
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let task = tokio::spawn(kitbash_decay::run(config(&url, &ns), signals));
+    {
+        let c = client(&url).await;
+        let producer = Producer::new(c.clone(), k.clone(), 1);
+        producer
+            .publish(StreamName::Queries, &query("before"))
+            .await
+            .expect("publish");
+        eventually("before applied", || async {
+            count(&c, &k, "before").await == 1
+        })
+        .await;
+        let _ = c.quit().await;
+    }
+    server.kill().expect("kill redis");
+    server.restart().expect("restart redis");
+    let c = client(&url).await;
+    let producer = Producer::new(c.clone(), k.clone(), 1);
+    producer
+        .publish(StreamName::Queries, &query("after"))
+        .await
+        .expect("publish");
+    eventually("after applied", || async {
+        count(&c, &k, "after").await == 1
+    })
+    .await;
+    let from = cycle(&c, &k).await;
+    eventually("cycles continue", || async {
+        cycle(&c, &k).await > from + 2
+    })
+    .await;
+    assert_eq!(count(&c, &k, "before").await, 1);
+    stop.cancel();
+    task.await.expect("join").expect("run");
+}

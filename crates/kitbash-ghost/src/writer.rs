@@ -1,0 +1,168 @@
+//! Crossings → `ghost:{h}`. A batch of crossings is scored in one batched search (each block of
+//! grains against every query while it is in cache); each ghost is written with
+//! `INCR ghost:activations` and the entry's idempotency marker in one script, so a redelivered
+//! crossing neither rewrites nor counts twice.
+
+use fred::prelude::*;
+use kitbash_runtime::DaemonContext;
+use kitbash_runtime::consumer::{Delivery, Handler, Outcome};
+use kitbash_runtime::idempotency::apply_once;
+use kitbash_runtime::metrics::Metrics;
+use kitbash_schema::messages::Crossing;
+use kitbash_schema::{Keys, StreamName, ttl};
+use kitbash_ternary::{Hit, SearchOptions, TernaryVector, signature};
+
+use crate::bank::{Shared, Snapshot};
+
+/// The handler of the `crossings` stream.
+#[derive(Clone)]
+pub struct GhostWriter {
+    /// The daemon's command connection.
+    client: Client,
+    /// Key builder.
+    keys: Keys,
+    /// Metrics behind `/metrics`.
+    metrics: Metrics,
+    /// The bank in use.
+    shared: Shared,
+    /// `[ghost] dim`.
+    dim: usize,
+    /// `[ghost] top_k`.
+    top_k: usize,
+    /// `[ghost] marker_ttl_s`.
+    marker_ttl_s: u64,
+}
+
+impl std::fmt::Debug for GhostWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GhostWriter").finish_non_exhaustive()
+    }
+}
+
+/// The ghost value: ids joined by commas, best first (`"42,17,88"`).
+pub fn ghost_value(hits: &[Hit]) -> String {
+    hits.iter()
+        .map(|h| h.id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The top-k grains of each query text under the snapshot's hat, in one batched search.
+pub fn search(snap: &Snapshot, texts: &[&str], dim: usize, k: usize) -> Vec<Vec<Hit>> {
+    let queries: Vec<TernaryVector> = texts
+        .iter()
+        .map(|t| signature(t, dim).or_else(|_| TernaryVector::zeros(dim)))
+        .filter_map(Result::ok)
+        .collect();
+    if queries.len() != texts.len() {
+        return vec![Vec::new(); texts.len()];
+    }
+    let opts = SearchOptions::top(k).with_hat(snap.hat);
+    snap.bank
+        .search_batch(&queries, &opts)
+        .unwrap_or_else(|_| vec![Vec::new(); texts.len()])
+}
+
+impl GhostWriter {
+    /// A handler writing through the daemon's command connection.
+    pub fn new(ctx: &DaemonContext, shared: Shared) -> Self {
+        let g = &ctx.config.ghost;
+        Self {
+            client: ctx.redis.client.clone(),
+            keys: ctx.keys.clone(),
+            metrics: ctx.metrics.clone(),
+            shared,
+            dim: g.dim,
+            top_k: g.top_k,
+            marker_ttl_s: g.marker_ttl_s,
+        }
+    }
+
+    async fn write(&self, id: &str, hash: &str, value: &str) -> Result<bool, String> {
+        let ghost = self.keys.ghost(hash);
+        let activations = self.keys.ghost_activations();
+        let secs = ttl::GHOST.secs().unwrap_or(3600) as i64;
+        let cmds = vec![
+            vec![
+                "SET".into(),
+                ghost.as_str().into(),
+                value.into(),
+                "EX".into(),
+                secs.into(),
+            ],
+            vec!["INCR".into(), activations.as_str().into()],
+        ];
+        apply_once(
+            &self.client,
+            &self.keys.done_marker(StreamName::Crossings, id),
+            self.marker_ttl_s,
+            &[ghost, activations],
+            &cmds,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn retry_all(batch: &[Delivery<Crossing>], why: &str) -> Vec<Outcome> {
+    batch
+        .iter()
+        .map(|_| Outcome::Retry(why.to_owned()))
+        .collect()
+}
+
+impl Handler<Crossing> for GhostWriter {
+    async fn handle(&mut self, batch: Vec<Delivery<Crossing>>) -> Vec<Outcome> {
+        let snap = match self.shared.get() {
+            Some(s) => s,
+            // Crossings before the watcher's first load: load here rather than leave them
+            // pending until they are reclaimed.
+            None => match Snapshot::load(&self.client, &self.keys, self.dim).await {
+                Ok(s) => {
+                    self.shared.set(s);
+                    match self.shared.get() {
+                        Some(s) => s,
+                        None => return retry_all(&batch, "grain bank not loaded"),
+                    }
+                }
+                Err(e) => return retry_all(&batch, &format!("grain bank not loaded: {e}")),
+            },
+        };
+        let started = std::time::Instant::now();
+        let texts: Vec<&str> = batch.iter().map(|d| d.message.text.as_str()).collect();
+        let hits = search(&snap, &texts, self.dim, self.top_k);
+        self.metrics.observe(
+            "kitbash_ghost_search_seconds",
+            "Time of one batched top-k search over the grain bank.",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        let this = &*self;
+        let writes = batch.iter().zip(&hits).map(|(d, h)| async move {
+            if h.is_empty() {
+                // No grains: nothing to pre-load.
+                return Ok(false);
+            }
+            this.write(&d.id, &d.message.hash, &ghost_value(h)).await
+        });
+        let results = futures::future::join_all(writes).await;
+        let mut written = 0;
+        let out = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(w) => {
+                    written += u64::from(w);
+                    Outcome::Ack
+                }
+                Err(e) => Outcome::Retry(e),
+            })
+            .collect();
+        self.metrics.inc(
+            "kitbash_ghost_activations_total",
+            "Ghosts written for crossings (ghost:activations increments).",
+            &[],
+            written,
+        );
+        out
+    }
+}
