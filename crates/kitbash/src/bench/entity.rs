@@ -121,22 +121,14 @@ impl Instances {
         keys: &Keys,
         partitions: u32,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut owned = 0;
-            for p in 0..partitions {
-                let o: Option<String> = client.get(keys.lease(StreamName::EntityPart(p))).await?;
-                owned += u32::from(o.is_some());
-            }
-            if owned == partitions {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the entity instances did not take their partitions within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::wait_partitions_leased(
+            client,
+            keys,
+            StreamName::EntityPart,
+            partitions,
+            "the entity instances",
+        )
+        .await
     }
 
     async fn stop(self) {

@@ -372,22 +372,14 @@ impl Daemon {
         keys: &Keys,
         partitions: u32,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut owned = 0;
-            for p in 0..partitions {
-                let o: Option<String> = client.get(keys.partition_lease(p)).await?;
-                owned += u32::from(o.is_some());
-            }
-            if owned == partitions {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "feynman did not take its partitions"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::wait_partitions_leased(
+            client,
+            keys,
+            StreamName::Ticks,
+            partitions,
+            "the feynman instances",
+        )
+        .await
     }
 
     /// SIGTERM (or cancel) and wait for the exit.

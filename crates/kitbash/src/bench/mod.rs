@@ -196,6 +196,34 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
     }
 }
 
+/// Waits (up to 30 s) until each of `partitions` partitions of the family `stream` has a lease
+/// holder: the daemons under test own their work before a timed phase starts.
+pub async fn wait_partitions_leased(
+    client: &fred::prelude::Client,
+    keys: &kitbash_schema::Keys,
+    stream: fn(u32) -> kitbash_schema::StreamName,
+    partitions: u32,
+    who: &str,
+) -> anyhow::Result<()> {
+    use fred::prelude::KeysInterface;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut owned = 0;
+        for p in 0..partitions {
+            let o: Option<String> = client.get(keys.lease(stream(p))).await?;
+            owned += u32::from(o.is_some());
+        }
+        if owned == partitions {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{who} did not take their partitions within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Prints records as a table.
 pub fn render_table(records: &[Record]) -> String {
     use std::fmt::Write as _;
