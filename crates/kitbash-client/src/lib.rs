@@ -59,6 +59,17 @@ pub enum ClientError {
     /// The caller's input was refused before anything was sent.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// This Redis holds the reflex path in another layout than this process is configured for
+    /// (`kitbash:reflex:layout`).
+    #[error(
+        "this Redis holds the reflex layout {stored:?} (kitbash:reflex:layout) but this process is configured for {configured:?}: set [reflex] layout/buckets to match, or use a fresh Redis"
+    )]
+    Layout {
+        /// The layout recorded in Redis.
+        stored: String,
+        /// This process's layout.
+        configured: String,
+    },
     /// The value under an array key is not an array this client can read.
     #[error("{key}: {source}")]
     Array {

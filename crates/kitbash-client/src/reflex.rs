@@ -7,12 +7,20 @@
 //! `metrics:cache:hits`. It builds the grain and mask keys from the ids it reads, so it runs on
 //! a standalone Redis (or a cluster only when every key is in one slot): the price of one round
 //! trip.
+//!
+//! Both record layouts of `kitbash_schema::reflex` are read: the seed's keys, or the compact
+//! layout's bucket field (select it with [`Reflex::with_layout`], as `[reflex]` configures the
+//! daemons). [`Reflex::claim_layout`] checks (and on an empty Redis records) which one the
+//! Redis holds, so a reader never looks in the wrong place.
 
 use fred::prelude::*;
 use fred::types::Value;
 use fred::types::scripts::Script;
 use kitbash_schema::messages::{GrainLine, GrainSig, MAX_AXIOM_LEN, QueryEvent, ReflexChange};
-use kitbash_schema::reflex::{SEED_HATS, decayed, latency_bucket, resonance_at};
+use kitbash_schema::reflex::{
+    CompactRecord, Layout, SEED_HATS, compact_bucket, compact_id, decayed, latency_bucket,
+    layout_tag, resonance_at,
+};
 use kitbash_schema::{Keys, StreamName};
 use kitbash_ternary::{HAT_BYTES, TernaryVector};
 use sha2::{Digest, Sha256};
@@ -174,31 +182,69 @@ pub fn parse_grains(text: &str, dim: usize) -> Result<Vec<Grain>, GrainFileError
 }
 
 static LOOKUP: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::from_lua(LOOKUP_LUA));
+    std::sync::LazyLock::new(|| Script::from_lua(format!("{LOOKUP_GHOST_LUA}{LOOKUP_LUA}")));
 
+/// The lookup's tail, shared by both layouts: the ghost's grains with their signature and
+/// planes, the current hat and its mask, the lookup counter. Expects `ghost`, `hat_key` and the
+/// affixes in `ARGV[2..9]`.
+const LOOKUP_GHOST_LUA: &str = r#"
+local function ghost_grains(ghost, lookups)
+  local g = {}
+  local n = 0
+  if ghost then
+    for id in string.gmatch(ghost, '[^,]+') do
+      n = n + 1
+      g[#g + 1] = id
+      g[#g + 1] = redis.call('GET', ARGV[2] .. id .. ARGV[3])
+      g[#g + 1] = redis.call('GET', ARGV[4] .. id .. ARGV[5])
+      g[#g + 1] = redis.call('GET', ARGV[6] .. id .. ARGV[7])
+    end
+  end
+  if n > 0 then redis.call('INCRBY', lookups, n) end
+  return g
+end
+local function hat_and_mask(hat_key)
+  local hat = redis.call('GET', hat_key)
+  local mask = false
+  if hat then mask = redis.call('GET', ARGV[8] .. hat .. ARGV[9]) end
+  return hat, mask
+end
+"#;
+
+/// Seed layout. KEYS: cms, cms:grains, index, cycle, ghost, hat:current, lookups, cache hits.
+/// ARGV: h, grain and hat-mask affixes.
 const LOOKUP_LUA: &str = r#"
 local rec = redis.call('HMGET', KEYS[1], 'count', 'last_accessed', 'resonance_score', 'cycle')
 local s = redis.call('ZSCORE', KEYS[3], ARGV[1])
 local c = redis.call('GET', KEYS[4])
 local grains = redis.call('ZRANGE', KEYS[2], 0, -1)
-local ghost = redis.call('GET', KEYS[5])
-local hat = redis.call('GET', KEYS[6])
-local mask = false
-if hat then mask = redis.call('GET', ARGV[8] .. hat .. ARGV[9]) end
-local g = {}
-local n = 0
-if ghost then
-  for id in string.gmatch(ghost, '[^,]+') do
-    n = n + 1
-    g[#g + 1] = id
-    g[#g + 1] = redis.call('GET', ARGV[2] .. id .. ARGV[3])
-    g[#g + 1] = redis.call('GET', ARGV[4] .. id .. ARGV[5])
-    g[#g + 1] = redis.call('GET', ARGV[6] .. id .. ARGV[7])
-  end
-end
-if n > 0 then redis.call('INCRBY', KEYS[7], n) end
+local g = ghost_grains(redis.call('GET', KEYS[5]), KEYS[7])
+local hat, mask = hat_and_mask(KEYS[6])
 if rec[1] then redis.call('INCR', KEYS[8]) end
 return {rec, s, c, grains, hat, mask, g}
+"#;
+
+/// Compact layout. KEYS: bucket, cycle, ghost, hat:current, lookups, cache hits. ARGV: id,
+/// grain and hat-mask affixes.
+const COMPACT_LOOKUP_LUA: &str = r#"
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+local c = redis.call('GET', KEYS[2])
+local g = ghost_grains(redis.call('GET', KEYS[3]), KEYS[5])
+local hat, mask = hat_and_mask(KEYS[4])
+if rec then redis.call('INCR', KEYS[6]) end
+return {rec, c, hat, mask, g}
+"#;
+
+static COMPACT_LOOKUP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::from_lua(format!("{LOOKUP_GHOST_LUA}{COMPACT_LOOKUP_LUA}"))
+});
+
+/// `SET kitbash:reflex:layout tag NX GET`: the layout already recorded, or nil when this call
+/// recorded `tag`.
+const CLAIM_LAYOUT_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur and ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1]) end
+return cur
 "#;
 
 const HAT_SET_LUA: &str = r#"
@@ -214,6 +260,10 @@ pub struct Reflex {
     keys: Keys,
     /// Decay factor per cycle (must match `[decay] factor`).
     factor: f64,
+    /// Record layout (must match `[reflex] layout`).
+    layout: Layout,
+    /// Compact layout: bucket count (must match `[reflex] buckets`).
+    buckets: u32,
 }
 
 impl std::fmt::Debug for Reflex {
@@ -221,6 +271,8 @@ impl std::fmt::Debug for Reflex {
         f.debug_struct("Reflex")
             .field("keys", &self.keys)
             .field("factor", &self.factor)
+            .field("layout", &self.layout)
+            .field("buckets", &self.buckets)
             .finish_non_exhaustive()
     }
 }
@@ -243,6 +295,25 @@ fn bytes_of(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// The ghost part of a lookup reply: (id, sig, plus, minus) per grain.
+fn ghost_grains(v: &Value) -> Vec<GhostGrain> {
+    array(v)
+        .chunks(4)
+        .filter_map(|c| {
+            let id = text_of(c.first()?)?.parse().ok()?;
+            Some(GhostGrain {
+                id,
+                sig: c
+                    .get(1)
+                    .and_then(text_of)
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                plus: c.get(2).and_then(bytes_of).unwrap_or_default(),
+                minus: c.get(3).and_then(bytes_of).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 fn array(v: &Value) -> &[Value] {
     match v {
         Value::Array(a) => a,
@@ -257,6 +328,59 @@ impl Reflex {
             client,
             keys,
             factor,
+            layout: Layout::Seed,
+            buckets: 1,
+        }
+    }
+
+    /// The same, reading `layout` (with `buckets` for the compact layout), as `[reflex]`
+    /// configures the daemons.
+    #[must_use]
+    pub fn with_layout(mut self, layout: Layout, buckets: u32) -> Self {
+        self.layout = layout;
+        self.buckets = buckets.max(1);
+        self
+    }
+
+    /// The layout this client reads.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The id under which this layout stores query hash `h`: `h` itself (seed) or its first
+    /// 16 hex digits (compact; `None` when `h` does not start with 16 hex digits). Crossings
+    /// and `ghost:{id}` carry this id.
+    pub fn query_id(&self, h: &str) -> Option<String> {
+        match self.layout {
+            Layout::Seed => Some(h.to_ascii_lowercase()),
+            Layout::Compact => compact_id(h),
+        }
+    }
+
+    /// Compact layout: the bucket key holding query id `id`.
+    pub fn bucket_key(&self, id: &str) -> Option<String> {
+        compact_bucket(id, self.buckets).map(|n| self.keys.cms_bucket(n))
+    }
+
+    /// Checks that this Redis holds this client's layout; with `record`, an empty Redis is
+    /// marked with it (what writers do; readers pass false). Fails with
+    /// [`ClientError::Layout`] when another layout is recorded.
+    pub async fn claim_layout(&self, record: bool) -> Result<(), ClientError> {
+        let tag = layout_tag(self.layout, self.buckets);
+        let script = Script::from_lua(CLAIM_LAYOUT_LUA);
+        let cur: Option<String> = script
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.reflex_layout()],
+                vec![tag.clone(), if record { "1" } else { "0" }.to_owned()],
+            )
+            .await?;
+        match cur {
+            Some(stored) if stored != tag => Err(ClientError::Layout {
+                stored,
+                configured: tag,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -286,6 +410,9 @@ impl Reflex {
 
     /// The reflex lookup by query hash, in one round trip.
     pub async fn lookup_hash(&self, h: &str) -> Result<ReflexLookup, ClientError> {
+        if self.layout == Layout::Compact {
+            return self.lookup_compact(h).await;
+        }
         let k = &self.keys;
         let keys = vec![
             k.cms(h),
@@ -314,6 +441,68 @@ impl Reflex {
         Ok(self.decode_lookup(h, &v))
     }
 
+    async fn lookup_compact(&self, h: &str) -> Result<ReflexLookup, ClientError> {
+        let id = compact_id(h).ok_or_else(|| {
+            ClientError::Invalid(format!(
+                "query hash {h:?} does not start with 16 hex digits"
+            ))
+        })?;
+        let k = &self.keys;
+        let bucket = self
+            .bucket_key(&id)
+            .ok_or_else(|| ClientError::Invalid(format!("no bucket for {id:?}")))?;
+        let keys = vec![
+            bucket,
+            k.decay_cycle(),
+            k.ghost(&id),
+            k.hat_current(),
+            k.metrics_grains_lookups(),
+            k.metrics_cache_hits(),
+        ];
+        let [sig, plus, minus] = k.grain_affixes();
+        let (hp, hs) = k.hat_mask_affixes();
+        let args = vec![
+            id.clone(),
+            sig.0,
+            sig.1,
+            plus.0,
+            plus.1,
+            minus.0,
+            minus.1,
+            hp,
+            hs,
+        ];
+        let v: Value = COMPACT_LOOKUP
+            .evalsha_with_reload(&self.client, keys, args)
+            .await?;
+        let parts = array(&v);
+        let get = |i: usize| parts.get(i).unwrap_or(&Value::Null);
+        let cycle = text_of(get(1))
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0);
+        let rec = match text_of(get(0)) {
+            Some(r) => {
+                Some(CompactRecord::decode(&r).map_err(|e| ClientError::Reply(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(ReflexLookup {
+            hash: id,
+            count: rec.as_ref().map(|r| r.count),
+            last_accessed: rec
+                .as_ref()
+                .map(|r| kitbash_schema::time::rfc3339_utc(r.last_s.saturating_mul(1000))),
+            resonance: rec
+                .as_ref()
+                .map_or(0.0, |r| r.resonance(cycle, self.factor)),
+            cycle,
+            grains: rec.map(|r| r.grains).unwrap_or_default(),
+            ghost: ghost_grains(get(4)),
+            hat: text_of(get(2)),
+            hat_mask: bytes_of(get(3)),
+        })
+    }
+
     fn decode_lookup(&self, h: &str, v: &Value) -> ReflexLookup {
         let parts = array(v);
         let get = |i: usize| parts.get(i).unwrap_or(&Value::Null);
@@ -336,21 +525,7 @@ impl Reflex {
             .iter()
             .filter_map(|g| text_of(g)?.parse().ok())
             .collect();
-        let ghost = array(get(6))
-            .chunks(4)
-            .filter_map(|c| {
-                let id = text_of(c.first()?)?.parse().ok()?;
-                Some(GhostGrain {
-                    id,
-                    sig: c
-                        .get(1)
-                        .and_then(text_of)
-                        .and_then(|s| serde_json::from_str(&s).ok()),
-                    plus: c.get(2).and_then(bytes_of).unwrap_or_default(),
-                    minus: c.get(3).and_then(bytes_of).unwrap_or_default(),
-                })
-            })
-            .collect();
+        let ghost = ghost_grains(get(6));
         ReflexLookup {
             hash: h.to_owned(),
             count: rec_text(0).and_then(|c| c.parse().ok()),

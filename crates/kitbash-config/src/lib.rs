@@ -20,6 +20,7 @@ pub mod example;
 pub mod feynman;
 pub mod ghost;
 pub mod ratelimit;
+pub mod reflex;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use example::ExampleConfig;
 pub use feynman::FeynmanConfig;
 pub use ghost::GhostConfig;
 pub use ratelimit::{FailPolicyConfig, RateLimitConfig};
+pub use reflex::ReflexConfig;
 pub use runtime::{
     AdminConfig, ConsumerConfig, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
     TelemetryConfig,
@@ -97,6 +99,8 @@ pub struct Config {
     pub decay: DecayConfig,
     /// The ghost precomputer.
     pub ghost: GhostConfig,
+    /// The reflex path's record layout (decay, ghost, the CLI).
+    pub reflex: ReflexConfig,
     /// The WebSocket bridge.
     pub bridge: SectionPlaceholder,
     /// The archival consumer.
@@ -216,6 +220,15 @@ impl Config {
         check(&self.client)?;
         check(&self.decay)?;
         check(&self.ghost)?;
+        check(&self.reflex)?;
+        if self.reflex.layout == kitbash_schema::reflex::Layout::Compact
+            && self.decay.refresh_hottest > 0
+        {
+            return Err(ConfigError::key(
+                "decay.refresh_hottest",
+                "keeps cms:{h}:resonance current for plain-GET readers; the compact layout has no such key (set 0 or reflex.layout = \"seed\")",
+            ));
+        }
         Ok(())
     }
 }

@@ -13,6 +13,13 @@
 //! resonance fell below 1e-9 (amortised O(1) per record over its life). When
 //! `[decay] refresh_hottest` is N > 0, a second script rewrites `cms:{h}:resonance` and the
 //! record's `resonance_score`/`cycle` of the N hottest queries, for plain `GET` readers.
+//!
+//! In the compact layout the same script prunes `kitbash:reflex:hot` instead: members whose
+//! resonance fell to the threshold or below, with their text. Then [`DecayCycle::sweep`] visits
+//! `[reflex] sweep_buckets` buckets (from the cursor `kitbash:cms:sweep`, in scripts of at most
+//! 64 buckets so Redis is never blocked long) and deletes the records not hit for
+//! `[reflex] record_ttl_s` by Redis time: the seed's 24 h TTL, which a hash field cannot carry
+//! in Redis 7.0. A sweep is fenced like the cycle.
 
 use fred::prelude::*;
 use fred::types::Value;
@@ -21,6 +28,7 @@ use kitbash_runtime::DaemonContext;
 use kitbash_runtime::leader::LeaderTerm;
 use kitbash_runtime::metrics::Metrics;
 use kitbash_schema::Keys;
+use kitbash_schema::reflex::Layout;
 
 /// Resonance below which an index entry is forgotten.
 pub const FORGET_BELOW: f64 = 1e-9;
@@ -28,11 +36,15 @@ pub const FORGET_BELOW: f64 = 1e-9;
 static CYCLE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::from_lua(format!("{}{}", LeaderTerm::FENCE_LUA, CYCLE_LUA))
 });
+static SWEEP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::from_lua(format!("{}{}", LeaderTerm::FENCE_LUA, SWEEP_LUA))
+});
 static REFRESH: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::from_lua(REFRESH_LUA));
 
-/// KEYS: lease, cycle, clock, index. ARGV: token, period ms, ln f, ln FORGET_BELOW.
-/// Returns {cycle, cycles applied now, index entries forgotten}.
+/// KEYS: lease, cycle, clock, index (seed) or hot set (compact)[, hot text (compact)]. ARGV:
+/// token, period ms, ln f, ln of the resonance below which members go (FORGET_BELOW, or the
+/// threshold for the hot set). Returns {cycle, cycles applied now, members forgotten}.
 const CYCLE_LUA: &str = r#"
 local period = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -53,9 +65,38 @@ redis.call('HSET', KEYS[3], 'last_ms', string.format('%.0f', last + due * period
 local bound = tonumber(ARGV[4]) - cycle * tonumber(ARGV[3])
 local gone = redis.call('ZRANGE', KEYS[4], '-inf', '(' .. string.format('%.17g', bound),
   'BYSCORE', 'LIMIT', 0, 1000)
-if #gone > 0 then redis.call('ZREM', KEYS[4], unpack(gone)) end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[4], unpack(gone))
+  if KEYS[5] then redis.call('HDEL', KEYS[5], unpack(gone)) end
+end
 return {cycle, due, #gone}
 "#;
+
+/// KEYS: lease, cursor, buckets…. ARGV: token, next cursor, record ttl s. Deletes the fields
+/// whose record's `last_s` is older than Redis time − ttl (a malformed record is left alone).
+/// Returns the number deleted.
+const SWEEP_LUA: &str = r#"
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) - tonumber(ARGV[3])
+local gone = 0
+for i = 3, #KEYS do
+  local all = redis.call('HGETALL', KEYS[i])
+  local dead = {}
+  for j = 1, #all, 2 do
+    local last = string.match(all[j + 1], '^%d+|(%-?%d+)|')
+    if last and tonumber(last) < cutoff then dead[#dead + 1] = all[j] end
+  end
+  if #dead > 0 then
+    redis.call('HDEL', KEYS[i], unpack(dead))
+    gone = gone + #dead
+  end
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return gone
+"#;
+
+/// Buckets per sweep script.
+const SWEEP_CHUNK: u32 = 64;
 
 /// KEYS: index, cycle. ARGV: N, ln f, cms prefix, record suffix, resonance suffix.
 const REFRESH_LUA: &str = r#"
@@ -95,6 +136,10 @@ pub struct DecayCycle {
     ln_factor: f64,
     /// `[decay] refresh_hottest`.
     refresh_hottest: u64,
+    /// `ln([decay] threshold)`.
+    ln_threshold: f64,
+    /// `[reflex]`.
+    reflex: kitbash_runtime::config::ReflexConfig,
 }
 
 impl std::fmt::Debug for DecayCycle {
@@ -129,6 +174,8 @@ impl DecayCycle {
             period_ms: c.period_ms,
             ln_factor: c.factor.ln(),
             refresh_hottest: c.refresh_hottest,
+            ln_threshold: c.threshold.ln(),
+            reflex: ctx.config.reflex.clone(),
         }
     }
 
@@ -155,6 +202,17 @@ impl DecayCycle {
                     {
                         tracing::warn!(error = %e, "cannot refresh the hottest records");
                     }
+                    if self.reflex.layout == Layout::Compact {
+                        match self.sweep(term, self.reflex.sweep_buckets).await {
+                            Ok(n) => self.metrics.inc(
+                                "kitbash_decay_swept_total",
+                                "Compact records forgotten by the sweep (not hit for record_ttl_s).",
+                                &[],
+                                n,
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "cannot sweep expired records"),
+                        }
+                    }
                     self.metrics.observe(
                         "kitbash_decay_cycle_seconds",
                         "Time of one decay-cycle run (script and refresh).",
@@ -170,20 +228,28 @@ impl DecayCycle {
     /// Runs the fenced cycle script once.
     pub async fn apply_due(&self, term: &LeaderTerm) -> Result<CycleRun, fred::error::Error> {
         let k = &self.keys;
+        let mut keys = vec![term.key.clone(), k.decay_cycle(), k.decay_clock()];
+        let forget_below = match self.reflex.layout {
+            Layout::Seed => {
+                keys.push(k.resonance_index());
+                FORGET_BELOW.ln()
+            }
+            Layout::Compact => {
+                keys.push(k.reflex_hot());
+                keys.push(k.reflex_hot_text());
+                // `(bound` is exclusive: members exactly at the threshold are not hot either.
+                self.ln_threshold.next_up()
+            }
+        };
         let v: Value = CYCLE
             .evalsha_with_reload(
                 &self.client,
-                vec![
-                    term.key.clone(),
-                    k.decay_cycle(),
-                    k.decay_clock(),
-                    k.resonance_index(),
-                ],
+                keys,
                 vec![
                     term.token.clone(),
                     self.period_ms.to_string(),
                     format!("{:e}", self.ln_factor),
-                    format!("{:e}", FORGET_BELOW.ln()),
+                    format!("{:e}", forget_below),
                 ],
             )
             .await?;
@@ -197,6 +263,37 @@ impl DecayCycle {
             forgotten: n(2),
             fenced_in: true,
         })
+    }
+
+    /// Compact layout: sweeps `n` buckets from the stored cursor, deleting records not hit for
+    /// `[reflex] record_ttl_s`; returns how many were deleted (0 when the fence refused).
+    pub async fn sweep(&self, term: &LeaderTerm, n: u32) -> Result<u64, fred::error::Error> {
+        let total = self.reflex.buckets;
+        let cursor: Option<u32> = self.client.get(self.keys.cms_sweep()).await?;
+        let mut at = cursor.unwrap_or(0) % total;
+        let mut left = n.min(total);
+        let mut gone = 0;
+        while left > 0 {
+            let take = left.min(SWEEP_CHUNK);
+            let mut keys = vec![term.key.clone(), self.keys.cms_sweep()];
+            keys.extend((0..take).map(|i| self.keys.cms_bucket((at + i) % total)));
+            let next = (at + take) % total;
+            let v: Value = SWEEP
+                .evalsha_with_reload(
+                    &self.client,
+                    keys,
+                    vec![
+                        term.token.clone(),
+                        next.to_string(),
+                        self.reflex.record_ttl_s.to_string(),
+                    ],
+                )
+                .await?;
+            gone += v.as_u64().unwrap_or(0);
+            at = next;
+            left -= take;
+        }
+        Ok(gone)
     }
 
     /// Rewrites the plain keys of the `n` hottest queries; returns how many.

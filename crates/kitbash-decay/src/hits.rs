@@ -2,6 +2,12 @@
 //! decayed to the current cycle, writes the seed's three keys and the index entry, counts the
 //! query and its latency, and appends a crossing when resonance rose above the threshold — all
 //! guarded by the entry's idempotency marker, so a redelivered event changes nothing.
+//!
+//! With `[reflex] layout = "compact"` the script is [`COMPACT_HIT_LUA`]: the record is one
+//! field of its bucket hash (`kitbash_schema::reflex::CompactRecord`), resonance lives in the
+//! record, and a query that is hot after the hit is (re)scored in `kitbash:reflex:hot` with its
+//! text in `kitbash:reflex:hot:text`. Crossings then carry the compact id, so the ghost writes
+//! `ghost:{id}` where the compact lookup reads it.
 
 use fred::prelude::*;
 use fred::types::Value;
@@ -11,10 +17,57 @@ use kitbash_runtime::DaemonContext;
 use kitbash_runtime::consumer::{Delivery, Handler, Outcome};
 use kitbash_runtime::metrics::Metrics;
 use kitbash_schema::messages::{Crossing, QueryEvent};
-use kitbash_schema::reflex::latency_bucket;
+use kitbash_schema::reflex::{
+    COMPACT_RECORD_LUA, Layout, compact_bucket, compact_id, latency_bucket, layout_tag,
+};
 use kitbash_schema::{Keys, Message, StreamName, ttl};
 
 static HIT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::from_lua(HIT_LUA));
+static COMPACT_HIT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(format!("{COMPACT_RECORD_LUA}{COMPACT_HIT_LUA}")));
+
+/// Compact layout. KEYS: marker, bucket, cycle, hot, hot text, crossings, queries count,
+/// latency histogram, layout. ARGV: marker ttl, id, text, ln f, alpha, threshold, latency
+/// bucket or '', crossing mid, crossing type, layout tag, grains kept, grain ids….
+/// Returns {1, r', crossed}, {0} for a redelivery, {-1, stored layout} on a layout mismatch.
+pub const COMPACT_HIT_LUA: &str = r#"
+local lay = redis.call('GET', KEYS[9])
+if not lay then redis.call('SET', KEYS[9], ARGV[10])
+elseif lay ~= ARGV[10] then return {-1, lay} end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {0} end
+local id = ARGV[2]
+local lnf = tonumber(ARGV[4])
+local alpha = tonumber(ARGV[5])
+local thr = tonumber(ARGV[6])
+local cycle = tonumber(redis.call('GET', KEYS[3]) or '0')
+local count, r, old = 0, 0, {}
+local v = redis.call('HGET', KEYS[2], id)
+if v then
+  local c, _, s, g = rec_decode(v)
+  if c then count, r, old = c, math.exp(s + cycle * lnf), g end
+end
+local r2 = r + alpha * (1 - r)
+local s2 = math.log(r2) - cycle * lnf
+local new = {}
+for i = 12, #ARGV do new[#new + 1] = ARGV[i] end
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[2], id,
+  rec_encode(count + 1, tonumber(now[1]), s2, rec_grains(old, new, tonumber(ARGV[11]))))
+if r2 > thr then
+  redis.call('ZADD', KEYS[4], string.format('%.17g', s2), id)
+  redis.call('HSET', KEYS[5], id, ARGV[3])
+end
+redis.call('INCR', KEYS[7])
+if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[7], 1) end
+local crossed = 0
+if r <= thr and r2 > thr then
+  local body = cjson.encode({hash = id, text = ARGV[3], resonance = r2, cycle = cycle})
+  redis.call('XADD', KEYS[6], '*', 'type', ARGV[9], 'v', '1', 'ct', 'json', 'd', body,
+    'mid', ARGV[8])
+  crossed = 1
+end
+return {1, string.format('%.17g', r2), crossed}
+"#;
 
 /// KEYS: marker, cms, cms:grains, cms:resonance, index, cycle, crossings, queries count,
 /// latency histogram. ARGV: marker ttl, h, text, last_accessed, grain score, ln f, alpha,
@@ -71,6 +124,8 @@ pub struct Hits {
     threshold: f64,
     /// `[decay] marker_ttl_s`.
     marker_ttl_s: u64,
+    /// `[reflex]`.
+    reflex: kitbash_runtime::config::ReflexConfig,
 }
 
 impl std::fmt::Debug for Hits {
@@ -93,6 +148,28 @@ pub enum Applied {
     Before,
 }
 
+/// Why an event was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum HitError {
+    /// Redis trouble (retried).
+    #[error(transparent)]
+    Redis(#[from] fred::error::Error),
+    /// The event cannot be stored in this layout (dead-lettered).
+    #[error("{0}")]
+    Invalid(String),
+    /// Redis holds another layout than this instance's (retried: nothing is lost while an
+    /// operator fixes the configuration).
+    #[error(
+        "this Redis holds the reflex layout {stored:?} (kitbash:reflex:layout), this instance is configured for {configured:?}"
+    )]
+    Layout {
+        /// Recorded in Redis.
+        stored: String,
+        /// This instance's.
+        configured: String,
+    },
+}
+
 impl Hits {
     /// A handler writing through the daemon's command connection.
     pub fn new(ctx: &DaemonContext) -> Self {
@@ -105,15 +182,19 @@ impl Hits {
             alpha: c.hit_alpha,
             threshold: c.threshold,
             marker_ttl_s: c.marker_ttl_s,
+            reflex: ctx.config.reflex.clone(),
         }
     }
 
     /// Applies one query event (entry `id`) at most once.
-    pub async fn apply(&self, id: &str, q: &QueryEvent) -> Result<Applied, fred::error::Error> {
+    pub async fn apply(&self, id: &str, q: &QueryEvent) -> Result<Applied, HitError> {
         let h = match &q.hash {
             Some(h) => h.to_ascii_lowercase(),
             None => query_hash(&q.text),
         };
+        if self.reflex.layout == Layout::Compact {
+            return self.apply_compact(id, q, &h).await;
+        }
         let k = &self.keys;
         let keys = vec![
             k.done_marker(StreamName::Queries, id),
@@ -148,12 +229,71 @@ impl Hits {
         ];
         args.extend(q.grains.iter().map(u64::to_string));
         let v: Value = HIT.evalsha_with_reload(&self.client, keys, args).await?;
-        let parts = match &v {
+        Ok(applied(&v))
+    }
+
+    /// [`Hits::apply`] in the compact layout.
+    async fn apply_compact(&self, id: &str, q: &QueryEvent, h: &str) -> Result<Applied, HitError> {
+        let bad = || {
+            HitError::Invalid(format!(
+                "query hash {h:?} does not start with 16 hex digits (the compact layout's id)"
+            ))
+        };
+        let qid = compact_id(h).ok_or_else(bad)?;
+        let bucket = compact_bucket(&qid, self.reflex.buckets).ok_or_else(bad)?;
+        let k = &self.keys;
+        let tag = layout_tag(Layout::Compact, self.reflex.buckets);
+        let keys = vec![
+            k.done_marker(StreamName::Queries, id),
+            k.cms_bucket(bucket),
+            k.decay_cycle(),
+            k.reflex_hot(),
+            k.reflex_hot_text(),
+            k.stream(StreamName::Crossings),
+            k.metrics_queries_count(),
+            k.latency_histogram(),
+            k.reflex_layout(),
+        ];
+        let mut args: Vec<String> = vec![
+            self.marker_ttl_s.to_string(),
+            qid,
+            q.text.clone(),
+            format!("{:e}", self.ln_factor),
+            format!("{:e}", self.alpha),
+            format!("{:e}", self.threshold),
+            q.latency_ms
+                .map(|l| latency_bucket(l).to_string())
+                .unwrap_or_default(),
+            format!("decay:{id}"),
+            Crossing::KIND.to_owned(),
+            tag.clone(),
+            self.reflex.grains_per_query.to_string(),
+        ];
+        args.extend(q.grains.iter().map(u64::to_string));
+        let v: Value = COMPACT_HIT
+            .evalsha_with_reload(&self.client, keys, args)
+            .await?;
+        if let Value::Array(a) = &v
+            && a.first().and_then(Value::as_i64) == Some(-1)
+        {
+            return Err(HitError::Layout {
+                stored: a.get(1).and_then(Value::as_string).unwrap_or_default(),
+                configured: tag,
+            });
+        }
+        Ok(applied(&v))
+    }
+}
+
+/// Reads the `{1, r', crossed}` / `{0}` reply of either hit script.
+fn applied(v: &Value) -> Applied {
+    {
+        let parts = match v {
             Value::Array(a) => a.as_slice(),
             _ => &[],
         };
         if parts.first().and_then(Value::as_i64) != Some(1) {
-            return Ok(Applied::Before);
+            return Applied::Before;
         }
         let resonance = parts
             .get(1)
@@ -161,7 +301,7 @@ impl Hits {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0);
         let crossed = parts.get(2).and_then(Value::as_i64) == Some(1);
-        Ok(Applied::Now { resonance, crossed })
+        Applied::Now { resonance, crossed }
     }
 }
 
@@ -183,8 +323,15 @@ impl Handler<QueryEvent> for Hits {
                     Outcome::Ack
                 }
                 Ok(Applied::Before) => Outcome::Ack,
-                // Redis trouble: redelivered, dead-lettered after `consumer.max_deliveries`.
-                Err(e) => Outcome::Retry(e.to_string()),
+                Err(HitError::Invalid(why)) => Outcome::Dead(why),
+                // Redis trouble or a layout mismatch: redelivered, dead-lettered after
+                // `consumer.max_deliveries`.
+                Err(e) => {
+                    if matches!(e, HitError::Layout { .. }) {
+                        tracing::error!(error = %e, "query event not applied");
+                    }
+                    Outcome::Retry(e.to_string())
+                }
             })
             .collect();
         self.metrics.inc(

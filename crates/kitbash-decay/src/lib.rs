@@ -10,6 +10,9 @@
 //!   neither skips nor repeats one; then the optional refresh of the hottest records.
 //! - [`latency`]: `metrics:latency:p95` / `p99` recomputed from the latency histogram.
 //!
+//! `[reflex] layout` selects the seed's keys or the compact buckets; a start-up check
+//! ([`layout_check`]) refuses to run against a Redis that holds the other layout.
+//!
 //! The arithmetic shared with readers (normalised resonance, the hit rule) is
 //! `kitbash_schema::reflex`; settings are `[decay]` in `kitbash-config`.
 
@@ -28,6 +31,7 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let cycle = cycle::DecayCycle::new(ctx);
     let latency = latency::LatencyMetrics::new(ctx);
     Components::new(ctx)
+        .check("reflex-layout", layout_check(ctx, true))
         .consume(StreamName::Queries, hits::Hits::new(ctx))
         .leader(
             "decay-cycle",
@@ -46,6 +50,30 @@ pub fn components(ctx: &DaemonContext) -> Components {
                 async move { latency.refresh().await }
             },
         )
+}
+
+/// The start-up check of the reflex layout: this Redis must hold `[reflex]`'s layout (with
+/// `record`, an empty Redis is marked with it). Shared with `kitbash-ghost`.
+pub fn layout_check(
+    ctx: &DaemonContext,
+    record: bool,
+) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send + 'static {
+    let r = &ctx.config.reflex;
+    let reflex = kitbash_client::reflex::Reflex::new(
+        ctx.redis.client.clone(),
+        ctx.keys.clone(),
+        ctx.config.decay.factor,
+    )
+    .with_layout(r.layout, r.buckets);
+    async move {
+        reflex.claim_layout(record).await.map_err(|e| match e {
+            kitbash_client::ClientError::Redis(e) => RuntimeError::Redis(e),
+            other => RuntimeError::Refused {
+                check: "reflex layout",
+                why: other.to_string(),
+            },
+        })
+    }
 }
 
 /// Runs one instance in-process until `signals.shutdown` (what the binary runs; tests call it).

@@ -19,7 +19,9 @@
 //! - [`Components::partitioned`]: ordered work over partitioned streams, one worker per
 //!   partition in the fleet ([`crate::partition`]);
 //! - [`Components::every`]: a periodic task on every instance;
-//! - [`Components::leader`]: a periodic task on exactly one live instance ([`crate::leader`]).
+//! - [`Components::leader`]: a periodic task on exactly one live instance ([`crate::leader`]);
+//!
+//! and [`Components::check`], a start-up check that must pass before any of them starts.
 //!
 //! The runtime owns the rest: connections (each reader gets its own blocking connection),
 //! readiness checks, metrics, heartbeats, drain on shutdown and lease release.
@@ -48,6 +50,8 @@ type Task = Pin<Box<dyn Future<Output = Result<(), RuntimeError>> + Send>>;
 pub struct Components {
     ctx: DaemonContext,
     tasks: Vec<(String, Task)>,
+    /// Start-up checks, run in order before any task starts.
+    checks: Vec<(String, Task)>,
     /// The first error met while building (a connection that could not be configured).
     error: Option<RuntimeError>,
 }
@@ -69,6 +73,7 @@ impl Components {
         Self {
             ctx: ctx.clone(),
             tasks: Vec::new(),
+            checks: Vec::new(),
             error: None,
         }
     }
@@ -168,6 +173,18 @@ impl Components {
         self
     }
 
+    /// Runs `check` once before any other component starts; an error stops the daemon before
+    /// it touches a stream (exit code 1, the error logged), so a misconfigured instance fails
+    /// at start instead of dead-lettering its input. For agreements that live in Redis, such as
+    /// which layout a key family uses.
+    pub fn check<Fut>(mut self, name: &'static str, check: Fut) -> Self
+    where
+        Fut: Future<Output = Result<(), RuntimeError>> + Send + 'static,
+    {
+        self.checks.push((format!("check {name}"), Box::pin(check)));
+        self
+    }
+
     /// Runs every component until shutdown; returns the first error. A component that fails
     /// stops the daemon (the others drain), so a service manager restarts it whole.
     pub async fn run(self) -> Result<(), RuntimeError> {
@@ -175,6 +192,13 @@ impl Components {
             return Err(e);
         }
         let shutdown = self.ctx.signals.shutdown.clone();
+        for (name, check) in self.checks {
+            if let Err(e) = check.await {
+                tracing::error!(component = %name, error = %e, "start-up check failed; stopping the daemon");
+                shutdown.cancel();
+                return Err(e);
+            }
+        }
         let mut set = tokio::task::JoinSet::new();
         for (name, task) in self.tasks {
             set.spawn(async move { (name, task.await) });

@@ -20,6 +20,14 @@ pub enum RuntimeError {
     /// The admin endpoint could not start.
     #[error("admin endpoint: {0}")]
     Admin(#[from] std::io::Error),
+    /// A start-up check refused to go on ([`crate::Components::check`]).
+    #[error("{check}: {why}")]
+    Refused {
+        /// What was checked.
+        check: &'static str,
+        /// Why it cannot go on, and what to do.
+        why: String,
+    },
     /// A wire-format problem while writing.
     #[error("wire: {0}")]
     Wire(#[from] kitbash_schema::WireError),

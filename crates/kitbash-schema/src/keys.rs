@@ -393,6 +393,36 @@ impl Keys {
     pub fn reflex_version(&self) -> String {
         self.k("kitbash:reflex:version")
     }
+    /// `kitbash:reflex:layout` — the reflex layout this Redis holds
+    /// ([`crate::reflex::layout_tag`]: `seed` or `compact/{buckets}`); set by the first writer,
+    /// checked by every writer, so two layouts never mix.
+    pub fn reflex_layout(&self) -> String {
+        self.k("kitbash:reflex:layout")
+    }
+    /// `kitbash:cms:{n}` — compact layout: bucket `n` of the CMS records, a hash from compact
+    /// query id to [`crate::reflex::CompactRecord`]. No TTL (the decay leader sweeps records).
+    pub fn cms_bucket(&self, n: u32) -> String {
+        self.k(&format!("kitbash:cms:{}", self.id(&n.to_string())))
+    }
+    /// `kitbash:cms:sweep` — compact layout: the next bucket the decay leader's sweep visits.
+    pub fn cms_sweep(&self) -> String {
+        self.k("kitbash:cms:sweep")
+    }
+    /// `kitbash:reflex:hot` — compact layout: sorted set of the ids of queries that rose above
+    /// the threshold, scored by normalised resonance; members that cooled are pruned each cycle.
+    pub fn reflex_hot(&self) -> String {
+        self.k("kitbash:reflex:hot")
+    }
+    /// `kitbash:reflex:hot:text` — compact layout: hash from the id of a hot query to its text
+    /// (the ghost's recomputation signs the text); pruned with `kitbash:reflex:hot`.
+    pub fn reflex_hot_text(&self) -> String {
+        self.k("kitbash:reflex:hot:text")
+    }
+    /// `kitbash:ghost:recomputed` — the `kitbash:reflex:version` whose hot ghosts the ghost
+    /// leader last recomputed (a new leader finishes a recomputation a dead one started).
+    pub fn ghost_recomputed(&self) -> String {
+        self.k("kitbash:ghost:recomputed")
+    }
     /// The parts around the id of `grain:{id}:sig`, `grain:{id}:bits:+`, `grain:{id}:bits:-`
     /// (`("grain:", ":sig")`, tagged: `("grain:{", "}:sig")`), for scripts that build the keys
     /// of grain ids they read.
@@ -584,6 +614,16 @@ mod tests {
             (k.latency_histogram(), "kitbash:metrics:latency:hist"),
             (k.reflex_version(), "kitbash:reflex:version"),
             (k.channel_grain_updates(), "kitbash:grain-updates"),
+            (k.reflex_layout(), "kitbash:reflex:layout"),
+            (k.cms_bucket(357), "kitbash:cms:357"),
+            (
+                Keys::default().with_style(KeyStyle::Tagged).cms_bucket(357),
+                "kitbash:cms:{357}",
+            ),
+            (k.cms_sweep(), "kitbash:cms:sweep"),
+            (k.reflex_hot(), "kitbash:reflex:hot"),
+            (k.reflex_hot_text(), "kitbash:reflex:hot:text"),
+            (k.ghost_recomputed(), "kitbash:ghost:recomputed"),
         ];
         let [sig, plus, minus] = k.grain_affixes();
         assert_eq!(format!("{}42{}", sig.0, sig.1), k.grain_sig(42));
