@@ -11,6 +11,9 @@ pub struct DecayConfig {
     /// Length of one decay cycle, in ms. Cycles are counted from Redis time: periods missed
     /// while no instance led are caught up in one step, never skipped.
     pub period_ms: u64,
+    /// How often the leader checks for due cycles, in ms: a cycle is applied at most this late
+    /// (or `period_ms`, if shorter). A check with nothing due is one cheap script call.
+    pub tick_ms: u64,
     /// Factor applied to every resonance per cycle (the seed: 0.9).
     pub factor: f64,
     /// Share of the way to 1 a hit moves resonance: `r' = r + hit_alpha·(1 − r)`.
@@ -34,6 +37,7 @@ impl Default for DecayConfig {
     fn default() -> Self {
         Self {
             period_ms: 60_000,
+            tick_ms: 1_000,
             factor: 0.9,
             hit_alpha: 0.25,
             threshold: 0.8,
@@ -50,6 +54,9 @@ impl Section for DecayConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.period_ms < 10 {
             return Err(ConfigError::key("period_ms", "must be at least 10"));
+        }
+        if self.tick_ms < 10 {
+            return Err(ConfigError::key("tick_ms", "must be at least 10"));
         }
         if !(self.factor > 0.0 && self.factor < 1.0) {
             return Err(ConfigError::key("factor", "must be in (0, 1)"));

@@ -35,7 +35,9 @@ pub fn components(ctx: &DaemonContext) -> Components {
         .consume(StreamName::Queries, hits::Hits::new(ctx))
         .leader(
             "decay-cycle",
-            Duration::from_millis(cfg.period_ms),
+            // Cycles are counted from Redis time; checking every tick bounds how late one is
+            // applied (a check with none due changes nothing).
+            Duration::from_millis(cfg.period_ms.min(cfg.tick_ms)),
             cfg.lease_ms,
             move |term| {
                 let cycle = cycle.clone();
