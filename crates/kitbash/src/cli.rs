@@ -360,14 +360,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let client = connect(&config).await?;
             let keys = config.redis.keys();
-            let mut s = crate::status::collect(
-                &client,
-                &keys,
-                config.feynman.partitions,
-                config.entity.partitions,
-                config.fleet.heartbeat_ms,
-            )
-            .await?;
+            let mut s = crate::status::collect(&client, &keys, &config).await?;
             s.source = SOURCE.get().cloned();
             if json {
                 println!("{}", serde_json::to_string(&s)?);

@@ -36,6 +36,8 @@ pub struct LiveView {
     pub streams: Vec<StreamStatus>,
     /// The server, when known.
     pub redis: Option<RedisStatus>,
+    /// The reflex path, when known.
+    pub reflex: Option<crate::status::ReflexStatus>,
     /// Entries added per second, by logical stream name (`ticks:3`); absent = not measured.
     pub rates: BTreeMap<String, f64>,
     /// `physics:state` of a few symbols: (symbol, the state JSON).
@@ -49,6 +51,7 @@ impl LiveView {
             daemons: s.daemons.clone(),
             streams: s.streams.clone(),
             redis: Some(s.redis.clone()),
+            reflex: Some(s.reflex.clone()),
             ..Self::default()
         }
     }
@@ -179,6 +182,15 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
         Block {
             keep: 2,
             lines: physics_lines(view, width),
+        },
+        Block {
+            keep: 3,
+            lines: view
+                .reflex
+                .as_ref()
+                .and_then(reflex_line)
+                .into_iter()
+                .collect(),
         },
         Block {
             keep: 3,
@@ -431,6 +443,22 @@ fn physics_lines(view: &LiveView, width: usize) -> Vec<String> {
             line
         })
         .collect()
+}
+
+/// The reflex path in one line; `None` while it has never run (no layout, no grains, cycle 0).
+fn reflex_line(r: &crate::status::ReflexStatus) -> Option<String> {
+    if r.layout.is_none() && r.grains == 0 && r.cycle == 0 {
+        return None;
+    }
+    Some(format!(
+        "REFLEX {} · cycle {} · {} hot · hat {} · {} grains · {} ghosts written",
+        r.layout.as_deref().unwrap_or("-"),
+        r.cycle,
+        human(r.hot as f64),
+        r.hat.as_deref().unwrap_or("-"),
+        human(r.grains as f64),
+        human(r.ghost_activations as f64),
+    ))
 }
 
 fn redis_line(r: &RedisStatus) -> String {

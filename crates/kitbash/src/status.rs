@@ -1,6 +1,7 @@
 //! `kitbash status`: the fleet (from heartbeats), every stream's length, groups, lag, pending
 //! and dead letters, the partitions of feynman's ticks and entity's updates (owner, position,
-//! lag), and Redis itself.
+//! lag), the reflex path (layout, decay cycle, hot queries, hat, grains, ghosts), and Redis
+//! itself.
 //!
 //! Every group and partition carries an explicit `lag` (a number, 0 when there is nothing to
 //! do, also on an empty or absent stream) and `caught_up`, so a script can wait for "done".
@@ -24,9 +25,69 @@ pub struct Status {
     pub streams: Vec<StreamStatus>,
     /// The server.
     pub redis: RedisStatus,
+    /// Seed 000's reflex path, as it stands in Redis.
+    pub reflex: ReflexStatus,
     /// Which Redis and which configuration the report comes from (set by the CLI).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::locate::Source>,
+}
+
+/// The reflex path (decay and ghost) as it stands in Redis.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReflexStatus {
+    /// `kitbash:reflex:layout` (`seed`, `compact/{buckets}`); `None` before the first write.
+    pub layout: Option<String>,
+    /// The decay cycle counter.
+    pub cycle: u64,
+    /// Queries hot now (resonance above `[decay] threshold`).
+    pub hot: u64,
+    /// `hat:current`.
+    pub hat: Option<String>,
+    /// Grains in `grain:index`.
+    pub grains: u64,
+    /// `ghost:activations` (ghosts written for crossings).
+    pub ghost_activations: u64,
+    /// `kitbash:reflex:version` (grain and hat changes).
+    pub version: u64,
+    /// The version whose hot ghosts the ghost leader recomputed last.
+    pub recomputed_version: Option<u64>,
+}
+
+/// Reads the reflex path's state; `ln_threshold` and `ln_factor` from `[decay]`.
+pub async fn reflex_status(
+    client: &Client,
+    keys: &Keys,
+    ln_threshold: f64,
+    ln_factor: f64,
+) -> anyhow::Result<ReflexStatus> {
+    let layout: Option<String> = client.get(keys.reflex_layout()).await?;
+    let cycle: Option<u64> = client.get(keys.decay_cycle()).await?;
+    let cycle = cycle.unwrap_or(0);
+    let bound = ln_threshold - cycle as f64 * ln_factor;
+    let hot_key = if layout.as_deref().is_some_and(|l| l.starts_with("compact")) {
+        keys.reflex_hot()
+    } else {
+        keys.resonance_index()
+    };
+    // Exclusive lower bound: exactly at the threshold is not hot.
+    let hot: u64 = client
+        .custom(
+            fred::cmd!("ZCOUNT"),
+            vec![hot_key, format!("({bound:e}"), "+inf".to_owned()],
+        )
+        .await?;
+    let activations: Option<u64> = client.get(keys.ghost_activations()).await?;
+    let version: Option<u64> = client.get(keys.reflex_version()).await?;
+    Ok(ReflexStatus {
+        layout,
+        cycle,
+        hot,
+        hat: client.get(keys.hat_current()).await?,
+        grains: client.scard(keys.grain_index()).await?,
+        ghost_activations: activations.unwrap_or(0),
+        version: version.unwrap_or(0),
+        recomputed_version: client.get(keys.ghost_recomputed()).await?,
+    })
 }
 
 /// One daemon instance.
@@ -174,10 +235,11 @@ fn num(v: Option<&Value>) -> Option<u64> {
 pub async fn collect(
     client: &Client,
     keys: &Keys,
-    tick_partitions: u32,
-    entity_partitions: u32,
-    heartbeat_ms: u64,
+    config: &kitbash_runtime::Config,
 ) -> anyhow::Result<Status> {
+    let tick_partitions = config.feynman.partitions;
+    let entity_partitions = config.entity.partitions;
+    let heartbeat_ms = config.fleet.heartbeat_ms;
     let now = kitbash_runtime::heartbeat::now_ms();
     let fleet: Vec<(String, f64)> = client
         .zrange(keys.fleet(), 0, -1, None, false, None, true)
@@ -270,10 +332,19 @@ pub async fn collect(
         aof_enabled: get("aof_enabled") == "1",
         connected_clients: get("connected_clients").parse().unwrap_or(0),
     };
+    let reflex = reflex_status(
+        client,
+        keys,
+        config.decay.threshold.ln(),
+        config.decay.factor.ln(),
+    )
+    .await
+    .context("reflex")?;
     Ok(Status {
         daemons,
         streams,
         redis,
+        reflex,
         source: None,
     })
 }

@@ -636,7 +636,7 @@ async fn start_and_watch(
                 };
                 let collected = tokio::time::timeout(
                     Duration::from_secs(5),
-                    crate::status::collect(&client, &keys, config.feynman.partitions, config.entity.partitions, config.fleet.heartbeat_ms),
+                    crate::status::collect(&client, &keys, &config),
                 ).await;
                 match collected {
                     Ok(Ok(s)) => {
@@ -655,6 +655,7 @@ async fn start_and_watch(
                         view.daemons = s.daemons;
                         view.streams = s.streams;
                         view.redis = Some(s.redis);
+                        view.reflex = Some(s.reflex);
                     }
                     Ok(Err(e)) => view.header.push(format!("status unavailable: {e:#}")),
                     Err(_) => view.header.push("status unavailable: Redis did not answer within 5 s".into()),

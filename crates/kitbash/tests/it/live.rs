@@ -79,6 +79,16 @@ fn busy_status() -> Status {
             aof_enabled: true,
             connected_clients: 12_345,
         },
+        reflex: kitbash::status::ReflexStatus {
+            layout: Some("compact/16777216".into()),
+            cycle: 123_456_789,
+            hot: 12_345_678,
+            hat: Some("deliberative".into()),
+            grains: 1_234_567,
+            ghost_activations: 123_456_789_012,
+            version: 123_456,
+            recomputed_version: Some(123_455),
+        },
         source: None,
     }
 }

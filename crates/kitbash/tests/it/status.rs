@@ -302,3 +302,87 @@ fn unreachable_redis_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr).contains("cannot reach Redis at redis://127.0.0.1:1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_reflex_path_in_either_layout() {
+    use kitbash_client::reflex::Reflex;
+    use kitbash_schema::reflex::Layout;
+    for layout in [Layout::Seed, Layout::Compact] {
+        let server = RedisServer::start().expect("redis");
+        let ns = kitbash_testkit::namespace();
+        let keys = Keys::new(Namespace::new(ns.clone()).expect("ns"));
+        let mut cfg = kitbash_runtime::Config::default();
+        cfg.redis.url = server.url();
+        cfg.redis.namespace = ns.clone();
+        cfg.admin.listen = String::new();
+        cfg.consumer.block_ms = 20;
+        cfg.reflex.layout = layout;
+        let client =
+            kitbash_runtime::redis::connect_client(&cfg.redis, std::time::Duration::from_secs(5))
+                .await
+                .expect("connect");
+        let reflex =
+            Reflex::new(client.clone(), keys.clone(), 0.9).with_layout(layout, cfg.reflex.buckets);
+        reflex.hat_init().await.expect("hats");
+        let (signals, _) = kitbash_runtime::shutdown::manual();
+        let stop = signals.shutdown.clone();
+        let decay = tokio::spawn(kitbash_decay::run(cfg.clone(), signals));
+        let producer = kitbash_client::Producer::new(client.clone(), keys.clone(), 1);
+        // Six hits make one query hot; one hit leaves another cold.
+        for text in [
+            "hot one", "hot one", "hot one", "hot one", "hot one", "hot one", "cold",
+        ] {
+            reflex
+                .record_hit(&producer, text, &[1], Some(1.0))
+                .await
+                .expect("hit");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let n: Option<u64> = client.get(keys.metrics_queries_count()).await.expect("get");
+            if n == Some(7) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "hits not applied");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let out = kitbash(
+            &["status", "--json"],
+            &[
+                ("KITBASH__REDIS__URL", &server.url()),
+                ("KITBASH__REDIS__NAMESPACE", &ns),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let r = &v["reflex"];
+        let want_layout = match layout {
+            Layout::Seed => "seed".to_owned(),
+            Layout::Compact => format!("compact/{}", cfg.reflex.buckets),
+        };
+        assert_eq!(r["layout"], want_layout.as_str(), "{v}");
+        assert_eq!(r["hot"], 1, "{layout:?}: {r}");
+        assert_eq!(r["hat"], "analytical", "{r}");
+        // The human report says the same in one line.
+        let out = kitbash(
+            &["status"],
+            &[
+                ("KITBASH__REDIS__URL", &server.url()),
+                ("KITBASH__REDIS__NAMESPACE", &ns),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines().any(|l| l.starts_with("REFLEX")
+                && l.contains(&want_layout)
+                && l.contains("1 hot")),
+            "{text}"
+        );
+        stop.cancel();
+        decay.await.expect("join").expect("run");
+    }
+}
