@@ -636,7 +636,7 @@ async fn start_and_watch(
                 };
                 let collected = tokio::time::timeout(
                     Duration::from_secs(5),
-                    crate::status::collect(&client, &keys, &config),
+                    crate::status::collect(&client, &keys, config),
                 ).await;
                 match collected {
                     Ok(Ok(s)) => {
