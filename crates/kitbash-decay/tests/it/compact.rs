@@ -380,3 +380,45 @@ print(repr(res))
     stop.cancel();
     task.await.expect("join").expect("run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_changes_nothing_in_the_compact_layout() {
+    use kitbash_decay::hits::{Applied, Hits};
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let k = keys(&ns);
+    let c = client(&server.url()).await;
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let ctx = kitbash_runtime::DaemonContext::start(
+        kitbash_schema::DaemonKind::Decay,
+        compact_config(&server.url(), &ns),
+        signals,
+    )
+    .await
+    .expect("ctx");
+    let hits = Hits::new(&ctx);
+    let q = query("said twice");
+    let first = hits.apply("7-0", &q).await.expect("apply");
+    assert!(
+        matches!(first, Applied::Now { crossed: false, .. }),
+        "{first:?}"
+    );
+    let before = record(&c, &k, "said twice").await.expect("record");
+    assert_eq!(hits.apply("7-0", &q).await.expect("apply"), Applied::Before);
+    assert_eq!(record(&c, &k, "said twice").await, Some(before.clone()));
+    assert_eq!(before.count, 1);
+    // Six distinct entries cross once; a seventh does not cross again.
+    let mut crossed = 0;
+    for i in 1..=6 {
+        if let Applied::Now { crossed: true, .. } =
+            hits.apply(&format!("8-{i}"), &q).await.expect("apply")
+        {
+            crossed += 1;
+        }
+    }
+    assert_eq!(crossed, 1, "one crossing per rise");
+    let n: u64 = c.xlen(k.stream(StreamName::Crossings)).await.expect("xlen");
+    assert_eq!(n, 1);
+    let queries: Option<u64> = c.get(k.metrics_queries_count()).await.expect("get");
+    assert_eq!(queries, Some(7), "a redelivery is not counted");
+}
