@@ -3,6 +3,7 @@
 
 mod budget;
 mod errors;
+mod families;
 mod live;
 mod reflex;
 mod status;
