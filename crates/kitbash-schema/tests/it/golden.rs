@@ -442,3 +442,30 @@ fn reflex_formats() {
         serde_json::from_str::<GrainLine>(r#"{"id":1,"axiom":"a","weight":1,"typo":1}"#).is_err()
     );
 }
+
+/// The compact reflex record (`[reflex] layout = "compact"`): what other languages split on
+/// `|`. Lua writes the score with `%.17g`, Rust with the shortest round-trip form; both read
+/// back to the same `f64`.
+#[test]
+fn compact_reflex_record_layout() {
+    use kitbash_schema::reflex::{CompactRecord, compact_bucket, compact_id};
+    let r = CompactRecord {
+        count: 6,
+        last_s: 1_766_318_400,
+        score: -0.125,
+        grains: vec![42, 17, 88],
+    };
+    assert_eq!(r.encode(), "6|1766318400|-0.125|42,17,88");
+    let from_lua = CompactRecord::decode("6|1766318400|-0.19622784068934779|42,17").expect("lua");
+    assert_eq!(from_lua.score, -0.196_227_840_689_347_79);
+    assert_eq!(from_lua.grains, vec![42, 17]);
+    let empty = CompactRecord::decode("1|0|-1.3862943611198906|").expect("no grains");
+    assert!(empty.grains.is_empty());
+    // The first 16 hex digits of a hash, and Python's int(id, 16) % 1024.
+    let id =
+        compact_id("1a9c7d9e3f5b2c4d0000000000000000000000000000000000000000000000ff").expect("id");
+    assert_eq!(id, "1a9c7d9e3f5b2c4d");
+    assert_eq!(compact_bucket(&id, 1024), Some(0x04d));
+    let k = Keys::default();
+    assert_eq!(k.cms_bucket(77), "kitbash:cms:77");
+}
