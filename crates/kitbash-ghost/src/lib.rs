@@ -15,7 +15,9 @@
 //!   is behind `kitbash:reflex:version`, recomputes the ghosts of the queries that are hot now,
 //!   in batches fenced by its lease, then records the version.
 //!
-//! Settings are `[ghost]` in `kitbash-config`; the resonance arithmetic (which queries
+//! `[reflex] layout` says where the hot queries are (the resonance index and `cms:{h}`, or the
+//! compact hot set); a start-up check ([`layout_check`]) refuses a Redis that holds the other
+//! layout. Settings are `[ghost]` in `kitbash-config`; the resonance arithmetic (which queries
 //! are hot) is `kitbash_schema::reflex` with `[decay]`'s factor and threshold.
 
 pub mod bank;
@@ -23,12 +25,15 @@ pub mod recompute;
 pub mod watch;
 pub mod writer;
 
+use std::future::Future;
 use std::time::Duration;
 
+use kitbash_client::ClientError;
+use kitbash_client::reflex::Reflex;
 use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
 use kitbash_schema::{DaemonKind, StreamName};
 
-/// What the daemon runs: the `crossings` consumer, the bank watcher and
+/// What the daemon runs: the layout check, then the `crossings` consumer, the bank watcher and
 /// the recompute leader.
 pub fn components(ctx: &DaemonContext) -> Components {
     let g = &ctx.config.ghost;
@@ -42,6 +47,7 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let recompute = recompute::Recompute::new(ctx, bank.clone());
     let period = Duration::from_millis(g.poll_ms);
     Components::new(ctx)
+        .check("reflex-layout", layout_check(ctx))
         .consume(StreamName::Crossings, writer::GhostWriter::new(ctx, bank))
         .every("grain-watch", period, move || {
             let watcher = watcher.clone();
@@ -58,6 +64,29 @@ pub fn components(ctx: &DaemonContext) -> Components {
                 async move { recompute.tick(term).await }
             },
         )
+}
+
+/// The start-up check of the reflex layout: this Redis must not hold another layout than
+/// `[reflex]`'s. A reader: it does not mark an empty Redis (decay, the writer, does).
+pub fn layout_check(
+    ctx: &DaemonContext,
+) -> impl Future<Output = Result<(), RuntimeError>> + Send + 'static {
+    let r = &ctx.config.reflex;
+    let reflex = Reflex::new(
+        ctx.redis.client.clone(),
+        ctx.keys.clone(),
+        ctx.config.decay.factor,
+    )
+    .with_layout(r.layout, r.buckets);
+    async move {
+        reflex.claim_layout(false).await.map_err(|e| match e {
+            ClientError::Redis(e) => RuntimeError::Redis(e),
+            other => RuntimeError::Refused {
+                check: "reflex layout",
+                why: other.to_string(),
+            },
+        })
+    }
 }
 
 /// Runs one instance in-process until `signals.shutdown` (what the binary runs; tests call it).

@@ -4,8 +4,9 @@
 //!
 //! Each run compares `kitbash:reflex:version` with `kitbash:ghost:recomputed` (the version whose
 //! hot ghosts were last recomputed). When they differ, the leader makes sure its own bank is at
-//! that version (reloading if needed), reads the hot queries — the resonance index above
-//! the bound `ln(threshold) − C·ln(f)`, and their `cms:{h}` `text` — and writes their ghosts in
+//! that version (reloading if needed), reads the hot queries — the resonance index and
+//! `cms:{h}` `text` in the seed layout, `kitbash:reflex:hot` and `kitbash:reflex:hot:text` in the
+//! compact one, both with the bound `ln(threshold) − C·ln(f)` — and writes their ghosts in
 //! batches, then records the bank's version in `kitbash:ghost:recomputed`. Every batch and the
 //! final mark are scripts fenced by the leader's lease ([`LeaderTerm::FENCE_LUA`]), and each
 //! batch renews the lease: a stale leader (paused past its lease) writes no ghost from an old
@@ -24,6 +25,7 @@ use fred::types::scripts::Script;
 use kitbash_runtime::DaemonContext;
 use kitbash_runtime::leader::LeaderTerm;
 use kitbash_runtime::metrics::Metrics;
+use kitbash_schema::reflex::Layout;
 use kitbash_schema::{Keys, ttl};
 
 use crate::bank::{Bank, LoadError};
@@ -96,6 +98,8 @@ pub struct Recompute {
     bank: Bank,
     /// `[ghost]`.
     ghost: kitbash_runtime::config::GhostConfig,
+    /// `[reflex] layout`.
+    layout: Layout,
     /// `ln([decay] factor)`.
     ln_factor: f64,
     /// `[decay] threshold`.
@@ -104,7 +108,9 @@ pub struct Recompute {
 
 impl std::fmt::Debug for Recompute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recompute").finish_non_exhaustive()
+        f.debug_struct("Recompute")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,6 +123,7 @@ impl Recompute {
             metrics: ctx.metrics.clone(),
             bank,
             ghost: ctx.config.ghost.clone(),
+            layout: ctx.config.reflex.layout,
             ln_factor: ctx.config.decay.factor.ln(),
             threshold: ctx.config.decay.threshold,
         }
@@ -215,7 +222,10 @@ impl Recompute {
     async fn hot(&self) -> Result<Vec<String>, fred::error::Error> {
         let cycle: Option<u64> = self.client.get(self.keys.decay_cycle()).await?;
         let bound = self.threshold.ln() - cycle.unwrap_or(0) as f64 * self.ln_factor;
-        let index = self.keys.resonance_index();
+        let index = match self.layout {
+            Layout::Seed => self.keys.resonance_index(),
+            Layout::Compact => self.keys.reflex_hot(),
+        };
         let max = i64::try_from(self.ghost.recompute_max).unwrap_or(i64::MAX);
         self.client
             .zrevrangebyscore(index, "+inf", bound, false, Some((0, max)))
@@ -224,11 +234,25 @@ impl Recompute {
 
     /// The texts of query ids `ids` (`None` for one whose text is gone).
     async fn texts(&self, ids: &[String]) -> Result<Vec<Option<String>>, fred::error::Error> {
-        let pipe = self.client.pipeline();
-        for h in ids {
-            let _: () = pipe.hget(self.keys.cms(h), "text").await?;
+        match self.layout {
+            Layout::Seed => {
+                let pipe = self.client.pipeline();
+                for h in ids {
+                    let _: () = pipe.hget(self.keys.cms(h), "text").await?;
+                }
+                pipe.all().await
+            }
+            Layout::Compact => {
+                let v: Value = self
+                    .client
+                    .hmget(self.keys.reflex_hot_text(), ids.to_vec())
+                    .await?;
+                Ok(match v {
+                    Value::Array(a) => a.into_iter().map(|t| t.into_string()).collect(),
+                    other => vec![other.into_string()],
+                })
+            }
         }
-        pipe.all().await
     }
 
     /// Writes `ghosts` (key, value) and renews the lease, fenced; false when fenced.
