@@ -122,7 +122,7 @@ async fn ghosts_equal_brute_force_under_each_hat_and_seed_keys_read_back_in_pyth
         .iter()
         .map(|t| Some(brute_force(&grains, t, &analytical)))
         .collect();
-    // (A ghost may first come from the watcher's start-up recomputation; the crossings then
+    // (A ghost may first come from the recompute leader's start-up pass; the crossings then
     // rewrite the same value and count.)
     eventually(
         "every hot query has its ghost, one activation per crossing",
