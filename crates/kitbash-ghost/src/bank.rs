@@ -1,9 +1,12 @@
 //! The grain bank and the current hat, as one immutable snapshot loaded from Redis
-//! (`grain:index`, `grain:{id}:bits:+`/`-`, `hat:current`, `hat:{name}:mask`).
+//! (`grain:index`, `grain:{id}:bits:+`/`-`, `hat:current`, `hat:{name}:mask`), and the
+//! [`Bank`] that (re)loads it — one load at a time — for the watcher, the crossings handler and
+//! the recompute leader of one instance.
 
 use std::sync::{Arc, RwLock};
 
 use fred::prelude::*;
+use kitbash_runtime::metrics::Metrics;
 use kitbash_schema::Keys;
 use kitbash_ternary::{GrainBank, HatMask, TernaryError, TernaryVector};
 
@@ -102,9 +105,101 @@ impl Shared {
     }
 
     /// Installs `s`.
-    pub fn set(&self, s: Snapshot) {
+    pub fn set(&self, s: Arc<Snapshot>) {
         if let Ok(mut g) = self.0.write() {
-            *g = Some(Arc::new(s));
+            *g = Some(s);
         }
+    }
+}
+
+/// The instance's bank: the [`Shared`] snapshot and how to reload it. Reloads are serialised,
+/// so the watcher and the recompute leader asking at once load once.
+#[derive(Clone)]
+pub struct Bank {
+    /// The daemon's command connection.
+    client: Client,
+    /// Key builder.
+    keys: Keys,
+    /// Metrics behind `/metrics`.
+    metrics: Metrics,
+    /// `[ghost] dim`.
+    dim: usize,
+    /// The snapshot in use.
+    shared: Shared,
+    /// Held while loading.
+    loading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Bank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bank")
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bank {
+    /// A bank of `dim` trits loaded through `client`.
+    pub fn new(client: Client, keys: Keys, metrics: Metrics, dim: usize) -> Self {
+        Self {
+            client,
+            keys,
+            metrics,
+            dim,
+            shared: Shared::default(),
+            loading: Arc::default(),
+        }
+    }
+
+    /// The snapshot in use, if one was loaded.
+    pub fn get(&self) -> Option<Arc<Snapshot>> {
+        self.shared.get()
+    }
+
+    /// The snapshot at `kitbash:reflex:version` = `version`: the one in use when it is at that
+    /// version, else a fresh load (whose version is the one read when the load began, `version`
+    /// or newer). Returns the snapshot and whether it was loaded now.
+    pub async fn at(&self, version: u64) -> Result<(Arc<Snapshot>, bool), LoadError> {
+        if let Some(s) = self.get()
+            && s.version == version
+        {
+            return Ok((s, false));
+        }
+        let _loading = self.loading.lock().await;
+        // Another caller may have loaded it while this one waited.
+        if let Some(s) = self.get()
+            && s.version == version
+        {
+            return Ok((s, false));
+        }
+        let snap = Snapshot::load(&self.client, &self.keys, self.dim).await?;
+        tracing::info!(
+            grains = snap.bank.len(),
+            skipped = snap.skipped,
+            hat = snap.hat_name.as_deref().unwrap_or("-"),
+            version = snap.version,
+            "grain bank loaded"
+        );
+        self.metrics.set(
+            "kitbash_ghost_grains",
+            "Grains in the in-memory bank.",
+            &[],
+            snap.bank.len() as f64,
+        );
+        self.metrics.set(
+            "kitbash_ghost_bank_version",
+            "The kitbash:reflex:version of the in-memory bank.",
+            &[],
+            snap.version as f64,
+        );
+        let snap = Arc::new(snap);
+        self.shared.set(Arc::clone(&snap));
+        Ok((snap, true))
+    }
+
+    /// The snapshot at the version Redis holds now.
+    pub async fn current(&self) -> Result<(Arc<Snapshot>, bool), LoadError> {
+        let version: Option<u64> = self.client.get(self.keys.reflex_version()).await?;
+        self.at(version.unwrap_or(0)).await
     }
 }

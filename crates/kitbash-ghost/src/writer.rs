@@ -1,7 +1,8 @@
-//! Crossings → `ghost:{h}`. A batch of crossings is scored in one batched search (each block of
-//! grains against every query while it is in cache); each ghost is written with
-//! `INCR ghost:activations` and the entry's idempotency marker in one script, so a redelivered
-//! crossing neither rewrites nor counts twice.
+//! Crossings → `ghost:{h}`, `h` being the crossing's `hash` (the query hash in the seed layout,
+//! the compact id in the compact layout, as decay writes it). A batch of crossings is scored in
+//! one batched search (each block of grains against every query while it is in cache); each
+//! ghost is written with `INCR ghost:activations` and the entry's idempotency marker in one
+//! script, so a redelivered crossing neither rewrites nor counts twice.
 
 use fred::prelude::*;
 use kitbash_runtime::DaemonContext;
@@ -12,7 +13,7 @@ use kitbash_schema::messages::Crossing;
 use kitbash_schema::{Keys, StreamName, ttl};
 use kitbash_ternary::{Hit, SearchOptions, TernaryVector, signature};
 
-use crate::bank::{Shared, Snapshot};
+use crate::bank::{Bank, Snapshot};
 
 /// The handler of the `crossings` stream.
 #[derive(Clone)]
@@ -23,8 +24,8 @@ pub struct GhostWriter {
     keys: Keys,
     /// Metrics behind `/metrics`.
     metrics: Metrics,
-    /// The bank in use.
-    shared: Shared,
+    /// The instance's bank.
+    bank: Bank,
     /// `[ghost] dim`.
     dim: usize,
     /// `[ghost] top_k`.
@@ -65,13 +66,13 @@ pub fn search(snap: &Snapshot, texts: &[&str], dim: usize, k: usize) -> Vec<Vec<
 
 impl GhostWriter {
     /// A handler writing through the daemon's command connection.
-    pub fn new(ctx: &DaemonContext, shared: Shared) -> Self {
+    pub fn new(ctx: &DaemonContext, bank: Bank) -> Self {
         let g = &ctx.config.ghost;
         Self {
             client: ctx.redis.client.clone(),
             keys: ctx.keys.clone(),
             metrics: ctx.metrics.clone(),
-            shared,
+            bank,
             dim: g.dim,
             top_k: g.top_k,
             marker_ttl_s: g.marker_ttl_s,
@@ -113,18 +114,12 @@ fn retry_all(batch: &[Delivery<Crossing>], why: &str) -> Vec<Outcome> {
 
 impl Handler<Crossing> for GhostWriter {
     async fn handle(&mut self, batch: Vec<Delivery<Crossing>>) -> Vec<Outcome> {
-        let snap = match self.shared.get() {
+        let snap = match self.bank.get() {
             Some(s) => s,
             // Crossings before the watcher's first load: load here rather than leave them
             // pending until they are reclaimed.
-            None => match Snapshot::load(&self.client, &self.keys, self.dim).await {
-                Ok(s) => {
-                    self.shared.set(s);
-                    match self.shared.get() {
-                        Some(s) => s,
-                        None => return retry_all(&batch, "grain bank not loaded"),
-                    }
-                }
+            None => match self.bank.current().await {
+                Ok((s, _)) => s,
                 Err(e) => return retry_all(&batch, &format!("grain bank not loaded: {e}")),
             },
         };

@@ -1,7 +1,11 @@
 //! kitbash-ghost (with kitbash-decay feeding it) against a real redis-server: ghosts equal a
 //! brute-force search under each of the seed's hats, a hat switch recomputes them, every seed
 //! key has the seed's shape and TTL as redis-py reads it, crossings are applied once across a
-//! `kill -9` and a restart, poison crossings are dead-lettered, SIGTERM drains.
+//! `kill -9` and a restart, poison crossings are dead-lettered, SIGTERM drains. The compact
+//! layout and its start-up check are in [`compact`]; the recompute leader in [`leader`].
+
+mod compact;
+mod leader;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -18,9 +22,9 @@ use kitbash_schema::{Keys, Namespace, StreamName};
 use kitbash_ternary::{HatMask, signature};
 use kitbash_testkit::RedisServer;
 
-const SAMPLE: &str = include_str!("../../../../config/demo/grains.jsonl");
+pub(crate) const SAMPLE: &str = include_str!("../../../../config/demo/grains.jsonl");
 
-fn config(url: &str, ns: &str) -> Config {
+pub(crate) fn config(url: &str, ns: &str) -> Config {
     let mut c = Config::default();
     c.redis.url = url.to_owned();
     c.redis.namespace = ns.to_owned();
@@ -31,7 +35,7 @@ fn config(url: &str, ns: &str) -> Config {
     c
 }
 
-async fn client(url: &str) -> Client {
+pub(crate) async fn client(url: &str) -> Client {
     let cfg = kitbash_runtime::config::RedisConfig {
         url: url.to_owned(),
         ..Default::default()
@@ -41,7 +45,7 @@ async fn client(url: &str) -> Client {
         .expect("connect")
 }
 
-async fn eventually<F, Fut>(what: &str, mut cond: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -54,7 +58,7 @@ where
 }
 
 /// The top 3 by a naive i8 dot product over every grain, the hat applied to each grain.
-fn brute_force(grains: &[Grain], text: &str, hat: &HatMask) -> String {
+pub(crate) fn brute_force(grains: &[Grain], text: &str, hat: &HatMask) -> String {
     let q = signature(text, 256).expect("sig").to_i8();
     let mut scored: Vec<(i32, u64)> = grains
         .iter()
@@ -118,7 +122,7 @@ async fn ghosts_equal_brute_force_under_each_hat_and_seed_keys_read_back_in_pyth
         .iter()
         .map(|t| Some(brute_force(&grains, t, &analytical)))
         .collect();
-    // (A ghost may first come from the watcher's start-up recomputation; the crossings then
+    // (A ghost may first come from the recompute leader's start-up pass; the crossings then
     // rewrite the same value and count.)
     eventually(
         "every hot query has its ghost, one activation per crossing",
@@ -240,6 +244,11 @@ print("ok")
 }
 
 fn spawn_ghost(url: &str, ns: &str) -> Child {
+    spawn_ghost_with(url, ns, &[], Stdio::null())
+}
+
+/// The binary with the test settings plus `env`, its stderr to `stderr`.
+pub(crate) fn spawn_ghost_with(url: &str, ns: &str, env: &[(&str, &str)], stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_kitbash-ghost"))
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env("KITBASH__REDIS__URL", url)
@@ -248,13 +257,14 @@ fn spawn_ghost(url: &str, ns: &str) -> Child {
         .env("KITBASH__CONSUMER__BLOCK_MS", "50")
         .env("KITBASH__CONSUMER__CLAIM_IDLE_MS", "500")
         .env("KITBASH__CONSUMER__CLAIM_INTERVAL_MS", "200")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn kitbash-ghost")
 }
 
-async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -265,7 +275,7 @@ async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
