@@ -31,6 +31,11 @@ pub struct FeynmanConfig {
     pub idle_symbol_ms: u64,
     /// Most symbols one partition keeps; beyond it the least recently ticked are forgotten.
     pub max_symbols_per_partition: usize,
+    /// A changed window is snapshotted only once it has waited this long since its first
+    /// unsnapshotted tick, ms (0 = at the next snapshot). A busy symbol's window is then encoded
+    /// once per this period instead of once per `snapshot_ms`; recovery replays at most about
+    /// this much more of the partition's tail.
+    pub snapshot_item_ms: u64,
     /// Most windows encoded into one commit's snapshot; more changed windows are spread over
     /// the next commits (recovery replays from the oldest one not yet written).
     pub snapshot_max_items: usize,
@@ -49,6 +54,7 @@ impl Default for FeynmanConfig {
             idle_symbol_ms: 3_600_000,
             max_symbols_per_partition: 50_000,
             snapshot_max_items: 256,
+            snapshot_item_ms: 0,
         }
     }
 }

@@ -147,18 +147,44 @@ async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
 /// 100,000 ticks over 8 symbols; one of three instances dies a third of the way in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_lose_and_reorder_nothing() {
+    one_of_three_killed(0).await;
+}
+
+/// The same with windows snapshotted only after waiting 700 ms, at most 2 per commit, over 32
+/// symbols: the victim dies with windows of different ages unwritten, and the survivors must
+/// replay each from the oldest unwritten change (seen red with the replay position set to the
+/// commit's own position instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aged_snapshots_one_killed_of_three_loses_and_reorders_nothing() {
+    one_of_three_killed(700).await;
+}
+
+async fn one_of_three_killed(snapshot_item_ms: u64) {
     let server = RedisServer::start().expect("redis");
     let ns = kitbash_testkit::namespace();
     let keys = keys(&ns);
     let c = client(&server.url()).await;
     let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
-    let symbols = ["SPY", "QQQ", "AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOG"];
-    let input = ticks(&symbols, 12_500, 11);
+    let many: Vec<String> = (0..32).map(|i| format!("S{i}")).collect();
+    let symbols: Vec<&str> = if snapshot_item_ms == 0 {
+        vec!["SPY", "QQQ", "AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOG"]
+    } else {
+        many.iter().map(String::as_str).collect()
+    };
+    let input = ticks(&symbols, 100_000 / symbols.len(), 11);
     let (first, rest) = input.split_at(input.len() / 3);
 
-    let a = start(&server.url(), &ns);
-    let b = start(&server.url(), &ns);
-    let victim = start(&server.url(), &ns);
+    let cfg = || {
+        let mut c = config(&server.url(), &ns);
+        c.feynman.snapshot_item_ms = snapshot_item_ms;
+        if snapshot_item_ms > 0 {
+            c.feynman.snapshot_max_items = 2;
+        }
+        c
+    };
+    let a = start_with(cfg());
+    let b = start_with(cfg());
+    let victim = start_with(cfg());
     publish(&producer, first).await;
     // Wait until all three instances own partitions (so the victim holds some), then kill it
     // while ticks are still arriving.

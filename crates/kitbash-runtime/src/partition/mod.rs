@@ -97,6 +97,10 @@ pub struct PartitionSpec {
     pub lease_ms: u64,
     /// How often changed items are snapshotted, ms; recovery replays about this much.
     pub snapshot_ms: u64,
+    /// An item is snapshotted only once it has waited this long since its first unsnapshotted
+    /// change, ms (0 = at the next snapshot): a busy item is encoded once per this period
+    /// instead of once per `snapshot_ms`; recovery replays at most about this much more.
+    pub snapshot_item_ms: u64,
     /// Most items encoded per commit; more changed items are spread over the next commits (the
     /// snapshot position is the oldest unsnapshotted change, so recovery stays exact).
     pub snapshot_max_items: usize,

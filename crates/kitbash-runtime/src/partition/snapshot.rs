@@ -6,8 +6,15 @@
 //! commit, oldest change first. The checkpoint's `snap_id` is the position before the oldest
 //! change not yet snapshotted: recovery replays from there, giving each item only the entries
 //! newer than its own `as_of`. So the cost of a snapshot follows what changed, not what exists.
+//!
+//! An item that keeps changing (a busy symbol's window) would otherwise be re-encoded at every
+//! snapshot; with `snapshot_item_ms` > 0 an item is written only once it has waited that long
+//! since its first unsnapshotted change, so a busy item costs one encoding per
+//! `snapshot_item_ms` and recovery replays at most about that much more. The wait is measured on
+//! the local clock: it decides only *when* an item is written, never what recovery computes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// How many recent producer message ids a partition remembers to drop a re-sent entry.
 pub const RECENT_MIDS: usize = 4096;
@@ -15,8 +22,9 @@ pub const RECENT_MIDS: usize = 4096;
 /// Items changed since their last snapshot, oldest change first.
 #[derive(Debug, Default)]
 pub struct Dirty {
-    /// (item key, the partition position before its first unsnapshotted change).
-    order: VecDeque<(String, String)>,
+    /// (item key, the partition position before its first unsnapshotted change, when that
+    /// change was applied).
+    order: VecDeque<(String, String, Instant)>,
     /// Keys in `order`.
     set: HashSet<String>,
 }
@@ -25,18 +33,31 @@ impl Dirty {
     /// Marks `key` changed by an entry after position `before`.
     pub fn mark(&mut self, key: &str, before: &str) {
         if self.set.insert(key.to_owned()) {
-            self.order.push_back((key.to_owned(), before.to_owned()));
+            self.order
+                .push_back((key.to_owned(), before.to_owned(), Instant::now()));
         }
     }
 
-    /// Takes up to `max` of the oldest changed items.
-    pub fn take(&mut self, max: usize) -> Vec<String> {
-        let n = max.min(self.order.len());
-        let out: Vec<String> = self.order.drain(..n).map(|(k, _)| k).collect();
+    /// Takes up to `max` of the oldest changed items that have waited at least `min_age`.
+    pub fn take(&mut self, max: usize, min_age: Duration) -> Vec<String> {
+        let n = self
+            .order
+            .iter()
+            .take(max)
+            .take_while(|(_, _, since)| since.elapsed() >= min_age)
+            .count();
+        let out: Vec<String> = self.order.drain(..n).map(|(k, _, _)| k).collect();
         for k in &out {
             self.set.remove(k);
         }
         out
+    }
+
+    /// Whether the oldest changed item has waited at least `min_age`.
+    pub fn has_aged(&self, min_age: Duration) -> bool {
+        self.order
+            .front()
+            .is_some_and(|(_, _, since)| since.elapsed() >= min_age)
     }
 
     /// Where recovery must replay from once the taken items are written: the position before
@@ -44,7 +65,7 @@ impl Dirty {
     pub fn replay_from(&self, last: &str) -> String {
         self.order
             .front()
-            .map_or_else(|| last.to_owned(), |(_, before)| before.clone())
+            .map_or_else(|| last.to_owned(), |(_, before, _)| before.clone())
     }
 
     /// Number of items waiting.
@@ -144,10 +165,31 @@ mod tests {
         d.mark("B", "2-0");
         d.mark("A", "3-0");
         assert_eq!(d.len(), 2);
-        assert_eq!(d.take(1), vec!["A".to_owned()]);
+        assert_eq!(d.take(1, Duration::ZERO), vec!["A".to_owned()]);
         assert_eq!(d.replay_from("9-0"), "2-0");
-        assert_eq!(d.take(5), vec!["B".to_owned()]);
+        assert_eq!(d.take(5, Duration::ZERO), vec!["B".to_owned()]);
         assert_eq!(d.replay_from("9-0"), "9-0");
+    }
+
+    #[test]
+    fn items_wait_their_age_oldest_first() {
+        let mut d = Dirty::default();
+        d.mark("A", "1-0");
+        std::thread::sleep(Duration::from_millis(30));
+        d.mark("B", "2-0");
+        assert!(d.has_aged(Duration::from_millis(20)));
+        assert_eq!(d.take(5, Duration::from_millis(20)), vec!["A".to_owned()]);
+        assert!(!d.has_aged(Duration::from_secs(60)));
+        assert!(
+            d.take(5, Duration::from_secs(60)).is_empty(),
+            "B is too fresh"
+        );
+        assert_eq!(
+            d.replay_from("9-0"),
+            "2-0",
+            "B's change still needs replaying"
+        );
+        assert_eq!(d.take(5, Duration::ZERO), vec!["B".to_owned()]);
     }
 
     #[test]

@@ -243,8 +243,8 @@ impl<L: PartitionLogic> Worker<L> {
 
     /// Encodes up to `snapshot_max_items` changed items into `c`; returns the mids blob and the
     /// new replay position for the checkpoint.
-    fn snapshot(&mut self, c: &mut Commit, new_last: &str) -> (Vec<u8>, String) {
-        let keys = self.dirty.take(self.sh.spec.snapshot_max_items);
+    fn snapshot(&mut self, c: &mut Commit, new_last: &str, min_age: Duration) -> (Vec<u8>, String) {
+        let keys = self.dirty.take(self.sh.spec.snapshot_max_items, min_age);
         let mut put: Vec<Value> = Vec::new();
         let mut del: Vec<Value> = Vec::new();
         for key in keys {
@@ -366,8 +366,14 @@ impl<L: PartitionLogic> Worker<L> {
                 crate::dead::xadd_words(&self.k.dead_key, sh.consumer.dead_letter_max, &letter),
             );
         }
-        let snap = (snapshot_due || self.dirty.len() > sh.spec.snapshot_max_items * 4)
-            .then(|| self.snapshot(&mut c, &batch_last));
+        // Items are written once they waited `snapshot_item_ms`; while none has, a snapshot
+        // would write nothing and move nothing (the replay position is the oldest waiting
+        // change), so it is skipped. With nothing waiting at all, a due snapshot still moves
+        // the replay position (and the trim floor) up to this batch.
+        let min_age = Duration::from_millis(sh.spec.snapshot_item_ms);
+        let snap = ((snapshot_due && (self.dirty.is_empty() || self.dirty.has_aged(min_age)))
+            || (self.dirty.len() > sh.spec.snapshot_max_items * 4 && self.dirty.has_aged(min_age)))
+        .then(|| self.snapshot(&mut c, &batch_last, min_age));
         let expected = self.last_id.clone();
         self.commit(
             Advance {
@@ -418,7 +424,7 @@ impl<L: PartitionLogic> Worker<L> {
         while !self.dirty.is_empty() {
             let mut c = Commit::default();
             let last = self.last_id.clone();
-            let (mids, replay_from) = self.snapshot(&mut c, &last);
+            let (mids, replay_from) = self.snapshot(&mut c, &last, Duration::ZERO);
             self.commit(
                 Advance {
                     expected: &last,

@@ -93,6 +93,7 @@ fn spec(partitions: u32) -> PartitionSpec {
         lease_ms: LEASE_MS,
         snapshot_ms: 100,
         snapshot_max_items: 16,
+        snapshot_item_ms: 0,
         stream_max: 0,
         group: "test",
     }
