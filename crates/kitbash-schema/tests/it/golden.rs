@@ -457,7 +457,7 @@ fn compact_reflex_record_layout() {
     };
     assert_eq!(r.encode(), "6|1766318400|-0.125|42,17,88");
     let from_lua = CompactRecord::decode("6|1766318400|-0.19622784068934779|42,17").expect("lua");
-    assert_eq!(from_lua.score, -0.196_227_840_689_347_79);
+    assert_eq!(from_lua.score, -0.196_227_840_689_347_8);
     assert_eq!(from_lua.grains, vec![42, 17]);
     let empty = CompactRecord::decode("1|0|-1.3862943611198906|").expect("no grains");
     assert!(empty.grains.is_empty());
