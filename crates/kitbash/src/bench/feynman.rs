@@ -28,6 +28,10 @@
 //! - `rss_per_symbol_kb_backlog`: the same ticks loaded first and drained as a backlog. Batches
 //!   of 1000 ticks of ~1000 symbols make the largest commits; the allocator keeps the transient
 //!   peak resident, so this figure measures that peak more than the symbols' state.
+//!
+//! `KITBASH_BENCH_FEYNMAN_SNAPSHOT_ITEM_MS` sets `[feynman] snapshot_item_ms` for every phase
+//! (default: the config default); each record carries the value used, so runs with different
+//! values can be compared.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -88,8 +92,17 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
 }
 
+/// `[feynman] snapshot_item_ms` for this run (`KITBASH_BENCH_FEYNMAN_SNAPSHOT_ITEM_MS`).
+fn snapshot_item_ms() -> u64 {
+    std::env::var("KITBASH_BENCH_FEYNMAN_SNAPSHOT_ITEM_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Config::default().feynman.snapshot_item_ms)
+}
+
 fn bench_config(url: &str, ns: &str) -> Config {
     let mut c = Config::default();
+    c.feynman.snapshot_item_ms = snapshot_item_ms();
     c.redis.url = url.to_owned();
     c.redis.namespace = ns.to_owned();
     c.admin.listen = String::new();
@@ -206,7 +219,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         remove_namespace(&client, &format!("bench{run_id}{ns}")).await?;
     }
     let _ = client.quit().await;
-    Ok(out)
+    let item_ms = snapshot_item_ms();
+    Ok(out
+        .into_iter()
+        .map(|r| r.with("snapshot_item_ms", item_ms))
+        .collect())
 }
 
 /// What one drain measured.
@@ -340,6 +357,10 @@ impl Daemon {
                 cfg.feynman.partitions.to_string(),
             )
             .env("KITBASH__FEYNMAN__WINDOW", cfg.feynman.window.to_string())
+            .env(
+                "KITBASH__FEYNMAN__SNAPSHOT_ITEM_MS",
+                cfg.feynman.snapshot_item_ms.to_string(),
+            )
             .env("KITBASH__CONSUMER__BATCH", cfg.consumer.batch.to_string())
             .env(
                 "KITBASH__CONSUMER__BLOCK_MS",
