@@ -190,17 +190,24 @@ static LOOKUP: std::sync::LazyLock<Script> =
 const LOOKUP_GHOST_LUA: &str = r#"
 local function ghost_grains(ghost, lookups)
   local g = {}
-  local n = 0
-  if ghost then
-    for id in string.gmatch(ghost, '[^,]+') do
-      n = n + 1
-      g[#g + 1] = id
-      g[#g + 1] = redis.call('GET', ARGV[2] .. id .. ARGV[3])
-      g[#g + 1] = redis.call('GET', ARGV[4] .. id .. ARGV[5])
-      g[#g + 1] = redis.call('GET', ARGV[6] .. id .. ARGV[7])
-    end
+  if not ghost then return g end
+  local ids, keys = {}, {}
+  for id in string.gmatch(ghost, '[^,]+') do
+    ids[#ids + 1] = id
+    keys[#keys + 1] = ARGV[2] .. id .. ARGV[3]
+    keys[#keys + 1] = ARGV[4] .. id .. ARGV[5]
+    keys[#keys + 1] = ARGV[6] .. id .. ARGV[7]
   end
-  if n > 0 then redis.call('INCRBY', lookups, n) end
+  if #ids == 0 then return g end
+  -- One MGET for every grain key (one call instead of three per grain).
+  local v = redis.call('MGET', unpack(keys))
+  for i, id in ipairs(ids) do
+    g[#g + 1] = id
+    g[#g + 1] = v[3 * i - 2]
+    g[#g + 1] = v[3 * i - 1]
+    g[#g + 1] = v[3 * i]
+  end
+  redis.call('INCRBY', lookups, #ids)
   return g
 end
 local function hat_and_mask(hat_key)
