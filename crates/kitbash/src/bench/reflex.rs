@@ -53,6 +53,9 @@ use super::{BenchOptions, Record};
 
 const SUITE: &str = "reflex";
 
+/// Arrivals of an open loop's warm-up (half a second at 10k/s), not recorded.
+const WARMUP_LOOKUPS: usize = 5_000;
+
 struct Rng(u64);
 
 impl Rng {
@@ -286,15 +289,16 @@ where
 {
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let errors = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(Finished::default());
+    let total = schedule.len();
     let mut lateness = Histogram::<u64>::new(3)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let (lat, err) = (latency.clone(), errors.clone());
+    let (lat, err, fin) = (latency.clone(), errors.clone(), finished.clone());
     let (spawned, timer_slack_ns) = with_fine_timer_slack(move || {
         std::thread::Builder::new()
             .name("reflex-arrivals".into())
             .spawn(move || {
                 let nice = raise_priority();
-                let mut tasks = Vec::with_capacity(schedule.len());
                 let start = Instant::now() + Duration::from_millis(5);
                 for (k, offset) in schedule.iter().enumerate() {
                     let due = start + *offset;
@@ -305,7 +309,11 @@ where
                     record(&mut lateness, Instant::now().saturating_duration_since(due));
                     let fut = op(k, due);
                     let (lat, err) = (lat.clone(), err.clone());
-                    tasks.push(handle.spawn(async move {
+                    // No JoinHandle is kept: a task's memory is freed when it ends, as in a
+                    // service, instead of piling up (and faulting in fresh pages) for the run.
+                    let done = Done(fin.clone(), total);
+                    handle.spawn(async move {
+                        let _done = done;
                         let ok = fut.await;
                         let took = due.elapsed();
                         if !ok {
@@ -314,19 +322,17 @@ where
                         if let Ok(mut h) = lat.lock() {
                             record(&mut h, took);
                         }
-                    }));
+                    });
                 }
                 let span = start.elapsed();
-                let _ = tx.send((lateness, tasks, span, nice));
+                let _ = tx.send((lateness, span, nice));
             })
     });
     spawned?;
-    let (lateness, tasks, issue_span, nice) = rx
+    let (lateness, issue_span, nice) = rx
         .await
         .map_err(|_| anyhow::anyhow!("the arrival thread stopped early"))?;
-    for t in tasks {
-        t.await?;
-    }
+    finished.wait(total).await;
     let latency = latency
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -339,6 +345,37 @@ where
         timer_slack_ns,
         nice,
     })
+}
+
+/// How many operations of an open loop have ended.
+#[derive(Default)]
+struct Finished {
+    count: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Finished {
+    /// Waits until `total` have ended.
+    async fn wait(&self, total: usize) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count.load(Ordering::Acquire) >= total {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts one operation as ended when dropped (also when its task panics).
+struct Done(Arc<Finished>, usize);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.0.count.fetch_add(1, Ordering::AcqRel) + 1 >= self.1 {
+            self.0.notify.notify_one();
+        }
+    }
 }
 
 /// A current-thread tokio runtime on a thread of its own, stopped when dropped.
@@ -924,9 +961,6 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
             }
         })
         .collect();
-    eprintln!("reflex [{layout:?}]: {n} lookups, Poisson arrivals at {rate}/s …");
-    let _: () = client.config_resetstat().await?;
-    let (own0, redis0) = cpu_seconds(&client).await?;
     let picks = Arc::new(picks);
     let lookups = |reflex: Reflex| {
         let (hashes, picks) = (hashes.clone(), picks.clone());
@@ -936,6 +970,13 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
         }
     };
     let handle = tokio::runtime::Handle::current();
+    // Warm-up, not recorded: the same rate for half a second, so the run measures the
+    // steady state (allocator, buffers, caches), not first-touch page faults.
+    let warmup = poisson_schedule(rate, WARMUP_LOOKUPS, 99);
+    open_loop(handle.clone(), warmup.clone(), lookups(reflex.clone())).await?;
+    eprintln!("reflex [{layout:?}]: {n} lookups, Poisson arrivals at {rate}/s …");
+    let _: () = client.config_resetstat().await?;
+    let (own0, redis0) = cpu_seconds(&client).await?;
     let run = open_loop(handle, schedule.clone(), lookups(reflex.clone())).await?;
     let (own1, redis1) = cpu_seconds(&client).await?;
     let (calls, usec) = command_stat(&client, "evalsha").await?;
@@ -955,6 +996,7 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
     };
     let side_reflex =
         Reflex::new(side_client.clone(), keys.clone(), 0.9).with_layout(layout, buckets);
+    open_loop(side.handle.clone(), warmup, lookups(side_reflex.clone())).await?;
     let single_thread = open_loop(side.handle.clone(), schedule, lookups(side_reflex)).await?;
     let _ = side_client.quit().await;
     drop(side);
@@ -983,6 +1025,7 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
         "poisson, exponential gaps, seed 7, issued by an OS thread (std::thread::sleep)",
     )
     .with("rate_per_s", rate)
+    .with("warmup_lookups", WARMUP_LOOKUPS)
     .with("lookups", done)
     .with("errors", run.errors)
     .with("p50_ms", q_ms(lat, 0.5))
@@ -1248,6 +1291,30 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
             })
             .collect(),
     );
+    // Warm-up, not recorded (the collector only times crossings in `sent`): half a second.
+    let warm: Arc<Vec<Crossing>> = Arc::new(
+        (0..500)
+            .map(|i| {
+                let text = format!("warm-up crossing {i}");
+                Crossing {
+                    hash: query_hash(&text),
+                    text,
+                    resonance: 0.81,
+                    cycle: 0,
+                }
+            })
+            .collect(),
+    );
+    {
+        let producer = producer.clone();
+        let handle = tokio::runtime::Handle::current();
+        open_loop(handle, poisson_schedule(rate, 500, 17), move |k, _| {
+            let (p, c) = (producer.clone(), warm[k].clone());
+            async move { p.publish(StreamName::Crossings, &c).await.is_ok() }
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let run = {
         let (sent, producer) = (sent.clone(), producer.clone());
         let handle = tokio::runtime::Handle::current();
@@ -1304,6 +1371,7 @@ async fn crossing_to_ghost(t: &Target, long: bool) -> anyhow::Result<Vec<Record>
             "poisson, exponential gaps, seed 13, issued by an OS thread (std::thread::sleep)",
         )
         .with("rate_per_s", rate)
+        .with("warmup_crossings", 500)
         .with("crossings", h.len())
         .with("sent", total)
         .with("publish_errors", run.errors)
