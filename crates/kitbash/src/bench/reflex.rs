@@ -275,9 +275,12 @@ fn raise_priority() -> Option<i32> {
 }
 
 /// Issues `op(k, scheduled)` at each instant of `schedule` (offsets from a start a few ms
-/// ahead) from a dedicated OS thread that sleeps until each instant and hands the operation
-/// to the tokio runtime of `handle`; times each from its scheduled instant. A generator or
-/// system that falls behind issues late, and the lateness counts in `latency`.
+/// ahead) and times each from its scheduled instant. A dedicated OS thread sleeps until each
+/// instant and passes `(k, scheduled)` through a channel to a dispatcher task on the tokio
+/// runtime of `handle`, which spawns the operation there. The thread itself allocates and
+/// frees nothing per arrival: spawning from it directly put every task's allocation in its
+/// malloc arena, to be freed by the runtime's threads under that arena's lock. A generator
+/// or system that falls behind issues late, and the lateness counts in `latency`.
 async fn open_loop<F, Fut>(
     handle: tokio::runtime::Handle,
     schedule: Vec<Duration>,
@@ -291,9 +294,33 @@ where
     let errors = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(Finished::default());
     let total = schedule.len();
+    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    {
+        let (lat, err, fin) = (latency.clone(), errors.clone(), finished.clone());
+        handle.spawn(async move {
+            while let Some((k, due)) = arrived.recv().await {
+                let fut = op(k, due);
+                let (lat, err) = (lat.clone(), err.clone());
+                // No JoinHandle is kept: a task's memory is freed when it ends, as in a
+                // service, instead of piling up (and faulting in fresh pages) for the run.
+                let done = Done(fin.clone(), total);
+                tokio::spawn(async move {
+                    let _done = done;
+                    let ok = fut.await;
+                    let took = due.elapsed();
+                    if !ok {
+                        err.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Ok(mut h) = lat.lock() {
+                        record(&mut h, took);
+                    }
+                });
+            }
+        });
+    }
     let mut lateness = Histogram::<u64>::new(3)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let (lat, err, fin) = (latency.clone(), errors.clone(), finished.clone());
+    let fin = finished.clone();
     let (spawned, timer_slack_ns) = with_fine_timer_slack(move || {
         std::thread::Builder::new()
             .name("reflex-arrivals".into())
@@ -307,22 +334,13 @@ where
                         std::thread::sleep(due - now);
                     }
                     record(&mut lateness, Instant::now().saturating_duration_since(due));
-                    let fut = op(k, due);
-                    let (lat, err) = (lat.clone(), err.clone());
-                    // No JoinHandle is kept: a task's memory is freed when it ends, as in a
-                    // service, instead of piling up (and faulting in fresh pages) for the run.
-                    let done = Done(fin.clone(), total);
-                    handle.spawn(async move {
-                        let _done = done;
-                        let ok = fut.await;
-                        let took = due.elapsed();
-                        if !ok {
-                            err.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Ok(mut h) = lat.lock() {
-                            record(&mut h, took);
-                        }
-                    });
+                    if arrivals.send((k, due)).is_err() {
+                        // The runtime is gone: what was not issued will not end either.
+                        drop(Done(fin.clone(), total));
+                        fin.count.fetch_add(total - k - 1, Ordering::AcqRel);
+                        fin.notify.notify_one();
+                        break;
+                    }
                 }
                 let span = start.elapsed();
                 let _ = tx.send((lateness, span, nice));
