@@ -467,6 +467,42 @@ async fn cpu_seconds(client: &Client) -> anyhow::Result<(f64, f64)> {
     Ok((own, get("used_cpu_sys:") + get("used_cpu_user:")))
 }
 
+/// Nanoseconds the threads of `/proc/{pid}/task/{tid}` (all threads when `tid` is `None`) have
+/// spent runnable but waiting for a CPU (the second field of `schedstat`): how much the
+/// machine's cores were contended while they had work.
+fn runqueue_wait_ns(pid: &str, tid: Option<&str>) -> u64 {
+    let wait = |dir: std::path::PathBuf| {
+        std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let tasks = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+    match tid {
+        Some(tid) => wait(tasks.join(tid)),
+        None => std::fs::read_dir(&tasks)
+            .map(|d| d.filter_map(Result::ok).map(|e| wait(e.path())).sum())
+            .unwrap_or(0),
+    }
+}
+
+/// Run-queue waits so far: (Redis's main thread, every thread of this process), ns.
+async fn runqueue_waits(client: &Client) -> anyhow::Result<(u64, u64)> {
+    let info: String = client.info(Some(fred::types::InfoKind::Server)).await?;
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    let redis = if pid.is_empty() {
+        0
+    } else {
+        runqueue_wait_ns(&pid, Some(&pid))
+    };
+    Ok((redis, runqueue_wait_ns("self", None)))
+}
+
 /// `(calls, usec)` of `cmd` in `INFO commandstats`.
 async fn command_stat(client: &Client, cmd: &str) -> anyhow::Result<(u64, u64)> {
     let info: String = client
@@ -995,8 +1031,10 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
     eprintln!("reflex [{layout:?}]: {n} lookups, Poisson arrivals at {rate}/s …");
     let _: () = client.config_resetstat().await?;
     let (own0, redis0) = cpu_seconds(&client).await?;
+    let (redis_wait0, own_wait0) = runqueue_waits(&client).await?;
     let run = open_loop(handle, schedule.clone(), lookups(reflex.clone())).await?;
     let (own1, redis1) = cpu_seconds(&client).await?;
+    let (redis_wait1, own_wait1) = runqueue_waits(&client).await?;
     let (calls, usec) = command_stat(&client, "evalsha").await?;
     let load = load_avg();
     // The same arrivals with the client (its own connection) on a current-thread runtime of
@@ -1070,6 +1108,15 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
         "cores_busy",
         (redis1 - redis0 + own1 - own0) / span.max(1e-9),
     )
+    .with(
+        "redis_runqueue_wait_ms",
+        redis_wait1.saturating_sub(redis_wait0) as f64 / 1e6,
+    )
+    .with(
+        "client_runqueue_wait_ms",
+        own_wait1.saturating_sub(own_wait0) as f64 / 1e6,
+    )
+    .with("run_ms", span * 1e3)
     .with("single_client_p50_ms", single.0)
     .with("single_client_p99_ms", single.1)
     .with("hot_single_p50_ms", hot_single.0)
