@@ -54,6 +54,27 @@
 //! family: Redis counts `sizeof(dictEntry)` (24, unrounded) and neither the main-dict bucket nor
 //! the expiry entry, so that sum is always below the `used_memory` delta.
 //!
+//! # The compact layout
+//!
+//! With [`BudgetParams::compact`] (`[reflex] layout = "compact"`, `crate::reflex`) the three
+//! keys per query and the resonance index give way to:
+//!
+//! - `kitbash:cms:{n}`, `buckets` hashes with one field per query: field the 16-hex id, value a
+//!   `CompactRecord` (`count|last_s|score|g1,g2,g3`, ≈ 44 B). A bucket is a listpack while it
+//!   has at most `hash-max-listpack-entries` (128) fields of at most 64 B, so a query costs its
+//!   field and value (18 + 46 B in the listpack) plus its share of the bucket's key, object
+//!   header and size-class rounding. Records fall into buckets by a hash of their id, so the
+//!   number per bucket is Poisson with mean `queries / buckets`; each bucket is rounded to its
+//!   own size class (and one past 128 fields becomes a hashtable), so the model takes the
+//!   expectation over that distribution, not the cost at the mean.
+//! - `kitbash:reflex:hot` (hot ids scored by normalised resonance) and
+//!   `kitbash:reflex:hot:text` (their texts) for the hot share (the queries with a ghost): a
+//!   listpack up to 128 entries, past that a skiplist zset and a hashtable hash — 1,000 hot
+//!   queries are past it.
+//! - `ghost:{id}` with the 16-hex id; `kitbash:reflex:layout` and `kitbash:decay:cycle`.
+//!
+//! Grains, hats and counters are as in the seed layout.
+//!
 //! The model describes the steady state. Right after a bulk load a large sorted set or set can
 //! still be mid-rehash (Redis rehashes a value's own table one bucket per command that touches
 //! it), holding the old half-size bucket array too: 64 KiB more for a 10,000-member zset.
@@ -85,10 +106,28 @@
 //! | 1k / 100, seed layout | 750,992 | 751,568 |
 //! | 100k / 10k, seed layout | 79,246,208 | 79,160,768 |
 //! | 100k / 10k, default | 98,415,872 | 98,343,886 |
+//! | `kitbash bench reflex`, seed layout as decay's script writes it ² | 10,275,368 | 10,109,029 |
+//! | `kitbash bench reflex`, compact layout, 1,024 buckets ([`BudgetParams::compact_layout`]) ² | 1,688,848 | 1,730,080 |
 //!
 //! ¹ includes the index's rehash remnant (65,536 B at 10k members).
 //!
-//! Every row is within 1% (`measured_loads_within_tolerance` keeps it so). The model's default
+//! ² 10k queries through decay's own hit script (one in ten hit six times: hot), 1k grains,
+//! 5 hats, ghosts for the hot tenth; idempotency markers deleted batch by batch and streams
+//! at the end, Redis's per-command latency histograms (≈ 24 KB per command name) off during
+//! the load. Shapes read back from the data: seed `cms:{h}` 5 fields of 8.4 B with values of
+//! 11.4 B (`count`, a short `resonance_score`, the RFC 3339 `last_accessed`, `cycle`, the
+//! text), resonance strings of 5 B (`"0.25"`), grain signatures of 104 B; compact records of
+//! 43.8 B, hot texts of 25.9 B. The compact buckets were all listpacks (at most 20 fields);
+//! `MEMORY USAGE` summed over them was 804,896 (model 808,041), the hot zset 118,064
+//! (118,344), the hot-text hash 96,320 (96,320). The compact row reads 41 KB under the model
+//! because the client connections' buffers (`MEMORY STATS` `clients.normal`) were 39 KB smaller
+//! after the load than before it. The seed row's 1.6% over is the hot tenth, which one
+//! average shape misses: decay's seed script adds every hit's grains to `cms:{h}:grains`
+//! without trimming it to 3 (up to 18 members after six hits: +135 KB by `MEMORY USAGE`), and
+//! hot records and resonances are longer (`"0.822021484375"`: +32 KB and +16 KB).
+//!
+//! Every row is within 3% (`measured_loads_within_tolerance` keeps it so), the hand-made
+//! loads within 1%. The model's default
 //! breakdown: `cms:{h}` 2.40 MB, `cms:{h}:grains` 2.08, `cms:{h}:resonance` 2.08, `ghost:{h}`
 //! 0.18, `kitbash:resonance:index` 1.79, grain keys 0.48, `grain:index` 0.05, keyspace and
 //! expires buckets 0.79; total 9.79 MB.
@@ -96,10 +135,12 @@
 //! The seed's 9.2 MB lands near the real 9.8 MB by accident, from wrong parts. The 4 MB target
 //! for 10k records + 1k grains is out of reach of the seed's layout: its three keys per query
 //! with 64-hex hashes cost about 720 B per query with their share of the bucket arrays, before
-//! any index (7.2 MB for 10k). One hash
-//! per query holding count, time, grains and resonance ([`BudgetParams::grains_key`] and
-//! [`BudgetParams::resonance_key`] false) with 16-hex hashes models at 4.26 MB with the
-//! resonance index and 2.95 MB without it.
+//! any index (7.2 MB for 10k). The compact layout reaches it: 1.73 MB modelled, 1.69 MB
+//! measured — `kitbash:cms:{n}` 0.82 MB (82 B per query), `ghost:{id}` 0.13, the hot set 0.13
+//! and its texts 0.10, grain keys 0.43, `grain:index` 0.05, keyspace and expires buckets 0.07.
+//! (One hash per query with 16-hex hashes — [`BudgetParams::grains_key`] and
+//! [`BudgetParams::resonance_key`] false — models at 4.26 MB with the resonance index and
+//! 2.95 MB without it: the per-key overhead, not the values, is what the buckets save.)
 
 use std::ops::Add;
 
@@ -456,6 +497,39 @@ pub struct BudgetParams {
     pub grain_sig: RecordEncoding,
     /// Number of `hat:{name}:mask` keys (the seed's five hats).
     pub hats: u32,
+    /// `Some`: the compact layout ([`crate::reflex::Layout::Compact`]) instead of the seed's
+    /// keys. `cms_record`, `grains_key`, `grains_per_query`, `fractional_scores`,
+    /// `resonance_key`, `resonance_len` and `resonance_index` then describe nothing, and query
+    /// ids in keys are 16 hex digits whatever `hash_len` says.
+    pub compact: Option<CompactParams>,
+}
+
+/// The compact layout's shapes: one field per query in `buckets` hashes `kitbash:cms:{n}`
+/// (field = the 16-hex id, value a `CompactRecord`), hot queries (the [`BudgetParams::ghosts`]
+/// share, which hit the threshold and got a ghost) also in the sorted set `kitbash:reflex:hot`
+/// and their text in the hash `kitbash:reflex:hot:text`; `kitbash:reflex:layout` and
+/// `kitbash:decay:cycle` beside them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompactParams {
+    /// `[reflex] buckets`.
+    pub buckets: u32,
+    /// Average bytes of a stored `CompactRecord` (`count|last_s|score|g1,g2,g3`): with three
+    /// grain ids below 1,000, a 10-digit `last_s` and a `%.17g` score, about 44.
+    pub record_len: u32,
+    /// Average bytes of a hot query's text in `kitbash:reflex:hot:text`.
+    pub text_len: u32,
+}
+
+impl Default for CompactParams {
+    /// `[reflex]`'s defaults (1,024 buckets) with the reference load's record and text lengths
+    /// (`kitbash bench reflex`: 43.8 and 25.9 bytes on average).
+    fn default() -> Self {
+        Self {
+            buckets: 1_024,
+            record_len: 44,
+            text_len: 26,
+        }
+    }
 }
 
 impl Default for BudgetParams {
@@ -481,6 +555,7 @@ impl Default for BudgetParams {
             resonance_index: true,
             grain_sig: RecordEncoding::String { len: 101 },
             hats: 5,
+            compact: None,
         }
     }
 }
@@ -492,6 +567,15 @@ impl BudgetParams {
         Self {
             resonance_index: false,
             resonance_len: 5,
+            ..Self::default()
+        }
+    }
+
+    /// The default load in the compact layout with `[reflex]`'s defaults
+    /// ([`CompactParams::default`]).
+    pub fn compact_layout() -> Self {
+        Self {
+            compact: Some(CompactParams::default()),
             ..Self::default()
         }
     }
@@ -593,6 +677,8 @@ const FRACTIONAL_SCORE_LEN: u64 = 18;
 /// A resonance-index score as `%.17g` (`"3.5417232452365321"`), only stored as text in a
 /// listpack.
 const INDEX_SCORE_LEN: u64 = 18;
+/// Hex digits of a query id in the compact layout (`crate::reflex::COMPACT_ID_LEN`).
+const ID_LEN: u64 = crate::reflex::COMPACT_ID_LEN as u64;
 /// Representative hat-name length (`analytical`; the five hats average 9.4).
 const HAT_NAME_LEN: u64 = 10;
 
@@ -626,28 +712,67 @@ impl RedisMemoryModel {
                 fields,
                 field_len,
                 value_len,
-            } => {
-                let (n, f, v) = (
-                    u64::from(fields),
-                    u64::from(field_len),
-                    u64::from(value_len),
-                );
-                if n <= self.hash_max_listpack_entries
-                    && f <= self.hash_max_listpack_value
-                    && v <= self.hash_max_listpack_value
-                {
-                    let lp = LISTPACK_OVERHEAD + n * (listpack_str(f) + listpack_str(v));
-                    Cost::same(ROBJ + jemalloc_size(lp))
-                } else {
-                    // hashtable: each field and value is its own sds.
-                    let per_field = Cost::new(jemalloc_size(DICT_ENTRY), DICT_ENTRY)
-                        + Cost::same(sds_size(f) + sds_size(v));
-                    Cost::new(ROBJ + jemalloc_size(DICT), ROBJ + DICT)
-                        + Cost::same(8 * dict_buckets(n))
-                        + per_field.times(n)
-                }
-            }
+            } => self.hash(
+                u64::from(fields),
+                u64::from(field_len),
+                u64::from(value_len),
+            ),
         }
+    }
+
+    /// A hash of `n` fields of `f` bytes with values of `v` bytes: a listpack while it has at
+    /// most `hash-max-listpack-entries` fields and no field or value is longer than
+    /// `hash-max-listpack-value`, a hashtable beyond.
+    fn hash(&self, n: u64, f: u64, v: u64) -> Cost {
+        if n <= self.hash_max_listpack_entries
+            && f <= self.hash_max_listpack_value
+            && v <= self.hash_max_listpack_value
+        {
+            let lp = LISTPACK_OVERHEAD + n * (listpack_str(f) + listpack_str(v));
+            Cost::same(ROBJ + jemalloc_size(lp))
+        } else {
+            // hashtable: each field and value is its own sds.
+            let per_field = Cost::new(jemalloc_size(DICT_ENTRY), DICT_ENTRY)
+                + Cost::same(sds_size(f) + sds_size(v));
+            Cost::new(ROBJ + jemalloc_size(DICT), ROBJ + DICT)
+                + Cost::same(8 * dict_buckets(n))
+                + per_field.times(n)
+        }
+    }
+
+    /// The compact layout's bucket hashes: `n` records (field = a `field_len`-byte id, value
+    /// `value_len` bytes) spread over `buckets` hashes by a hash of their id, so the number of
+    /// records in one bucket is Poisson-distributed with mean `n / buckets`. Each bucket's
+    /// listpack is rounded to its own size class, so the expectation is taken over that
+    /// distribution, not at the mean. Returns the expected number of non-empty buckets (which
+    /// are the only ones that exist) and the expected cost of their values.
+    fn bucket_values(&self, n: u64, buckets: u64, field_len: u64, value_len: u64) -> (f64, Cost) {
+        if n == 0 || buckets == 0 {
+            return (0.0, Cost::default());
+        }
+        let lambda = n as f64 / buckets as f64;
+        let cost = |k: u64| self.hash(k, field_len, value_len);
+        if lambda > 10_000.0 {
+            // Every bucket is a hashtable of about the mean: the spread no longer matters.
+            let k = lambda.round() as u64;
+            return (buckets as f64, cost(k).times(buckets));
+        }
+        // P(k) = e^-λ λ^k / k!, summed in logarithms (e^-λ alone underflows for large λ).
+        let k_max = (lambda + 12.0 * lambda.sqrt() + 20.0).ceil() as u64;
+        let (mut ln_p, mut share, mut used, mut reported) = (-lambda, 0.0, 0.0, 0.0);
+        for k in 1..=k_max {
+            ln_p += lambda.ln() - (k as f64).ln();
+            let p = ln_p.exp();
+            let c = cost(k);
+            share += p;
+            used += p * c.used as f64;
+            reported += p * c.reported as f64;
+        }
+        let b = buckets as f64;
+        (
+            b * share,
+            Cost::new((b * used).round() as u64, (b * reported).round() as u64),
+        )
     }
 
     /// Estimates the memory of `p`'s load, family by family.
@@ -670,48 +795,81 @@ impl RedisMemoryModel {
             });
         };
 
-        // cms:{h}: the record, 24 h.
-        let cms = self.key(ns + 4 + h, true) + self.record(p.cms_record);
-        push("cms:{h}", q, cms.times(q));
-        ttl_keys += q;
-
-        // cms:{h}:grains: a small sorted set (listpack) of grain ids scored by time, 24 h.
-        if p.grains_key {
-            let n = u64::from(p.grains_per_query);
-            let score = if p.fractional_scores {
-                listpack_str(FRACTIONAL_SCORE_LEN)
-            } else {
-                listpack_int(TYPICAL_UNIX_SECONDS)
-            };
-            let member = listpack_int(i64::try_from(typical_id).unwrap_or(i64::MAX));
-            let value = if n <= self.zset_max_listpack_entries {
-                ROBJ + jemalloc_size(LISTPACK_OVERHEAD + n * (member + score))
-            } else {
-                // Not a realistic layout (hundreds of grains per query); count it as a skiplist.
-                self.skiplist_zset(n, digits(typical_id)).used
-            };
-            let one = self.key(ns + 4 + h + 7, true) + Cost::same(value);
-            push("cms:{h}:grains", q, one.times(q));
+        if let Some(c) = p.compact {
+            // kitbash:cms:{n}: one field per query in its bucket; no TTL (decay's sweep).
+            let b = u64::from(c.buckets);
+            let (share, values) = self.bucket_values(q, b, ID_LEN, u64::from(c.record_len));
+            // Bucket numbers 0..b: 0 has one digit, then 1..=b-1 by digit count; only the
+            // non-empty share of them exists.
+            let mut names = Cost::default();
+            for (d, count) in
+                std::iter::once((1, b.min(1))).chain(digit_groups(b.saturating_sub(1)))
+            {
+                names = names + self.key(ns + 12 + d + tag, false).times(count);
+            }
+            let scale = |x: u64| (x as f64 * share / b.max(1) as f64).round() as u64;
+            let names = Cost::new(scale(names.used), scale(names.reported));
+            push("kitbash:cms:{n}", share.round() as u64, names + values);
+        } else {
+            // cms:{h}: the record, 24 h.
+            let cms = self.key(ns + 4 + h, true) + self.record(p.cms_record);
+            push("cms:{h}", q, cms.times(q));
             ttl_keys += q;
+
+            // cms:{h}:grains: a small sorted set (listpack) of grain ids scored by time, 24 h.
+            if p.grains_key {
+                let n = u64::from(p.grains_per_query);
+                let score = if p.fractional_scores {
+                    listpack_str(FRACTIONAL_SCORE_LEN)
+                } else {
+                    listpack_int(TYPICAL_UNIX_SECONDS)
+                };
+                let member = listpack_int(i64::try_from(typical_id).unwrap_or(i64::MAX));
+                let value = if n <= self.zset_max_listpack_entries {
+                    ROBJ + jemalloc_size(LISTPACK_OVERHEAD + n * (member + score))
+                } else {
+                    // Not a realistic layout (hundreds of grains per query); a skiplist.
+                    self.skiplist_zset(n, digits(typical_id)).used
+                };
+                let one = self.key(ns + 4 + h + 7, true) + Cost::same(value);
+                push("cms:{h}:grains", q, one.times(q));
+                ttl_keys += q;
+            }
+
+            // cms:{h}:resonance: a float as text, 5 d.
+            if p.resonance_key {
+                let one = self.key(ns + 4 + h + 10, true)
+                    + Cost::same(string_value(u64::from(p.resonance_len)));
+                push("cms:{h}:resonance", q, one.times(q));
+                ttl_keys += q;
+            }
         }
 
-        // cms:{h}:resonance: a float as text, 5 d.
-        if p.resonance_key {
-            let one = self.key(ns + 4 + h + 10, true)
-                + Cost::same(string_value(u64::from(p.resonance_len)));
-            push("cms:{h}:resonance", q, one.times(q));
-            ttl_keys += q;
-        }
-
-        // ghost:{h}: "42,17,88" for hot queries, 1 h.
+        // ghost:{h}: "42,17,88" for hot queries, 1 h (compact: ghost:{id}, the 16-hex id).
         let ghosts = p.ghosts();
         let ghost_value = 3 * digits(typical_id) + 2;
-        let ghost = self.key(ns + 6 + h, true) + Cost::same(string_value(ghost_value));
+        let ghost_id = if p.compact.is_some() { ID_LEN + tag } else { h };
+        let ghost = self.key(ns + 6 + ghost_id, true) + Cost::same(string_value(ghost_value));
         push("ghost:{h}", ghosts, ghost.times(ghosts));
         ttl_keys += ghosts;
 
-        // kitbash:resonance:index (+ kitbash:decay:cycle): one member per query.
-        if p.resonance_index {
+        if let Some(c) = p.compact {
+            // kitbash:reflex:hot: the hot ids scored by normalised resonance;
+            // kitbash:reflex:hot:text: their texts. Both are listpacks up to 128 entries,
+            // a skiplist zset and a hashtable beyond (1,000 hot queries: beyond).
+            let hot = self.key(ns + 18, false) + self.zset(ghosts, ID_LEN + tag);
+            let text =
+                self.key(ns + 23, false) + self.hash(ghosts, ID_LEN + tag, u64::from(c.text_len));
+            push("kitbash:reflex:hot", 1, hot);
+            push("kitbash:reflex:hot:text", 1, text);
+            // kitbash:reflex:layout ("compact/1024") and kitbash:decay:cycle.
+            let layout = self.key(ns + 21, false)
+                + Cost::same(string_value(8 + digits(u64::from(c.buckets))));
+            let cycle =
+                self.key(ns + 19, false) + Cost::same(integer_value(0, self.shared_integers));
+            push("kitbash:reflex:layout", 2, layout + cycle);
+        } else if p.resonance_index {
+            // kitbash:resonance:index (+ kitbash:decay:cycle): one member per query.
             let index = self.key(ns + 23, false) + self.zset(q, h);
             let cycle =
                 self.key(ns + 19, false) + Cost::same(integer_value(0, self.shared_integers));
@@ -952,6 +1110,9 @@ mod tests {
         );
     }
 
+    /// The model's total for [`BudgetParams::compact_layout`].
+    const COMPACT_DEFAULT_TOTAL: u64 = 1_730_080;
+
     #[test]
     fn default_load_total() {
         let est = RedisMemoryModel::default().estimate(&BudgetParams::default());
@@ -1059,6 +1220,26 @@ mod tests {
                 98_415_872,
             ),
         ];
+        // `kitbash bench reflex` (footnote ² of the module docs).
+        let sig = RecordEncoding::String { len: 104 };
+        let bench_seed = BudgetParams {
+            cms_record: RecordEncoding::Hash {
+                fields: 5,
+                field_len: 8,
+                value_len: 11,
+            },
+            resonance_len: 5,
+            grain_sig: sig,
+            ..def
+        };
+        let bench_compact = BudgetParams {
+            grain_sig: sig,
+            ..BudgetParams::compact_layout()
+        };
+        let cases = cases.into_iter().chain([
+            (RedisMemoryModel::default(), bench_seed, 10_275_368),
+            (RedisMemoryModel::default(), bench_compact, 1_688_848),
+        ]);
         for (model, params, measured) in cases {
             let est = model.estimate(&params).total_bytes;
             let ratio = est as f64 / measured as f64;
@@ -1074,6 +1255,11 @@ mod tests {
         for params in [
             BudgetParams::default(),
             BudgetParams::seed_layout(),
+            BudgetParams::compact_layout(),
+            BudgetParams {
+                queries: 0,
+                ..BudgetParams::compact_layout()
+            },
             BudgetParams {
                 queries: 0,
                 grains: 0,
@@ -1145,6 +1331,78 @@ mod tests {
         };
         assert!(index(128) < 128 * 100, "listpack index {}", index(128));
         assert!(index(129) > 129 * 170, "skiplist index {}", index(129));
+    }
+
+    #[test]
+    fn compact_layout_families() {
+        let model = RedisMemoryModel::default();
+        let est = model.estimate(&BudgetParams::compact_layout());
+        assert_eq!(est.total_bytes, COMPACT_DEFAULT_TOTAL);
+        for seed_only in ["cms:{h}", "cms:{h}:grains", "cms:{h}:resonance"] {
+            assert!(est.family(seed_only).is_none(), "{seed_only}");
+        }
+        assert!(est.family("kitbash:resonance:index").is_none());
+        // 10,000 records in 1,024 buckets: about 9.8 each, so every bucket exists.
+        assert_eq!(est.family("kitbash:cms:{n}").map(|f| f.keys), Some(1_024));
+        // ghost:{id} with the 16-hex id: dict entry 24 + key sds 32 + "501,504,506" 32.
+        assert_eq!(
+            est.family("ghost:{h}").map(|f| f.memory_usage / f.keys),
+            Some(88)
+        );
+        // 1,000 hot queries: past 128 entries, a skiplist zset and a hashtable hash.
+        let hot = |ghost_fraction| {
+            let e = model.estimate(&BudgetParams {
+                ghost_fraction,
+                ..BudgetParams::compact_layout()
+            });
+            let bytes = |f| e.family(f).map_or(0, |f| f.bytes);
+            (
+                bytes("kitbash:reflex:hot"),
+                bytes("kitbash:reflex:hot:text"),
+            )
+        };
+        let (zset_128, text_128) = hot(0.0128);
+        let (zset_129, text_129) = hot(0.0129);
+        assert!(
+            zset_128 < 128 * 50 && text_128 < 128 * 60,
+            "{zset_128} {text_128}"
+        );
+        assert!(
+            zset_129 > 129 * 100 && text_129 > 129 * 90,
+            "{zset_129} {text_129}"
+        );
+    }
+
+    #[test]
+    fn compact_buckets_stay_listpacks_or_cost_more() {
+        let model = RedisMemoryModel::default();
+        let buckets = |queries, buckets| {
+            let e = model.estimate(&BudgetParams {
+                queries,
+                compact: Some(CompactParams {
+                    buckets,
+                    ..CompactParams::default()
+                }),
+                ..BudgetParams::compact_layout()
+            });
+            let f = e.family("kitbash:cms:{n}").cloned();
+            f.map_or(0.0, |f| f.bytes as f64 / queries as f64)
+        };
+        // Listpack buckets: the record (16-hex field 18 B + 44-B value 46 B) plus the bucket's
+        // share of its key, header and size-class rounding.
+        let listpack = buckets(10_000, 1_024);
+        assert!((64.0..90.0).contains(&listpack), "{listpack} B per query");
+        // 625 records per bucket: hashtables, an entry, two sds and a bucket slot each.
+        let hashtable = buckets(10_000, 16);
+        assert!(hashtable > 1.4 * listpack, "{hashtable} vs {listpack}");
+        // 156 per bucket on average: nearly every bucket is past 128 entries.
+        let crowded = buckets(10_000, 64);
+        assert!(crowded > 1.4 * listpack, "{crowded} vs {listpack}");
+        // 78 per bucket: still listpacks, and larger ones lose less to size-class rounding.
+        let fuller = buckets(10_000, 128);
+        assert!(fuller < listpack, "{fuller} vs {listpack}");
+        // Huge buckets take the mean, not the distribution.
+        assert!(buckets(100_000_000, 1_024) > hashtable * 0.9);
     }
 
     #[test]
