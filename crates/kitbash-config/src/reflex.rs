@@ -26,7 +26,8 @@ pub struct ReflexConfig {
     pub record_ttl_s: u64,
     /// Compact layout: buckets the sweep visits per decay cycle.
     pub sweep_buckets: u32,
-    /// Compact layout: grain ids kept per record (the latest hits'; the seed's top 3).
+    /// Grain ids kept per query (the latest hits'; the seed's 3): the compact record's list,
+    /// and in the seed layout `cms:{h}:grains` is trimmed to this many.
     pub grains_per_query: u32,
 }
 

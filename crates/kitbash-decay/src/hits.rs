@@ -72,7 +72,7 @@ return {1, string.format('%.17g', r2), crossed}
 /// KEYS: marker, cms, cms:grains, cms:resonance, index, cycle, crossings, queries count,
 /// latency histogram. ARGV: marker ttl, h, text, last_accessed, grain score, ln f, alpha,
 /// threshold, latency bucket or '', crossing mid, crossing type, record ttl, grains ttl,
-/// resonance ttl, grain ids….
+/// resonance ttl, grains kept, grain ids….
 const HIT_LUA: &str = r#"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {0} end
 local function f17(x) return string.format('%.17g', x) end
@@ -91,8 +91,10 @@ redis.call('HSET', KEYS[2], 'resonance_score', f17(r2), 'last_accessed', ARGV[4]
   'cycle', string.format('%.0f', cycle), 'text', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[12])
 redis.call('SET', KEYS[4], f17(r2), 'EX', ARGV[14])
-if #ARGV >= 15 then
-  for i = 15, #ARGV do redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i]) end
+if #ARGV >= 16 then
+  for i = 16, #ARGV do redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i]) end
+  -- Keep the latest hits' grains only (by score, the hit's Unix second): bounded per query.
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[15]) + 1))
   redis.call('EXPIRE', KEYS[3], ARGV[13])
 end
 redis.call('INCR', KEYS[8])
@@ -226,6 +228,7 @@ impl Hits {
             secs(ttl::CMS_RECORD),
             secs(ttl::CMS_GRAINS),
             secs(ttl::RESONANCE),
+            self.reflex.grains_per_query.to_string(),
         ];
         args.extend(q.grains.iter().map(u64::to_string));
         let v: Value = HIT.evalsha_with_reload(&self.client, keys, args).await?;

@@ -229,3 +229,50 @@ async fn survives_a_redis_restart() {
     stop.cancel();
     task.await.expect("join").expect("run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_keeps_only_its_latest_grains_in_either_layout() {
+    use kitbash_client::reflex::Reflex;
+    use kitbash_schema::reflex::Layout;
+    for layout in [Layout::Seed, Layout::Compact] {
+        let server = RedisServer::start().expect("redis");
+        let ns = kitbash_testkit::namespace();
+        let k = keys(&ns);
+        let c = client(&server.url()).await;
+        let mut cfg = config(&server.url(), &ns);
+        cfg.reflex.layout = layout;
+        let (signals, _) = kitbash_runtime::shutdown::manual();
+        let ctx = DaemonContext::start(DaemonKind::Decay, cfg.clone(), signals)
+            .await
+            .expect("ctx");
+        let hits = Hits::new(&ctx);
+        // Six hits, each naming two new grains, one second apart in event time.
+        for i in 0..6u64 {
+            let mut q = query("many grains");
+            q.ts += i as f64;
+            q.grains = vec![100 + 2 * i, 101 + 2 * i];
+            hits.apply(&format!("{}-0", i + 1), &q)
+                .await
+                .expect("apply");
+        }
+        let look = Reflex::new(c.clone(), k.clone(), 0.9)
+            .with_layout(layout, cfg.reflex.buckets)
+            .lookup("many grains")
+            .await
+            .expect("lookup");
+        let mut got = look.grains.clone();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            vec![109, 110, 111],
+            "{layout:?}: the latest three grains"
+        );
+        if layout == Layout::Seed {
+            let n: u64 = c
+                .zcard(k.cms_grains(&query_hash("many grains")))
+                .await
+                .expect("zcard");
+            assert_eq!(n, 3, "cms:{{h}}:grains is bounded");
+        }
+    }
+}
