@@ -431,10 +431,18 @@ impl Reflex {
             k.metrics_grains_lookups(),
             k.metrics_cache_hits(),
         ];
-        let [sig, plus, minus] = k.grain_affixes();
-        let (hp, hs) = k.hat_mask_affixes();
-        let args = vec![
-            h.to_owned(),
+        let args = self.lookup_args(h);
+        let v: Value = LOOKUP.evalsha_with_reload(&self.client, keys, args).await?;
+        Ok(self.decode_lookup(h, &v))
+    }
+
+    /// ARGV of both lookup scripts: the query's id, then the grain and hat-mask key affixes
+    /// (`LOOKUP_GHOST_LUA` reads `ARGV[2..9]`).
+    fn lookup_args(&self, id: &str) -> Vec<String> {
+        let [sig, plus, minus] = self.keys.grain_affixes();
+        let (hp, hs) = self.keys.hat_mask_affixes();
+        vec![
+            id.to_owned(),
             sig.0,
             sig.1,
             plus.0,
@@ -443,9 +451,7 @@ impl Reflex {
             minus.1,
             hp,
             hs,
-        ];
-        let v: Value = LOOKUP.evalsha_with_reload(&self.client, keys, args).await?;
-        Ok(self.decode_lookup(h, &v))
+        ]
     }
 
     async fn lookup_compact(&self, h: &str) -> Result<ReflexLookup, ClientError> {
@@ -466,19 +472,7 @@ impl Reflex {
             k.metrics_grains_lookups(),
             k.metrics_cache_hits(),
         ];
-        let [sig, plus, minus] = k.grain_affixes();
-        let (hp, hs) = k.hat_mask_affixes();
-        let args = vec![
-            id.clone(),
-            sig.0,
-            sig.1,
-            plus.0,
-            plus.1,
-            minus.0,
-            minus.1,
-            hp,
-            hs,
-        ];
+        let args = self.lookup_args(&id);
         let v: Value = COMPACT_LOOKUP
             .evalsha_with_reload(&self.client, keys, args)
             .await?;

@@ -144,6 +144,24 @@
 
 use std::ops::Add;
 
+/// The family labels of [`FamilyEstimate::family`] that callers look up by name.
+pub mod family {
+    /// `cms:{h}`.
+    pub const CMS: &str = "cms:{h}";
+    /// `cms:{h}:grains`.
+    pub const CMS_GRAINS: &str = "cms:{h}:grains";
+    /// `cms:{h}:resonance`.
+    pub const CMS_RESONANCE: &str = "cms:{h}:resonance";
+    /// The resonance index with the cycle counter.
+    pub const RESONANCE_INDEX: &str = "kitbash:resonance:index";
+    /// The compact layout's bucket hashes.
+    pub const CMS_BUCKETS: &str = "kitbash:cms:{n}";
+    /// The compact layout's hot set.
+    pub const HOT: &str = "kitbash:reflex:hot";
+    /// The compact layout's hot texts.
+    pub const HOT_TEXT: &str = "kitbash:reflex:hot:text";
+}
+
 // ---- the seed's estimate ----------------------------------------------------------------------
 
 /// The seed's estimate, exactly as `MemoryBudget.estimate_total_mb()` of the original computes it.
@@ -809,11 +827,11 @@ impl RedisMemoryModel {
             }
             let scale = |x: u64| (x as f64 * share / b.max(1) as f64).round() as u64;
             let names = Cost::new(scale(names.used), scale(names.reported));
-            push("kitbash:cms:{n}", share.round() as u64, names + values);
+            push(family::CMS_BUCKETS, share.round() as u64, names + values);
         } else {
             // cms:{h}: the record, 24 h.
             let cms = self.key(ns + 4 + h, true) + self.record(p.cms_record);
-            push("cms:{h}", q, cms.times(q));
+            push(family::CMS, q, cms.times(q));
             ttl_keys += q;
 
             // cms:{h}:grains: a small sorted set (listpack) of grain ids scored by time, 24 h.
@@ -832,7 +850,7 @@ impl RedisMemoryModel {
                     self.skiplist_zset(n, digits(typical_id)).used
                 };
                 let one = self.key(ns + 4 + h + 7, true) + Cost::same(value);
-                push("cms:{h}:grains", q, one.times(q));
+                push(family::CMS_GRAINS, q, one.times(q));
                 ttl_keys += q;
             }
 
@@ -840,7 +858,7 @@ impl RedisMemoryModel {
             if p.resonance_key {
                 let one = self.key(ns + 4 + h + 10, true)
                     + Cost::same(string_value(u64::from(p.resonance_len)));
-                push("cms:{h}:resonance", q, one.times(q));
+                push(family::CMS_RESONANCE, q, one.times(q));
                 ttl_keys += q;
             }
         }
@@ -860,8 +878,8 @@ impl RedisMemoryModel {
             let hot = self.key(ns + 18, false) + self.zset(ghosts, ID_LEN + tag);
             let text =
                 self.key(ns + 23, false) + self.hash(ghosts, ID_LEN + tag, u64::from(c.text_len));
-            push("kitbash:reflex:hot", 1, hot);
-            push("kitbash:reflex:hot:text", 1, text);
+            push(family::HOT, 1, hot);
+            push(family::HOT_TEXT, 1, text);
             // kitbash:reflex:layout ("compact/1024") and kitbash:decay:cycle.
             let layout = self.key(ns + 21, false)
                 + Cost::same(string_value(8 + digits(u64::from(c.buckets))));
@@ -873,7 +891,7 @@ impl RedisMemoryModel {
             let index = self.key(ns + 23, false) + self.zset(q, h);
             let cycle =
                 self.key(ns + 19, false) + Cost::same(integer_value(0, self.shared_integers));
-            push("kitbash:resonance:index", 2, index + cycle);
+            push(family::RESONANCE_INDEX, 2, index + cycle);
         }
 
         // grain:{id}:sig, grain:{id}:bits:+, grain:{id}:bits:-: no TTL. Key lengths follow the

@@ -40,7 +40,7 @@ use kitbash_client::reflex::{Grain, Reflex, query_hash};
 use kitbash_runtime::leader::LeaderTerm;
 use kitbash_runtime::{Config, DaemonContext};
 use kitbash_schema::budget::{
-    BudgetParams, CompactParams, RecordEncoding, RedisMemoryModel, SeedEstimate,
+    BudgetParams, CompactParams, RecordEncoding, RedisMemoryModel, SeedEstimate, family,
 };
 use kitbash_schema::messages::{Crossing, GrainSig, QueryEvent};
 use kitbash_schema::reflex::{Layout, compact_id};
@@ -821,9 +821,9 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
         let bucket_keys: Vec<String> = (0..buckets).map(|n| keys.cms_bucket(n)).collect();
         let mut usage = serde_json::Map::new();
         for (family, ks) in [
-            ("kitbash:cms:{n}", bucket_keys),
-            ("kitbash:reflex:hot", vec![keys.reflex_hot()]),
-            ("kitbash:reflex:hot:text", vec![keys.reflex_hot_text()]),
+            (family::CMS_BUCKETS, bucket_keys),
+            (family::HOT, vec![keys.reflex_hot()]),
+            (family::HOT_TEXT, vec![keys.reflex_hot_text()]),
         ] {
             let model = est.family(family).map_or(0, |f| f.memory_usage);
             let measured = memory_usage(&client, &ks).await?;
@@ -884,11 +884,11 @@ async fn layout_run(t: &Target, long: bool, layout: Layout) -> anyhow::Result<(R
         };
         let mut usage = serde_json::Map::new();
         for (family, ks) in [
-            ("cms:{h}", per_query(Keys::cms)),
-            ("cms:{h}:grains", per_query(Keys::cms_grains)),
-            ("cms:{h}:resonance", per_query(Keys::cms_resonance)),
+            (family::CMS, per_query(Keys::cms)),
+            (family::CMS_GRAINS, per_query(Keys::cms_grains)),
+            (family::CMS_RESONANCE, per_query(Keys::cms_resonance)),
             (
-                "kitbash:resonance:index",
+                family::RESONANCE_INDEX,
                 vec![keys.resonance_index(), keys.decay_cycle()],
             ),
         ] {
