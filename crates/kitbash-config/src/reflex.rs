@@ -14,7 +14,7 @@ use crate::{ConfigError, Section};
 pub struct ReflexConfig {
     /// `seed`: the seed's keys (`cms:{h}`, `cms:{h}:grains`, `cms:{h}:resonance`), readable by
     /// the seed's Python with a plain `GET`. `compact`: one field per query in `buckets`
-    /// hashes, about a fifth of the memory (docs/BENCHMARKS.md); read through `kitbash-client`
+    /// hashes, about a sixth of the memory (docs/BENCHMARKS.md); read through `kitbash-client`
     /// or the record format in `kitbash_schema::reflex::CompactRecord`.
     pub layout: Layout,
     /// Compact layout: number of bucket hashes. Keep about 64 queries per bucket or fewer
