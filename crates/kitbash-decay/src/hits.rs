@@ -290,22 +290,20 @@ impl Hits {
 
 /// Reads the `{1, r', crossed}` / `{0}` reply of either hit script.
 fn applied(v: &Value) -> Applied {
-    {
-        let parts = match v {
-            Value::Array(a) => a.as_slice(),
-            _ => &[],
-        };
-        if parts.first().and_then(Value::as_i64) != Some(1) {
-            return Applied::Before;
-        }
-        let resonance = parts
-            .get(1)
-            .and_then(Value::as_string)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0.0);
-        let crossed = parts.get(2).and_then(Value::as_i64) == Some(1);
-        Applied::Now { resonance, crossed }
+    let parts = match v {
+        Value::Array(a) => a.as_slice(),
+        _ => &[],
+    };
+    if parts.first().and_then(Value::as_i64) != Some(1) {
+        return Applied::Before;
     }
+    let resonance = parts
+        .get(1)
+        .and_then(Value::as_string)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let crossed = parts.get(2).and_then(Value::as_i64) == Some(1);
+    Applied::Now { resonance, crossed }
 }
 
 impl Handler<QueryEvent> for Hits {
