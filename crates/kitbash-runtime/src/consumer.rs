@@ -28,6 +28,7 @@ use fred::types::config::Options;
 use kitbash_schema::{Envelope, Keys, Message, StreamName};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::ConsumerConfig;
 use crate::entries::{self, StreamEntry};
 use crate::error::RuntimeError;
@@ -471,7 +472,7 @@ impl StreamConsumer {
         ];
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let n_ack = ack.len() as u64;
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             let result = if dead.is_empty() {
                 if ack.is_empty() {
@@ -493,13 +494,9 @@ impl StreamConsumer {
                 // The group is gone (and its pending list with it): nothing to acknowledge;
                 // the loop recreates the group where this process last read.
                 Err(e) if e.details().contains("NOGROUP") => return Err(e.into()),
-                Err(e) if attempt < 20 && !self.shutdown.is_cancelled() => {
-                    attempt += 1;
-                    tracing::warn!(stream = %self.stream, error = %e, attempt, "acknowledgement failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10)))) => {}
-                        _ = self.shutdown.cancelled() => {}
-                    }
+                Err(e) if backoff.attempts() < 20 && !self.shutdown.is_cancelled() => {
+                    tracing::warn!(stream = %self.stream, error = %e, attempt = backoff.attempts() + 1, "acknowledgement failed; retrying");
+                    backoff.wait(&self.shutdown).await;
                 }
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, error = %e, entries = n_ack,
@@ -759,26 +756,3 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
 end
 return 0
 "#;
-
-/// Exponential backoff for loop errors: 50 ms doubling to 2 s, cut short by shutdown.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    /// Waits the next delay, or until `shutdown`.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) {
-        let ms = (50u64 << self.attempt.min(6)).min(2_000);
-        self.attempt += 1;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-            _ = shutdown.cancelled() => {}
-        }
-    }
-
-    /// Back to the shortest delay.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}

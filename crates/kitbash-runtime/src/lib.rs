@@ -16,6 +16,7 @@
 //! - [`trim`]: the one safe way to trim a stream.
 //! - [`idempotency`]: apply an effect at most once, atomically with its marker.
 //! - [`periodic`]: periodic tasks that stop with the daemon.
+//! - [`backoff`]: the one backoff policy every retry loop uses.
 //! - [`heartbeat`]: the fleet register behind `kitbash status`.
 //! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
@@ -25,6 +26,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod backoff;
 pub mod component;
 /// The configuration lives in its own crate (`kitbash-config`) so a daemon owns its section
 /// without touching the runtime; re-exported here under its old path.
@@ -48,6 +50,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod trim;
 
+pub use backoff::Backoff;
 pub use component::Components;
 pub use config::Config;
 pub use consumer::{Delivery, Handler, LoopStats, Outcome, StreamConsumer};
