@@ -19,9 +19,11 @@ up *args: _ensure-redis
     KITBASH_PROFILE={{profile}} target/release/kitbash up {{args}}
 
 # Run every test (unit, integration against real redis-server, end-to-end with the binaries).
-test: _ensure-redis
+test: (deps "all")
     #!/usr/bin/env bash
     set -euo pipefail
+    # Python packages from tests/deps/requirements.txt live in .kitbash/python (never the system).
+    export PYTHONPATH="$PWD/.kitbash/python${PYTHONPATH:+:$PYTHONPATH}"
     # The end-to-end tests start the real daemon binaries: build them first.
     cargo build --workspace --bins
     if cargo nextest --version >/dev/null 2>&1; then
@@ -53,23 +55,9 @@ bench-ternary:
 status *args:
     cargo run --quiet -p kitbash -- status {{args}}
 
-# Install redis-server when missing (apt-get, with sudo when not root), or say what to install.
+# Install what tests/deps/ declares and is missing (apt: Redis; python: redis-py, numpy).
+deps what="all":
+    tests/deps/install {{what}}
+
 _ensure-redis:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if command -v "${KITBASH_REDIS_SERVER:-redis-server}" >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; then
-        exit 0
-    fi
-    echo "redis-server/redis-cli not found: installing redis-server and redis-tools with apt-get" >&2
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "no apt-get here: install Redis 7 (redis-server, redis-cli, redis-benchmark) yourself, or set KITBASH_REDIS_SERVER=/path/to/redis-server" >&2
-        exit 1
-    fi
-    if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "not root and no sudo: run 'apt-get install -y redis-server redis-tools' as root" >&2
-        exit 1
-    fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
-    # Debian starts a system redis on 6379 when it can; kitbash never uses it, tests start their own.
-    redis-server --version
+    tests/deps/install apt

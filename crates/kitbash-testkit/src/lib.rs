@@ -12,6 +12,7 @@
 //! - [`resp`]: [`RespConnection`], a tiny blocking RESP2 client for probes and wire-level tests.
 //! - [`binary`]: [`find_redis_server`], [`find_redis_cli`], [`redis_version`].
 //! - [`namespace()`]: random short prefixes for tests sharing a server.
+//! - [`python`]: `python3` with `tests/deps/requirements.txt` importable (redis-py, numpy).
 //! - [`error`]: [`TestkitError`], the one error type, and [`Result`].
 //! - `port` (private): free-port selection that survives parallel tests.
 //!
@@ -61,6 +62,7 @@ pub mod cluster;
 pub mod error;
 mod namespace;
 mod port;
+pub mod python;
 pub mod resp;
 pub mod server;
 

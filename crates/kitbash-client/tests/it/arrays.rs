@@ -1,10 +1,9 @@
-//! Array storage: numpy reads what Rust stored and Rust reads what numpy wrote (numpy is
-//! installed if missing; the test fails, never skips, without it), compression markers, TTLs,
+//! Array storage: numpy reads what Rust stored and Rust reads what numpy wrote (numpy from
+//! `tests/deps/requirements.txt`; the test fails, never skips, without it), compression markers, TTLs,
 //! spike-train windows, memory statistics, bad values, and retries.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -20,28 +19,8 @@ use serde_json::json;
 
 use crate::support::{connect, connect_impatient, keys, wait_for};
 
-/// `python3` with numpy importable: installs numpy with pip when missing, panics when it cannot.
-fn python_with_numpy() -> &'static str {
-    let has = || {
-        Command::new("python3")
-            .args(["-c", "import numpy"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has() {
-        let _ = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "numpy"])
-            .status();
-    }
-    assert!(
-        has(),
-        "python3 with numpy is required: `python3 -m pip install numpy` failed"
-    );
-    "python3"
-}
-
 fn run_python(script: &str, dir: &Path) -> String {
-    let out = Command::new(python_with_numpy())
+    let out = kitbash_testkit::python::python3(&["numpy"])
         .arg("-c")
         .arg(script)
         .arg(dir)

@@ -361,7 +361,7 @@ print(repr(res))
         ns = ns,
         buckets = BUCKETS,
     );
-    let out = Command::new("python3")
+    let out = kitbash_testkit::python::python3(&["redis"])
         .args(["-c", &script])
         .output()
         .expect("python3");

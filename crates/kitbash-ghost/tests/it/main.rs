@@ -227,7 +227,7 @@ print("ok")
         ns = ns,
         text = texts[0],
     );
-    let out = Command::new("python3")
+    let out = kitbash_testkit::python::python3(&["redis"])
         .args(["-c", &script])
         .output()
         .expect("python3");
