@@ -11,28 +11,8 @@ use kitbash_schema::budget::{BudgetParams, RedisMemoryModel, SeedEstimate};
 use kitbash_schema::{Keys, ttl};
 
 use super::redis::target;
+use super::rng::Rng;
 use super::{BenchOptions, Record};
-
-/// A small deterministic PRNG (xorshift64*), so loads are reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn hex64(&mut self) -> String {
-        format!(
-            "{:016x}{:016x}{:016x}{:016x}",
-            self.next(),
-            self.next(),
-            self.next(),
-            self.next()
-        )
-    }
-}
 
 /// `used_memory` from `INFO memory`.
 pub async fn used_memory(client: &Client) -> anyhow::Result<u64> {
@@ -51,7 +31,7 @@ pub async fn load_seed_layout(
     keys: &Keys,
     p: &BudgetParams,
 ) -> anyhow::Result<()> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let secs = |t: ttl::Ttl| t.secs().unwrap_or(0) as i64;
     let pipe = client.pipeline();
     let now = 1_766_318_400i64;

@@ -6,8 +6,10 @@ pub mod client;
 pub mod entity;
 pub mod feynman;
 pub mod memory;
+pub(crate) mod openloop;
 pub mod redis;
 pub mod reflex;
+pub(crate) mod rng;
 pub mod ternary;
 
 use serde_json::{Map, Value};
