@@ -14,32 +14,6 @@ const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Sections every daemon reads besides its own.
 const SHARED_SECTIONS: &[&str] = &["redis", "telemetry", "admin", "consumer", "fleet"];
 
-/// One line on what each daemon does, by kind name (a table, so a new kind needs no new arm).
-const ABOUT: &[(&str, &str)] = &[
-    (
-        "feynman",
-        "the physics writer: reads market ticks from the tick partitions it leases and writes \
-         physics:state, market:snapshot, the physics stream and state_update",
-    ),
-    (
-        "entity",
-        "the entity updater: applies entity patches atomically to quantum:* and entity:*",
-    ),
-    (
-        "decay",
-        "the resonance decayer: maintains the CMS records and runs the decay cycle",
-    ),
-    (
-        "ghost",
-        "the ghost precomputer: scores queries against the grain bank and writes ghost:*",
-    ),
-    ("bridge", "the WebSocket broadcaster and live dashboard"),
-    (
-        "archive",
-        "the archival and indexing consumer: archive segments on disk and safe trimming",
-    ),
-];
-
 /// Handles `--help` / `-h` and `--version` / `-V`. Returns the exit code when the process should
 /// stop here (help or version printed: 0; an unknown argument: 2, as clap does), `None` when the
 /// daemon should start.
@@ -57,10 +31,7 @@ pub fn handle(kind: DaemonKind) -> Option<ExitCode> {
 
 /// The clap command of a daemon binary (no arguments but `--help` and `--version`).
 pub fn command(kind: DaemonKind, bin: &str) -> clap::Command {
-    let about = ABOUT
-        .iter()
-        .find(|(k, _)| *k == kind.name())
-        .map_or("a kitbash daemon", |(_, a)| a);
+    let about = kind.about();
     clap::Command::new("kitbash-daemon")
         .bin_name(bin.to_owned())
         .display_name(bin.to_owned())

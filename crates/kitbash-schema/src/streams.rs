@@ -52,6 +52,31 @@ impl DaemonKind {
         }
     }
 
+    /// One line on what the daemon does: the start of its `--help` (so a new daemon kind is
+    /// described here, beside its name, and touches no runtime file).
+    pub fn about(self) -> &'static str {
+        match self {
+            DaemonKind::Feynman => {
+                "the physics writer: reads market ticks from the tick partitions it leases and \
+                 writes physics:state, market:snapshot, the physics stream and state_update"
+            }
+            DaemonKind::Entity => {
+                "the entity updater: applies entity patches atomically to quantum:* and entity:*"
+            }
+            DaemonKind::Decay => {
+                "the resonance decayer: maintains the CMS records and runs the decay cycle"
+            }
+            DaemonKind::Ghost => {
+                "the ghost precomputer: scores queries against the grain bank and writes ghost:*"
+            }
+            DaemonKind::Bridge => "the WebSocket broadcaster and live dashboard",
+            DaemonKind::Archive => {
+                "the archival and indexing consumer: archive segments on disk and safe trimming"
+            }
+            DaemonKind::Example => "the example daemon: counts query texts (a template to copy)",
+        }
+    }
+
     /// The inverse of [`DaemonKind::name`].
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL
