@@ -13,11 +13,14 @@
 //! - [`binary`]: [`find_redis_server`], [`find_redis_cli`], [`redis_version`].
 //! - [`namespace()`]: random short prefixes for tests sharing a server.
 //! - [`python`]: `python3` with `tests/deps/requirements.txt` importable (redis-py, numpy).
+//! - [`support`]: daemon binaries with test settings, signals, exits, the admin endpoint,
+//!   [`eventually`](support::eventually) — shared by every daemon's suite.
 //! - [`error`]: [`TestkitError`], the one error type, and [`Result`].
 //! - `port` (private): free-port selection that survives parallel tests.
 //!
-//! **Invariant:** the API is synchronous (`std::process`, `std::net`), so it works from plain
-//! `#[test]`s and from `#[tokio::test]`s alike; only the containers backend is async.
+//! **Invariant:** the server API is synchronous (`std::process`, `std::net`), so it works from
+//! plain `#[test]`s and from `#[tokio::test]`s alike; only the containers backend and
+//! `support`'s waiting helpers (`eventually`, `wait_exit`) are async (tokio).
 //!
 //! # Example
 //! ```no_run
@@ -65,6 +68,7 @@ mod port;
 pub mod python;
 pub mod resp;
 pub mod server;
+pub mod support;
 
 pub use backend::{Backend, TestRedis};
 pub use binary::{RedisVersion, find_redis_cli, find_redis_server, redis_version};

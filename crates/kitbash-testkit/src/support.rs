@@ -1,0 +1,130 @@
+//! What every daemon's test suite needs besides a Redis: start the real binary with test
+//! settings (`KITBASH__*`), signal it and wait for its exit, read its admin endpoint, and
+//! poll a condition with a deadline instead of sleeping.
+//!
+//! One copy for the workspace: the daemon suites used to carry six copies of these.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long [`eventually`] and [`wait_exit`] wait before failing the test.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A daemon binary's command with the settings every test wants: no config files
+/// (`KITBASH_CONFIG_DIR=/nonexistent`, so only defaults and environment apply), the test's
+/// Redis and namespace, no admin endpoint (set `KITBASH__ADMIN__LISTEN` to `127.0.0.1:0` to get
+/// one; its address is in the heartbeat), fast heartbeats and reads, stdout and stderr discarded.
+/// Add the daemon's own `KITBASH__SECTION__KEY`s with `.env(..)`, then `.spawn()`.
+pub fn daemon_command(bin: &str, url: &str, namespace: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.env("KITBASH_CONFIG_DIR", "/nonexistent")
+        .env("KITBASH__REDIS__URL", url)
+        .env("KITBASH__REDIS__NAMESPACE", namespace)
+        .env("KITBASH__ADMIN__LISTEN", "")
+        .env("KITBASH__FLEET__HEARTBEAT_MS", "200")
+        .env("KITBASH__CONSUMER__BLOCK_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Sends `sig` (`-TERM`, `-9`, `-STOP`, `-HUP` …) to `child` with kill(1). Panics when it fails.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {} failed", child.id());
+}
+
+/// Waits for `child` to exit (polling, without blocking the async runtime), at most
+/// [`DEADLINE`].
+pub async fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not exit within {DEADLINE:?}",
+            child.id()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `cond` every 25 ms until it holds; fails the test naming `what` after [`DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET path` over plain HTTP/1.1 with a 2 s timeout: (status, body). Status 0 when the
+/// endpoint does not answer. Blocking: call it from `spawn_blocking` in a busy async test.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The sum of every sample of metric `name` (all label sets) on the admin endpoint at `addr`.
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_port_is_status_zero() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        drop(l);
+        assert_eq!(http_get(addr, "/readyz").0, 0);
+    }
+}
