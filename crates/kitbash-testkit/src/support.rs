@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long [`eventually`] and [`wait_exit`] wait before failing the test.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A daemon binary's command with the settings every test wants: no config files
 /// (`KITBASH_CONFIG_DIR=/nonexistent`, so only defaults and environment apply), the test's

@@ -304,7 +304,7 @@ async fn a_redis_holding_the_other_layout_is_refused_at_start() {
         ok.try_wait().expect("wait").is_none(),
         "the seed instance runs"
     );
-    kill(&mut ok, "-TERM");
+    signal(&ok, "-TERM");
     assert!(wait_exit(&mut ok).await.success());
 }
 

@@ -111,7 +111,7 @@ async fn a_leader_killed_mid_run_is_replaced_without_skipping_or_repeating_a_cyc
         (&mut b, &mut a)
     };
     assert_eq!(leader.id(), pid);
-    kill(leader, "-KILL");
+    signal(leader, "-KILL");
     let _ = wait_exit(leader).await;
     let at_kill = cycle(&c, &k).await;
     // The survivor takes the lease over and catches up every period missed meanwhile.
@@ -147,6 +147,6 @@ async fn a_leader_killed_mid_run_is_replaced_without_skipping_or_repeating_a_cyc
         n,
         "cycles = periods elapsed"
     );
-    kill(survivor, "-TERM");
+    signal(survivor, "-TERM");
     assert_eq!(wait_exit(survivor).await.code(), Some(0));
 }

@@ -149,7 +149,7 @@ async fn kill_9_mid_batch_then_restart_counts_every_event_once_and_sigterm_drain
     };
     let mut first = spawn_decay(&server.url(), &ns);
     eventually("some applied", || async { total().await >= 400 }).await;
-    kill(&mut first, "-KILL");
+    signal(&first, "-KILL");
     let _ = wait_exit(&mut first).await;
     assert!(total().await < 4000, "killed mid-run");
     let mut second = spawn_decay(&server.url(), &ns);
@@ -168,7 +168,7 @@ async fn kill_9_mid_batch_then_restart_counts_every_event_once_and_sigterm_drain
         total().await >= 4400
     })
     .await;
-    kill(&mut second, "-TERM");
+    signal(&second, "-TERM");
     assert_eq!(wait_exit(&mut second).await.code(), Some(0));
     eventually("nothing pending of the living", || async {
         // The killed first instance's own pending entries were reclaimed by the second.

@@ -52,17 +52,6 @@ pub fn query(text: &str) -> QueryEvent {
     }
 }
 
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 pub async fn cycle(c: &Client, k: &Keys) -> u64 {
     let v: Option<u64> = c.get(k.decay_cycle()).await.expect("get cycle");
@@ -220,21 +209,4 @@ pub fn spawn_decay(url: &str, ns: &str) -> Child {
         .expect("spawn kitbash-decay")
 }
 
-pub fn kill(child: &mut Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
-
-pub async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use kitbash_testkit::support::{eventually, signal, wait_exit};

@@ -22,6 +22,8 @@ use kitbash_schema::{Keys, Namespace, StreamName};
 use kitbash_ternary::{HatMask, signature};
 use kitbash_testkit::RedisServer;
 
+pub(crate) use kitbash_testkit::support::{eventually, signal, wait_exit};
+
 pub(crate) const SAMPLE: &str = include_str!("../../../../config/demo/grains.jsonl");
 
 pub(crate) fn config(url: &str, ns: &str) -> Config {
@@ -45,17 +47,6 @@ pub(crate) async fn client(url: &str) -> Client {
         .expect("connect")
 }
 
-pub(crate) async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// The top 3 by a naive i8 dot product over every grain, the hat applied to each grain.
 pub(crate) fn brute_force(grains: &[Grain], text: &str, hat: &HatMask) -> String {
@@ -264,24 +255,7 @@ pub(crate) fn spawn_ghost_with(url: &str, ns: &str, env: &[(&str, &str)], stderr
         .expect("spawn kitbash-ghost")
 }
 
-pub(crate) async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
-pub(crate) fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossings_count_once_across_kill_9_and_restart_poison_is_dead_lettered() {

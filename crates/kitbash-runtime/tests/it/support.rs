@@ -98,21 +98,4 @@ pub async fn dead_letters(
         .collect()
 }
 
-/// Waits (polling Redis state, not sleeping blindly) until `cond` holds or 20 s pass.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use kitbash_testkit::support::eventually;
