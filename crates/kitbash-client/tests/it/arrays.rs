@@ -17,7 +17,7 @@ use kitbash_schema::{KeyFamily, Keys};
 use kitbash_testkit::RedisServer;
 use serde_json::json;
 
-use crate::support::{connect, connect_impatient, keys, wait_for};
+use crate::support::{connect, connect_impatient, eventually, keys};
 
 fn run_python(script: &str, dir: &Path) -> String {
     let out = kitbash_testkit::python::python3(&["numpy"])
@@ -361,7 +361,7 @@ async fn ttls_access_refresh_spike_windows_and_memory_stats() {
     assert!(ttl > 100 && ttl <= 60_000, "{ttl}");
     let idx_ttl: i64 = client.pttl(keys.spikes_index()).await.expect("pttl");
     assert!(idx_ttl > 100, "index expiry was shortened: {idx_ttl}");
-    wait_for("the short-lived train to expire", || async {
+    eventually("the short-lived train to expire", || async {
         store
             .get_spike_train(3_500_000)
             .await

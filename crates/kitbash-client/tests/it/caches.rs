@@ -12,7 +12,7 @@ use kitbash_client::session::SessionStore;
 use kitbash_testkit::RedisServer;
 use serde_json::json;
 
-use crate::support::{connect, connect_impatient, keys, wait_for};
+use crate::support::{connect, connect_impatient, eventually, keys};
 
 #[tokio::test]
 async fn a_session_persists_and_checks_its_csrf_token() {
@@ -163,11 +163,11 @@ async fn a_ttl_expiry_removes_the_cache_entry() {
     tokens.put("m", b"token").await.expect("put");
     assert_eq!(scores.get("u", "c", "t").await.expect("get"), Some(0.75));
     assert_eq!(tokens.get("m").await.expect("get"), Some(b"token".to_vec()));
-    wait_for("the score to expire", || async {
+    eventually("the score to expire", || async {
         scores.get("u", "c", "t").await.expect("get").is_none()
     })
     .await;
-    wait_for("the token to expire", || async {
+    eventually("the token to expire", || async {
         tokens.get("m").await.expect("get").is_none()
     })
     .await;

@@ -52,7 +52,6 @@ pub fn query(text: &str) -> QueryEvent {
     }
 }
 
-
 pub async fn cycle(c: &Client, k: &Keys) -> u64 {
     let v: Option<u64> = c.get(k.decay_cycle()).await.expect("get cycle");
     v.unwrap_or(0)

@@ -47,7 +47,6 @@ pub(crate) async fn client(url: &str) -> Client {
         .expect("connect")
 }
 
-
 /// The top 3 by a naive i8 dot product over every grain, the hat applied to each grain.
 pub(crate) fn brute_force(grains: &[Grain], text: &str, hat: &HatMask) -> String {
     let q = signature(text, 256).expect("sig").to_i8();
@@ -254,8 +253,6 @@ pub(crate) fn spawn_ghost_with(url: &str, ns: &str, env: &[(&str, &str)], stderr
         .spawn()
         .expect("spawn kitbash-ghost")
 }
-
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossings_count_once_across_kill_9_and_restart_poison_is_dead_lettered() {
