@@ -32,6 +32,7 @@ use kitbash_schema::messages::{EntityOp, EntityTarget, EntityUpdate, QuantumUpda
 use kitbash_schema::{Keys, Namespace, StreamName};
 use serde_json::{Value as Json, json};
 
+use super::openloop::{even_schedule, open_loop, q_ms};
 use super::redis::{Target, redis_benchmark, target};
 use super::{BenchOptions, Record};
 
@@ -465,38 +466,34 @@ async fn latency(
     let sent: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
     let failed = Arc::new(AtomicU64::new(0));
     let total = RATE * secs;
-    let per_ms = RATE / 1000;
-    let mut interval = tokio::time::interval(Duration::from_millis(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let cpu0 = cpu_seconds();
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut seq = 0u64;
-    while seq < total {
-        interval.tick().await;
-        for _ in 0..per_ms {
-            let u = EntityUpdate::merge(doc("lat", seq as usize % DOCS), json!({ "seq": seq }));
+    // Every patch its own XADD, issued on an even schedule by the shared open-loop generator
+    // and timed from its *scheduled* instant.
+    let schedule = even_schedule(RATE as f64, total as usize);
+    let run = {
+        let (producer, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
+        open_loop(tokio::runtime::Handle::current(), schedule, move |k, due| {
             let (p, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
-            let s = seq;
-            tasks.push(tokio::spawn(async move {
-                let t0 = Instant::now();
+            let seq = k as u64;
+            async move {
+                let u = EntityUpdate::merge(doc("lat", k % DOCS), json!({ "seq": seq }));
                 match p.patch_entity(&u, partitions).await {
                     Ok(_) => {
                         if let Ok(mut v) = sent.lock() {
-                            v.push((s, t0));
+                            v.push((seq, due));
                         }
+                        true
                     }
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        false
                     }
                 }
-            }));
-            seq += 1;
-        }
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
+            }
+        })
+        .await?
+    };
     let wall = started.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - cpu0) / wall;
     let sent = sent
@@ -541,7 +538,7 @@ async fn latency(
     .with("baseline_kind", "redis-benchmark GET -c 1 p99, same run")
     .with(
         "method",
-        "every patch, XADD issued → its own quantum:updates message (matched by the seq it writes)",
+        "every patch, its scheduled instant (even schedule, shared open-loop generator) → its own quantum:updates message (matched by the seq it writes)",
     )
     .with("p50_ms", ms(0.5))
     .with("p999_ms", ms(0.999))
@@ -552,7 +549,8 @@ async fn latency(
     .with("subscriber_lagged", lagged.load(Ordering::Relaxed))
     .with("documents", DOCS)
     .with("instances", INSTANCES)
-    .with("offered_patches_per_s", (total as f64 / wall).round())
+    .with("offered_patches_per_s", (total as f64 / run.issue_span.as_secs_f64().max(1e-9)).round())
+    .with("generator_late_p99_ms", q_ms(&run.lateness, 0.99))
     .with("cpu_cores", round2(cpu))
     .with("load_avg_1m", load_average())
     .with("target_ms", 5))

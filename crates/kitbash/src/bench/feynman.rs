@@ -47,6 +47,7 @@ use kitbash_runtime::{Config, shutdown};
 use kitbash_schema::messages::{StateUpdate, Tick};
 use kitbash_schema::{Keys, Namespace, StreamName};
 
+use super::openloop::{even_schedule, open_loop, q_ms};
 use super::redis::{Target, redis_benchmark, target, xadd_baseline};
 use super::{BenchOptions, Record};
 
@@ -491,36 +492,39 @@ async fn latency(
     let cpu0 = cpu_seconds();
     let daemon_cpu0 = daemon.pid().map(process_cpu_seconds);
     let total = RATE * secs;
-    let per_ms = RATE / 1000;
-    let mut interval = tokio::time::interval(Duration::from_millis(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut i = 0u64;
-    let mut tasks = Vec::with_capacity(total as usize);
-    while i < total {
-        interval.tick().await;
-        // 10 ticks per millisecond, each its own XADD (no batching: the latency a producer sees).
-        for _ in 0..per_ms {
-            let tk = sim.next_tick(1_766_400_000.0 + i as f64 * 1e-4);
-            let (p, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
-            let t0 = Instant::now();
-            tasks.push(tokio::spawn(async move {
-                match p.publish_tick(&tk).await {
+    // Every tick its own XADD (no batching: the latency a producer sees), issued on an even
+    // schedule by the shared open-loop generator and timed from its *scheduled* instant.
+    let ticks: Arc<Vec<Tick>> = Arc::new(
+        (0..total)
+            .map(|i| sim.next_tick(1_766_400_000.0 + i as f64 * 1e-4))
+            .collect(),
+    );
+    let schedule = even_schedule(RATE as f64, total as usize);
+    let run = {
+        let (producer, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
+        open_loop(tokio::runtime::Handle::current(), schedule, move |k, due| {
+            let (p, sent, failed, ticks) =
+                (producer.clone(), sent.clone(), failed.clone(), ticks.clone());
+            async move {
+                let Some(tk) = ticks.get(k) else {
+                    return false;
+                };
+                match p.publish_tick(tk).await {
                     Ok(id) => {
                         if let Ok(mut s) = sent.lock() {
-                            s.push((tk.symbol, id, t0));
+                            s.push((tk.symbol.clone(), id, due));
                         }
+                        true
                     }
                     Err(_) => {
                         failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        false
                     }
                 }
-            }));
-            i += 1;
-        }
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
+            }
+        })
+        .await?
+    };
     let wall = rate_start.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - cpu0) / wall;
     let daemon_cpu = daemon
@@ -623,7 +627,7 @@ async fn latency(
     .with("baseline_kind", "redis-benchmark GET -c 1 p99, same run")
     .with(
         "method",
-        "every tick, XADD issued → first state_update whose data.source ≥ its id",
+        "every tick, its scheduled instant (even schedule, shared open-loop generator) → first state_update whose data.source ≥ its id",
     )
     .with("p50_ms", ms(&every, 0.5))
     .with("p999_ms", ms(&every, 0.999))
@@ -633,7 +637,8 @@ async fn latency(
     .with("xadd_failed", failed)
     .with("subscriber_lagged", lagged)
     .with("symbols", SYMBOLS)
-    .with("offered_ticks_per_s", (total as f64 / wall).round())
+    .with("offered_ticks_per_s", (total as f64 / run.issue_span.as_secs_f64().max(1e-9)).round())
+    .with("generator_late_p99_ms", q_ms(&run.lateness, 0.99))
     .with("cpu_cores", round2(cpu))
     .with("daemon", kind)
     .with(

@@ -44,6 +44,13 @@ pub(crate) fn poisson_schedule(rate: f64, n: usize, seed: u64) -> Vec<Duration> 
         .collect()
 }
 
+/// Offsets of `n` arrivals evenly spaced at `rate` per second (a steady producer).
+pub(crate) fn even_schedule(rate: f64, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|k| Duration::from_secs_f64(k as f64 / rate))
+        .collect()
+}
+
 /// What an open-loop run measured.
 pub(crate) struct OpenLoop {
     /// Completion − scheduled instant, ns.
