@@ -290,3 +290,100 @@ async fn redis_away_follows_the_fail_policy() {
     let e = open.check("u", "free", "/wrongtype").await.unwrap_err();
     assert!(e.to_string().contains("WRONGTYPE"), "{e}");
 }
+
+/// `check_many` (one pipeline): per key exactly `limit` admitted, in batch order, each
+/// admission's server time inside the window promise; other keys in the same batch unaffected.
+#[tokio::test]
+async fn check_many_admits_exactly_the_limit_per_key_in_batch_order() {
+    let server = RedisServer::start().expect("redis");
+    let client = connect(&server.url()).await;
+    let limiter = RateLimiter::new(
+        client.clone(),
+        keys(),
+        Limits::new(100, Duration::from_secs(60)),
+    );
+    // 150 for one key interleaved with 50 for another, in one batch.
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.push(if i % 4 == 3 {
+            ("bob", "free", "/b")
+        } else {
+            ("alice", "free", "/a")
+        });
+    }
+    let out = limiter.check_many(&batch).await;
+    assert_eq!(out.len(), batch.len());
+    let mut alice = Vec::new();
+    let mut bob = 0;
+    for (req, d) in batch.iter().zip(&out) {
+        let d = d.as_ref().expect("decision");
+        if req.0 == "alice" {
+            alice.push(d.allowed);
+        } else {
+            bob += usize::from(d.allowed);
+        }
+    }
+    assert_eq!(bob, 50, "every bob request fits its own window");
+    assert_eq!(alice.iter().filter(|a| **a).count(), 100);
+    assert!(
+        alice[..100].iter().all(|a| *a) && alice[100..].iter().all(|a| !*a),
+        "admitted in batch order"
+    );
+    // A second batch after the script cache was flushed still works (NOSCRIPT → load → again).
+    let _: () = client.script_flush(false).await.expect("script flush");
+    let again = limiter.check_many(&[("alice", "free", "/a")]).await;
+    let d = again[0].as_ref().expect("decision after SCRIPT FLUSH");
+    assert!(!d.allowed && d.remaining == 0);
+}
+
+/// A window the earlier sorted-set limiter left under the key keeps counting: it is converted in
+/// place on the first check, so an upgrade admits nobody past the limit.
+#[tokio::test]
+async fn a_window_left_by_the_sorted_set_limiter_is_carried_over() {
+    let server = RedisServer::start().expect("redis");
+    let client = connect(&server.url()).await;
+    let keys = keys();
+    let limiter = RateLimiter::new(
+        client.clone(),
+        keys.clone(),
+        Limits::new(10, Duration::from_secs(60)),
+    );
+    let (secs, micros): (String, String) = client
+        .custom(
+            fred::types::CustomCommand::new_static(
+                "TIME",
+                fred::types::ClusterHash::FirstKey,
+                false,
+            ),
+            Vec::<String>::new(),
+        )
+        .await
+        .expect("time");
+    let now: u64 = secs.parse::<u64>().expect("s") * 1_000_000 + micros.parse::<u64>().expect("us");
+    let key = keys.rate("carol", "/z");
+    for i in 0..9u64 {
+        let t = now - 1_000 * (9 - i);
+        let _: () = client
+            .zadd(
+                &key,
+                None,
+                None,
+                false,
+                false,
+                (t as f64, format!("{t}:{i}")),
+            )
+            .await
+            .expect("zadd");
+    }
+    let first = limiter.check("carol", "free", "/z").await.expect("check");
+    assert!(first.allowed && first.remaining == 0, "{first:?}");
+    let second = limiter.check("carol", "free", "/z").await.expect("check");
+    assert!(
+        !second.allowed,
+        "the 11th request in the window was admitted after the upgrade"
+    );
+    let t: String = client.r#type(&key).await.expect("type");
+    assert_eq!(t, "list");
+    let w = limiter.peek("carol", "/z").await.expect("peek");
+    assert_eq!(w.count, 10);
+}

@@ -15,6 +15,7 @@ use kitbash_runtime::config::RedisConfig;
 use kitbash_schema::{Keys, Namespace};
 
 use super::redis::{redis_benchmark, target};
+use super::reflex::probe::command_stat;
 use super::{BenchOptions, Record};
 
 /// The targets.
@@ -75,6 +76,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let interval = Duration::from_secs_f64(1.0 / CHECK_RATE);
     let start = Instant::now();
     let mut allowed = 0u64;
+    let evalsha0 = command_stat(&client, "evalsha").await?;
     for i in 0..n {
         let due = start + interval * i as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -88,6 +90,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         allowed += u64::from(d.allowed);
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let evalsha1 = command_stat(&client, "evalsha").await?;
+    let redis_us_per_check =
+        (evalsha1.1 - evalsha0.1) as f64 / (evalsha1.0 - evalsha0.0).max(1) as f64;
     // The same pacing with a plain GET through the same client: how much of the p99 is the
     // client stack and this machine's scheduling rather than the limiter.
     let plain = keys.bench("get");
@@ -120,7 +125,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
             "fred_get_p99_ms_same_pacing",
             hg.value_at_quantile(0.99) as f64 / 1e6,
         )
-        .with("allowed", allowed),
+        .with("allowed", allowed)
+        .with(
+            "redis_usec_per_check",
+            (redis_us_per_check * 100.0).round() / 100.0,
+        ),
     );
 
     // ---- throughput from one process ---------------------------------------------------------
@@ -172,6 +181,61 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("tasks", tasks as u64)
         .with("redis_benchmark_evalsha_c50_p16_rps", ceiling.round())
         .with("allowed", allowed),
+    );
+
+    // ---- check_many: a gateway's batches, pipelined ------------------------------------------
+    let batches = total / 64;
+    let batch_tasks = 16;
+    eprintln!(
+        "rate limiter: {total} checks as check_many batches of 64 from {batch_tasks} tasks …"
+    );
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(batch_tasks);
+    for task in 0..batch_tasks {
+        let l = limiter.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            for b in 0..batches / batch_tasks {
+                let users: Vec<String> = (0..64)
+                    .map(|i| {
+                        format!(
+                            "m{}",
+                            ((task * batches / batch_tasks + b) * 64 + i) % 10_000
+                        )
+                    })
+                    .collect();
+                let reqs: Vec<(&str, &str, &str)> = users
+                    .iter()
+                    .map(|u| (u.as_str(), "free", "/feed"))
+                    .collect();
+                for d in l.check_many(&reqs).await {
+                    ok += u64::from(d?.allowed);
+                }
+            }
+            Ok::<u64, kitbash_client::ClientError>(ok)
+        }));
+    }
+    let mut many_allowed = 0;
+    for h in handles {
+        many_allowed += h.await??;
+    }
+    let many_rps =
+        ((batches / batch_tasks) * batch_tasks * 64) as f64 / start.elapsed().as_secs_f64();
+    out.push(
+        Record::new(
+            "client",
+            "ratelimit_check_many_per_s",
+            many_rps,
+            "ops/s",
+            rps,
+        )
+        .with(
+            "baseline_kind",
+            "ratelimit_checks_per_s (one check per call), same run",
+        )
+        .with("batch", 64)
+        .with("tasks", batch_tasks as u64)
+        .with("allowed", many_allowed),
     );
 
     // ---- array round trips ---------------------------------------------------------------------

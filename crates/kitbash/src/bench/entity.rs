@@ -473,25 +473,29 @@ async fn latency(
     let schedule = even_schedule(RATE as f64, total as usize);
     let run = {
         let (producer, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
-        open_loop(tokio::runtime::Handle::current(), schedule, move |k, due| {
-            let (p, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
-            let seq = k as u64;
-            async move {
-                let u = EntityUpdate::merge(doc("lat", k % DOCS), json!({ "seq": seq }));
-                match p.patch_entity(&u, partitions).await {
-                    Ok(_) => {
-                        if let Ok(mut v) = sent.lock() {
-                            v.push((seq, due));
+        open_loop(
+            tokio::runtime::Handle::current(),
+            schedule,
+            move |k, due| {
+                let (p, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
+                let seq = k as u64;
+                async move {
+                    let u = EntityUpdate::merge(doc("lat", k % DOCS), json!({ "seq": seq }));
+                    match p.patch_entity(&u, partitions).await {
+                        Ok(_) => {
+                            if let Ok(mut v) = sent.lock() {
+                                v.push((seq, due));
+                            }
+                            true
                         }
-                        true
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        false
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            false
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .await?
     };
     let wall = started.elapsed().as_secs_f64();

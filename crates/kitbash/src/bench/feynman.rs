@@ -502,27 +502,35 @@ async fn latency(
     let schedule = even_schedule(RATE as f64, total as usize);
     let run = {
         let (producer, sent, failed) = (producer.clone(), sent.clone(), failed.clone());
-        open_loop(tokio::runtime::Handle::current(), schedule, move |k, due| {
-            let (p, sent, failed, ticks) =
-                (producer.clone(), sent.clone(), failed.clone(), ticks.clone());
-            async move {
-                let Some(tk) = ticks.get(k) else {
-                    return false;
-                };
-                match p.publish_tick(tk).await {
-                    Ok(id) => {
-                        if let Ok(mut s) = sent.lock() {
-                            s.push((tk.symbol.clone(), id, due));
+        open_loop(
+            tokio::runtime::Handle::current(),
+            schedule,
+            move |k, due| {
+                let (p, sent, failed, ticks) = (
+                    producer.clone(),
+                    sent.clone(),
+                    failed.clone(),
+                    ticks.clone(),
+                );
+                async move {
+                    let Some(tk) = ticks.get(k) else {
+                        return false;
+                    };
+                    match p.publish_tick(tk).await {
+                        Ok(id) => {
+                            if let Ok(mut s) = sent.lock() {
+                                s.push((tk.symbol.clone(), id, due));
+                            }
+                            true
                         }
-                        true
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        false
+                        Err(_) => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            false
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .await?
     };
     let wall = rate_start.elapsed().as_secs_f64();

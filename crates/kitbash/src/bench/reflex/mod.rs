@@ -36,7 +36,7 @@
 mod decay;
 mod ghost;
 mod lookup;
-mod probe;
+pub(crate) mod probe;
 
 use decay::decay_cycle;
 use ghost::crossing_to_ghost;

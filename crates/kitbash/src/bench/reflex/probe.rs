@@ -71,7 +71,7 @@ pub(super) async fn runqueue_waits(client: &Client) -> anyhow::Result<(u64, u64)
 }
 
 /// `(calls, usec)` of `cmd` in `INFO commandstats`.
-pub(super) async fn command_stat(client: &Client, cmd: &str) -> anyhow::Result<(u64, u64)> {
+pub(crate) async fn command_stat(client: &Client, cmd: &str) -> anyhow::Result<(u64, u64)> {
     let info: String = client
         .info(Some(fred::types::InfoKind::CommandStats))
         .await?;
