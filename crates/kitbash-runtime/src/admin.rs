@@ -70,7 +70,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let (checks_ok, checks) = s.health.snapshot();
     let redis_ok = checks
         .iter()
-        .find(|(k, _)| k == crate::daemon::REDIS_CHECK)
+        .find(|(k, _)| k == crate::health::REDIS_CHECK)
         .is_none_or(|(_, ok)| *ok);
     let _ = &s.redis;
     let body = serde_json::json!({

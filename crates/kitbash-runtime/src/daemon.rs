@@ -111,7 +111,7 @@ impl DaemonContext {
             instance: instance.clone(),
             host: hostname(),
             pid: std::process::id(),
-            started_ms: crate::heartbeat::now_ms(),
+            started_ms: crate::clock::now_ms(),
             beat_ms: 0,
             version: env!("CARGO_PKG_VERSION").into(),
             admin: admin_addr.map(|a| a.to_string()),
@@ -131,7 +131,7 @@ impl DaemonContext {
             health.clone(),
             signals.shutdown.clone(),
         ));
-        tracing::info!(kind = kind.name(), instance = %instance, redis = %redact(&config.redis.url),
+        tracing::info!(kind = kind.name(), instance = %instance, redis = %crate::redis::redact(&config.redis.url),
             namespace = %keys.namespace(), "starting");
         Ok(Self {
             kind,
@@ -161,9 +161,6 @@ impl DaemonContext {
     }
 }
 
-/// The readiness check named [`REDIS_CHECK`].
-pub const REDIS_CHECK: &str = "redis";
-
 /// Keeps the `redis` readiness check current: a `PING` every 500 ms that must answer within
 /// 250 ms. `/readyz` answers from this state at once, so a probe never waits out the command
 /// timeout while Redis hangs.
@@ -173,7 +170,7 @@ async fn watch_redis(redis: Redis, health: Health, shutdown: tokio_util::sync::C
         max_attempts: Some(1),
         ..Default::default()
     };
-    health.set(REDIS_CHECK, false);
+    health.set(crate::health::REDIS_CHECK, false);
     crate::periodic::every(Duration::from_millis(500), shutdown, || {
         let (redis, health, opts) = (redis.clone(), health.clone(), opts.clone());
         async move {
@@ -184,7 +181,7 @@ async fn watch_redis(redis: Redis, health: Health, shutdown: tokio_util::sync::C
                 .ping::<String>(None)
                 .await
                 .is_ok();
-            health.set(REDIS_CHECK, ok);
+            health.set(crate::health::REDIS_CHECK, ok);
         }
     })
     .await;
@@ -207,14 +204,6 @@ async fn reload_on_sighup(bin: String, mut reload: tokio::sync::watch::Receiver<
                 "{bin}: reload refused, bad config: {e}; keeping the running configuration"
             ),
         }
-    }
-}
-
-/// `redis://:secret@host` → `redis://:***@host`, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
     }
 }
 

@@ -23,7 +23,7 @@ pub fn letter(
         group: group.to_owned(),
         consumer: consumer.to_owned(),
         deliveries,
-        at_ms: crate::heartbeat::now_ms(),
+        at_ms: crate::clock::now_ms(),
         fields: entry
             .pairs()
             .map(|(k, v)| (k.to_vec(), v.to_vec()))

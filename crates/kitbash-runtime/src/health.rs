@@ -36,3 +36,7 @@ impl Health {
         self.snapshot().0
     }
 }
+
+/// The readiness check the daemon's Redis watcher keeps (a `PING` every 500 ms answered within
+/// 250 ms); `/healthz` reports it too.
+pub const REDIS_CHECK: &str = "redis";

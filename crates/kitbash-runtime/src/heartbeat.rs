@@ -24,24 +24,6 @@ pub fn fleet_member(kind: DaemonKind, instance: &str) -> String {
     format!("{}/{instance}", kind.name())
 }
 
-/// Current Unix time in ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Redis's clock, Unix ms (`TIME`).
-pub async fn server_now_ms(client: &Client) -> Result<i64, fred::error::Error> {
-    let cmd =
-        fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false);
-    let t: Vec<String> = client.custom(cmd, Vec::<fred::types::Value>::new()).await?;
-    let secs: i64 = t.first().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let micros: i64 = t.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok(secs * 1000 + micros / 1000)
-}
-
 /// Members of the fleet register (`kind/instance`) that beat within `horizon_ms`, by Redis's
 /// clock.
 pub async fn live_members(
@@ -49,7 +31,7 @@ pub async fn live_members(
     keys: &Keys,
     horizon_ms: u64,
 ) -> Result<Vec<String>, fred::error::Error> {
-    let now = server_now_ms(client).await?;
+    let now = crate::clock::server_now_ms(client).await?;
     client
         .zrangebyscore(
             keys.fleet(),
@@ -86,7 +68,7 @@ pub async fn run(
         );
         async move {
             let r: Result<(), fred::error::Error> = async {
-                let now = server_now_ms(&client).await?;
+                let now = crate::clock::server_now_ms(&client).await?;
                 beat.beat_ms = now;
                 let body = serde_json::to_string(&beat).unwrap_or_default();
                 client

@@ -17,6 +17,7 @@
 //! - [`idempotency`]: apply an effect at most once, atomically with its marker.
 //! - [`periodic`]: periodic tasks that stop with the daemon.
 //! - [`backoff`]: the one backoff policy every retry loop uses.
+//! - [`clock`]: this host's clock and Redis's (`TIME`).
 //! - [`heartbeat`]: the fleet register behind `kitbash status`.
 //! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
@@ -27,6 +28,7 @@
 pub mod admin;
 pub mod args;
 pub mod backoff;
+pub mod clock;
 pub mod component;
 /// The configuration lives in its own crate (`kitbash-config`) so a daemon owns its section
 /// without touching the runtime; re-exported here under its old path.

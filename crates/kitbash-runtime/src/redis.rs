@@ -179,7 +179,7 @@ pub struct ConnectError {
 impl ConnectError {
     fn new(url: &str, cause: ConnectCause, detail: impl Into<String>) -> Self {
         Self {
-            url: crate::daemon::redact(url),
+            url: redact(url),
             cause,
             detail: detail.into(),
         }
@@ -335,7 +335,7 @@ fn watch_connection(client: &Client, url: &str) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let url = crate::daemon::redact(url);
+    let url = redact(url);
     let mut errors = client.error_rx();
     let mut reconnects = client.reconnect_rx();
     rt.spawn(async move {
@@ -389,4 +389,12 @@ pub async fn server_version(client: &Client) -> Result<(u32, u32), RuntimeError>
         })?;
     let mut it = v.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
+}
+
+/// `redis://:secret@host` → `redis://:***@host`, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }

@@ -320,7 +320,7 @@ pub fn main() -> ExitCode {
         }
     };
     let mut report = located.report.clone();
-    report.redis_url = kitbash_runtime::daemon::redact(&config.redis.url);
+    report.redis_url = kitbash_runtime::redis::redact(&config.redis.url);
     let _ = SOURCE.set(report);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -350,7 +350,7 @@ async fn connect(config: &Config) -> anyhow::Result<Client> {
         Err(kitbash_runtime::RuntimeError::Connect(ce)) => Err(ce.into()),
         Err(e) => Err(anyhow::anyhow!(
             "cannot reach Redis at {}: {e}",
-            kitbash_runtime::daemon::redact(&config.redis.url)
+            kitbash_runtime::redis::redact(&config.redis.url)
         )),
     }
 }

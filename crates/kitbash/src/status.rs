@@ -240,7 +240,7 @@ pub async fn collect(
     let tick_partitions = config.feynman.partitions;
     let entity_partitions = config.entity.partitions;
     let heartbeat_ms = config.fleet.heartbeat_ms;
-    let now = kitbash_runtime::heartbeat::now_ms();
+    let now = kitbash_runtime::clock::now_ms();
     let fleet: Vec<(String, f64)> = client
         .zrange(keys.fleet(), 0, -1, None, false, None, true)
         .await?;

@@ -445,7 +445,7 @@ async fn start_and_watch(
     fleet: &mut Fleet,
     session: &mut Session,
 ) -> anyhow::Result<()> {
-    let url = kitbash_runtime::daemon::redact(&config.redis.url);
+    let url = kitbash_runtime::redis::redact(&config.redis.url);
     let (host, port) = host_port(&config.redis.url);
     let mut record = UpRecord {
         pid: std::process::id(),

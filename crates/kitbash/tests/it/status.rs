@@ -68,7 +68,7 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
         .await
         .expect("dead");
     // A live-looking heartbeat and a stale one.
-    let now = kitbash_runtime::heartbeat::now_ms();
+    let now = kitbash_runtime::clock::now_ms();
     let beat = serde_json::json!({"kind":"decay","instance":"decay-a","host":"h","pid":1,"started_ms":now,"beat_ms":now,"version":"0","ready":true});
     let _: () = client
         .set(
