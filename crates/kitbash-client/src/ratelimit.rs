@@ -82,16 +82,15 @@ if newest then
 end
 local n = 0
 if oldest then n = redis.call('LLEN', key) end
-local allowed = 0
-if n < limit then
-  local stamp = string.format('%.0f', now)
-  redis.call('LPUSH', key, stamp)
-  if not oldest then oldest = stamp end
-  n = n + 1
-  allowed = 1
+if n >= limit then
+  -- refused: nothing written, the key's expiry already outlives its newest entry
+  return {0, n, tonumber(oldest) + window - now, now}
 end
+local stamp = string.format('%.0f', now)
+n = redis.call('LPUSH', key, stamp)
+if not oldest then oldest = stamp end
 redis.call('PEXPIRE', key, math.floor(window / 1000) + 1)
-return {allowed, n, tonumber(oldest) + window - now, now}
+return {1, n, tonumber(oldest) + window - now, now}
 "#;
 
 /// The read-only count behind `kitbash ratelimit show`: {count in window, µs until the oldest

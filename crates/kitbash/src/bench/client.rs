@@ -20,6 +20,33 @@ use super::{BenchOptions, Record};
 
 /// The issue's targets.
 const TARGET_CHECKS_PER_S: f64 = 100_000.0;
+
+/// The limiter's check before the list (a sorted-set log: trim by score, count, add), kept only
+/// as the baseline `ratelimit_script_rps_redis_benchmark` compares against.
+const SORTED_SET_LOG_LUA: &str = r#"
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+if newest[2] ~= nil and tonumber(newest[2]) > now then now = tonumber(newest[2]) end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now - window))
+local n = redis.call('ZCARD', key)
+local allowed = 0
+if n < limit then
+  redis.call('ZADD', key, string.format('%.0f', now), string.format('%.0f:%d', now, n))
+  n = n + 1
+  allowed = 1
+end
+local reset = 0
+if n > 0 then
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  reset = tonumber(oldest[2]) + window - now
+  redis.call('PEXPIRE', key, math.floor(window / 1000) + 1)
+end
+return {allowed, n, reset, now}
+"#;
 const CHECK_RATE: f64 = 10_000.0;
 
 /// CPU model and kernel release, attached to every record.
@@ -169,6 +196,41 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         ],
     )?;
     let ceiling = ceiling.first().map_or(0.0, |r| r.1.rps);
+    // The same load through the sorted-set log this limiter used before (the script a user of
+    // the earlier version runs): the baseline of the change, measured here, not remembered.
+    eprintln!("redis-benchmark: EVALSHA of the earlier sorted-set script, same load …");
+    let old_sha: String = client.script_load(SORTED_SET_LOG_LUA).await?;
+    let old_key = keys.rate("rbz__rand_int__", "/feed");
+    // 1,000 keys: 200 checks each, so every window fills to its limit of 100 and half the
+    // checks are refused — the case where a log's size matters.
+    let at_limit = |sha: String, key: String| {
+        let t = &t;
+        move || {
+            redis_benchmark(
+                t,
+                &[
+                    "-n", "200000", "-c", "50", "-P", "16", "-r", "1000", "EVALSHA", &sha, "1",
+                    &key, "100", "60000000",
+                ],
+            )
+            .map(|r| r.first().map_or(0.0, |r| r.1.rps))
+        }
+    };
+    let old_ceiling = at_limit(old_sha, old_key)()?;
+    let new_at_limit = at_limit(sha.clone(), keys.rate("rbl__rand_int__", "/feed"))()?;
+    out.push(
+        Record::new(
+            "client",
+            "ratelimit_script_rps_redis_benchmark",
+            new_at_limit,
+            "ops/s",
+            old_ceiling,
+        )
+        .with(
+            "baseline_kind",
+            "the earlier sorted-set script, same redis-benchmark load (50 clients, pipeline 16, 1,000 keys at their limit of 100)",
+        ),
+    );
     out.push(
         Record::new(
             "client",
