@@ -1,32 +1,40 @@
 //! `kitbash-runtime`: what every kitbash daemon stands on.
 //!
+//! # The door: what a daemon author uses
+//! [`Components`] (built from a [`DaemonContext`]) and [`daemon::main`] / [`daemon::run`];
+//! the kinds' contracts — [`Handler`] / [`Delivery`] / [`Outcome`] for consumer groups,
+//! [`partition::PartitionLogic`] / [`partition::PartitionSpec`] / [`partition::Effects`] for
+//! ordered partitions, [`leader::LeaderTerm`] for leader tasks; and the tools a handler may
+//! call: [`idempotency::apply_once`], [`trim::safe_trim`], [`Backoff`], [`metrics::Metrics`],
+//! [`health::Health`], [`redis::Redis`], [`RuntimeError`]. Everything else is the runtime's own.
+//!
 //! # Layout
+//! Public (the door, and what the CLI and tests read):
 //! - [`config`]: layered configuration (files, profile, `KITBASH__*` env), validated up front.
-//! - [`telemetry`]: tracing subscriber, text or JSON.
 //! - [`shutdown`]: SIGTERM/SIGINT → a cancellation token; SIGHUP → a reload counter.
-//! - [`redis`]: fred clients with timeouts, bounded buffers and a separate blocking connection.
-//! - [`entries`]: stream replies parsed from raw RESP.
+//! - [`redis`]: fred clients with timeouts, bounded buffers; `redact` for logs.
+//! - [`entries`]: stream replies parsed from raw RESP (also `kitbash status`/`tail`).
 //! - [`component`]: the component layer — a daemon declares consume / partitioned / every /
-//!   leader components and the runtime runs them.
+//!   leader components and start-up checks, and the runtime runs them.
 //! - [`consumer`]: the consumer-group loop (own pending first, reclaim, dead-letter, batched ack).
-//! - [`dedup`]: de-duplication by producer `mid` for consumer groups.
-//! - [`dead`]: dead letters, built in one place.
 //! - [`partition`]: ordered work over partitioned streams (leases, fenced checkpoints, snapshots).
 //! - [`lease`], [`leader`]: leases with per-acquisition tokens; leader tasks.
 //! - [`trim`]: the one safe way to trim a stream.
 //! - [`idempotency`]: apply an effect at most once, atomically with its marker.
-//! - [`periodic`]: periodic tasks that stop with the daemon.
 //! - [`backoff`]: the one backoff policy every retry loop uses.
 //! - [`clock`]: this host's clock and Redis's (`TIME`).
 //! - [`heartbeat`]: the fleet register behind `kitbash status`.
 //! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
-//! - [`args`]: a daemon's `--help` (its config section, environment) and `--version`.
+//!
+//! Crate-private: `telemetry` (tracing subscriber, text or JSON), `dedup` (producer `mid`s),
+//! `dead` (dead letters, built in one place), `periodic` (periodic tasks that stop with the
+//! daemon), `args` (a daemon's `--help` and `--version`), `partition::{balance, worker}`.
 //!
 //! **Invariant:** nothing here spells a key; every name comes from `kitbash-schema`.
 
 pub mod admin;
-pub mod args;
+pub(crate) mod args;
 pub mod backoff;
 pub mod clock;
 pub mod component;
@@ -35,8 +43,8 @@ pub mod component;
 pub use kitbash_config as config;
 pub mod consumer;
 pub mod daemon;
-pub mod dead;
-pub mod dedup;
+pub(crate) mod dead;
+pub(crate) mod dedup;
 pub mod entries;
 pub mod error;
 pub mod health;
@@ -46,10 +54,10 @@ pub mod leader;
 pub mod lease;
 pub mod metrics;
 pub mod partition;
-pub mod periodic;
+pub(crate) mod periodic;
 pub mod redis;
 pub mod shutdown;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod trim;
 
 pub use backoff::Backoff;

@@ -5,9 +5,9 @@
 //! # Layout
 //! - this file: what a daemon provides ([`PartitionLogic`]) and how it describes its streams
 //!   ([`PartitionSpec`]).
-//! - [`balance`]: the lease manager: renews, counts live instances, aims at `ceil(P / live)`
+//! - `balance`: the lease manager: renews, counts live instances, aims at `ceil(P / live)`
 //!   partitions, and keeps a registry of workers by identity.
-//! - [`worker`]: one partition's worker: restore (snapshot + replay), read in order with
+//! - `worker`: one partition's worker: restore (snapshot + replay), read in order with
 //!   `XREAD`, hand batches to the logic, commit each batch with its effects.
 //! - [`commit`]: the commit script (compare-and-set on `last_id`: the fence) and its cluster form.
 //! - [`snapshot`]: incremental snapshots of the logic's items and recent producer mids.
@@ -16,10 +16,10 @@
 //! every commit is a compare-and-set on the partition checkpoint, so any commit that succeeds is
 //! a correct continuation of the partition whoever made it.
 
-pub mod balance;
+pub(crate) mod balance;
 pub mod commit;
 pub mod snapshot;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::future::Future;
 
