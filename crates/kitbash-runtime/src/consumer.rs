@@ -210,6 +210,13 @@ impl StreamConsumer {
     async fn recover_group(&mut self) -> Result<(), RuntimeError> {
         self.health.set(self.check_name(), false);
         let (position, why) = match &self.last_seen {
+            // The stream itself was lost too (deleted, or Redis restored from an older file):
+            // its entries may now carry ids below what we saw, which a group created at our
+            // last id would never deliver. Read the new stream from its start.
+            Some(id) if self.stream_restarted_below(id).await? => (
+                "0".to_owned(),
+                "the stream is new or its ids restarted below the last id this process saw",
+            ),
             Some(id) => (id.clone(), "the last id this process saw"),
             None => (
                 self.cfg.start.clone(),
@@ -230,6 +237,34 @@ impl StreamConsumer {
         }
         self.health.set(self.check_name(), true);
         Ok(())
+    }
+
+    /// Whether the stream is missing, or its newest id ever generated is below `seen`: then
+    /// the stream we read before is gone and this one started over.
+    async fn stream_restarted_below(&self, seen: &str) -> Result<bool, RuntimeError> {
+        let cmd = command_for_key("XINFO", &self.key, false);
+        let args: Vec<Value> = vec!["STREAM".into(), self.key.as_str().into()];
+        let info: Value = match self.redis.client.custom(cmd, args).await {
+            Ok(v) => v,
+            Err(e) if e.details().contains("no such key") => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        let last = match &info {
+            Value::Array(kv) => kv
+                .chunks(2)
+                .find(|p| {
+                    p.first().and_then(entries::string_of).as_deref() == Some("last-generated-id")
+                })
+                .and_then(|p| p.get(1).and_then(entries::string_of)),
+            Value::Map(m) => m
+                .clone()
+                .inner()
+                .iter()
+                .find(|(k, _)| k.as_str().as_deref() == Some("last-generated-id"))
+                .and_then(|(_, v)| entries::string_of(v)),
+            _ => None,
+        };
+        Ok(last.is_none_or(|last| entries::id_cmp(&last, seen).is_lt()))
     }
 
     async fn read(&mut self, phase: &Phase) -> Result<Vec<StreamEntry>, RuntimeError> {

@@ -491,6 +491,62 @@ async fn nogroup_after_a_redis_restart_without_persistence_is_recovered() {
     assert_eq!(trades, vec![1, 2, 3], "nothing lost, nothing repeated");
 }
 
+/// The stream itself is lost with its group and comes back with ids *below* the last one the
+/// consumer saw (Redis restored from an older file, or the stream deleted and refilled with
+/// explicit ids): recreating the group at the last id seen would never deliver them; it must be
+/// created at `0`. Held inside the first batch while the stream is replaced, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_stream_refilled_with_smaller_ids_is_read_from_its_start() {
+    let server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    xadd_msg(&r, &keys, S, &tick(1)).await;
+    let (in_batch, mut entered) = mpsc::unbounded_channel();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let seen: Arc<Mutex<Vec<Tick>>> = Arc::default();
+    let handler = Gated {
+        seen: seen.clone(),
+        in_batch,
+        gate,
+    };
+    let stop = CancellationToken::new();
+    let c = StreamConsumer::new(
+        r.clone(),
+        &keys,
+        S,
+        "testgroup",
+        "c1",
+        fast_consumer(),
+        Metrics::new(),
+        Health::new(),
+    );
+    let task = tokio::spawn(c.run(handler, stop.clone()));
+    entered.recv().await.expect("first batch");
+    // The stream (and its group with it) is gone; a new one holds ids far below the first one's.
+    let _: i64 = r.client.del(keys.stream(S)).await.expect("del");
+    for (i, id) in [(2, "5-1"), (3, "5-2")] {
+        let env = kitbash_schema::Envelope::msgpack(&tick(i)).expect("encode");
+        let fields: Vec<(&str, Value)> = env
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k, Value::Bytes(v.into())))
+            .collect();
+        let _: String = r
+            .client
+            .xadd(keys.stream(S), false, None, id, fields)
+            .await
+            .expect("xadd");
+    }
+    open.send_replace(true);
+    eventually("entries of the new stream handled", || async {
+        seen.lock().expect("lock").len() == 3
+    })
+    .await;
+    stop.cancel();
+    let stats = task.await.expect("join");
+    assert!(stats.group_recreated >= 1);
+}
+
 /// Cancels shutdown as soon as it holds a batch, then takes its time finishing it.
 struct SlowDrainer {
     stop: CancellationToken,
