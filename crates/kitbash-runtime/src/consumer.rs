@@ -260,7 +260,7 @@ impl StreamConsumer {
                 .clone()
                 .inner()
                 .iter()
-                .find(|(k, _)| k.as_str().as_deref() == Some("last-generated-id"))
+                .find(|(k, _)| k.as_str() == Some("last-generated-id"))
                 .and_then(|(_, v)| entries::string_of(v)),
             _ => None,
         };
