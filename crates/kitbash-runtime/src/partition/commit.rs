@@ -29,7 +29,7 @@ static COMMIT_SCRIPT: std::sync::LazyLock<Script> =
 const COMMIT: &str = r#"
 local cp = KEYS[1]
 local cur = redis.call('HGET', cp, ARGV[6]) or ''
-if cur ~= ARGV[1] then return {0, cur} end
+if cur ~= ARGV[1] then return {0, cur, redis.call('HGET', cp, ARGV[7]) or ''} end
 redis.call('HSET', cp, ARGV[6], ARGV[2], ARGV[7], ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', cp, ARGV[8], ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', cp, ARGV[9], ARGV[5]) end
@@ -264,9 +264,15 @@ pub async fn run(
     let reply: Vec<Value> = script.evalsha_with_reload(client, keys, args).await?;
     let ok = matches!(reply.first(), Some(Value::Integer(1)));
     if ok {
-        Ok(CommitResult::Applied)
-    } else {
-        let cur = reply.get(1).and_then(|v| v.as_string()).unwrap_or_default();
-        Ok(CommitResult::Conflict(cur))
+        return Ok(CommitResult::Applied);
     }
+    let cur = reply.get(1).and_then(|v| v.as_string()).unwrap_or_default();
+    let by = reply.get(2).and_then(|v| v.as_string()).unwrap_or_default();
+    // fred re-sends a command whose reply a reconnect lost (`max_command_attempts`): if the
+    // first send was applied, the second finds the checkpoint already at our new position,
+    // moved by us. That is our own commit, not a fence.
+    if new_last != expected_last && cur == new_last && by == owner {
+        return Ok(CommitResult::Applied);
+    }
+    Ok(CommitResult::Conflict(cur))
 }

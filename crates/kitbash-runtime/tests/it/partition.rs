@@ -206,6 +206,39 @@ async fn a_commit_from_a_stale_position_is_refused_and_writes_nothing() {
     assert_eq!(owner, "new");
 }
 
+/// fred re-sends a command whose reply a reconnect lost (`max_command_attempts`): the second
+/// send of an applied commit finds the checkpoint already at its new position, moved by the same
+/// owner — that is "applied", not "fenced" (no restore, no fenced count), and its effects are not
+/// run twice. Seen red while a conflict at our own new position counted as a fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_commit_whose_first_send_applied_is_applied_not_fenced() {
+    let server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    let cp = keys.checkpoint(StreamName::Ticks(0));
+    let effect = keys.stream(StreamName::Ticks(0)) + ":effects";
+    let incr = || {
+        let mut c = Commit::default();
+        c.push(&effect, vec!["INCR".into(), effect.as_str().into()]);
+        c
+    };
+    let adv = Advance {
+        expected: "",
+        new_last: "1-0",
+        snapshot: None,
+        consumed: 1,
+    };
+    let first = commit::run(&r.client, &cp, "me#1", adv, incr()).await;
+    assert_eq!(first.expect("commit"), CommitResult::Applied);
+    let resent = commit::run(&r.client, &cp, "me#1", adv, incr()).await;
+    assert_eq!(resent.expect("commit"), CommitResult::Applied);
+    let n: i64 = r.client.get(&effect).await.expect("get");
+    assert_eq!(n, 1, "the re-sent commit ran no effect");
+    // Another owner's commit to the same position is still refused.
+    let other = commit::run(&r.client, &cp, "other#1", adv, incr()).await;
+    assert_eq!(other.expect("commit"), CommitResult::Conflict("1-0".into()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_holder_renews_or_releases_a_lease() {
     let server = RedisServer::start().expect("redis");
