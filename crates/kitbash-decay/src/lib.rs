@@ -31,6 +31,7 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let cycle = cycle::DecayCycle::new(ctx);
     let latency = latency::LatencyMetrics::new(ctx);
     Components::new(ctx)
+        .refuse_cluster("decay")
         .check("reflex-layout", layout_check(ctx, true))
         .consume(StreamName::Queries, hits::Hits::new(ctx))
         .leader(

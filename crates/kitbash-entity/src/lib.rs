@@ -32,7 +32,9 @@ pub fn components(ctx: &DaemonContext) -> Components {
     );
     let logic = partition::Documents::new(cfg, ctx.keys.clone(), store, ctx.metrics.clone());
     let spec = logic.spec();
-    Components::new(ctx).partitioned(spec, logic)
+    Components::new(ctx)
+        .refuse_cluster("entity")
+        .partitioned(spec, logic)
 }
 
 /// Runs one entity instance until `signals.shutdown` (the binary's and the tests' entry).

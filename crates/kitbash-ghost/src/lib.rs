@@ -47,6 +47,7 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let recompute = recompute::Recompute::new(ctx, bank.clone());
     let period = Duration::from_millis(g.poll_ms);
     Components::new(ctx)
+        .refuse_cluster("ghost")
         .check("reflex-layout", layout_check(ctx))
         .consume(StreamName::Crossings, writer::GhostWriter::new(ctx, bank))
         .every("grain-watch", period, move || {

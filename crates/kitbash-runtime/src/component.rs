@@ -21,7 +21,8 @@
 //! - [`Components::every`]: a periodic task on every instance;
 //! - [`Components::leader`]: a periodic task on exactly one live instance ([`crate::leader`]);
 //!
-//! and [`Components::check`], a start-up check that must pass before any of them starts.
+//! and [`Components::check`], a start-up check that must pass before any of them starts
+//! (with [`Components::refuse_cluster`] for daemons that cannot run on a Redis Cluster yet).
 //!
 //! The runtime owns the rest: connections (each reader gets its own blocking connection),
 //! readiness checks, metrics, heartbeats, drain on shutdown and lease release.
@@ -183,6 +184,47 @@ impl Components {
     {
         self.checks.push((format!("check {name}"), Box::pin(check)));
         self
+    }
+
+    /// Refuses to start on a Redis Cluster (a `redis-cluster://` URL, or a node that says
+    /// `cluster_enabled:1`), for a daemon whose scripts touch keys of several hash slots and so
+    /// cannot work there yet. A start-up check: it waits for Redis (backing off) rather than
+    /// failing while Redis is still starting, and stops the daemon with one clear line when the
+    /// answer is "cluster".
+    pub fn refuse_cluster(self, daemon: &'static str) -> Self {
+        let client = self.ctx.redis.client.clone();
+        let shutdown = self.ctx.signals.shutdown.clone();
+        let refused = move || RuntimeError::Refused {
+            check: "standalone Redis",
+            why: format!(
+                "kitbash-{daemon} does not run on a Redis Cluster yet (its scripts touch keys in \
+                 several hash slots): point [redis] url at a standalone Redis"
+            ),
+        };
+        self.check("standalone Redis", async move {
+            if client.is_clustered() {
+                return Err(refused());
+            }
+            let mut backoff = crate::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            loop {
+                let info: Result<String, _> = {
+                    use fred::prelude::*;
+                    client.info(Some(fred::types::InfoKind::Cluster)).await
+                };
+                match info {
+                    Ok(info) if info.lines().any(|l| l.trim() == "cluster_enabled:1") => {
+                        return Err(refused());
+                    }
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot ask Redis whether it is a cluster yet; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// Runs every component until shutdown; returns the first error. A component that fails

@@ -4,6 +4,7 @@
 //! `kill -9` and a restart, poison crossings are dead-lettered, SIGTERM drains. The compact
 //! layout and its start-up check are in [`compact`]; the recompute leader in [`leader`].
 
+mod cluster;
 mod compact;
 mod leader;
 
