@@ -64,8 +64,13 @@ async fn sigterm_drains_and_exits_zero_and_kill_9_loses_nothing() {
     let mut second = spawn(&server.url(), &ns);
     publish(&producer, a).await;
     // kill -9 one binary once it has committed work (its pid is in its instance name, which
-    // the partition checkpoints record as owner); SIGTERM the other mid-stream.
-    wait_committed_by(&c, &keys, first.id()).await;
+    // the partition checkpoints record as owner); SIGTERM the other mid-stream. Whichever
+    // committed first is killed: waiting for a chosen one flaked when the other had taken
+    // every partition before it.
+    let committed = wait_committed_by_any(&c, &keys, &[first.id(), second.id()]).await;
+    if committed != first.id() {
+        std::mem::swap(&mut first, &mut second);
+    }
     signal(&first, "-KILL");
     wait_exit(&mut first);
     let mut third = spawn(&server.url(), &ns);
@@ -90,6 +95,34 @@ async fn sigterm_drains_and_exits_zero_and_kill_9_loses_nothing() {
             Some(vector),
             "{symbol}"
         );
+    }
+}
+
+/// Waits until some partition checkpoint was last committed by one of `pids`; returns which.
+async fn wait_committed_by_any(c: &Client, keys: &kitbash_schema::Keys, pids: &[u32]) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for p in 0..PARTITIONS {
+            let owner: Option<String> = c
+                .hget(
+                    keys.partition_checkpoint(p),
+                    kitbash_schema::Keys::CHECKPOINT_OWNER,
+                )
+                .await
+                .expect("hget");
+            if let Some(pid) = owner.and_then(|o| {
+                pids.iter()
+                    .copied()
+                    .find(|pid| o.contains(&format!("-{pid}-")))
+            }) {
+                return pid;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "none of {pids:?} committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

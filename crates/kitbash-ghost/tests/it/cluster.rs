@@ -24,16 +24,23 @@ async fn a_redis_cluster_is_refused_at_start_in_process_and_as_the_binary() {
         .await
         .expect("refused, not run")
         .expect_err("refused");
-        assert!(matches!(err, RuntimeError::Refused { .. }), "{url}: {err:?}");
+        assert!(
+            matches!(err, RuntimeError::Refused { .. }),
+            "{url}: {err:?}"
+        );
         assert!(
             err.to_string().contains("does not run on a Redis Cluster"),
             "{err}"
         );
     }
-    let out = daemon_command(env!("CARGO_BIN_EXE_kitbash-ghost"), &cluster.cluster_url(), &ns)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run the binary");
+    let out = daemon_command(
+        env!("CARGO_BIN_EXE_kitbash-ghost"),
+        &cluster.cluster_url(),
+        &ns,
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("run the binary");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
