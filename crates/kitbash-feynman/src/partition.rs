@@ -93,7 +93,24 @@ impl Physics {
         }
     }
 
-    fn push(&self, state: &mut PartitionState, tick: &Tick, ms: u64) {
+    /// Applies one tick at stream time `ms`. Every decision that changes what a window holds
+    /// is taken here, per entry, so a batch split and a replay entry by entry decide alike:
+    /// a symbol idle for longer than `idle_symbol_ms` starts a fresh window (whether or not a
+    /// sweep already dropped it), and a new symbol past `max_symbols_per_partition` makes room
+    /// by dropping the least recently ticked. Dropped symbols are added to `gone`.
+    fn push(&self, state: &mut PartitionState, tick: &Tick, ms: u64, gone: &mut Vec<String>) {
+        let idle = self.cfg.idle_symbol_ms;
+        if idle > 0
+            && state
+                .symbols
+                .get(&tick.symbol)
+                .is_some_and(|s| s.last_ms.saturating_add(idle) < ms)
+        {
+            state.symbols.remove(&tick.symbol);
+        }
+        if !state.symbols.contains_key(&tick.symbol) {
+            self.make_room(state, gone);
+        }
         let s = state
             .symbols
             .entry(tick.symbol.clone())
@@ -115,25 +132,34 @@ impl Physics {
         }
     }
 
-    /// Forgets idle symbols and the least recently ticked beyond the cap; returns them.
-    fn evict(&self, state: &mut PartitionState, now_ms: u64) -> Vec<String> {
+    /// Frees the memory of symbols idle for longer than `idle_symbol_ms` (at most once per
+    /// `idle / 8` of stream time). Changes no result: an idle symbol starts a fresh window on
+    /// its next tick whether or not it was swept (see [`Physics::push`]), so when sweeps run —
+    /// per batch live, per entry on replay, with a sweep clock that is not restored — does
+    /// not matter. Returns what it dropped.
+    fn sweep(&self, state: &mut PartitionState, now_ms: u64) -> Vec<String> {
         let mut gone = Vec::new();
         let idle = self.cfg.idle_symbol_ms;
         if idle > 0 && now_ms >= state.next_sweep_ms {
             state.next_sweep_ms = now_ms + (idle / 8).max(1);
-            let horizon = now_ms.saturating_sub(idle);
             state.symbols.retain(|sym, s| {
-                let keep = s.last_ms >= horizon;
+                let keep = s.last_ms.saturating_add(idle) >= now_ms;
                 if !keep {
                     gone.push(sym.clone());
                 }
                 keep
             });
         }
+        gone
+    }
+
+    /// Before a new symbol is added: at the cap, drops the least recently ticked down to 95 %
+    /// of it (so the sort is not paid on every new symbol).
+    fn make_room(&self, state: &mut PartitionState, gone: &mut Vec<String>) {
         let cap = self.cfg.max_symbols_per_partition;
-        if state.symbols.len() > cap {
-            // Down to 95% of the cap so the sort is not paid on every new symbol.
-            let keep = cap - cap / 20;
+        if cap > 0 && state.symbols.len() >= cap {
+            // Room for the new one: keep 95 % of the cap, less one.
+            let keep = (cap - cap / 20).saturating_sub(1);
             let mut by_age: Vec<(u64, String)> = state
                 .symbols
                 .iter()
@@ -145,7 +171,6 @@ impl Physics {
                 gone.push(sym);
             }
         }
-        gone
     }
 }
 
@@ -177,8 +202,9 @@ impl PartitionLogic for Physics {
 
     fn replay(&self, state: &mut PartitionState, entry: &Entry<Tick>) {
         let ms = parse_id(&entry.id).0;
-        self.push(state, &entry.message, ms);
-        self.evict(state, ms);
+        let mut gone = Vec::new();
+        self.push(state, &entry.message, ms, &mut gone);
+        self.sweep(state, ms);
     }
 
     async fn apply(
@@ -189,9 +215,10 @@ impl PartitionLogic for Physics {
     ) -> Vec<Result<(), String>> {
         let mut touched: BTreeMap<&str, &str> = BTreeMap::new();
         let mut now_ms = 0;
+        let mut gone = Vec::new();
         for e in batch {
             now_ms = parse_id(&e.id).0;
-            self.push(state, &e.message, now_ms);
+            self.push(state, &e.message, now_ms, &mut gone);
             touched.insert(&e.message.symbol, &e.id);
         }
         let mut results = vec![Ok(()); batch.len()];
@@ -209,7 +236,8 @@ impl PartitionLogic for Physics {
                 }
             }
         }
-        out.dirty.extend(self.evict(state, now_ms));
+        out.dirty.extend(gone);
+        out.dirty.extend(self.sweep(state, now_ms));
         results
     }
 

@@ -2,5 +2,6 @@
 //! binary.
 
 mod binary;
+mod determinism;
 mod fleet;
 mod support;

@@ -11,6 +11,7 @@
 //!   `XREAD`, hand batches to the logic, commit each batch with its effects.
 //! - [`commit`]: the commit script (compare-and-set on `last_id`: the fence) and its cluster form.
 //! - [`snapshot`]: incremental snapshots of the logic's items and recent producer mids.
+//! - [`determinism`]: the check every logic must pass — any batch split = replay entry by entry.
 //!
 //! **Invariant:** a partition is worked on by at most one worker at a time in one process, and
 //! every commit is a compare-and-set on the partition checkpoint, so any commit that succeeds is
@@ -18,6 +19,7 @@
 
 pub(crate) mod balance;
 pub mod commit;
+pub mod determinism;
 pub mod snapshot;
 pub(crate) mod worker;
 
