@@ -7,7 +7,7 @@
 use fred::prelude::*;
 use kitbash_runtime::DaemonContext;
 use kitbash_runtime::consumer::{Delivery, Handler, Outcome};
-use kitbash_runtime::idempotency::apply_once;
+use kitbash_runtime::idempotency::{Guarded, apply_once_if};
 use kitbash_runtime::metrics::Metrics;
 use kitbash_schema::messages::Crossing;
 use kitbash_schema::{Keys, StreamName, ttl};
@@ -79,7 +79,17 @@ impl GhostWriter {
         }
     }
 
-    async fn write(&self, id: &str, hash: &str, value: &str) -> Result<bool, String> {
+    /// Writes `ghost:{h}` and counts the activation, once per crossing — and only while
+    /// `kitbash:reflex:version` is still `version`, the version of the bank the ghost was
+    /// computed from (checked in the same script): an instance whose bank has not reloaded yet
+    /// never overwrites a ghost the recompute leader just wrote from the new bank.
+    async fn write(
+        &self,
+        id: &str,
+        hash: &str,
+        value: &str,
+        version: u64,
+    ) -> Result<Guarded, String> {
         let ghost = self.keys.ghost(hash);
         let activations = self.keys.ghost_activations();
         let secs = ttl::GHOST.secs().unwrap_or(3600) as i64;
@@ -93,10 +103,12 @@ impl GhostWriter {
             ],
             vec!["INCR".into(), activations.as_str().into()],
         ];
-        apply_once(
+        let version_key = self.keys.reflex_version();
+        apply_once_if(
             &self.client,
             &self.keys.done_marker(StreamName::Crossings, id),
             self.marker_ttl_s,
+            (&version_key, &version.to_string(), "0"),
             &[ghost, activations],
             &cmds,
         )
@@ -123,35 +135,78 @@ impl Handler<Crossing> for GhostWriter {
                 Err(e) => return retry_all(&batch, &format!("grain bank not loaded: {e}")),
             },
         };
-        let started = std::time::Instant::now();
-        let texts: Vec<&str> = batch.iter().map(|d| d.message.text.as_str()).collect();
-        let hits = search(&snap, &texts, self.dim, self.top_k);
-        self.metrics.observe(
-            "kitbash_ghost_search_seconds",
-            "Time of one batched top-k search over the grain bank.",
-            &[],
-            started.elapsed().as_secs_f64(),
-        );
-        let this = &*self;
-        let writes = batch.iter().zip(&hits).map(|(d, h)| async move {
-            if h.is_empty() {
-                // No grains: nothing to pre-load.
-                return Ok(false);
-            }
-            this.write(&d.id, &d.message.hash, &ghost_value(h)).await
-        });
-        let results = futures::future::join_all(writes).await;
+        // Crossings still to write, by index; a write refused because the bank is older than
+        // `kitbash:reflex:version` is recomputed from a reloaded bank (a few rounds at most:
+        // each round reloads the current version).
+        let mut todo: Vec<usize> = (0..batch.len()).collect();
+        let mut out: Vec<Outcome> = vec![Outcome::Ack; batch.len()];
         let mut written = 0;
-        let out = results
-            .into_iter()
-            .map(|r| match r {
-                Ok(w) => {
-                    written += u64::from(w);
-                    Outcome::Ack
+        let mut snap = snap;
+        for round in 0..3 {
+            let started = std::time::Instant::now();
+            let texts: Vec<&str> = todo
+                .iter()
+                .map(|&i| batch[i].message.text.as_str())
+                .collect();
+            let hits = search(&snap, &texts, self.dim, self.top_k);
+            self.metrics.observe(
+                "kitbash_ghost_search_seconds",
+                "Time of one batched top-k search over the grain bank.",
+                &[],
+                started.elapsed().as_secs_f64(),
+            );
+            let this = &*self;
+            let version = snap.version;
+            let batch = &batch;
+            let writes = todo.iter().zip(&hits).map(|(&i, h)| async move {
+                if h.is_empty() {
+                    // No grains: nothing to pre-load.
+                    return Ok(Guarded::AlreadyApplied);
                 }
-                Err(e) => Outcome::Retry(e),
-            })
-            .collect();
+                this.write(
+                    &batch[i].id,
+                    &batch[i].message.hash,
+                    &ghost_value(h),
+                    version,
+                )
+                .await
+            });
+            let results = futures::future::join_all(writes).await;
+            let mut stale = Vec::new();
+            for (&i, r) in todo.iter().zip(results) {
+                match r {
+                    Ok(Guarded::Applied) => written += 1,
+                    Ok(Guarded::AlreadyApplied) => {}
+                    Ok(Guarded::GuardFailed) => stale.push(i),
+                    Err(e) => out[i] = Outcome::Retry(e),
+                }
+            }
+            if stale.is_empty() {
+                break;
+            }
+            self.metrics.inc(
+                "kitbash_ghost_stale_bank_total",
+                "Ghost writes refused because this instance's bank was older than kitbash:reflex:version.",
+                &[],
+                stale.len() as u64,
+            );
+            match self.bank.current().await {
+                Ok((s, _)) if round < 2 => snap = s,
+                Ok(_) => {
+                    for i in stale.iter().copied() {
+                        out[i] = Outcome::Retry("the grain bank keeps changing".into());
+                    }
+                    break;
+                }
+                Err(e) => {
+                    for i in stale.iter().copied() {
+                        out[i] = Outcome::Retry(format!("grain bank reload failed: {e}"));
+                    }
+                    break;
+                }
+            }
+            todo = stale;
+        }
         self.metrics.inc(
             "kitbash_ghost_activations_total",
             "Ghosts written for crossings (ghost:activations increments).",

@@ -30,6 +30,74 @@ end
 return 1
 "#;
 
+/// [`apply_once_if`]'s script: the guard is checked before the marker is set, so a refused
+/// effect leaves no marker and can be applied later. KEYS[1] marker, KEYS[2] guard key;
+/// ARGV[1] ttl, ARGV[2] the guard's expected value (a missing key reads as `ARGV[3]`).
+static APPLY_ONCE_IF_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(APPLY_ONCE_IF));
+
+const APPLY_ONCE_IF: &str = r#"
+local v = redis.call('GET', KEYS[2]) or ARGV[3]
+if v ~= ARGV[2] then return -1 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local cmd = {}
+  for j = 1, n do cmd[j] = ARGV[i + j] end
+  redis.call(unpack(cmd))
+  i = i + n + 1
+end
+return 1
+"#;
+
+/// What [`apply_once_if`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    /// The commands ran (and the marker is set).
+    Applied,
+    /// The marker was there: applied before.
+    AlreadyApplied,
+    /// The guard key did not hold the expected value: nothing ran, no marker set.
+    GuardFailed,
+}
+
+/// Like [`apply_once`], but only while `guard` (a key) holds `expected` — checked in the same
+/// script, so an effect computed from a state that has moved on (a grain bank at an older
+/// `kitbash:reflex:version`) is never written over one computed from the new state. A missing
+/// guard key reads as `missing`.
+pub async fn apply_once_if(
+    client: &Client,
+    marker: &str,
+    ttl_secs: u64,
+    (guard, expected, missing): (&str, &str, &str),
+    keys: &[String],
+    commands: &[Command],
+) -> Result<Guarded, RuntimeError> {
+    let script = &*APPLY_ONCE_IF_SCRIPT;
+    let mut all_keys: Vec<String> = Vec::with_capacity(keys.len() + 2);
+    all_keys.push(marker.to_owned());
+    all_keys.push(guard.to_owned());
+    all_keys.extend(keys.iter().cloned());
+    let mut args: Vec<Value> = vec![
+        (ttl_secs.max(1) as i64).into(),
+        expected.into(),
+        missing.into(),
+    ];
+    for c in commands {
+        args.push((c.len() as i64).into());
+        args.extend(c.iter().cloned());
+    }
+    let r: i64 = script.evalsha_with_reload(client, all_keys, args).await?;
+    Ok(match r {
+        1 => Guarded::Applied,
+        0 => Guarded::AlreadyApplied,
+        _ => Guarded::GuardFailed,
+    })
+}
+
 /// One Redis command as words (`["HSET", key, field, value]`).
 pub type Command = Vec<Value>;
 

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod compact;
+mod fence;
 mod leader;
 
 use std::collections::HashMap;
