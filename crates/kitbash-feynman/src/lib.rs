@@ -33,19 +33,25 @@ pub fn components(ctx: &DaemonContext) -> Components {
     );
     let spec = logic.spec();
     let client = ctx.redis.client.clone();
+    let metrics = ctx.metrics.clone();
     let physics = ctx.keys.stream(StreamName::Physics);
     let trim_every = Duration::from_millis(cfg.trim_interval_ms.max(100));
     Components::new(ctx).partitioned(spec, logic).every(
         "trim physics stream",
         trim_every,
         move || {
-            let (client, physics) = (client.clone(), physics.clone());
+            let (client, metrics, physics) = (client.clone(), metrics.clone(), physics.clone());
             async move {
                 let max = cfg.physics_stream_max;
-                if let Err(e) = kitbash_runtime::trim::safe_trim(&client, &physics, max, &[]).await
-                {
-                    tracing::debug!(error = %e, "physics stream trim failed; will retry");
-                }
+                kitbash_runtime::trim::trim_or_warn(
+                    &client,
+                    &metrics,
+                    StreamName::Physics,
+                    &physics,
+                    max,
+                    &[],
+                )
+                .await;
             }
         },
     )

@@ -129,6 +129,7 @@ impl DaemonContext {
             kind,
             Duration::from_millis(config.fleet.heartbeat_ms),
             health.clone(),
+            metrics.clone(),
             signals.shutdown.clone(),
         ));
         tracing::info!(kind = kind.name(), instance = %instance, redis = %crate::redis::redact(&config.redis.url),

@@ -43,7 +43,9 @@ pub async fn live_members(
         .await
 }
 
-/// Beats every `period` until `shutdown`, then removes the instance from the register.
+/// Beats every `period` until `shutdown`, then removes the instance from the register. A
+/// failed beat is logged at `warn` and counted in `kitbash_heartbeat_failures_total`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     redis: Redis,
     keys: Keys,
@@ -51,6 +53,7 @@ pub async fn run(
     kind: DaemonKind,
     period: Duration,
     health: Health,
+    metrics: crate::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
     let key = keys.heartbeat(kind, &beat.instance);
@@ -66,6 +69,7 @@ pub async fn run(
             fleet.clone(),
             member.clone(),
         );
+        let metrics = metrics.clone();
         async move {
             let r: Result<(), fred::error::Error> = async {
                 let now = crate::clock::server_now_ms(&client).await?;
@@ -95,7 +99,13 @@ pub async fn run(
             }
             .await;
             if let Err(e) = r {
-                tracing::debug!(error = %e, "heartbeat failed");
+                tracing::warn!(error = %e, "heartbeat failed; will retry");
+                metrics.inc(
+                    "kitbash_heartbeat_failures_total",
+                    "Heartbeats that failed to reach Redis (the fleet register may lose this instance).",
+                    &[],
+                    1,
+                );
             }
         }
     })

@@ -9,14 +9,20 @@
 //! group's oldest pending entry, every group's next undelivered entry, and the callers' floors
 //! (e.g. a partition's `snap_id`), and `XTRIM MINID ~` there. The archive daemon will add its
 //! own floor (what is archived).
+//!
+//! The stream's required groups ([`StreamName::groups`]) must all exist before anything is
+//! trimmed: a group created later would start from an already-trimmed stream and never see
+//! what was deleted. Until then the stream grows; `kitbash status` shows the missing group.
 
 use std::collections::HashMap;
 
 use fred::prelude::*;
 use fred::types::Value;
+use kitbash_schema::{DaemonKind, StreamName};
 
 use crate::entries::{self, id_cmp, parse_id};
 use crate::error::RuntimeError;
+use crate::metrics::Metrics;
 use crate::redis::command_for_key;
 
 fn fields(v: &Value) -> HashMap<String, Value> {
@@ -64,13 +70,24 @@ fn successor(id: &str) -> String {
     }
 }
 
+/// What bounds a trim: the lowest id any reader still needs, and the groups that exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Floor {
+    /// Each group's oldest pending entry and next undelivered one, and each caller floor, at
+    /// their lowest. `None` when nothing constrains (no group, no floor).
+    pub low: Option<String>,
+    /// The names of the stream's consumer groups as `XINFO GROUPS` lists them.
+    pub groups: Vec<String>,
+}
+
 /// The lowest id any reader still needs: each group's oldest pending entry and next
-/// undelivered one, and each of `floors`. `None` when nothing constrains (no group, no floor).
+/// undelivered one, and each of `floors`; and which groups exist.
 pub async fn safe_floor(
     client: &Client,
     stream_key: &str,
     floors: &[String],
-) -> Result<Option<String>, RuntimeError> {
+) -> Result<Floor, RuntimeError> {
+    let mut names = Vec::new();
     let mut low: Option<String> = None;
     let mut lower = |id: String| {
         if low.as_deref().is_none_or(|l| id_cmp(&id, l).is_lt()) {
@@ -85,13 +102,14 @@ pub async fn safe_floor(
         .custom(cmd, vec![Value::from("GROUPS"), stream_key.into()])
         .await?;
     let Value::Array(groups) = groups else {
-        return Ok(low);
+        return Ok(Floor { low, groups: names });
     };
     for g in &groups {
         let g = fields(g);
         let Some(name) = g.get("name").and_then(entries::string_of) else {
             continue;
         };
+        names.push(name.clone());
         let delivered = g
             .get("last-delivered-id")
             .and_then(entries::string_of)
@@ -109,13 +127,27 @@ pub async fn safe_floor(
             }
         }
     }
-    Ok(low)
+    Ok(Floor { low, groups: names })
 }
 
-/// Trims `stream_key` near `max` entries, but never past [`safe_floor`]. Returns the entries
+/// Trims `stream_key` (the key of `stream`) near `max` entries, but never past [`safe_floor`],
+/// and not at all while one of `stream.groups()` does not exist yet. Returns the entries
 /// removed. `max = 0` trims nothing.
 pub async fn safe_trim(
     client: &Client,
+    stream: StreamName,
+    stream_key: &str,
+    max: u64,
+    floors: &[String],
+) -> Result<u64, RuntimeError> {
+    safe_trim_for(client, stream.groups(), stream_key, max, floors).await
+}
+
+/// [`safe_trim`] with the required groups spelled out (tests use a plain stream with their
+/// own groups).
+pub async fn safe_trim_for(
+    client: &Client,
+    required: &[DaemonKind],
     stream_key: &str,
     max: u64,
     floors: &[String],
@@ -149,10 +181,18 @@ pub async fn safe_trim(
     let excess = len - max;
     let cap_ms = f_ms + ((l_ms - f_ms) as u128 * u128::from(excess) / u128::from(len)) as u64;
     let mut target = format!("{cap_ms}-0");
-    if let Some(floor) = safe_floor(client, stream_key, floors).await?
-        && id_cmp(&floor, &target).is_lt()
+    let floor = safe_floor(client, stream_key, floors).await?;
+    if let Some(missing) = required
+        .iter()
+        .find(|k| !floor.groups.iter().any(|g| g == k.group().as_str()))
     {
-        target = floor;
+        tracing::debug!(stream = %stream_key, group = %missing, "not trimmed: a required group does not exist yet");
+        return Ok(0);
+    }
+    if let Some(low) = floor.low
+        && id_cmp(&low, &target).is_lt()
+    {
+        target = low;
     }
     let cmd = command_for_key("XTRIM", stream_key, false);
     let removed: i64 = client
@@ -167,6 +207,33 @@ pub async fn safe_trim(
         )
         .await?;
     Ok(removed.max(0) as u64)
+}
+
+/// [`safe_trim`] for a periodic task: a failure (an ACL without `XTRIM`, a lost connection)
+/// is logged at `warn` and counted in `kitbash_trim_failures_total{stream}`, because a trim
+/// that keeps failing is unbounded growth. Returns the entries removed (0 on failure).
+pub async fn trim_or_warn(
+    client: &Client,
+    metrics: &Metrics,
+    stream: StreamName,
+    stream_key: &str,
+    max: u64,
+    floors: &[String],
+) -> u64 {
+    match safe_trim(client, stream, stream_key, max, floors).await {
+        Ok(n) => n,
+        Err(e) => {
+            let logical = stream.logical();
+            tracing::warn!(stream = %logical, error = %e, "stream trim failed; will retry");
+            metrics.inc(
+                "kitbash_trim_failures_total",
+                "Stream trims that failed (the stream grows until one succeeds).",
+                &[("stream", logical.as_str())],
+                1,
+            );
+            0
+        }
+    }
 }
 
 #[cfg(test)]

@@ -455,11 +455,15 @@ impl<L: PartitionLogic> Worker<L> {
         let Some(floor) = floor.filter(|f| !f.is_empty()) else {
             return;
         };
-        if let Err(e) =
-            crate::trim::safe_trim(&self.sh.client, &self.k.stream_key, max, &[floor]).await
-        {
-            tracing::debug!(stream = %self.k.stream, error = %e, "trim failed; will retry");
-        }
+        crate::trim::trim_or_warn(
+            &self.sh.client,
+            &self.sh.metrics,
+            self.k.stream,
+            &self.k.stream_key,
+            max,
+            &[floor],
+        )
+        .await;
     }
 }
 

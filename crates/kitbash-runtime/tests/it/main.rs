@@ -8,3 +8,4 @@ mod consumer;
 mod leader;
 mod partition;
 mod support;
+mod trim;

@@ -471,7 +471,7 @@ async fn safe_trim_keeps_what_a_group_or_a_checkpoint_still_needs() {
         .xack(&key, "g", ids[..150].to_vec())
         .await
         .expect("ack");
-    let removed = kitbash_runtime::trim::safe_trim(&r.client, &key, 10, &[])
+    let removed = kitbash_runtime::trim::safe_trim_for(&r.client, &[], &key, 10, &[])
         .await
         .expect("trim");
     let first: fred::types::Value = r
@@ -503,7 +503,7 @@ async fn safe_trim_keeps_what_a_group_or_a_checkpoint_still_needs() {
         .xack(&key, "g", ids[200..].to_vec())
         .await
         .expect("ack");
-    kitbash_runtime::trim::safe_trim(&r.client, &key, 10, &[ids[250].clone()])
+    kitbash_runtime::trim::safe_trim_for(&r.client, &[], &key, 10, &[ids[250].clone()])
         .await
         .expect("trim");
     let left: u64 = r.client.xlen(&key).await.expect("xlen");
