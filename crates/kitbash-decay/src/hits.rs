@@ -170,6 +170,10 @@ pub enum HitError {
         /// This instance's.
         configured: String,
     },
+    /// The hit script answered something this instance does not understand (retried, then
+    /// dead-lettered; never acknowledged as applied).
+    #[error("unexpected hit script reply: {0}")]
+    Reply(String),
 }
 
 impl Hits {
@@ -232,7 +236,7 @@ impl Hits {
         ];
         args.extend(q.grains.iter().map(u64::to_string));
         let v: Value = HIT.evalsha_with_reload(&self.client, keys, args).await?;
-        Ok(applied(&v))
+        applied(&v)
     }
 
     /// [`Hits::apply`] in the compact layout.
@@ -284,26 +288,36 @@ impl Hits {
                 configured: tag,
             });
         }
-        Ok(applied(&v))
+        applied(&v)
     }
 }
 
-/// Reads the `{1, r', crossed}` / `{0}` reply of either hit script.
-fn applied(v: &Value) -> Applied {
-    let parts = match v {
-        Value::Array(a) => a.as_slice(),
-        _ => &[],
+/// Reads the `{1, r', crossed}` / `{0}` reply of either hit script. Anything else is an error
+/// (the entry is retried, then dead-lettered), never "already applied": acknowledging an
+/// entry on a reply we do not understand would lose it.
+fn applied(v: &Value) -> Result<Applied, HitError> {
+    let unknown = || HitError::Reply(format!("{v:?}"));
+    let Value::Array(parts) = v else {
+        return Err(unknown());
     };
-    if parts.first().and_then(Value::as_i64) != Some(1) {
-        return Applied::Before;
+    match parts.first().and_then(Value::as_i64) {
+        Some(0) if parts.len() == 1 => Ok(Applied::Before),
+        Some(1) if parts.len() == 3 => {
+            let resonance: f64 = parts
+                .get(1)
+                .and_then(Value::as_string)
+                .and_then(|s| s.parse().ok())
+                .filter(|r: &f64| r.is_finite())
+                .ok_or_else(unknown)?;
+            let crossed = match parts.get(2).and_then(Value::as_i64) {
+                Some(0) => false,
+                Some(1) => true,
+                _ => return Err(unknown()),
+            };
+            Ok(Applied::Now { resonance, crossed })
+        }
+        _ => Err(unknown()),
     }
-    let resonance = parts
-        .get(1)
-        .and_then(Value::as_string)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    let crossed = parts.get(2).and_then(Value::as_i64) == Some(1);
-    Applied::Now { resonance, crossed }
 }
 
 impl Handler<QueryEvent> for Hits {
@@ -348,5 +362,55 @@ impl Handler<QueryEvent> for Hits {
             crossings,
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arr(v: Vec<Value>) -> Value {
+        Value::Array(v)
+    }
+
+    #[test]
+    fn the_hit_script_reply_is_classified_strictly() {
+        assert_eq!(
+            applied(&arr(vec![Value::Integer(0)])).ok(),
+            Some(Applied::Before)
+        );
+        assert_eq!(
+            applied(&arr(vec![
+                Value::Integer(1),
+                Value::from("0.25"),
+                Value::Integer(1)
+            ]))
+            .ok(),
+            Some(Applied::Now {
+                resonance: 0.25,
+                crossed: true
+            })
+        );
+        // Unknown replies are errors, never "already applied".
+        for v in [
+            Value::Null,
+            Value::Integer(1),
+            arr(vec![]),
+            arr(vec![Value::Integer(2)]),
+            arr(vec![Value::Integer(0), Value::Integer(0)]),
+            arr(vec![Value::Integer(1)]),
+            arr(vec![Value::Integer(1), Value::from("x"), Value::Integer(0)]),
+            arr(vec![
+                Value::Integer(1),
+                Value::from("0.5"),
+                Value::Integer(7),
+            ]),
+            arr(vec![Value::from("OK")]),
+        ] {
+            assert!(
+                matches!(applied(&v), Err(HitError::Reply(_))),
+                "{v:?} is not understood"
+            );
+        }
     }
 }
