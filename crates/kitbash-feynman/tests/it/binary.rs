@@ -128,27 +128,7 @@ async fn wait_committed_by_any(c: &Client, keys: &kitbash_schema::Keys, pids: &[
 
 /// Waits until some partition checkpoint was last committed by the process `pid`.
 async fn wait_committed_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
-    let marker = format!("-{pid}-");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        for p in 0..PARTITIONS {
-            let owner: Option<String> = c
-                .hget(
-                    keys.partition_checkpoint(p),
-                    kitbash_schema::Keys::CHECKPOINT_OWNER,
-                )
-                .await
-                .expect("hget");
-            if owner.is_some_and(|o| o.contains(&marker)) {
-                return;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "process {pid} never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_committed_by_any(c, keys, &[pid]).await;
 }
 
 /// The admin address of the process `pid`, from its heartbeat.
