@@ -10,8 +10,8 @@
 //! DAEMONS
 //!   feynman  a1b2c3  pid 4242    ready     beat 400ms  8 parts  127.0.0.1:40123
 //! STREAM           LENGTH  ADDED/s     LAG  PENDING   DEAD  READ BY
-//!   ticks ×8        12.3k      200       0        -      0  feynman, by partition:
-//!   entity ×8          82        1       0        -      0  entity, by partition:
+//!   ticks ×8        12.3k      200       0        -      0  feynman by partition:
+//!   entity ×8          82        1       0        -      0  entity by partition:
 //! TICK PARTITIONS (owner, position = ticks applied, lag)
 //!   p0  a1b2c3   1.5k  lag 0       p1  a1b2c3   1.6k  lag 0
 //! ENTITY PARTITIONS (owner, position = updates applied, lag)
@@ -329,14 +329,18 @@ fn stream_lines(view: &LiveView, width: usize) -> Vec<String> {
             .iter()
             .find_map(|s| s.partition.as_ref())
             .map_or("-", |p| p.worker.as_str());
-        out.push(row(
-            &format!("{family} ×{}", parts.len()),
-            count(parts.iter().map(|s| s.length).sum()),
-            rate_of(&parts),
-            count(lag),
-            "-".into(),
-            count(parts.iter().map(|s| s.dead_letters).sum()),
-            format!("{worker}, by partition:"),
+        // Cut to the width like the header: a long worker name must not push the line past it.
+        out.push(fit(
+            &row(
+                &format!("{family} ×{}", parts.len()),
+                count(parts.iter().map(|s| s.length).sum()),
+                rate_of(&parts),
+                count(lag),
+                "-".into(),
+                count(parts.iter().map(|s| s.dead_letters).sum()),
+                format!("{worker} by partition:"),
+            ),
+            width,
         ));
     }
     let idle = |s: &StreamStatus| s.length == 0 && s.groups.is_empty() && s.dead_letters == 0;

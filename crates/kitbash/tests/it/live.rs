@@ -233,7 +233,7 @@ fn entity_partitions_get_their_own_row_and_block() {
             "80",
             "-",
             "8",
-            "entity,",
+            "entity",
             "by",
             "partition:"
         ],

@@ -271,7 +271,7 @@ async fn status_json_reports_groups_lag_pending_dead_letters_and_daemons() {
     assert!(text.contains("ENTITY PARTITIONS"), "{text}");
     assert!(
         text.lines()
-            .any(|l| l.trim_start().starts_with("entity ×8") && l.contains("entity, by partition")),
+            .any(|l| l.trim_start().starts_with("entity ×8") && l.contains("entity by partition")),
         "{text}"
     );
     assert!(
