@@ -52,6 +52,20 @@ pub struct PartitionState {
     pub p: u32,
     /// Stream time of the next idle sweep (sweeps run at most once per `idle_symbol_ms / 8`).
     next_sweep_ms: u64,
+    /// Stream time of the latest entry applied (on restore: the latest `last_ms` restored).
+    /// A symbol idle at this time is not part of the state (see [`PartitionState::is_live`]).
+    now_ms: u64,
+}
+
+impl PartitionState {
+    /// Whether `s` still counts at stream time `now_ms`: it ticked within `idle_ms` (or the
+    /// idle rule is off). An idle symbol is only memory waiting for a sweep — it starts a fresh
+    /// window on its next tick, takes no slot under the cap and is not snapshotted — so when
+    /// sweeps run (per batch live, per entry on replay, with a clock that is not restored)
+    /// changes nothing anyone can observe.
+    fn is_live(s: &SymbolState, idle_ms: u64, now_ms: u64) -> bool {
+        idle_ms == 0 || s.last_ms.saturating_add(idle_ms) >= now_ms
+    }
 }
 
 /// The physics writer's [`PartitionLogic`].
@@ -100,16 +114,16 @@ impl Physics {
     /// by dropping the least recently ticked. Dropped symbols are added to `gone`.
     fn push(&self, state: &mut PartitionState, tick: &Tick, ms: u64, gone: &mut Vec<String>) {
         let idle = self.cfg.idle_symbol_ms;
-        if idle > 0
-            && state
-                .symbols
-                .get(&tick.symbol)
-                .is_some_and(|s| s.last_ms.saturating_add(idle) < ms)
+        state.now_ms = state.now_ms.max(ms);
+        if state
+            .symbols
+            .get(&tick.symbol)
+            .is_some_and(|s| !PartitionState::is_live(s, idle, ms))
         {
             state.symbols.remove(&tick.symbol);
         }
         if !state.symbols.contains_key(&tick.symbol) {
-            self.make_room(state, gone);
+            self.make_room(state, ms, gone);
         }
         let s = state
             .symbols
@@ -133,17 +147,17 @@ impl Physics {
     }
 
     /// Frees the memory of symbols idle for longer than `idle_symbol_ms` (at most once per
-    /// `idle / 8` of stream time). Changes no result: an idle symbol starts a fresh window on
-    /// its next tick whether or not it was swept (see [`Physics::push`]), so when sweeps run —
-    /// per batch live, per entry on replay, with a sweep clock that is not restored — does
-    /// not matter. Returns what it dropped.
+    /// `idle / 8` of stream time). Changes no result: an idle symbol is already out of the
+    /// state ([`PartitionState::is_live`]) — it restarts on its next tick, [`Physics::make_room`]
+    /// drops it before counting against the cap, and it is not encoded — so when sweeps run
+    /// does not matter. Returns what it dropped.
     fn sweep(&self, state: &mut PartitionState, now_ms: u64) -> Vec<String> {
         let mut gone = Vec::new();
         let idle = self.cfg.idle_symbol_ms;
         if idle > 0 && now_ms >= state.next_sweep_ms {
             state.next_sweep_ms = now_ms + (idle / 8).max(1);
             state.symbols.retain(|sym, s| {
-                let keep = s.last_ms.saturating_add(idle) >= now_ms;
+                let keep = PartitionState::is_live(s, idle, now_ms);
                 if !keep {
                     gone.push(sym.clone());
                 }
@@ -153,10 +167,22 @@ impl Physics {
         gone
     }
 
-    /// Before a new symbol is added: at the cap, drops the least recently ticked down to 95 %
-    /// of it (so the sort is not paid on every new symbol).
-    fn make_room(&self, state: &mut PartitionState, gone: &mut Vec<String>) {
+    /// Before a new symbol is added at stream time `now_ms`: at the cap, first drops the idle
+    /// symbols (whether a sweep got to them yet depends on batch boundaries, so they must not
+    /// count), then, if still at the cap, the least recently ticked down to 95 % of it (so the
+    /// sort is not paid on every new symbol). The outcome depends on the live symbols only.
+    fn make_room(&self, state: &mut PartitionState, now_ms: u64, gone: &mut Vec<String>) {
         let cap = self.cfg.max_symbols_per_partition;
+        let idle = self.cfg.idle_symbol_ms;
+        if cap > 0 && state.symbols.len() >= cap {
+            state.symbols.retain(|sym, s| {
+                let keep = PartitionState::is_live(s, idle, now_ms);
+                if !keep {
+                    gone.push(sym.clone());
+                }
+                keep
+            });
+        }
         if cap > 0 && state.symbols.len() >= cap {
             // Room for the new one: keep 95 % of the cap, less one.
             let keep = (cap - cap / 20).saturating_sub(1);
@@ -196,6 +222,7 @@ impl PartitionLogic for Physics {
         bytes: &[u8],
     ) -> Result<(), String> {
         let s: SymbolState = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        state.now_ms = state.now_ms.max(s.last_ms);
         state.symbols.insert(key.to_owned(), s);
         Ok(())
     }
@@ -245,6 +272,7 @@ impl PartitionLogic for Physics {
         state
             .symbols
             .get(key)
+            .filter(|s| PartitionState::is_live(s, self.cfg.idle_symbol_ms, state.now_ms))
             .and_then(|s| rmp_serde::to_vec_named(s).ok())
     }
 }

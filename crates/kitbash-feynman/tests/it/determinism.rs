@@ -94,4 +94,26 @@ proptest! {
         let r = block_on(split_equals_replay(&logic, 0, &entries, &splits, &keys));
         prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
     }
+
+    /// A cap large enough for the 5 % eviction hysteresis to matter (cap 24 keeps 22 when it
+    /// makes room), with idle symbols a sweep may or may not have dropped yet.
+    #[test]
+    fn the_eviction_hysteresis_decides_alike_in_batches_and_on_replay(
+        ticks in prop::collection::vec((0usize..40, 0u64..200, 1u32..2_000), 1..300),
+        splits in prop::collection::vec(1usize..40, 1..6),
+    ) {
+        let logic = physics(1_500, 24);
+        let mut ms = 1_000_000u64;
+        let entries: Vec<Entry<Tick>> = ticks
+            .iter()
+            .enumerate()
+            .map(|(i, (s, gap, price))| {
+                ms += gap;
+                entry(&format!("S{s}"), ms, i as u64, f64::from(*price) / 10.0)
+            })
+            .collect();
+        let keys: Vec<String> = (0..40).map(|s| format!("S{s}")).collect();
+        let r = block_on(split_equals_replay(&logic, 0, &entries, &splits, &keys));
+        prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
+    }
 }
