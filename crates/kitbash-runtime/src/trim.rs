@@ -10,9 +10,11 @@
 //! (e.g. a partition's `snap_id`), and `XTRIM MINID ~` there. The archive daemon will add its
 //! own floor (what is archived).
 //!
-//! The stream's required groups ([`StreamName::groups`]) must all exist before anything is
+//! The stream's processing groups ([`StreamName::groups`]) must all exist before anything is
 //! trimmed: a group created later would start from an already-trimmed stream and never see
 //! what was deleted. Until then the stream grows; `kitbash status` shows the missing group.
+//! Observers ([`StreamName::observers`], the archive) bound a trim only while their group
+//! exists.
 
 use std::collections::HashMap;
 

@@ -216,22 +216,35 @@ impl StreamName {
         })
     }
 
-    /// The consumer groups that must see every entry of this stream. `kitbash status` reports
-    /// their lag, and the archive trims a stream only below what all of them acknowledged.
+    /// The consumer groups that must see every entry of this stream — the daemons that
+    /// *process* it. `kitbash status` reports their lag, and `kitbash_runtime::trim::safe_trim`
+    /// trims nothing
+    /// while one of them does not exist yet (a group created later would start from an
+    /// already-trimmed stream and never see what was deleted).
+    ///
+    /// The archive is an *observer*, listed by [`StreamName::observers`] instead: while its
+    /// group exists, trimming never passes what it has not acknowledged (every existing
+    /// group bounds a trim), but its absence does not hold trimming back — a fleet that runs
+    /// no archive must not grow its streams forever. Start the archive before the producers
+    /// (or let `kitbash up` create its groups) to keep the whole history.
     pub fn groups(self) -> &'static [DaemonKind] {
         match self {
             // feynman reads ticks without a group: it owns whole partitions through leases and
-            // keeps its position in the partition checkpoint (see kitbash-feynman).
-            StreamName::Ticks(_) => &[DaemonKind::Archive],
-            StreamName::Queries => &[DaemonKind::Decay, DaemonKind::Archive],
-            StreamName::Entity => &[DaemonKind::Entity, DaemonKind::Archive],
-            StreamName::Memory => &[DaemonKind::Archive],
-            StreamName::Physics => &[DaemonKind::Archive],
-            StreamName::Crossings => &[DaemonKind::Ghost, DaemonKind::Archive],
-            // entity reads its partitions without a group, like feynman's ticks.
-            StreamName::EntityPart(_) => &[DaemonKind::Archive],
-            StreamName::EntityChanges => &[DaemonKind::Archive],
+            // keeps its position in the partition checkpoint (see kitbash-feynman); entity
+            // reads its partitions the same way.
+            StreamName::Ticks(_) | StreamName::EntityPart(_) => &[],
+            StreamName::Queries => &[DaemonKind::Decay],
+            StreamName::Entity => &[DaemonKind::Entity],
+            StreamName::Crossings => &[DaemonKind::Ghost],
+            // Outputs: read by tails (the bridge) and the archive, no processing group.
+            StreamName::Memory | StreamName::Physics | StreamName::EntityChanges => &[],
         }
+    }
+
+    /// The groups that read this stream without being required to exist before it is
+    /// trimmed (see [`StreamName::groups`]): the archive, on every stream.
+    pub fn observers(self) -> &'static [DaemonKind] {
+        &[DaemonKind::Archive]
     }
 }
 
