@@ -339,14 +339,20 @@ impl Handler<QueryEvent> for Hits {
                 }
                 Ok(Applied::Before) => Outcome::Ack,
                 Err(HitError::Invalid(why)) => Outcome::Dead(why),
-                // Redis trouble or a layout mismatch: redelivered, dead-lettered after
-                // `consumer.max_deliveries`.
-                Err(e) => {
-                    if matches!(e, HitError::Layout { .. }) {
-                        tracing::error!(error = %e, "query event not applied");
-                    }
-                    Outcome::Retry(e.to_string())
+                // Redis cannot do it now (OOM, a lost connection, a failover): held and
+                // retried, never dead-lettered.
+                Err(HitError::Redis(e)) if kitbash_runtime::redis::is_transient(&e) => {
+                    Outcome::Transient(e.to_string())
                 }
+                // Another layout in Redis: held (the instance reports not ready) until an
+                // operator fixes the configuration — nothing is dead-lettered meanwhile.
+                Err(e @ HitError::Layout { .. }) => {
+                    tracing::error!(error = %e, "query event not applied");
+                    Outcome::Transient(e.to_string())
+                }
+                // Anything else (an unexpected script reply, an error of the command itself):
+                // redelivered, dead-lettered after `consumer.max_deliveries`.
+                Err(e) => Outcome::Retry(e.to_string()),
             })
             .collect();
         self.metrics.inc(

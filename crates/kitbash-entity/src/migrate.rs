@@ -13,7 +13,7 @@ use kitbash_schema::messages::{EntityTarget, quantum_update_parts};
 use serde_json::Value;
 
 use crate::document;
-use crate::store::{Change, Committed, DocCommit, DocumentStore, StoreError};
+use crate::store::{Change, Committed, DocCommit, DocumentStore, StoreError, Stored};
 
 /// What one file maps to.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,11 +158,16 @@ async fn write<S: DocumentStore>(
     dry_run: bool,
 ) -> Result<bool, StoreError> {
     let key = target.key(keys);
-    let mut now = store
-        .load(std::slice::from_ref(&key))
-        .await?
-        .pop()
-        .unwrap_or_default();
+    let mut now = match store.load(std::slice::from_ref(&key)).await?.pop() {
+        Some(Ok(stored)) => stored,
+        Some(Err(why)) => {
+            return Err(StoreError::Corrupt {
+                key: key.clone(),
+                why,
+            });
+        }
+        None => Stored::default(),
+    };
     loop {
         if now.doc.as_ref() == Some(&doc) {
             return Ok(false);
@@ -176,6 +181,7 @@ async fn write<S: DocumentStore>(
             key: key.clone(),
             expect: (now.version, now.applied.clone()),
             applied: now.applied.clone(),
+            rejected: now.rejected.clone(),
             doc: Some(bytes.clone()),
             version,
             ttl_secs: match target {
@@ -193,7 +199,12 @@ async fn write<S: DocumentStore>(
                 publish: quantum_update_parts(target.update_type(), &key, &doc, version),
             }],
         };
-        match store.commit(std::slice::from_ref(&commit)).await?.pop() {
+        match store
+            .commit(std::slice::from_ref(&commit))
+            .await
+            .pop()
+            .transpose()?
+        {
             Some(Committed::Moved(stored)) => now = stored,
             _ => return Ok(true),
         }

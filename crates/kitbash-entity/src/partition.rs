@@ -10,18 +10,18 @@
 //! snapshotted, so recovery is free: the first update of a document after a restart reads it.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kitbash_runtime::config::EntityConfig;
 use kitbash_runtime::entries::id_cmp;
 use kitbash_runtime::metrics::Metrics;
-use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec};
+use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec, Transient};
 use kitbash_schema::messages::{EntityTarget, RoutedEntityUpdate, quantum_update_parts};
 use kitbash_schema::{Keys, StreamName};
 use serde_json::Value;
 
 use crate::document;
-use crate::store::{Change, Committed, DocCommit, DocumentStore, StoreError, Stored};
+use crate::store::{Change, Committed, DocCommit, DocumentStore, REJECTED_KEPT, Stored};
 
 /// A cached document.
 #[derive(Debug)]
@@ -95,12 +95,19 @@ impl<S: DocumentStore> Documents<S> {
         let mut changes = Vec::new();
         let mut results = Vec::with_capacity(idx.len());
         let mut last_id = None;
+        let mut rejected = from.rejected.clone();
         for &i in idx {
             let Some(e) = batch.get(i) else { continue };
             let u = &e.message.update;
             if !from.applied.is_empty() && id_cmp(&e.id, &from.applied).is_le() {
-                // Committed before (by this worker before a crash, or by a previous owner).
-                results.push((i, Ok(())));
+                // Committed before (by this worker before a crash, or by a previous owner) —
+                // or rejected by that commit: then it is dead-lettered again (the checkpoint,
+                // which carries dead letters, may not have followed the document).
+                let r = match from.rejected.iter().find(|(id, _)| *id == e.id) {
+                    Some((_, why)) => Err(why.clone()),
+                    None => Ok(()),
+                };
+                results.push((i, r));
                 continue;
             }
             last_id = Some(e.id.as_str());
@@ -158,14 +165,28 @@ impl<S: DocumentStore> Documents<S> {
             cur.version = version;
             results.push((i, Ok(())));
         }
+        // The updates rejected past `applied`: the commit moves `applied` over them, so it
+        // remembers them (see `Stored::rejected`).
+        for (i, r) in &results {
+            if let (Err(why), Some(e)) = (r, batch.get(*i))
+                && (from.applied.is_empty() || id_cmp(&e.id, &from.applied).is_gt())
+            {
+                rejected.push((e.id.clone(), why.clone()));
+            }
+        }
+        if rejected.len() > REJECTED_KEPT {
+            rejected.drain(..rejected.len() - REJECTED_KEPT);
+        }
         let commit = (!changes.is_empty()).then(|| {
             cur.applied = last_id.unwrap_or_default().to_owned();
+            cur.rejected = rejected.clone();
             DocCommit {
                 key: key.to_owned(),
                 expect: (from.version, from.applied.clone()),
                 applied: cur.applied.clone(),
                 doc: cur.doc.as_ref().map(document::to_bytes),
                 version: cur.version,
+                rejected,
                 ttl_secs: ttl_of(target),
                 changes,
             }
@@ -174,27 +195,6 @@ impl<S: DocumentStore> Documents<S> {
             commit,
             results,
             after: cur,
-        }
-    }
-
-    /// Retries a store call until Redis answers (the batch cannot be given back to the runtime:
-    /// an `Err` result would dead-letter good updates; the runtime's own commit would fail too).
-    async fn persist<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, String>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, StoreError>>,
-    {
-        let mut wait = Duration::from_millis(20);
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e @ StoreError::Corrupt { .. }) => return Err(e.to_string()),
-                Err(e) => {
-                    tracing::warn!(error = %e, what, "document store failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(1));
-                }
-            }
         }
     }
 
@@ -253,9 +253,8 @@ impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
         state: &mut PartitionState,
         batch: &[Entry<RoutedEntityUpdate>],
         _out: &mut Effects,
-    ) -> Vec<Result<(), String>> {
+    ) -> Result<Vec<Result<(), String>>, Transient> {
         let started = Instant::now();
-        state.batches += 1;
         let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
         // Documents in order of first appearance, each with its entries in stream order.
         let mut order: Vec<(String, EntityTarget, Vec<usize>)> = Vec::new();
@@ -276,28 +275,37 @@ impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
             .map(|(k, _, _)| k.clone())
             .collect();
         if !missing.is_empty() {
-            match self.persist("load", || self.store.load(&missing)).await {
-                Ok(loaded) => {
-                    for (k, stored) in missing.into_iter().zip(loaded) {
+            // Redis could not answer: nothing has changed yet; the runtime holds the batch.
+            // (A failure that is not transient — an ACL without GET — holds it too: the
+            // operator must see a stuck, not-ready partition, not a dead-letter stream filling
+            // with good updates.)
+            let loaded = self
+                .store
+                .load(&missing)
+                .await
+                .map_err(|e| Transient(format!("cannot load documents: {e}")))?;
+            for (k, stored) in missing.into_iter().zip(loaded) {
+                match stored {
+                    Ok(stored) => {
                         state.docs.insert(k, Cached { stored, used: 0 });
                     }
-                }
-                Err(why) => {
-                    // A stored document that is not JSON: say so for each update of the batch
-                    // touching a document that did not load.
-                    for (k, _, idx) in &order {
-                        if !state.docs.contains_key(k) {
+                    // This document only (not JSON, a key of another type): its updates are
+                    // dead-lettered, its neighbours' go on.
+                    Err(why) => {
+                        if let Some((_, _, idx)) = order.iter().find(|(key, _, _)| *key == k) {
                             for &i in idx {
                                 results[i] = Err(format!("cannot read the document: {why}"));
                             }
                         }
                     }
-                    order.retain(|(k, _, _)| state.docs.contains_key(k));
                 }
             }
+            order.retain(|(k, _, _)| state.docs.contains_key(k));
         }
+        state.batches += 1;
         let mut pending: Vec<usize> = (0..order.len()).collect();
         let mut conflicts = 0u64;
+        let mut transient: Option<String> = None;
         for _attempt in 0..=self.cfg.conflict_retries {
             if pending.is_empty() {
                 break;
@@ -315,40 +323,31 @@ impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
             let outcomes = if commits.is_empty() {
                 Vec::new()
             } else {
-                match self.persist("commit", || self.store.commit(&commits)).await {
-                    Ok(o) => o,
-                    Err(why) => {
-                        for (_, plan) in &plans {
-                            for (i, _) in &plan.results {
-                                results[*i] = Err(format!("cannot commit the document: {why}"));
-                            }
-                        }
-                        pending.clear();
-                        break;
-                    }
-                }
+                self.store.commit(&commits).await
             };
             let mut outcome = outcomes.into_iter();
             let mut again = Vec::new();
             for (d, plan) in plans {
                 let key = &order[d].0;
-                let moved = if plan.commit.is_some() {
-                    match outcome.next() {
-                        Some(Committed::Moved(now)) => Some(now),
-                        _ => None,
-                    }
+                let result = if plan.commit.is_some() {
+                    outcome.next().unwrap_or_else(|| {
+                        Err(crate::store::StoreError::Redis(fred::error::Error::new(
+                            fred::error::ErrorKind::Unknown,
+                            "the store returned fewer commit results than commits",
+                        )))
+                    })
                 } else {
-                    None
+                    Ok(Committed::Yes)
                 };
-                match moved {
-                    Some(now) => {
+                match result {
+                    Ok(Committed::Moved(now)) => {
                         conflicts += 1;
                         if let Some(c) = state.docs.get_mut(key) {
                             c.stored = now;
                         }
                         again.push(d);
                     }
-                    None => {
+                    Ok(Committed::Yes) => {
                         let n = plan.commit.as_ref().map_or(0, |c| c.changes.len());
                         if n > 0 {
                             self.metrics.inc(
@@ -364,6 +363,18 @@ impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
                         }
                         for (i, r) in plan.results {
                             results[i] = r;
+                        }
+                    }
+                    // Redis could not do it now: the batch is held and applied again (the
+                    // documents committed meanwhile skip what they applied).
+                    Err(e) if e.is_transient() => {
+                        transient.get_or_insert_with(|| e.to_string());
+                    }
+                    // This document only (its stored bytes are not JSON, a script error on its
+                    // keys): its updates are dead-lettered, its neighbours' stand.
+                    Err(e) => {
+                        for (i, _) in &plan.results {
+                            results[*i] = Err(format!("cannot commit the document: {e}"));
                         }
                     }
                 }
@@ -393,7 +404,10 @@ impl<S: DocumentStore + Clone> PartitionLogic for Documents<S> {
             started.elapsed().as_secs_f64(),
         );
         self.evict(state);
-        results
+        if let Some(why) = transient {
+            return Err(Transient(format!("cannot commit documents: {why}")));
+        }
+        Ok(results)
     }
 
     fn encode_item(&self, _: &PartitionState, _: &str) -> Option<Vec<u8>> {

@@ -33,6 +33,14 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether Redis could not do it *now* (see [`kitbash_runtime::redis::is_transient`]):
+    /// the batch is held and retried, never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if kitbash_runtime::redis::is_transient(e))
+    }
+}
+
 /// A document as stored, with its metadata.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stored {
@@ -42,6 +50,30 @@ pub struct Stored {
     pub version: u64,
     /// The last entity-stream entry applied to it (`p/id`; empty if none).
     pub applied: String,
+    /// Updates at or before `applied` that its commits rejected, with the reason (the latest
+    /// [`REJECTED_KEPT`]): a batch re-read after a crash between the document's commit and
+    /// the checkpoint's dead-letters them again instead of losing them.
+    pub rejected: Vec<(String, String)>,
+}
+
+/// How many rejected updates a document's metadata remembers.
+pub const REJECTED_KEPT: usize = 64;
+
+/// Encodes a rejected list for the metadata hash.
+pub fn encode_rejected(r: &[(String, String)]) -> Vec<u8> {
+    serde_json::to_vec(r).unwrap_or_else(|_| b"[]".to_vec())
+}
+
+/// Decodes the metadata's rejected list (empty when absent or unreadable: it is advisory).
+fn decode_rejected(v: Option<&Value>) -> Vec<(String, String)> {
+    let bytes: Option<Vec<u8>> = match v {
+        Some(Value::Bytes(b)) => Some(b.to_vec()),
+        Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    bytes
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// One change of a [`DocCommit`].
@@ -74,6 +106,8 @@ pub struct DocCommit {
     pub doc: Option<Vec<u8>>,
     /// The final version.
     pub version: u64,
+    /// The document's rejected list after the commit (see [`Stored::rejected`]).
+    pub rejected: Vec<(String, String)>,
     /// TTL of the document and its metadata, s (0 = none).
     pub ttl_secs: u64,
     /// The changes, in order.
@@ -92,14 +126,19 @@ pub enum Committed {
 /// The storage seam: reading documents with their metadata, and committing changes with a
 /// compare-and-set on the version.
 pub trait DocumentStore: Send + Sync + 'static {
-    /// Reads `keys` (one round trip).
-    fn load(&self, keys: &[String])
-    -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send;
-    /// Commits each document's changes if its version and `applied` are still as expected.
+    /// Reads `keys` (one round trip). `Err` when Redis could not answer at all; per document,
+    /// `Err(reason)` when that one cannot be read (not JSON, a key of another type), so one
+    /// bad document never fails its neighbours.
+    fn load(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Result<Stored, String>>, StoreError>> + Send;
+    /// Commits each document's changes if its version and `applied` are still as expected;
+    /// one result per commit, in order (a failure of one does not hide the others' success).
     fn commit(
         &self,
         commits: &[DocCommit],
-    ) -> impl Future<Output = Result<Vec<Committed>, StoreError>> + Send;
+    ) -> impl Future<Output = Vec<Result<Committed, StoreError>>> + Send;
 }
 
 /// The commit script. KEYS: document, metadata, timeline, changes stream. ARGV: expected
@@ -107,21 +146,25 @@ pub trait DocumentStore: Send + Sync + 'static {
 /// timeline max, changes max, channel, document key, then 7 words per change: version, entry, op,
 /// patch, data, publish prefix, publish suffix.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    let (fv, fa) = (Keys::DOCUMENT_VERSION, Keys::DOCUMENT_APPLIED);
+    let (fv, fa, fr) = (
+        Keys::DOCUMENT_VERSION,
+        Keys::DOCUMENT_APPLIED,
+        Keys::DOCUMENT_REJECTED,
+    );
     Script::from_lua(format!(
         r#"
 local v = redis.call('HGET', KEYS[2], '{fv}') or '0'
 local a = redis.call('HGET', KEYS[2], '{fa}') or ''
 if v ~= ARGV[1] or a ~= ARGV[2] then
-  return {{0, v, a, redis.call('GET', KEYS[1])}}
+  return {{0, v, a, redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], '{fr}') or '[]'}}
 end
 local ttl = tonumber(ARGV[7])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[5])
   if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 end
-redis.call('HSET', KEYS[2], '{fv}', ARGV[6], '{fa}', ARGV[3])
-local i = 12
+redis.call('HSET', KEYS[2], '{fv}', ARGV[6], '{fa}', ARGV[3], '{fr}', ARGV[12])
+local i = 13
 while i + 6 <= #ARGV do
   local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', '{key}', ARGV[11],
     '{ver}', ARGV[i], '{op}', ARGV[i + 2], '{entry}', ARGV[i + 1], '{data}', ARGV[i + 4])
@@ -199,6 +242,7 @@ impl StringStore {
             self.changes_max.to_string().into(),
             self.channel.as_str().into(),
             c.key.as_str().into(),
+            Value::Bytes(encode_rejected(&c.rejected).into()),
         ];
         for ch in &c.changes {
             args.push(ch.version.to_string().into());
@@ -223,48 +267,75 @@ impl StringStore {
             doc: Self::parse(&c.key, raw)?,
             version: text(1).parse().unwrap_or(0),
             applied: text(2),
+            rejected: decode_rejected(reply.get(4)),
         }))
     }
 }
 
 impl DocumentStore for StringStore {
-    async fn load(&self, keys: &[String]) -> Result<Vec<Stored>, StoreError> {
+    async fn load(&self, keys: &[String]) -> Result<Vec<Result<Stored, String>>, StoreError> {
         let pipe = self.client.pipeline();
         for k in keys {
             let _: () = pipe.get(k.as_str()).await?;
             let _: () = pipe
                 .hmget(
                     self.keys.document_meta(k),
-                    vec![Keys::DOCUMENT_VERSION, Keys::DOCUMENT_APPLIED],
+                    vec![
+                        Keys::DOCUMENT_VERSION,
+                        Keys::DOCUMENT_APPLIED,
+                        Keys::DOCUMENT_REJECTED,
+                    ],
                 )
                 .await?;
         }
-        let replies: Vec<Value> = pipe.all().await?;
+        let replies: Vec<Result<Value, fred::error::Error>> = pipe.try_all().await;
+        // Redis could not answer (a lost connection, OOM …): the whole load is transient.
+        if let Some(Err(e)) = replies
+            .iter()
+            .find(|r| r.as_ref().is_err_and(kitbash_runtime::redis::is_transient))
+        {
+            return Err(StoreError::Redis(e.clone()));
+        }
         let mut out = Vec::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
             let raw = match replies.get(2 * i) {
-                Some(Value::Bytes(b)) => Some(b.to_vec()),
-                Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
-                _ => None,
+                Some(Ok(Value::Bytes(b))) => Some(b.to_vec()),
+                Some(Ok(Value::String(s))) => Some(s.as_bytes().to_vec()),
+                Some(Ok(_)) => None,
+                Some(Err(e)) => {
+                    out.push(Err(format!("cannot read {k}: {e}")));
+                    continue;
+                }
+                None => {
+                    out.push(Err(format!("no reply for {k}")));
+                    continue;
+                }
             };
             let meta = match replies.get(2 * i + 1) {
-                Some(Value::Array(a)) => a.clone(),
+                Some(Ok(Value::Array(a))) => a.clone(),
+                Some(Err(e)) => {
+                    out.push(Err(format!("cannot read the metadata of {k}: {e}")));
+                    continue;
+                }
                 _ => Vec::new(),
             };
             let field = |j: usize| meta.get(j).and_then(Value::as_string).unwrap_or_default();
-            out.push(Stored {
-                doc: Self::parse(k, raw)?,
-                version: field(0).parse().unwrap_or(0),
-                applied: field(1),
+            out.push(match Self::parse(k, raw) {
+                Ok(doc) => Ok(Stored {
+                    doc,
+                    version: field(0).parse().unwrap_or(0),
+                    applied: field(1),
+                    rejected: decode_rejected(meta.get(2)),
+                }),
+                Err(e) => Err(e.to_string()),
             });
         }
         Ok(out)
     }
 
-    async fn commit(&self, commits: &[DocCommit]) -> Result<Vec<Committed>, StoreError> {
+    async fn commit(&self, commits: &[DocCommit]) -> Vec<Result<Committed, StoreError>> {
         // One script per document (each in its own slot on a cluster), sent concurrently: fred
         // pipelines them on the connection.
-        let all = futures::future::join_all(commits.iter().map(|c| self.commit_one(c))).await;
-        all.into_iter().collect()
+        futures::future::join_all(commits.iter().map(|c| self.commit_one(c))).await
     }
 }

@@ -73,9 +73,9 @@ impl Tally {
         .await
         {
             Ok(_) => Outcome::Ack,
-            // Redis trouble: leave it pending; it is redelivered, and dead-lettered after
-            // `consumer.max_deliveries`.
-            Err(e) => Outcome::Retry(e.to_string()),
+            // Redis cannot do it now: held and retried (never dead-lettered); any other
+            // failure is redelivered and dead-lettered after `consumer.max_deliveries`.
+            Err(e) => Outcome::from_error(&e),
         }
     }
 }

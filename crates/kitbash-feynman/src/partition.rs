@@ -18,7 +18,7 @@ use fred::types::Value;
 use kitbash_runtime::config::FeynmanConfig;
 use kitbash_runtime::entries::{self, parse_id};
 use kitbash_runtime::partition::commit::{self, Commit, TEMPLATE};
-use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec};
+use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec, Transient};
 use kitbash_schema::messages::{PhysicsRecord, StateUpdate, StateUpdateData, Tick};
 use kitbash_schema::{Envelope, Keys, StreamName};
 use serde::{Deserialize, Serialize};
@@ -239,7 +239,8 @@ impl PartitionLogic for Physics {
         state: &mut PartitionState,
         batch: &[Entry<Tick>],
         out: &mut Effects,
-    ) -> Vec<Result<(), String>> {
+    ) -> Result<Vec<Result<(), String>>, Transient> {
+        // Pure computation: nothing here can fail transiently (the commit is the runtime's).
         let mut touched: BTreeMap<&str, &str> = BTreeMap::new();
         let mut now_ms = 0;
         let mut gone = Vec::new();
@@ -265,7 +266,7 @@ impl PartitionLogic for Physics {
         }
         out.dirty.extend(gone);
         out.dirty.extend(self.sweep(state, now_ms));
-        results
+        Ok(results)
     }
 
     fn encode_item(&self, state: &PartitionState, key: &str) -> Option<Vec<u8>> {

@@ -5,15 +5,15 @@
 //! script, so a redelivered crossing neither rewrites nor counts twice.
 
 use fred::prelude::*;
-use kitbash_runtime::DaemonContext;
 use kitbash_runtime::consumer::{Delivery, Handler, Outcome};
 use kitbash_runtime::idempotency::{Guarded, apply_once_if};
 use kitbash_runtime::metrics::Metrics;
+use kitbash_runtime::{DaemonContext, RuntimeError};
 use kitbash_schema::messages::Crossing;
 use kitbash_schema::{Keys, StreamName, ttl};
 use kitbash_ternary::{Hit, SearchOptions, TernaryVector, signature};
 
-use crate::bank::{Bank, Snapshot};
+use crate::bank::{Bank, LoadError, Snapshot};
 
 /// The handler of the `crossings` stream.
 #[derive(Clone)]
@@ -89,7 +89,7 @@ impl GhostWriter {
         hash: &str,
         value: &str,
         version: u64,
-    ) -> Result<Guarded, String> {
+    ) -> Result<Guarded, RuntimeError> {
         let ghost = self.keys.ghost(hash);
         let activations = self.keys.ghost_activations();
         let secs = ttl::GHOST.secs().unwrap_or(3600) as i64;
@@ -113,15 +113,18 @@ impl GhostWriter {
             &cmds,
         )
         .await
-        .map_err(|e| e.to_string())
     }
 }
 
-fn retry_all(batch: &[Delivery<Crossing>], why: &str) -> Vec<Outcome> {
-    batch
-        .iter()
-        .map(|_| Outcome::Retry(why.to_owned()))
-        .collect()
+/// The outcome of a crossing that could not be written because the bank did not load: held
+/// while Redis cannot answer (transient), retried by redelivery otherwise.
+fn bank_failed(e: &LoadError, what: &str) -> Outcome {
+    match e {
+        LoadError::Redis(r) if kitbash_runtime::redis::is_transient(r) => {
+            Outcome::Transient(format!("{what}: {e}"))
+        }
+        _ => Outcome::Retry(format!("{what}: {e}")),
+    }
 }
 
 impl Handler<Crossing> for GhostWriter {
@@ -132,7 +135,10 @@ impl Handler<Crossing> for GhostWriter {
             // pending until they are reclaimed.
             None => match self.bank.current().await {
                 Ok((s, _)) => s,
-                Err(e) => return retry_all(&batch, &format!("grain bank not loaded: {e}")),
+                Err(e) => {
+                    let o = bank_failed(&e, "grain bank not loaded");
+                    return batch.iter().map(|_| o.clone()).collect();
+                }
             },
         };
         // Crossings still to write, by index; a write refused because the bank is older than
@@ -178,7 +184,7 @@ impl Handler<Crossing> for GhostWriter {
                     Ok(Guarded::Applied) => written += 1,
                     Ok(Guarded::AlreadyApplied) => {}
                     Ok(Guarded::GuardFailed) => stale.push(i),
-                    Err(e) => out[i] = Outcome::Retry(e),
+                    Err(e) => out[i] = Outcome::from_error(&e),
                 }
             }
             if stale.is_empty() {
@@ -200,7 +206,7 @@ impl Handler<Crossing> for GhostWriter {
                 }
                 Err(e) => {
                     for i in stale.iter().copied() {
-                        out[i] = Outcome::Retry(format!("grain bank reload failed: {e}"));
+                        out[i] = bank_failed(&e, "grain bank reload failed");
                     }
                     break;
                 }

@@ -41,7 +41,6 @@ use crate::daemon::DaemonContext;
 use crate::error::RuntimeError;
 use crate::leader::LeaderTerm;
 use crate::partition::{PartitionLogic, PartitionSpec};
-use crate::redis::Redis;
 
 type Task = Pin<Box<dyn Future<Output = Result<(), RuntimeError>> + Send>>;
 
@@ -87,19 +86,9 @@ impl Components {
         H: Handler<M> + 'static,
     {
         let ctx = &self.ctx;
-        // A blocking connection of its own: a `BLOCK` never waits behind another reader's.
-        let blocking = match crate::redis::builder(&ctx.config.redis).and_then(|b| Ok(b.build()?)) {
-            Ok(c) => c,
-            Err(e) => {
-                self.error.get_or_insert(e);
-                return self;
-            }
-        };
-        blocking.connect();
-        let redis = Redis {
-            client: ctx.redis.client.clone(),
-            blocking: blocking.clone(),
-        };
+        // The consumer opens a blocking connection of its own (a `BLOCK` never waits behind
+        // another reader's).
+        let redis = ctx.redis.clone();
         let consumer = StreamConsumer::new(
             redis,
             &ctx.keys,
@@ -115,7 +104,6 @@ impl Components {
             format!("consume {stream}"),
             Box::pin(async move {
                 consumer.run(handler, shutdown).await;
-                let _ = blocking.quit().await;
                 Ok(())
             }),
         ));

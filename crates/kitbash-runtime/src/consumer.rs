@@ -54,11 +54,31 @@ pub struct Delivery<M> {
 pub enum Outcome {
     /// Done: acknowledge.
     Ack,
-    /// Failed, may succeed later: leave pending; it is redelivered after `claim_idle_ms` and
-    /// dead-lettered after `max_deliveries`.
+    /// Failed for a reason of its own that may pass on a later delivery (a document that kept
+    /// moving under other writers, a bank that kept changing): left pending, redelivered after
+    /// `claim_idle_ms` (counting a delivery) and dead-lettered after `max_deliveries`.
     Retry(String),
+    /// Failed because Redis cannot do it *now* (out of memory under `noeviction`, a lost
+    /// connection, a failover — [`crate::redis::is_transient`]), nothing wrong with the entry.
+    /// The loop holds it and reads nothing new: it is handed to the handler again under the
+    /// runtime's [`Backoff`], with the same delivery count, its idle time refreshed so no other
+    /// consumer reclaims it, and the consumer reported not ready (`/readyz` 503) until it
+    /// passes. Never dead-lettered; on shutdown it stays pending for the next consumer.
+    Transient(String),
     /// Can never succeed: move to the dead-letter stream with this reason, then acknowledge.
     Dead(String),
+}
+
+impl Outcome {
+    /// The outcome of an entry whose effect failed with `e`: [`Outcome::Transient`] when Redis
+    /// could not do it now ([`RuntimeError::is_transient`]), [`Outcome::Retry`] otherwise.
+    pub fn from_error(e: &RuntimeError) -> Outcome {
+        if e.is_transient() {
+            Outcome::Transient(e.to_string())
+        } else {
+            Outcome::Retry(e.to_string())
+        }
+    }
 }
 
 /// Processes batches of decoded messages. Effects must be idempotent per entry id: after a
@@ -86,6 +106,8 @@ pub struct LoopStats {
     pub duplicates: u64,
     /// Times the group had to be recreated after NOGROUP.
     pub group_recreated: u64,
+    /// Times an entry was handed to the handler again after [`Outcome::Transient`].
+    pub transient: u64,
 }
 
 /// Where the loop reads next.
@@ -99,8 +121,14 @@ enum Phase {
 
 /// One consumer of one group on one stream. See the module docs for the protocol.
 pub struct StreamConsumer {
-    /// Connections (blocking reads go to `redis.blocking`).
+    /// The command connection.
     redis: Redis,
+    /// This loop's own connection for `XREADGROUP … BLOCK` (a `clone_new` of the command
+    /// client, connected when the loop runs): a block never queues other commands behind it.
+    blocking: Client,
+    /// The readiness check is false for a reason other than the group (a held batch, failing
+    /// acknowledgements); set true again after the next successful step.
+    degraded: bool,
     /// Logical stream, for logs, metrics and dead letters.
     stream: StreamName,
     /// Stream key.
@@ -156,6 +184,8 @@ impl StreamConsumer {
     ) -> Self {
         let group: String = group.into();
         Self {
+            blocking: redis.client.clone_new(),
+            degraded: false,
             redis,
             stream,
             key: keys.stream(stream),
@@ -293,11 +323,7 @@ impl StreamConsumer {
                 timeout: Some(Duration::from_millis(self.cfg.block_ms + 5_000)),
                 ..Default::default()
             };
-            self.redis
-                .blocking
-                .with_options(&opts)
-                .custom(cmd, args)
-                .await?
+            self.blocking.with_options(&opts).custom(cmd, args).await?
         } else {
             let cmd = command_for_key("XREADGROUP", &self.key, false);
             self.redis.client.custom(cmd, args).await?
@@ -360,6 +386,46 @@ impl StreamConsumer {
             .into_iter()
             .map(|r| (r.id, r.deliveries))
             .collect())
+    }
+
+    /// [`Self::process`], keeping the batch in hand while it fails transiently before the
+    /// handler has decided (the delivery counts, the `mid` check or the acknowledgement could
+    /// not reach Redis): the same entries are processed again under the backoff — never left
+    /// for `XAUTOCLAIM`, which would count a delivery and end in a dead letter. The handler may
+    /// see an entry twice; its effects are idempotent per entry id.
+    async fn process_held<M, H>(
+        &mut self,
+        batch: Vec<StreamEntry>,
+        fresh: bool,
+        handler: &mut H,
+    ) -> Result<(), RuntimeError>
+    where
+        M: Message + Send,
+        H: Handler<M>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let refresh_every = Duration::from_millis((self.cfg.claim_idle_ms / 3).max(100));
+        let mut refreshed = Instant::now();
+        loop {
+            match self.process(batch.clone(), fresh, handler).await {
+                Err(e) if e.is_transient() && !self.shutdown.is_cancelled() => {
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(stream = %self.stream, group = %self.group, error = %e,
+                            entries = batch.len(), "transient failure: holding the batch and retrying it");
+                    }
+                    self.health.set(self.check_name(), false);
+                    self.degraded = true;
+                    if !backoff.wait(&self.shutdown).await {
+                        return Err(e);
+                    }
+                    if refreshed.elapsed() >= refresh_every {
+                        let _ = self.refresh_idle(&batch).await;
+                        refreshed = Instant::now();
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Decodes, hands to the handler, dead-letters and acknowledges one batch.
@@ -459,38 +525,161 @@ impl StreamConsumer {
             handed = kept_entries;
         }
 
-        if !deliveries.is_empty() {
-            let expected = deliveries.len();
-            let outcomes = handler.handle(deliveries).await;
-            if outcomes.len() != expected {
-                tracing::error!(stream = %self.stream, expected, got = outcomes.len(),
-                    "handler returned the wrong number of outcomes; the rest stay pending");
-            }
-            let mut outcomes = outcomes.into_iter();
-            for entry in handed {
-                match outcomes.next() {
-                    Some(Outcome::Ack) => {
-                        self.stats.acked += 1;
-                        ack.push(entry.id);
-                    }
-                    Some(Outcome::Dead(reason)) => {
-                        let n = counts.get(&entry.id).copied().unwrap_or(1);
-                        dead.push((entry, reason, n));
-                    }
-                    Some(Outcome::Retry(reason)) => {
-                        tracing::warn!(stream = %self.stream, id = %entry.id, %reason, "entry will be retried");
-                        self.stats.retried += 1;
-                    }
-                    None => self.stats.retried += 1,
-                }
-            }
-        }
+        let held = self
+            .hand(handler, deliveries, handed, &counts, &mut ack, &mut dead)
+            .await;
         let n_dead = dead.len() as u64;
         self.commit(ack, dead).await?;
         self.stats.dead += n_dead;
+        if !held.is_empty() {
+            self.hold::<M, H>(held, &counts, handler).await?;
+        }
         let stream = self.stream.logical();
         let labels = [("stream", stream.as_str()), ("group", self.group.as_str())];
         self.metrics.observe_batch(&labels, started, entries);
+        Ok(())
+    }
+
+    /// Hands `deliveries` (decoded from `handed`) to the handler and sorts the outcomes into
+    /// `ack` and `dead`; returns the entries it said were [`Outcome::Transient`].
+    async fn hand<M, H>(
+        &mut self,
+        handler: &mut H,
+        deliveries: Vec<Delivery<M>>,
+        handed: Vec<StreamEntry>,
+        counts: &HashMap<String, u64>,
+        ack: &mut Vec<String>,
+        dead: &mut Vec<(StreamEntry, String, u64)>,
+    ) -> Vec<StreamEntry>
+    where
+        M: Message + Send,
+        H: Handler<M>,
+    {
+        let mut held = Vec::new();
+        if deliveries.is_empty() {
+            return held;
+        }
+        let expected = deliveries.len();
+        let outcomes = handler.handle(deliveries).await;
+        if outcomes.len() != expected {
+            tracing::error!(stream = %self.stream, expected, got = outcomes.len(),
+                "handler returned the wrong number of outcomes; the rest stay pending");
+        }
+        let mut outcomes = outcomes.into_iter();
+        for entry in handed {
+            match outcomes.next() {
+                Some(Outcome::Ack) => {
+                    self.stats.acked += 1;
+                    ack.push(entry.id);
+                }
+                Some(Outcome::Dead(reason)) => {
+                    let n = counts.get(&entry.id).copied().unwrap_or(1);
+                    dead.push((entry, reason, n));
+                }
+                Some(Outcome::Retry(reason)) => {
+                    tracing::warn!(stream = %self.stream, id = %entry.id, %reason, "entry will be retried");
+                    self.stats.retried += 1;
+                }
+                Some(Outcome::Transient(reason)) => {
+                    if held.is_empty() {
+                        tracing::warn!(stream = %self.stream, group = %self.group, id = %entry.id, %reason,
+                            "transient failure: holding the batch and retrying it (nothing new is read meanwhile)");
+                    }
+                    held.push(entry);
+                }
+                None => self.stats.retried += 1,
+            }
+        }
+        held
+    }
+
+    /// Holds entries that failed transiently: hands them to the handler again under the
+    /// backoff until none is transient (or shutdown), reading nothing new, reporting not ready
+    /// meanwhile, and refreshing their idle time so no other consumer reclaims them. Their
+    /// delivery count does not move: they are never re-read.
+    async fn hold<M, H>(
+        &mut self,
+        mut held: Vec<StreamEntry>,
+        counts: &HashMap<String, u64>,
+        handler: &mut H,
+    ) -> Result<(), RuntimeError>
+    where
+        M: Message + Send,
+        H: Handler<M>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let refresh_every = Duration::from_millis((self.cfg.claim_idle_ms / 3).max(100));
+        let mut refreshed = Instant::now();
+        let check = self.check_name();
+        self.health.set(&check, false);
+        self.degraded = true;
+        let stream = self.stream.logical();
+        while !held.is_empty() {
+            self.metrics.inc(
+                "kitbash_transient_retries_total",
+                "Entries handed to the handler again after a transient failure.",
+                &[("stream", stream.as_str()), ("group", self.group.as_str())],
+                held.len() as u64,
+            );
+            if !backoff.wait(&self.shutdown).await {
+                tracing::info!(stream = %self.stream, held = held.len(),
+                    "stopping with entries held after a transient failure; they stay pending for the next consumer");
+                return Ok(());
+            }
+            if refreshed.elapsed() >= refresh_every {
+                if let Err(e) = self.refresh_idle(&held).await {
+                    tracing::warn!(stream = %self.stream, error = %e, "cannot refresh the idle time of held entries");
+                }
+                refreshed = Instant::now();
+            }
+            self.stats.transient += held.len() as u64;
+            let mut deliveries = Vec::with_capacity(held.len());
+            let mut handed = Vec::with_capacity(held.len());
+            let (mut ack, mut dead) = (Vec::new(), Vec::new());
+            for entry in held {
+                let n = counts.get(&entry.id).copied().unwrap_or(1);
+                // They decoded before; decoding is deterministic.
+                match Envelope::from_fields(entry.pairs()).and_then(|env| {
+                    let mid = env.mid.clone();
+                    env.decode::<M>().map(|m| (m, mid))
+                }) {
+                    Ok((message, mid)) => {
+                        deliveries.push(Delivery {
+                            id: entry.id.clone(),
+                            message,
+                            deliveries: n,
+                            mid,
+                        });
+                        handed.push(entry);
+                    }
+                    Err(e) => dead.push((entry, e.to_string(), n)),
+                }
+            }
+            held = self
+                .hand(handler, deliveries, handed, counts, &mut ack, &mut dead)
+                .await;
+            let n_dead = dead.len() as u64;
+            self.commit(ack, dead).await?;
+            self.stats.dead += n_dead;
+        }
+        tracing::info!(stream = %self.stream, group = %self.group, attempts = backoff.attempts(),
+            "held batch went through after a transient failure");
+        Ok(())
+    }
+
+    /// `XCLAIM … 0 ids JUSTID` on our own held entries: resets their idle time, so other
+    /// consumers' `XAUTOCLAIM` leaves them alone, without counting a delivery.
+    async fn refresh_idle(&self, held: &[StreamEntry]) -> Result<(), RuntimeError> {
+        let cmd = command_for_key("XCLAIM", &self.key, false);
+        let mut args: Vec<Value> = vec![
+            self.key.as_str().into(),
+            self.group.as_str().into(),
+            self.consumer.as_str().into(),
+            0i64.into(),
+        ];
+        args.extend(held.iter().map(|e| Value::from(e.id.as_str())));
+        args.push("JUSTID".into());
+        let _: Value = self.redis.client.custom(cmd, args).await?;
         Ok(())
     }
 
@@ -507,7 +696,7 @@ impl StreamConsumer {
         ];
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let n_ack = ack.len() as u64;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let result = if dead.is_empty() {
                 if ack.is_empty() {
@@ -521,15 +710,24 @@ impl StreamConsumer {
             } else {
                 self.commit_dead(&ack, &dead).await
             };
-            // Retried while the daemon runs (a blip must not cause redelivery); once shutdown
-            // has begun, give up at once: the entries stay pending and are redelivered, which
-            // the idempotent effects absorb, and the drain stays inside the grace period.
+            // Retried while the daemon runs — for as long as the failure is transient (Redis
+            // refusing writes: a dead letter is an `XADD`), 20 times otherwise — because a blip
+            // must not cause redelivery; once shutdown has begun, give up at once: the entries
+            // stay pending and are redelivered, which the idempotent effects absorb, and the
+            // drain stays inside the grace period.
             match result {
                 Ok(()) => break,
                 // The group is gone (and its pending list with it): nothing to acknowledge;
                 // the loop recreates the group where this process last read.
                 Err(e) if e.details().contains("NOGROUP") => return Err(e.into()),
-                Err(e) if backoff.attempts() < 20 && !self.shutdown.is_cancelled() => {
+                Err(e)
+                    if (crate::redis::is_transient(&e) || backoff.attempts() < 20)
+                        && !self.shutdown.is_cancelled() =>
+                {
+                    if backoff.attempts() == 3 {
+                        self.health.set(self.check_name(), false);
+                        self.degraded = true;
+                    }
                     tracing::warn!(stream = %self.stream, error = %e, attempt = backoff.attempts() + 1, "acknowledgement failed; retrying");
                     backoff.wait(&self.shutdown).await;
                 }
@@ -599,6 +797,7 @@ impl StreamConsumer {
         H: Handler<M>,
     {
         self.shutdown = shutdown.clone();
+        self.blocking.connect();
         let mut backoff = Backoff::default();
         // Create the group before anything else; retry while Redis is away.
         while !shutdown.is_cancelled() {
@@ -616,7 +815,13 @@ impl StreamConsumer {
         while !shutdown.is_cancelled() {
             let step = self.step(&mut phase, &mut next_claim, &mut handler).await;
             match step {
-                Ok(()) => backoff.reset(),
+                Ok(()) => {
+                    backoff.reset();
+                    if self.degraded {
+                        self.degraded = false;
+                        self.health.set(self.check_name(), true);
+                    }
+                }
                 Err(e) if e.is_nogroup() => {
                     if let Err(e) = self.recover_group().await {
                         tracing::warn!(stream = %self.stream, error = %e, "cannot recreate consumer group yet");
@@ -631,6 +836,7 @@ impl StreamConsumer {
             }
         }
         self.leave().await;
+        let _ = self.blocking.quit().await;
         tracing::info!(stream = %self.stream, group = %self.group, stats = ?self.stats, "consumer loop stopped");
         self.stats
     }
@@ -652,7 +858,7 @@ impl StreamConsumer {
                 self.forget_dead_consumers().await?;
             }
             if !claimed.is_empty() {
-                return self.process(claimed, false, handler).await;
+                return self.process_held(claimed, false, handler).await;
             }
         }
         let current = phase.clone();
@@ -666,9 +872,9 @@ impl StreamConsumer {
                 if !batch.is_empty() {
                     tracing::info!(stream = %self.stream, count = batch.len(), "re-processing own pending entries");
                 }
-                self.process(batch, false, handler).await
+                self.process_held(batch, false, handler).await
             }
-            Phase::New => self.process(batch, true, handler).await,
+            Phase::New => self.process_held(batch, true, handler).await,
         }
     }
 

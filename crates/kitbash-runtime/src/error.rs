@@ -38,4 +38,10 @@ impl RuntimeError {
     pub fn is_nogroup(&self) -> bool {
         matches!(self, RuntimeError::Redis(e) if e.details().contains("NOGROUP"))
     }
+
+    /// True when the failure is transient ([`crate::redis::is_transient`]): retry the same
+    /// work later, never dead-letter it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RuntimeError::Redis(e) if crate::redis::is_transient(e))
+    }
 }

@@ -24,6 +24,15 @@ impl Health {
             .insert(name.into(), ok);
     }
 
+    /// Forgets a check (a partition that moved to another instance is no longer ours to
+    /// report).
+    pub fn clear(&self, name: &str) {
+        self.checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
     /// All checks and whether all pass.
     pub fn snapshot(&self) -> (bool, Vec<(String, bool)>) {
         let checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,5 +1,5 @@
 //! Redis connections with the reliability notes applied: command timeouts, a bounded buffer
-//! while disconnected, exponential reconnect, and a separate connection for blocking reads.
+//! while disconnected, exponential reconnect; blocking reads open their own connections.
 //!
 //! Connection failures are reported fast and true: [`connect_client`] answers a refused
 //! connection, an unknown host or a rejected password at once with a [`ConnectError`] that names
@@ -15,20 +15,53 @@ use fred::types::{ClusterHash, CustomCommand};
 use crate::config::RedisConfig;
 use crate::error::RuntimeError;
 
-/// The connections one daemon instance uses.
+/// The command connection of one daemon instance. Blocking reads never share it: each reader
+/// (a consumer loop, a partition worker, a tail) opens its own connection with
+/// `Client::clone_new` or [`builder`], so a `BLOCK` never queues other commands behind it.
 #[derive(Clone)]
 pub struct Redis {
     /// Every non-blocking command. fred pipelines concurrent commands on it automatically.
     pub client: Client,
-    /// Only `XREADGROUP … BLOCK`: fred's default blocking policy would queue every other
-    /// command behind a blocking read sharing its connection.
-    pub blocking: Client,
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redis").finish_non_exhaustive()
     }
+}
+
+/// Whether `e` is *transient*: Redis cannot do it now but will later, and nothing about the
+/// command or its data is wrong — the connection dropped or timed out, the client's buffer is
+/// full, or the server answered `OOM` (maxmemory with `noeviction`), `LOADING`, `BUSY`,
+/// `READONLY` / `MASTERDOWN` (a failover), `MISCONF` (persistence failing), `TRYAGAIN`,
+/// `CLUSTERDOWN` or `NOREPLICAS`. A batch that fails transiently is held and retried, never
+/// dead-lettered (see [`crate::consumer::Outcome::Transient`]).
+pub fn is_transient(e: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
+    ) {
+        return true;
+    }
+    const CODES: [&str; 9] = [
+        "OOM",
+        "LOADING",
+        "BUSY",
+        "READONLY",
+        "MASTERDOWN",
+        "MISCONF",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "NOREPLICAS",
+    ];
+    // The code starts the reply, or follows a script's wrapper ("ERR Error running script …:
+    // OOM command not allowed …", "… @user_script:1: OOM …").
+    let d = e.details();
+    d.split(|c: char| c.is_whitespace() || c == ':' || c == '-')
+        .any(|w| CODES.contains(&w))
+        && !d.contains("BUSYGROUP")
+        && !d.contains("BUSYKEY")
 }
 
 /// A fred builder configured from `[redis]`.
@@ -66,18 +99,13 @@ pub fn builder(cfg: &RedisConfig) -> Result<Builder, RuntimeError> {
 }
 
 impl Redis {
-    /// Builds both clients and starts connecting. Does not wait for Redis: commands issued
+    /// Builds the client and starts connecting. Does not wait for Redis: commands issued
     /// before it answers wait in the bounded buffer until their timeout.
     pub fn connect(cfg: &RedisConfig) -> Result<Self, RuntimeError> {
-        let b = builder(cfg)?;
-        let client = b.build()?;
-        // The blocking client must outlive a BLOCK of `block_ms`; its command timeout is raised
-        // per call with `with_options`.
-        let blocking = b.build()?;
+        let client = builder(cfg)?.build()?;
         watch_connection(&client, &cfg.url);
         client.connect();
-        blocking.connect();
-        Ok(Self { client, blocking })
+        Ok(Self { client })
     }
 
     /// Waits until the command client has connected once (or `timeout` passes).
@@ -96,10 +124,9 @@ impl Redis {
         self.client.ping::<String>(None).await.is_ok()
     }
 
-    /// Closes both clients.
+    /// Closes the client.
     pub async fn quit(&self) {
         let _ = self.client.quit().await;
-        let _ = self.blocking.quit().await;
     }
 }
 
@@ -396,5 +423,53 @@ pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::error::{Error, ErrorKind};
+
+    use super::is_transient;
+
+    #[test]
+    fn transient_errors_are_told_from_permanent_ones() {
+        let t = |kind, details: &str| is_transient(&Error::new(kind, details.to_owned()));
+        assert!(t(ErrorKind::IO, "broken pipe"));
+        assert!(t(ErrorKind::Timeout, "Request timed out."));
+        assert!(t(
+            ErrorKind::Unknown,
+            "OOM command not allowed when used memory > 'maxmemory'."
+        ));
+        assert!(t(
+            ErrorKind::Unknown,
+            "ERR Error running script (call to f_1): @user_script:3: OOM command not allowed when used memory > 'maxmemory'."
+        ));
+        assert!(t(
+            ErrorKind::Unknown,
+            "LOADING Redis is loading the dataset in memory"
+        ));
+        assert!(t(
+            ErrorKind::Unknown,
+            "READONLY You can't write against a read only replica."
+        ));
+        assert!(t(ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"));
+        assert!(!t(
+            ErrorKind::Unknown,
+            "BUSYGROUP Consumer Group name already exists"
+        ));
+        assert!(!t(
+            ErrorKind::InvalidArgument,
+            "WRONGTYPE Operation against a key"
+        ));
+        assert!(!t(
+            ErrorKind::Unknown,
+            "NOPERM this user has no permissions to run the 'xtrim' command"
+        ));
+        assert!(!t(ErrorKind::Unknown, "ERR unknown command 'FOO'"));
+        assert!(!t(
+            ErrorKind::Unknown,
+            "NOGROUP No such key 'k' or consumer group 'g'"
+        ));
     }
 }

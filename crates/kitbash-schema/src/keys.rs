@@ -216,6 +216,10 @@ impl Keys {
     pub const DOCUMENT_VERSION: &'static str = "version";
     /// See [`Keys::DOCUMENT_VERSION`].
     pub const DOCUMENT_APPLIED: &'static str = "applied";
+    /// See [`Keys::DOCUMENT_VERSION`]: the latest updates the document's commits rejected
+    /// (JSON `[[entry id, reason], …]`, at most 64), so a batch re-read after a crash
+    /// dead-letters them again although `applied` has moved past them.
+    pub const DOCUMENT_REJECTED: &'static str = "rejected";
 
     // ---- seed 003: neuromorphic arrays -----------------------------------------------------
 

@@ -152,6 +152,62 @@ where
     );
 }
 
+/// Appends `entries` (each a list of field/value pairs, e.g. a JSON envelope's fields) to
+/// `stream` and makes `server` refuse every write from then on — `maxmemory` 1 byte with
+/// `noeviction`, so each `XADD`, `SET` or writing script answers `OOM` — in one `MULTI`: a
+/// daemon blocked on the stream wakes up to entries it cannot apply. Reads still work.
+/// [`allow_writes`] lifts it. The daemons' "Redis refusing writes for a while" tests use it.
+pub fn append_then_refuse_writes(
+    server: &crate::RedisServer,
+    stream: &str,
+    entries: &[Vec<(&str, String)>],
+) -> crate::Result<()> {
+    let mut c = server.connect()?;
+    c.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])?;
+    c.command(&["MULTI"])?;
+    for e in entries {
+        let mut args: Vec<&str> = vec!["XADD", stream, "*"];
+        for (k, v) in e {
+            args.push(k);
+            args.push(v);
+        }
+        c.command(&args)?;
+    }
+    c.command(&["CONFIG", "SET", "maxmemory", "1"])?;
+    c.command(&["EXEC"])?;
+    Ok(())
+}
+
+/// Lifts [`append_then_refuse_writes`]: `maxmemory 0` (no limit).
+pub fn allow_writes(server: &crate::RedisServer) -> crate::Result<()> {
+    server
+        .connect()?
+        .command(&["CONFIG", "SET", "maxmemory", "0"])
+        .map(drop)
+}
+
+/// A local address that was free a moment ago (for a daemon's admin endpoint in a test that
+/// must know it before the daemon starts).
+pub fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("no free local port: {e}"))
+}
+
+/// `/readyz` of the admin endpoint at `addr`: the status code, and the state of the readiness
+/// check `name` (`None` when the body does not list it).
+pub fn readiness(addr: SocketAddr, name: &str) -> (u16, Option<bool>) {
+    let (status, body) = http_get(addr, "/readyz");
+    let check = if body.contains(&format!(r#"{{"name":"{name}","ok":false}}"#)) {
+        Some(false)
+    } else if body.contains(&format!(r#"{{"name":"{name}","ok":true}}"#)) {
+        Some(true)
+    } else {
+        None
+    };
+    (status, check)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -276,3 +276,77 @@ async fn a_query_keeps_only_its_latest_grains_in_either_layout() {
         }
     }
 }
+
+/// The JSON envelope's fields of `m`, as text (for [`append_then_refuse_writes`]).
+pub fn json_fields<M: kitbash_schema::Message>(m: &M) -> Vec<(&'static str, String)> {
+    kitbash_schema::Envelope::json(m)
+        .expect("encode")
+        .to_fields()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).expect("JSON is text")))
+        .collect()
+}
+
+/// Redis refusing writes (`maxmemory` 1 byte, `noeviction`) for a few seconds while events
+/// wait: nothing is dead-lettered, the consumer reports not ready meanwhile, and afterwards
+/// every event is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_refuses_writes_events_are_held_then_each_applied_once_and_none_dead() {
+    use kitbash_testkit::support::{
+        allow_writes, append_then_refuse_writes, free_local_addr, readiness,
+    };
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let k = keys(&ns);
+    let c = client(&server.url()).await;
+    let mut cfg = config(&server.url(), &ns);
+    let admin = free_local_addr();
+    cfg.admin.listen = admin.to_string();
+    let producer = Producer::new(c.clone(), k.clone(), 1);
+    producer
+        .publish(StreamName::Queries, &query("warm up"))
+        .await
+        .expect("publish");
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let task = tokio::spawn(kitbash_decay::run(cfg, signals));
+    let check = "group decay on queries";
+    eventually("the first event counted and the consumer ready", || async {
+        count(&c, &k, "warm up").await == 1 && readiness(admin, check).1 == Some(true)
+    })
+    .await;
+    let texts: Vec<String> = (0..30).map(|i| format!("held {i}")).collect();
+    let entries: Vec<Vec<(&str, String)>> = texts.iter().map(|t| json_fields(&query(t))).collect();
+    append_then_refuse_writes(&server, &k.stream(StreamName::Queries), &entries)
+        .expect("refuse writes");
+    eventually("not ready while Redis refuses writes", || async {
+        readiness(admin, check) == (503, Some(false))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let dead: u64 = c
+        .xlen(k.dead_letter(StreamName::Queries))
+        .await
+        .expect("xlen");
+    assert_eq!(dead, 0, "nothing dead-lettered while Redis refuses writes");
+    allow_writes(&server).expect("allow writes");
+    eventually("every held event counted once, ready again", || async {
+        let mut all = true;
+        for t in &texts {
+            all &= count(&c, &k, t).await == 1;
+        }
+        all && readiness(admin, check).1 == Some(true)
+    })
+    .await;
+    let dead: u64 = c
+        .xlen(k.dead_letter(StreamName::Queries))
+        .await
+        .expect("xlen");
+    assert_eq!(dead, 0, "no valid event dead-lettered");
+    assert_eq!(pending(&c, &k).await, 0);
+    for t in &texts {
+        assert_eq!(count(&c, &k, t).await, 1, "{t}");
+    }
+    stop.cancel();
+    task.await.expect("join").expect("run");
+}

@@ -258,13 +258,15 @@ async fn a_writer_outside_the_daemon_is_never_lost() {
         .load(std::slice::from_ref(&key))
         .await
         .expect("load")
-        .remove(0);
+        .remove(0)
+        .expect("a JSON document");
     assert_eq!(now.version, 1);
     let doc = json!({"a": 1, "outside": true});
     let commit = DocCommit {
         key: key.clone(),
         expect: (now.version, now.applied.clone()),
         applied: now.applied.clone(),
+        rejected: Vec::new(),
         doc: Some(document::to_bytes(&doc)),
         version: 2,
         ttl_secs: 0,
@@ -277,20 +279,17 @@ async fn a_writer_outside_the_daemon_is_never_lost() {
             publish: kitbash_schema::messages::quantum_update_parts("daily_update", &key, &doc, 2),
         }],
     };
-    assert_eq!(
-        store
-            .commit(std::slice::from_ref(&commit))
-            .await
-            .expect("commit"),
-        vec![Committed::Yes]
-    );
+    let done: Vec<Committed> = store
+        .commit(std::slice::from_ref(&commit))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("commit");
+    assert_eq!(done, vec![Committed::Yes]);
     // The same commit again is refused: the version moved.
     assert!(matches!(
-        store
-            .commit(std::slice::from_ref(&commit))
-            .await
-            .expect("commit")[0],
-        Committed::Moved(_)
+        store.commit(std::slice::from_ref(&commit)).await.pop(),
+        Some(Ok(Committed::Moved(_)))
     ));
     producer
         .patch_entity(&EntityUpdate::merge(t.clone(), json!({"b": 2})), PARTITIONS)

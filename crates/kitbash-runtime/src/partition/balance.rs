@@ -54,6 +54,9 @@ struct Balancer<L: PartitionLogic> {
     /// Where this instance starts looking for free partitions (spreads instances apart).
     offset: u32,
     check: String,
+    /// Partitions whose worker failed (Redis, a snapshot item that does not restore, a panic):
+    /// not restarted before the instant, under a backoff that grows while failures repeat.
+    failed: HashMap<u32, (Instant, crate::Backoff)>,
 }
 
 impl<L: PartitionLogic> Balancer<L> {
@@ -124,10 +127,7 @@ impl<L: PartitionLogic> Balancer<L> {
             }
             Err(e) => {
                 if let Some((p, id)) = self.tasks.remove(&e.id()) {
-                    let why = PartitionError::Snapshot {
-                        key: String::new(),
-                        why: format!("worker task failed: {e}"),
-                    };
+                    let why = PartitionError::Panicked(e.to_string());
                     self.joined((p, id, Err(why))).await;
                 }
             }
@@ -137,8 +137,58 @@ impl<L: PartitionLogic> Balancer<L> {
     /// A worker exited: forget its slot (only if it is still that worker's) and release its
     /// lease — with its own token, so a newer lease is never touched.
     async fn joined(&mut self, (p, id, result): Joined) {
-        if let Err(e) = &result {
-            tracing::warn!(stream = %(self.spec.stream)(p), error = %e, "partition worker stopped");
+        match &result {
+            // Ownership moved: nothing failed here.
+            Err(e @ PartitionError::Fenced(..)) => {
+                tracing::warn!(stream = %(self.spec.stream)(p), error = %e, "partition worker stopped");
+                self.ctx
+                    .health
+                    .clear(&worker::check_name(self.spec.group, p));
+            }
+            Err(e) => {
+                // Restarting at once would spin (and hide the failure): back off, count it,
+                // and report the partition not ready until a worker restores it.
+                let (at, backoff) = self.failed.entry(p).or_insert_with(|| {
+                    (
+                        Instant::now(),
+                        crate::Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+                    )
+                });
+                let delay = backoff.next_delay();
+                *at = Instant::now() + delay;
+                let kind = if e.is_restore() {
+                    "restore"
+                } else if matches!(e, PartitionError::Panicked(_)) {
+                    "panic"
+                } else {
+                    "redis"
+                };
+                tracing::warn!(stream = %(self.spec.stream)(p), error = %e, kind,
+                    retry_in_ms = delay.as_millis() as u64, "partition worker failed; backing off");
+                self.ctx.metrics.inc(
+                    "kitbash_partition_failures_total",
+                    "Partition workers that failed (kind: restore = a snapshot item did not restore, panic, redis).",
+                    &[("stream", self.spec.group), ("kind", kind)],
+                    1,
+                );
+                if e.is_restore() {
+                    self.ctx.metrics.inc(
+                        "kitbash_partition_restore_failures_total",
+                        "Partition restores that failed on a snapshot item.",
+                        &[("stream", self.spec.group)],
+                        1,
+                    );
+                }
+                self.ctx
+                    .health
+                    .set(worker::check_name(self.spec.group, p), false);
+            }
+            Ok(()) => {
+                self.failed.remove(&p);
+                self.ctx
+                    .health
+                    .clear(&worker::check_name(self.spec.group, p));
+            }
         }
         if self.slots.get(&p).is_some_and(|s| s.id == id)
             && let Some(s) = self.slots.remove(&p)
@@ -185,6 +235,9 @@ impl<L: PartitionLogic> Balancer<L> {
                 self.free_since.remove(&p);
                 continue;
             }
+            if self.failed.get(&p).is_some_and(|(at, _)| now < *at) {
+                continue;
+            }
             let key = self.lease_key(p);
             // A lease still in this instance's name without a worker (it failed, e.g. while
             // Redis restarted) is adopted at once rather than waited out.
@@ -197,7 +250,13 @@ impl<L: PartitionLogic> Balancer<L> {
                     }
                 }
                 Some(_) => {
+                    // Another instance works on it: not ours to report.
                     self.free_since.remove(&p);
+                    if self.failed.remove(&p).is_some() {
+                        self.ctx
+                            .health
+                            .clear(&worker::check_name(self.spec.group, p));
+                    }
                     continue;
                 }
                 None => None,
@@ -253,6 +312,7 @@ pub async fn run<L: PartitionLogic>(
         instance: ctx.instance.clone(),
         metrics: ctx.metrics.clone(),
         consumer: ctx.config.consumer.clone(),
+        health: ctx.health.clone(),
     });
     let offset = ctx
         .instance
@@ -271,6 +331,7 @@ pub async fn run<L: PartitionLogic>(
         free_since: HashMap::new(),
         offset,
         check,
+        failed: HashMap::new(),
     };
     let period = Duration::from_millis((spec.lease_ms / 3).max(100));
     let mut tick = tokio::time::interval(period);

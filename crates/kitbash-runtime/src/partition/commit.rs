@@ -86,7 +86,7 @@ pub const TEMPLATE: u8 = 1;
 pub const ID_PLACEHOLDER: &str = "@@ID@@";
 
 /// One batch's writes, built by the partition worker.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Commit {
     /// Keys the commands touch (declared to Redis), each once, in first-use order.
     pub keys: Vec<String>,

@@ -34,7 +34,10 @@ where
         let end = (at + n).min(entries.len());
         let batch = &entries[at..end];
         let mut out = Effects::default();
-        let results = logic.apply(&mut live, batch, &mut out).await;
+        let results = match logic.apply(&mut live, batch, &mut out).await {
+            Ok(r) => r,
+            Err(t) => return Err(format!("a transient failure in a pure check: {t}")),
+        };
         for (e, r) in batch.iter().zip(results) {
             if r.is_ok() {
                 accepted.push(e.clone());

@@ -38,6 +38,17 @@ pub struct Entry<M> {
     pub message: M,
 }
 
+/// A batch that cannot be applied now but will be later (see [`PartitionLogic::apply`]); the
+/// reason is logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transient(pub String);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What one batch produced besides the logic's state changes.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -77,12 +88,19 @@ pub trait PartitionLogic: Send + Sync + 'static {
 
     /// Applies a batch in stream order, adding its effects to `out`. Returns one result per
     /// entry: `Err(reason)` dead-letters that entry (its state changes must not have happened).
+    ///
+    /// `Err(Transient)` says the whole batch could not be applied *now* (Redis refused a write
+    /// the logic makes itself, [`crate::redis::is_transient`]): the runtime keeps the batch,
+    /// reads nothing new, reports the partition not ready, and calls `apply` again with the
+    /// same batch and a fresh `out` under its backoff — so the state must be as before, or
+    /// such that applying the batch again gives the same result (entity's per-document
+    /// `applied` position makes its partial commits so). Nothing is dead-lettered for it.
     fn apply(
         &self,
         state: &mut Self::State,
         batch: &[Entry<Self::Message>],
         out: &mut Effects,
-    ) -> impl Future<Output = Vec<Result<(), String>>> + Send;
+    ) -> impl Future<Output = Result<Vec<Result<(), String>>, Transient>> + Send;
 
     /// The item's snapshot bytes, or `None` when it no longer exists (deleted from the snapshot).
     fn encode_item(&self, state: &Self::State, key: &str) -> Option<Vec<u8>>;

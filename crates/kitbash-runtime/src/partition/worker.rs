@@ -41,6 +41,23 @@ pub enum PartitionError {
     /// Another worker committed to this partition: ownership moved.
     #[error("partition {0} was committed by another worker (checkpoint at {1})")]
     Fenced(u32, String),
+    /// The worker task panicked (a bug in the logic).
+    #[error("partition worker panicked: {0}")]
+    Panicked(String),
+}
+
+impl PartitionError {
+    /// Whether restoring the partition failed for its data (an item that does not restore), as
+    /// opposed to Redis or a panic.
+    pub fn is_restore(&self) -> bool {
+        matches!(self, PartitionError::Snapshot { .. })
+    }
+}
+
+/// The readiness check of partition `p` of `group` (false while its batch is held after a
+/// transient failure, or while its worker is backing off after failing).
+pub fn check_name(group: &str, p: u32) -> String {
+    format!("{group} partition {p}")
 }
 
 /// What every worker of one partitioned component shares.
@@ -59,6 +76,8 @@ pub struct WorkerShared<L> {
     pub metrics: Metrics,
     /// Batch size, block time, dead-letter cap.
     pub consumer: ConsumerConfig,
+    /// Readiness registry (the per-partition checks, see [`check_name`]).
+    pub health: crate::health::Health,
 }
 
 /// Partition `p`'s keys.
@@ -270,15 +289,63 @@ impl<L: PartitionLogic> Worker<L> {
         (self.mids.encode(), self.dirty.replay_from(new_last))
     }
 
-    async fn commit(&self, advance: Advance<'_>, c: Commit) -> Result<(), PartitionError> {
+    /// Commits `c` with `advance`. A transient failure (Redis refusing writes, a lost
+    /// connection) is retried with the same commit under the backoff while `cancel` allows,
+    /// the partition reported not ready meanwhile; the script is a compare-and-set, so a
+    /// retry never applies twice. A conflict whose checkpoint is already at our own new
+    /// position is our own commit whose reply was lost (fred re-sends a command after a
+    /// reconnect) and counts as applied.
+    async fn commit(
+        &self,
+        advance: Advance<'_>,
+        c: Commit,
+        cancel: &CancellationToken,
+    ) -> Result<(), PartitionError> {
         let sh = &self.sh;
-        let r = if sh.client.is_clustered() {
-            commit::run_split(&sh.client, &self.k.checkpoint, &sh.instance, advance, c).await?
-        } else {
-            commit::run(&sh.client, &self.k.checkpoint, &sh.instance, advance, c).await?
+        let mut backoff = crate::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let r = loop {
+            let attempt = if sh.client.is_clustered() {
+                commit::run_split(
+                    &sh.client,
+                    &self.k.checkpoint,
+                    &sh.instance,
+                    advance,
+                    c.clone(),
+                )
+                .await
+            } else {
+                commit::run(
+                    &sh.client,
+                    &self.k.checkpoint,
+                    &sh.instance,
+                    advance,
+                    c.clone(),
+                )
+                .await
+            };
+            match attempt {
+                Ok(r) => break r,
+                Err(e) if crate::redis::is_transient(&e) && !cancel.is_cancelled() => {
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(stream = %self.k.stream, error = %e,
+                            "commit failed transiently; holding the batch and retrying");
+                    }
+                    self.sh.health.set(check_name(sh.spec.group, self.p), false);
+                    backoff.wait(cancel).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
+        if backoff.attempts() > 0 {
+            self.sh.health.set(check_name(sh.spec.group, self.p), true);
+        }
         match r {
             CommitResult::Applied => Ok(()),
+            CommitResult::Conflict(cur) if cur == advance.new_last && cur != advance.expected => {
+                tracing::info!(stream = %self.k.stream, at = %cur,
+                    "commit reply was lost and the command re-sent: the checkpoint is at our own position");
+                Ok(())
+            }
             CommitResult::Conflict(cur) => {
                 tracing::warn!(stream = %self.k.stream, expected = %advance.expected, found = %cur,
                     "checkpoint moved under us: another worker owns the partition now; stopping");
@@ -298,9 +365,10 @@ impl<L: PartitionLogic> Worker<L> {
         &mut self,
         batch: Vec<StreamEntry>,
         snapshot_due: bool,
-    ) -> Result<(), PartitionError> {
+        cancel: &CancellationToken,
+    ) -> Result<bool, PartitionError> {
         let Some(batch_last) = batch.last().map(|e| e.id.clone()) else {
-            return Ok(());
+            return Ok(true);
         };
         let started = Instant::now();
         let sh = self.sh.clone();
@@ -335,7 +403,34 @@ impl<L: PartitionLogic> Worker<L> {
                 Err(reason) => dead.push((e, reason)),
             }
         }
-        let results = sh.logic.apply(&mut self.state, &entries, &mut out).await;
+        let mut backoff = crate::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let results = loop {
+            match sh.logic.apply(&mut self.state, &entries, &mut out).await {
+                Ok(r) => break r,
+                Err(why) => {
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(stream = %self.k.stream, reason = %why,
+                            "batch failed transiently; holding it and retrying (nothing new is read)");
+                    }
+                    sh.health.set(check_name(sh.spec.group, self.p), false);
+                    sh.metrics.inc(
+                        "kitbash_transient_retries_total",
+                        "Batches applied again after a transient failure.",
+                        &[("stream", sh.spec.group)],
+                        1,
+                    );
+                    out = Effects::default();
+                    if !backoff.wait(cancel).await {
+                        // Stopping: nothing of this batch is committed; the next owner reads
+                        // it again from the checkpoint.
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        if backoff.attempts() > 0 {
+            sh.health.set(check_name(sh.spec.group, self.p), true);
+        }
         let mut applied = 0u64;
         for (i, (entry, e)) in entries.iter().zip(&raw).enumerate() {
             match results.get(i) {
@@ -383,6 +478,7 @@ impl<L: PartitionLogic> Worker<L> {
                 consumed: batch.len() as u64,
             },
             c,
+            cancel,
         )
         .await?;
         self.last_id = batch_last;
@@ -416,11 +512,11 @@ impl<L: PartitionLogic> Worker<L> {
             started,
             batch.len(),
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Writes every changed item (no entries consumed).
-    async fn flush(&mut self) -> Result<(), PartitionError> {
+    async fn flush(&mut self, cancel: &CancellationToken) -> Result<(), PartitionError> {
         while !self.dirty.is_empty() {
             let mut c = Commit::default();
             let last = self.last_id.clone();
@@ -433,6 +529,7 @@ impl<L: PartitionLogic> Worker<L> {
                     consumed: 0,
                 },
                 c,
+                cancel,
             )
             .await?;
         }
@@ -476,6 +573,7 @@ pub async fn run<L: PartitionLogic>(
     cancel: CancellationToken,
 ) -> Result<(), PartitionError> {
     let mut w = Worker::restore(sh.clone(), p).await?;
+    sh.health.set(check_name(sh.spec.group, p), true);
     let period = Duration::from_millis(sh.spec.snapshot_ms);
     let mut snapshot_due = Instant::now() + period;
     while !cancel.is_cancelled() {
@@ -487,17 +585,23 @@ pub async fn run<L: PartitionLogic>(
         if batch.is_empty() {
             if due && !w.dirty.is_empty() {
                 // Idle: write what changed so a takeover replays nothing.
-                w.flush().await?;
+                w.flush(&cancel).await?;
                 w.trim().await;
             }
             continue;
         }
-        w.step(batch, due).await?;
+        if !w.step(batch, due, &cancel).await? {
+            break;
+        }
         if due {
             w.trim().await;
         }
     }
-    w.flush().await?;
+    // The drain's flush is not held up by a Redis that refuses writes (a cancelled token: no
+    // retries); the changed items are then replayed by the next owner instead.
+    let no_retry = CancellationToken::new();
+    no_retry.cancel();
+    w.flush(&no_retry).await?;
     tracing::info!(stream = %w.k.stream, last_id = %w.last_id, "partition worker stopped");
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use kitbash_runtime::config::Config;
 use kitbash_runtime::partition::commit::{self, Advance, Commit, CommitResult};
-use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec};
+use kitbash_runtime::partition::{Effects, Entry, PartitionLogic, PartitionSpec, Transient};
 use kitbash_runtime::{Components, DaemonContext, lease, shutdown};
 use kitbash_schema::messages::Tick;
 use kitbash_schema::streams::partition_of;
@@ -60,7 +60,7 @@ impl PartitionLogic for Counter {
         s: &mut Self::State,
         batch: &[Entry<Tick>],
         out: &mut Effects,
-    ) -> Vec<Result<(), String>> {
+    ) -> Result<Vec<Result<(), String>>, Transient> {
         self.applying.fetch_add(1, Ordering::SeqCst);
         let mut gate = self.gate.clone();
         let _ = gate.wait_for(|open| *open).await;
@@ -77,7 +77,7 @@ impl PartitionLogic for Counter {
             );
         }
         self.applying.fetch_sub(1, Ordering::SeqCst);
-        vec![Ok(()); batch.len()]
+        Ok(vec![Ok(()); batch.len()])
     }
     fn encode_item(&self, s: &Self::State, key: &str) -> Option<Vec<u8>> {
         s.get(key).map(|n| n.to_string().into_bytes())
