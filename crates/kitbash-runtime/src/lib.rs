@@ -20,6 +20,8 @@
 //! - [`partition`]: ordered work over partitioned streams (leases, fenced checkpoints, snapshots).
 //! - [`lease`], [`leader`]: leases with per-acquisition tokens; leader tasks.
 //! - [`trim`]: the one safe way to trim a stream.
+//! - [`subscriber`]: pub/sub from `[redis]`, resubscribing after a reconnect and reporting gaps.
+//! - [`tail`]: `XREAD BLOCK` without a group, telling trimmed and restarted streams apart.
 //! - [`idempotency`]: apply an effect at most once, atomically with its marker.
 //! - [`backoff`]: the one backoff policy every retry loop uses.
 //! - [`clock`]: this host's clock and Redis's (`TIME`).
@@ -57,6 +59,8 @@ pub mod partition;
 pub(crate) mod periodic;
 pub mod redis;
 pub mod shutdown;
+pub mod subscriber;
+pub mod tail;
 pub(crate) mod telemetry;
 pub mod trim;
 

@@ -7,5 +7,7 @@ mod config;
 mod consumer;
 mod leader;
 mod partition;
+mod subscriber;
 mod support;
+mod tail;
 mod trim;
