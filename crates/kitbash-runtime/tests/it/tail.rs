@@ -145,3 +145,58 @@ async fn two_readers_both_see_every_entry() {
         assert_eq!(seen, all);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_deleted_after_the_position_is_reported_once() {
+    let server = RedisServer::start().expect("redis");
+    let r = connect(&server.url()).await;
+    let key = keys().stream(StreamName::Queries);
+    let all = fill(&r, &key, 6).await;
+    let mut reader = TailReader::new(&r, key.clone(), all[1].clone(), 10, BLOCK);
+    let _: i64 = r.client.xdel(&key, &all[3]).await.expect("xdel");
+    assert_eq!(
+        reader.next().await.expect("next"),
+        Tail::Trimmed {
+            asked: all[1].clone(),
+            first_available: Some(all[0].clone()),
+        }
+    );
+    // The survivors after the position are still read, and the deletion is not reported again.
+    let rest: Vec<String> = [&all[2], &all[4], &all[5]].into_iter().cloned().collect();
+    assert_eq!(ids(&reader.next().await.expect("next")), rest);
+    assert_eq!(reader.next().await.expect("next"), Tail::NoNews);
+    assert_eq!(reader.next().await.expect("next"), Tail::NoNews);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_failure_is_an_error_and_the_reader_goes_on_after_it() {
+    let mut server = RedisServer::builder()
+        .appendonly(kitbash_testkit::Appendfsync::Always)
+        .start()
+        .expect("redis");
+    let r = connect(&server.url()).await;
+    let key = keys().stream(StreamName::Queries);
+    let first = fill(&r, &key, 2).await;
+    let mut reader = TailReader::new(&r, key.clone(), "0".into(), 10, BLOCK);
+    assert_eq!(ids(&reader.next().await.expect("next")), first);
+    server.kill().expect("kill");
+    let e = reader.next().await.expect_err("redis is down");
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(reader.position(), first[1], "position kept");
+    server.restart().expect("restart");
+    let later = add(&r, &key, "*").await;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.is_empty() {
+        match reader.next().await {
+            Ok(Tail::Entries(e)) => got = e.into_iter().map(|e| e.id).collect(),
+            Ok(other) => assert_eq!(other, Tail::NoNews),
+            Err(e) => assert!(e.is_transient(), "{e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no entries for 30 s"
+        );
+    }
+    assert_eq!(got, vec![later]);
+}
