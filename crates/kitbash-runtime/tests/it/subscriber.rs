@@ -177,3 +177,32 @@ async fn dropping_the_subscriber_closes_its_connection() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_subscribed_while_redis_is_down_then_a_gap_when_it_is_back() {
+    let mut server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let ch = keys.channel_state_update();
+    let mut sub = Subscriber::open(
+        &redis_config(&server.url()),
+        &Metrics::new(),
+        "t",
+        std::slice::from_ref(&ch),
+        &[],
+    )
+    .await
+    .expect("open");
+    server.kill().expect("kill");
+    eventually("not subscribed while Redis is down", || async {
+        !sub.is_subscribed()
+    })
+    .await;
+    server.restart().expect("restart");
+    assert_eq!(
+        next(&mut sub).await,
+        Notice::Gap(Gap {
+            reason: GapReason::Reconnected
+        })
+    );
+    assert!(sub.is_subscribed());
+}

@@ -200,3 +200,27 @@ async fn a_redis_failure_is_an_error_and_the_reader_goes_on_after_it() {
     }
     assert_eq!(got, vec![later]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_reader_closes_its_connection() {
+    let server = RedisServer::start().expect("redis");
+    let r = connect(&server.url()).await;
+    let key = keys().stream(StreamName::Queries);
+    let clients = || {
+        server
+            .cmd(&["CLIENT", "LIST", "TYPE", "normal"])
+            .expect("client list")
+            .lines()
+            .filter(|l| !l.contains("cmd=client"))
+            .count()
+    };
+    let before = clients();
+    let mut reader = TailReader::new(&r, key, "0".into(), 10, BLOCK);
+    assert_eq!(reader.next().await.expect("next"), Tail::NoNews);
+    assert_eq!(clients(), before + 1, "the reader has its own connection");
+    drop(reader);
+    eventually("the reader's connection closed", || async {
+        clients() == before
+    })
+    .await;
+}
