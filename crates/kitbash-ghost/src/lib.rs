@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use kitbash_client::ClientError;
 use kitbash_client::reflex::Reflex;
-use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
+use kitbash_runtime::{Components, Config, DaemonContext, Restart, RuntimeError, Signals};
 use kitbash_schema::{DaemonKind, StreamName};
 
 /// What the daemon runs: the layout check, then the `crossings` consumer, the bank watcher and
@@ -50,11 +50,9 @@ pub fn components(ctx: &DaemonContext) -> Components {
         .refuse_cluster("ghost")
         .check("reflex-layout", layout_check(ctx))
         .consume(StreamName::Crossings, writer::GhostWriter::new(ctx, bank))
-        .every("grain-watch", period, move || {
+        .task("grain-watch", Restart::DEFAULT_BACKOFF, move |task| {
             let watcher = watcher.clone();
-            // Runs until shutdown (subscribed, polling meanwhile); called again if it returns
-            // early on an error.
-            async move { watcher.run().await }
+            async move { watcher.run(task).await }
         })
         .leader(
             "ghost-recompute",

@@ -1,13 +1,14 @@
-//! Keeps this instance's bank current: subscribed to `kitbash:grain-updates` (fast path) and
-//! polling `kitbash:reflex:version` every `[ghost] poll_ms` (pub/sub loses messages across a
-//! reconnect or when the reader lags). On a new version it reloads grains and hat and swaps the
+//! Keeps this instance's bank current: subscribed to `kitbash:grain-updates` (fast path, the
+//! runtime's [`Subscriber`], whose gap reports trigger a check too) and polling
+//! `kitbash:reflex:version` every `[ghost] poll_ms` (a belt to the braces: a lost message costs
+//! at most one poll). On a new version it reloads grains and hat and swaps the
 //! snapshot in. Every instance does this (each searches its own bank); recomputing the ghosts of
 //! the hot queries is the leader's job ([`crate::recompute`]).
 
 use std::time::Duration;
 
-use fred::prelude::*;
-use kitbash_runtime::{CancellationToken, DaemonContext};
+use kitbash_runtime::subscriber::{Notice, Subscriber};
+use kitbash_runtime::{DaemonContext, RuntimeError, TaskCtx};
 use kitbash_schema::Keys;
 
 use crate::bank::{Bank, LoadError};
@@ -21,8 +22,8 @@ pub struct Watcher {
     keys: Keys,
     /// The instance's bank.
     bank: Bank,
-    /// Stops the watcher.
-    shutdown: CancellationToken,
+    /// Where the subscriber counts its gaps.
+    metrics: kitbash_runtime::metrics::Metrics,
     /// `[ghost] poll_ms`.
     poll_ms: u64,
 }
@@ -40,58 +41,46 @@ impl Watcher {
             redis: ctx.config.redis.clone(),
             keys: ctx.keys.clone(),
             bank,
-            shutdown: ctx.signals.shutdown.clone(),
+            metrics: ctx.metrics.clone(),
             poll_ms: ctx.config.ghost.poll_ms,
         }
     }
 
-    /// Watches until shutdown.
-    pub async fn run(&self) {
-        let sub = kitbash_runtime::redis::builder(&self.redis)
-            .and_then(|b| {
-                let mut b = b;
-                b.with_performance_config(|p| p.broadcast_channel_capacity = 1024);
-                Ok(b.build_subscriber_client()?)
-            })
-            .ok();
-        let mut rx = None;
-        if let Some(sub) = &sub {
-            rx = Some(sub.message_rx());
-            let _guard = sub.manage_subscriptions();
-            let ready = async {
-                sub.init().await?;
-                sub.subscribe(self.keys.channel_grain_updates()).await
-            };
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                r = ready => if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot subscribe to grain updates; polling only");
-                },
-            }
-        }
+    /// Watches until `task.shutdown`: a long-running task ([`kitbash_runtime::task`]) with the
+    /// runtime's default restart backoff. Its readiness check (`task grain-watch`) turns true
+    /// once subscribed and the bank checked; a gap the subscriber reports (a reconnect, a
+    /// lagged receiver) triggers a check at once, as an announcement does. A subscriber that
+    /// stops is an error: the task restarts, resubscribing.
+    pub async fn run(&self, task: TaskCtx) -> Result<(), RuntimeError> {
+        let channels = [self.keys.channel_grain_updates()];
+        let open = Subscriber::open(&self.redis, &self.metrics, "grain-updates", &channels, &[]);
+        let mut sub = tokio::select! {
+            biased;
+            _ = task.shutdown.cancelled() => return Ok(()),
+            s = open => s?,
+        };
         let mut tick = tokio::time::interval(Duration::from_millis(self.poll_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let announced = async {
-                match rx.as_mut() {
-                    Some(rx) => {
-                        let _ = rx.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
             tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = announced => {}
+                biased;
+                _ = task.shutdown.cancelled() => return Ok(()),
+                notice = sub.recv() => match notice {
+                    // A message or a gap: either way the version may have moved.
+                    Some(Notice::Message { .. } | Notice::Gap(_)) => {}
+                    None => {
+                        return Err(RuntimeError::Reply {
+                            command: "SUBSCRIBE",
+                            detail: "the grain-updates subscriber stopped".into(),
+                        });
+                    }
+                },
                 _ = tick.tick() => {}
             }
             if let Err(e) = self.check().await {
                 tracing::warn!(error = %e, "cannot reload the grain bank; retried next poll");
             }
-        }
-        if let Some(sub) = sub {
-            // Redis may be gone already (stopped right after us): do not wait long for it.
-            let _ = tokio::time::timeout(Duration::from_secs(1), sub.quit()).await;
+            task.ready.set(true);
         }
     }
 

@@ -13,13 +13,17 @@
 //! }
 //! ```
 //!
-//! Four kinds of component:
+//! Six kinds of component:
 //! - [`Components::consume`]: a stream read through the daemon's consumer group
 //!   ([`crate::consumer`]), with de-duplication by producer `mid`, dead letters, reclaim;
 //! - [`Components::partitioned`]: ordered work over partitioned streams, one worker per
 //!   partition in the fleet ([`crate::partition`]);
 //! - [`Components::every`]: a periodic task on every instance;
 //! - [`Components::leader`]: a periodic task on exactly one live instance ([`crate::leader`]);
+//! - [`Components::task`]: a long-running task with a readiness handle and a restart policy
+//!   ([`crate::task`]);
+//! - [`Components::serve`]: an HTTP/WebSocket router bound for the daemon's life
+//!   ([`crate::serve`]);
 //!
 //! and [`Components::check`], a start-up check that must pass before any of them starts
 //! (with [`Components::refuse_cluster`] for daemons that cannot run on a Redis Cluster yet).
@@ -28,6 +32,7 @@
 //! readiness checks, metrics, heartbeats, drain on shutdown and lease release.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use fred::interfaces::ClientLike;
 use std::pin::Pin;
@@ -41,6 +46,7 @@ use crate::daemon::DaemonContext;
 use crate::error::RuntimeError;
 use crate::leader::LeaderTerm;
 use crate::partition::{PartitionLogic, PartitionSpec};
+use crate::task::{Restart, TaskCtx};
 
 type Task = Pin<Box<dyn Future<Output = Result<(), RuntimeError>> + Send>>;
 
@@ -135,6 +141,45 @@ impl Components {
                 Ok(())
             }),
         ));
+        self
+    }
+
+    /// Runs `task` for the daemon's life (a watcher, a hub): it gets the shutdown token and its
+    /// readiness check `task {name}`; `restart` says whether its error stops the daemon or
+    /// restarts it after a backoff ([`crate::task`]).
+    pub fn task<F, Fut>(mut self, name: &'static str, restart: Restart, task: F) -> Self
+    where
+        F: FnMut(TaskCtx) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), RuntimeError>> + Send + 'static,
+    {
+        let ctx = &self.ctx;
+        let run = crate::task::run(
+            name,
+            restart,
+            ctx.health.clone(),
+            ctx.metrics.clone(),
+            ctx.signals.shutdown.clone(),
+            task,
+        );
+        self.tasks.push((format!("task {name}"), Box::pin(run)));
+        self
+    }
+
+    /// Serves `router` on `addr` for the daemon's life: readiness `listening {name}`, the bound
+    /// address in the heartbeat and [`DaemonContext::served_addr`], requests in flight drained
+    /// on shutdown ([`crate::serve`]; WebSocket handlers close their own connections on the
+    /// shutdown token). A port in use stops the daemon.
+    pub fn serve(mut self, name: &'static str, addr: SocketAddr, router: axum::Router) -> Self {
+        let ctx = &self.ctx;
+        let run = crate::serve::run(
+            name,
+            addr,
+            router,
+            ctx.health.clone(),
+            ctx.served.clone(),
+            ctx.signals.shutdown.clone(),
+        );
+        self.tasks.push((format!("serve {name}"), Box::pin(run)));
         self
     }
 

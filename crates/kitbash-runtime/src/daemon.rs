@@ -75,6 +75,8 @@ pub struct DaemonContext {
     pub signals: Signals,
     /// The admin endpoint's bound address, when enabled.
     pub admin_addr: Option<SocketAddr>,
+    /// The addresses of the routers it serves ([`crate::Components::serve`]).
+    pub(crate) served: crate::serve::Served,
     /// Background tasks (heartbeat) to await on the way out.
     tasks: Vec<std::sync::Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>>,
 }
@@ -115,6 +117,7 @@ impl DaemonContext {
             beat_ms: 0,
             version: env!("CARGO_PKG_VERSION").into(),
             admin: admin_addr.map(|a| a.to_string()),
+            serves: Default::default(),
             ready: false,
         };
         let watch = tokio::spawn(watch_redis(
@@ -122,10 +125,12 @@ impl DaemonContext {
             health.clone(),
             signals.shutdown.clone(),
         ));
+        let served = crate::serve::Served::default();
         let hb = tokio::spawn(crate::heartbeat::run(
             redis.clone(),
             keys.clone(),
             beat,
+            served.clone(),
             kind,
             Duration::from_millis(config.fleet.heartbeat_ms),
             health.clone(),
@@ -144,11 +149,17 @@ impl DaemonContext {
             health,
             signals,
             admin_addr,
+            served,
             tasks: vec![
                 std::sync::Arc::new(tokio::sync::Mutex::new(Some(hb))),
                 std::sync::Arc::new(tokio::sync::Mutex::new(Some(watch))),
             ],
         })
+    }
+
+    /// The bound address of the router served as `name`, once it listens.
+    pub fn served_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.served.get(name)
     }
 
     /// Waits for the background tasks and closes the connections. Call after `run` returns.

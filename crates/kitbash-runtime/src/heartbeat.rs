@@ -50,6 +50,7 @@ pub async fn run(
     redis: Redis,
     keys: Keys,
     mut beat: Heartbeat,
+    served: crate::serve::Served,
     kind: DaemonKind,
     period: Duration,
     health: Health,
@@ -62,6 +63,7 @@ pub async fn run(
     let ttl_ms = (period.as_millis() as i64 * 3).max(1_000);
     crate::periodic::every(period, shutdown.clone(), || {
         beat.ready = health.ready();
+        beat.serves = served.snapshot();
         let mut beat = beat.clone();
         let (client, key, fleet, member) = (
             redis.client.clone(),

@@ -58,9 +58,11 @@ pub mod metrics;
 pub mod partition;
 pub(crate) mod periodic;
 pub mod redis;
+pub mod serve;
 pub mod shutdown;
 pub mod subscriber;
 pub mod tail;
+pub mod task;
 pub(crate) mod telemetry;
 pub mod trim;
 
@@ -72,3 +74,4 @@ pub use daemon::DaemonContext;
 pub use error::RuntimeError;
 pub use redis::Redis;
 pub use shutdown::{CancellationToken, Signals};
+pub use task::{Readiness, Restart, TaskCtx};

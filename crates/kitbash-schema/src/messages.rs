@@ -724,6 +724,9 @@ pub struct Heartbeat {
     /// Admin endpoint address, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// Addresses of the routers it serves (e.g. the bridge's WebSocket), by router name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub serves: std::collections::BTreeMap<String, String>,
     /// Whether the instance considers itself ready.
     pub ready: bool,
 }

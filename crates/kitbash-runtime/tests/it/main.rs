@@ -10,4 +10,5 @@ mod partition;
 mod subscriber;
 mod support;
 mod tail;
+mod task;
 mod trim;

@@ -306,6 +306,7 @@ fn heartbeat_layout() {
         beat_ms: 3,
         version: "0.1.0".into(),
         admin: None,
+        serves: Default::default(),
         ready: true,
     };
     assert_eq!(
