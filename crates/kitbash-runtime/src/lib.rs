@@ -4,7 +4,9 @@
 //! [`Components`] (built from a [`DaemonContext`]) and [`daemon::main`] / [`daemon::run`];
 //! the kinds' contracts — [`Handler`] / [`Delivery`] / [`Outcome`] for consumer groups,
 //! [`partition::PartitionLogic`] / [`partition::PartitionSpec`] / [`partition::Effects`] for
-//! ordered partitions, [`leader::LeaderTerm`] for leader tasks; and the tools a handler may
+//! ordered partitions, [`leader::LeaderTerm`] for leader tasks, [`TaskCtx`] / [`Restart`] /
+//! [`Readiness`] for long-running tasks; [`subscriber::Subscriber`] and [`tail::TailReader`] for
+//! pub/sub with gap reports and group-less stream tails; and the tools a handler may
 //! call: [`idempotency::apply_once`], [`trim::safe_trim`], [`Backoff`], [`metrics::Metrics`],
 //! [`health::Health`], [`redis::Redis`], [`RuntimeError`]. Everything else is the runtime's own.
 //!
@@ -15,13 +17,15 @@
 //! - [`redis`]: fred clients with timeouts, bounded buffers; `redact` for logs.
 //! - [`entries`]: stream replies parsed from raw RESP (also `kitbash status`/`tail`).
 //! - [`component`]: the component layer — a daemon declares consume / partitioned / every /
-//!   leader components and start-up checks, and the runtime runs them.
+//!   leader / task / serve components and start-up checks, and the runtime runs them.
 //! - [`consumer`]: the consumer-group loop (own pending first, reclaim, dead-letter, batched ack).
 //! - [`partition`]: ordered work over partitioned streams (leases, fenced checkpoints, snapshots).
 //! - [`lease`], [`leader`]: leases with per-acquisition tokens; leader tasks.
 //! - [`trim`]: the one safe way to trim a stream.
 //! - [`subscriber`]: pub/sub from `[redis]`, resubscribing after a reconnect and reporting gaps.
 //! - [`tail`]: `XREAD BLOCK` without a group, telling trimmed and restarted streams apart.
+//! - [`task`], [`serve`]: long-running tasks (restart policies, readiness) and served routers
+//!   (bound address in the heartbeat, drained on shutdown).
 //! - [`idempotency`]: apply an effect at most once, atomically with its marker.
 //! - [`backoff`]: the one backoff policy every retry loop uses.
 //! - [`clock`]: this host's clock and Redis's (`TIME`).
