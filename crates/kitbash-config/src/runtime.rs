@@ -131,7 +131,8 @@ impl AdminConfig {
     }
 }
 
-/// `[consumer]`: defaults of every consumer-group loop.
+/// `[consumer]`: the settings of every consumer-group loop, with per-stream overrides in
+/// `[consumer.streams.<logical stream>]` ([`ConsumerConfig::for_stream`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsumerConfig {
@@ -159,6 +160,73 @@ pub struct ConsumerConfig {
     /// `mid` (a producer retrying an `XADD` whose outcome it did not learn) is applied once;
     /// kept in Redis, so it survives restarts. 0 turns de-duplication off.
     pub dedup_window: u64,
+    /// Entries a raw consumer (deferred acknowledgement, e.g. the archive) may hold delivered
+    /// but unacknowledged; at the limit it reads nothing new until acknowledgements come in.
+    pub max_held: usize,
+    /// Per-stream overrides, keyed by logical stream name (`queries`, `"ticks:3"`): a consumer
+    /// of that stream takes these keys from here and the rest from `[consumer]`.
+    pub streams: std::collections::BTreeMap<String, ConsumerOverride>,
+}
+
+/// `[consumer.streams.<logical stream>]`: the `[consumer]` keys one stream's consumers set
+/// differently. Absent keys keep the `[consumer]` value.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerOverride {
+    /// Overrides `consumer.batch`.
+    pub batch: Option<usize>,
+    /// Overrides `consumer.block_ms`.
+    pub block_ms: Option<u64>,
+    /// Overrides `consumer.claim_idle_ms`.
+    pub claim_idle_ms: Option<u64>,
+    /// Overrides `consumer.claim_interval_ms`.
+    pub claim_interval_ms: Option<u64>,
+    /// Overrides `consumer.max_deliveries`.
+    pub max_deliveries: Option<u64>,
+    /// Overrides `consumer.start`.
+    pub start: Option<String>,
+    /// Overrides `consumer.max_held`.
+    pub max_held: Option<usize>,
+}
+
+impl ConsumerConfig {
+    /// The settings of a consumer of the stream named `logical`: `[consumer]` with that
+    /// stream's `[consumer.streams.<logical>]` keys applied (no overrides: `[consumer]` as is).
+    pub fn for_stream(&self, logical: &str) -> ConsumerConfig {
+        let mut cfg = self.clone();
+        if let Some(o) = self.streams.get(logical) {
+            cfg.batch = o.batch.unwrap_or(cfg.batch);
+            cfg.block_ms = o.block_ms.unwrap_or(cfg.block_ms);
+            cfg.claim_idle_ms = o.claim_idle_ms.unwrap_or(cfg.claim_idle_ms);
+            cfg.claim_interval_ms = o.claim_interval_ms.unwrap_or(cfg.claim_interval_ms);
+            cfg.max_deliveries = o.max_deliveries.unwrap_or(cfg.max_deliveries);
+            cfg.start = o.start.clone().unwrap_or(cfg.start);
+            cfg.max_held = o.max_held.unwrap_or(cfg.max_held);
+        }
+        cfg.streams.clear();
+        cfg
+    }
+
+    /// Checks the merged loop settings (what [`Section::validate`] checks for `[consumer]`
+    /// and every override).
+    fn check_loop(&self) -> Result<(), ConfigError> {
+        if self.batch == 0 || self.batch > 10_000 {
+            return Err(ConfigError::key("batch", "must be within 1..=10000"));
+        }
+        if self.max_deliveries == 0 {
+            return Err(ConfigError::key("max_deliveries", "must be ≥ 1"));
+        }
+        if self.block_ms == 0 {
+            return Err(ConfigError::key("block_ms", "must be > 0"));
+        }
+        if self.start != "0" && self.start != "$" {
+            return Err(ConfigError::key("start", "must be \"0\" or \"$\""));
+        }
+        if self.max_held == 0 {
+            return Err(ConfigError::key("max_held", "must be ≥ 1"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -174,6 +242,8 @@ impl Default for ConsumerConfig {
             dead_letter_max: 100_000,
             forget_idle_ms: 3_600_000,
             dedup_window: 100_000,
+            max_held: 50_000,
+            streams: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -243,17 +313,22 @@ impl Section for AdminConfig {
 impl Section for ConsumerConfig {
     const NAME: &'static str = "consumer";
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.batch == 0 || self.batch > 10_000 {
-            return Err(ConfigError::key("batch", "must be within 1..=10000"));
-        }
-        if self.max_deliveries == 0 {
-            return Err(ConfigError::key("max_deliveries", "must be ≥ 1"));
-        }
-        if self.block_ms == 0 {
-            return Err(ConfigError::key("block_ms", "must be > 0"));
-        }
-        if self.start != "0" && self.start != "$" {
-            return Err(ConfigError::key("start", "must be \"0\" or \"$\""));
+        self.check_loop()?;
+        for stream in self.streams.keys() {
+            if kitbash_schema::StreamName::parse(stream).is_none() {
+                return Err(ConfigError::key(
+                    &format!("streams.{stream}"),
+                    "is not a stream name (queries, crossings, memory, physics, entity-changes, \
+                     ticks:N, entity:N)",
+                ));
+            }
+            self.for_stream(stream).check_loop().map_err(|e| match e {
+                ConfigError::Key { key, why } => ConfigError::Key {
+                    key: format!("streams.{stream}.{key}"),
+                    why,
+                },
+                other => other,
+            })?;
         }
         Ok(())
     }

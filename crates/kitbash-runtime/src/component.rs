@@ -13,9 +13,11 @@
 //! }
 //! ```
 //!
-//! Six kinds of component:
+//! Seven kinds of component:
 //! - [`Components::consume`]: a stream read through the daemon's consumer group
 //!   ([`crate::consumer`]), with de-duplication by producer `mid`, dead letters, reclaim;
+//! - [`Components::consume_raw`]: the same group reading, entries handed over undecoded and
+//!   acknowledged later through an [`Acks`](crate::consumer::Acks) handle once the handler made them durable;
 //! - [`Components::partitioned`]: ordered work over partitioned streams, one worker per
 //!   partition in the fleet ([`crate::partition`]);
 //! - [`Components::every`]: a periodic task on every instance;
@@ -41,7 +43,8 @@ use std::time::Duration;
 
 use kitbash_schema::{Message, StreamName};
 
-use crate::consumer::{Delivery, Handler, Outcome, StreamConsumer};
+use crate::config::ConsumerConfig;
+use crate::consumer::{Delivery, Handler, Outcome, RawHandler, StreamConsumer};
 use crate::daemon::DaemonContext;
 use crate::error::RuntimeError;
 use crate::leader::LeaderTerm;
@@ -85,27 +88,25 @@ impl Components {
     }
 
     /// Reads `stream` through this daemon kind's consumer group and hands batches of decoded
-    /// messages to `handler`. Settings come from `[consumer]`.
-    pub fn consume<M, H>(mut self, stream: StreamName, handler: H) -> Self
+    /// messages to `handler`. Settings: `[consumer]` with the stream's
+    /// `[consumer.streams.<stream>]` overrides ([`crate::config::ConsumerConfig::for_stream`]).
+    pub fn consume<M, H>(self, stream: StreamName, handler: H) -> Self
     where
         M: Message + Send + 'static,
         H: Handler<M> + 'static,
     {
-        let ctx = &self.ctx;
-        // The consumer opens a blocking connection of its own (a `BLOCK` never waits behind
-        // another reader's).
-        let redis = ctx.redis.clone();
-        let consumer = StreamConsumer::new(
-            redis,
-            &ctx.keys,
-            stream,
-            ctx.kind.group().as_str(),
-            ctx.instance.clone(),
-            ctx.config.consumer.clone(),
-            ctx.metrics.clone(),
-            ctx.health.clone(),
-        );
-        let shutdown = ctx.signals.shutdown.clone();
+        let cfg = self.ctx.config.consumer.for_stream(&stream.logical());
+        self.consume_with(stream, cfg, handler)
+    }
+
+    /// [`Components::consume`] with settings of the daemon's own (a section of its config).
+    pub fn consume_with<M, H>(mut self, stream: StreamName, cfg: ConsumerConfig, handler: H) -> Self
+    where
+        M: Message + Send + 'static,
+        H: Handler<M> + 'static,
+    {
+        let consumer = self.stream_consumer(stream, cfg);
+        let shutdown = self.ctx.signals.shutdown.clone();
         self.tasks.push((
             format!("consume {stream}"),
             Box::pin(async move {
@@ -114,6 +115,48 @@ impl Components {
             }),
         ));
         self
+    }
+
+    /// Reads `stream` raw through this daemon kind's consumer group, acknowledging only what
+    /// `handler` settles through its [`Acks`](crate::consumer::Acks) handle ([`crate::consumer::RawConsumer`]): any
+    /// `type`, undecodable entries included, held entries kept from reclaim, at most
+    /// `max_held` of them, a flush hook on drain. Settings as for [`Components::consume`]; a
+    /// [`crate::consumer::TakeError::Fatal`] stops the daemon.
+    pub fn consume_raw<H: RawHandler + 'static>(self, stream: StreamName, handler: H) -> Self {
+        let cfg = self.ctx.config.consumer.for_stream(&stream.logical());
+        self.consume_raw_with(stream, cfg, handler)
+    }
+
+    /// [`Components::consume_raw`] with settings of the daemon's own.
+    pub fn consume_raw_with<H: RawHandler + 'static>(
+        mut self,
+        stream: StreamName,
+        cfg: ConsumerConfig,
+        handler: H,
+    ) -> Self {
+        let consumer = self.stream_consumer(stream, cfg).raw();
+        let shutdown = self.ctx.signals.shutdown.clone();
+        self.tasks.push((
+            format!("consume raw {stream}"),
+            Box::pin(async move { consumer.run(handler, shutdown).await.map(|_| ()) }),
+        ));
+        self
+    }
+
+    /// The consumer of `stream` for this daemon kind's group. It opens a blocking connection
+    /// of its own when it runs (a `BLOCK` never waits behind another reader's).
+    fn stream_consumer(&self, stream: StreamName, cfg: ConsumerConfig) -> StreamConsumer {
+        let ctx = &self.ctx;
+        StreamConsumer::new(
+            ctx.redis.clone(),
+            &ctx.keys,
+            stream,
+            ctx.kind.group().as_str(),
+            ctx.instance.clone(),
+            cfg,
+            ctx.metrics.clone(),
+            ctx.health.clone(),
+        )
     }
 
     /// Ordered work over the partitioned streams `spec` describes, `logic` applying each batch.

@@ -36,6 +36,9 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::redis::{Redis, command_for_key};
 
+mod raw;
+pub use raw::{Acks, RawConsumer, RawEntry, RawHandler, TakeError};
+
 /// One decoded entry handed to a [`Handler`].
 #[derive(Clone, Debug)]
 pub struct Delivery<M> {
@@ -297,7 +300,11 @@ impl StreamConsumer {
         Ok(last.is_none_or(|last| entries::id_cmp(&last, seen).is_lt()))
     }
 
-    async fn read(&mut self, phase: &Phase) -> Result<Vec<StreamEntry>, RuntimeError> {
+    async fn read(
+        &mut self,
+        phase: &Phase,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, RuntimeError> {
         let (id, block) = match phase {
             Phase::Own(after) => (after.clone(), None),
             Phase::New => (">".to_owned(), Some(self.cfg.block_ms)),
@@ -307,7 +314,7 @@ impl StreamConsumer {
             self.group.as_str().into(),
             self.consumer.as_str().into(),
             "COUNT".into(),
-            (self.cfg.batch as i64).into(),
+            (count as i64).into(),
         ];
         if let Some(ms) = block {
             args.push("BLOCK".into());
@@ -670,16 +677,28 @@ impl StreamConsumer {
     /// `XCLAIM … 0 ids JUSTID` on our own held entries: resets their idle time, so other
     /// consumers' `XAUTOCLAIM` leaves them alone, without counting a delivery.
     async fn refresh_idle(&self, held: &[StreamEntry]) -> Result<(), RuntimeError> {
-        let cmd = command_for_key("XCLAIM", &self.key, false);
-        let mut args: Vec<Value> = vec![
-            self.key.as_str().into(),
-            self.group.as_str().into(),
-            self.consumer.as_str().into(),
-            0i64.into(),
-        ];
-        args.extend(held.iter().map(|e| Value::from(e.id.as_str())));
-        args.push("JUSTID".into());
-        let _: Value = self.redis.client.custom(cmd, args).await?;
+        self.refresh_idle_ids(held.iter().map(|e| e.id.as_str()))
+            .await
+    }
+
+    /// [`Self::refresh_idle`] by id, in commands of at most 1,000 ids.
+    async fn refresh_idle_ids<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<(), RuntimeError> {
+        let ids: Vec<&str> = ids.collect();
+        for chunk in ids.chunks(1_000) {
+            let cmd = command_for_key("XCLAIM", &self.key, false);
+            let mut args: Vec<Value> = vec![
+                self.key.as_str().into(),
+                self.group.as_str().into(),
+                self.consumer.as_str().into(),
+                0i64.into(),
+            ];
+            args.extend(chunk.iter().map(|id| Value::from(*id)));
+            args.push("JUSTID".into());
+            let _: Value = self.redis.client.custom(cmd, args).await?;
+        }
         Ok(())
     }
 
@@ -862,7 +881,7 @@ impl StreamConsumer {
             }
         }
         let current = phase.clone();
-        let batch = self.read(&current).await?;
+        let batch = self.read(&current, self.cfg.batch).await?;
         match current {
             Phase::Own(_) => {
                 match batch.last() {

@@ -28,6 +28,14 @@ pub enum RuntimeError {
         /// Why it cannot go on, and what to do.
         why: String,
     },
+    /// A component's own code gave up (a raw handler's [`crate::consumer::TakeError::Fatal`]).
+    #[error("{component}: {why}")]
+    Component {
+        /// Which component.
+        component: String,
+        /// What its code said.
+        why: String,
+    },
     /// A wire-format problem while writing.
     #[error("wire: {0}")]
     Wire(#[from] kitbash_schema::WireError),

@@ -3,6 +3,8 @@
 //! # The door: what a daemon author uses
 //! [`Components`] (built from a [`DaemonContext`]) and [`daemon::main`] / [`daemon::run`];
 //! the kinds' contracts — [`Handler`] / [`Delivery`] / [`Outcome`] for consumer groups,
+//! [`RawHandler`] / [`RawEntry`] / [`Acks`] / [`TakeError`] for raw consumption with deferred
+//! acknowledgement,
 //! [`partition::PartitionLogic`] / [`partition::PartitionSpec`] / [`partition::Effects`] for
 //! ordered partitions, [`leader::LeaderTerm`] for leader tasks, [`TaskCtx`] / [`Restart`] /
 //! [`Readiness`] for long-running tasks; [`subscriber::Subscriber`] and [`tail::TailReader`] for
@@ -73,7 +75,10 @@ pub mod trim;
 pub use backoff::Backoff;
 pub use component::Components;
 pub use config::Config;
-pub use consumer::{Delivery, Handler, LoopStats, Outcome, StreamConsumer};
+pub use consumer::{
+    Acks, Delivery, Handler, LoopStats, Outcome, RawConsumer, RawEntry, RawHandler, StreamConsumer,
+    TakeError,
+};
 pub use daemon::DaemonContext;
 pub use error::RuntimeError;
 pub use redis::Redis;

@@ -112,3 +112,48 @@ fn overrides_apply_last() {
     .expect("load");
     assert_eq!(cfg.redis.url, "redis://b:2");
 }
+
+#[test]
+fn per_stream_consumer_overrides_apply_to_their_stream_only() {
+    let toml = "[consumer]\nbatch = 50\nclaim_idle_ms = 9000\n\
+                [consumer.streams.queries]\nbatch = 7\nmax_held = 20\n\
+                [consumer.streams.\"ticks:3\"]\nclaim_idle_ms = 100\n";
+    let cfg = load(&[("default.toml", toml)], None).expect("load");
+    let q = cfg.consumer.for_stream("queries");
+    assert_eq!((q.batch, q.claim_idle_ms, q.max_held), (7, 9000, 20));
+    let t = cfg.consumer.for_stream("ticks:3");
+    assert_eq!((t.batch, t.claim_idle_ms), (50, 100));
+    let other = cfg.consumer.for_stream("crossings");
+    assert_eq!((other.batch, other.claim_idle_ms), (50, 9000));
+    assert!(
+        other.streams.is_empty(),
+        "merged settings carry no overrides"
+    );
+
+    let err = load(
+        &[("default.toml", "[consumer.streams.queires]\nbatch = 5\n")],
+        None,
+    )
+    .expect_err("typo in the stream name");
+    assert!(
+        err.to_string()
+            .starts_with("key `consumer.streams.queires`"),
+        "{err}"
+    );
+    let err = load(
+        &[("default.toml", "[consumer.streams.queries]\nbatch = 0\n")],
+        None,
+    )
+    .expect_err("range");
+    assert!(
+        err.to_string()
+            .starts_with("key `consumer.streams.queries.batch`"),
+        "{err}"
+    );
+    let err = load(
+        &[("default.toml", "[consumer.streams.queries]\nbach = 5\n")],
+        None,
+    )
+    .expect_err("unknown key");
+    assert!(err.to_string().contains("bach"), "{err}");
+}

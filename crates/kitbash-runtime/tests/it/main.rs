@@ -7,6 +7,7 @@ mod config;
 mod consumer;
 mod leader;
 mod partition;
+mod raw;
 mod subscriber;
 mod support;
 mod tail;
