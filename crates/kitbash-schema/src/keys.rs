@@ -356,6 +356,11 @@ impl Keys {
     pub fn example_tally(&self) -> String {
         self.k("kitbash:example:{queries}:tally")
     }
+    /// `kitbash:example:{queries}:top` — the most-counted query text of the example's tally
+    /// (a string), written by its leader task; beside the tally, in the same slot.
+    pub fn example_top(&self) -> String {
+        self.k("kitbash:example:{queries}:top")
+    }
     /// Field names of the partition checkpoint hash ([`Keys::partition_checkpoint`]).
     pub const CHECKPOINT_LAST_ID: &'static str = "last_id";
     /// See [`Keys::CHECKPOINT_LAST_ID`]: id of the newest window snapshot's last tick.
@@ -628,6 +633,8 @@ mod tests {
             (k.reflex_hot(), "kitbash:reflex:hot"),
             (k.reflex_hot_text(), "kitbash:reflex:hot:text"),
             (k.ghost_recomputed(), "kitbash:ghost:recomputed"),
+            (k.example_tally(), "kitbash:example:{queries}:tally"),
+            (k.example_top(), "kitbash:example:{queries}:top"),
         ];
         let [sig, plus, minus] = k.grain_affixes();
         assert_eq!(format!("{}42{}", sig.0, sig.1), k.grain_sig(42));

@@ -1,8 +1,7 @@
 //! The example daemon end to end against a real redis-server: in-process (counts, a copy
-//! re-sent with the same mid, a poison entry, a too-long text) and as the real binary (SIGTERM
-//! drains and exits 0).
+//! re-sent with the same mid, a poison entry, a too-long text; every component kind in
+//! [`kinds`]) and as the real binary (SIGTERM drains and exits 0).
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -12,6 +11,7 @@ use kitbash_runtime::Config;
 use kitbash_schema::messages::QueryEvent;
 use kitbash_schema::{Keys, Namespace, StreamName};
 use kitbash_testkit::RedisServer;
+use kitbash_testkit::support::{daemon_command, eventually, signal, wait_exit};
 
 fn config(url: &str, ns: &str) -> Config {
     let mut c = Config::default();
@@ -47,17 +47,7 @@ async fn tally(c: &Client, keys: &Keys, text: &str) -> Option<i64> {
     c.hget(keys.example_tally(), text).await.expect("hget")
 }
 
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+mod kinds;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_queries_once_and_dead_letters_what_it_cannot() {
@@ -156,14 +146,7 @@ async fn the_binary_counts_and_drains_on_sigterm() {
     let keys = Keys::new(Namespace::new(ns.clone()).expect("ns"));
     let c = client(&server.url()).await;
     let producer = Producer::new(c.clone(), keys.clone(), 8);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kitbash-example"))
-        .env("KITBASH_CONFIG_DIR", "/nonexistent")
-        .env("KITBASH__REDIS__URL", server.url())
-        .env("KITBASH__REDIS__NAMESPACE", &ns)
-        .env("KITBASH__ADMIN__LISTEN", "")
-        .env("KITBASH__CONSUMER__BLOCK_MS", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let mut child = daemon_command(env!("CARGO_BIN_EXE_kitbash-example"), &server.url(), &ns)
         .spawn()
         .expect("spawn kitbash-example");
     for _ in 0..50 {
@@ -176,19 +159,8 @@ async fn the_binary_counts_and_drains_on_sigterm() {
         tally(&c, &keys, "hello").await == Some(50)
     })
     .await;
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child).await;
     assert_eq!(status.code(), Some(0));
     let pending: Value = c
         .xpending(keys.stream(StreamName::Queries), "example", ())
