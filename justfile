@@ -34,10 +34,11 @@ test: (deps "all")
     fi
     cargo test --workspace --doc
 
-# Formatting and clippy with warnings as errors.
+# Formatting, clippy and rustdoc with warnings as errors.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 # What CI runs: lint, then every test.
 ci: lint test

@@ -8,7 +8,7 @@
 //! - [`ratelimit`]: exact sliding-window rate limiting, one script per check (seed 004).
 //! - [`session`]: sessions with CSRF tokens (seed 004).
 //! - [`cache`]: the memory-token and relevance-score caches (seed 004).
-//! - [`array`]: n-dimensional arrays as `.npy` bytes, and their compression (seed 003).
+//! - [`array`](mod@array): n-dimensional arrays as `.npy` bytes, and their compression (seed 003).
 //! - [`arrays`]: working memory, spike trains and attention weights in Redis (seed 003).
 //! - [`families`]: memory statistics and clearing of a key family, by `SCAN`.
 //! - [`retry`]: exponential backoff on connection errors only.

@@ -61,7 +61,7 @@ pub enum KeyStyleConfig {
 }
 
 impl RedisConfig {
-    /// The key builder this configuration describes (validated by [`Config::validate`]).
+    /// The key builder this configuration describes (validated by [`Config::validate`](crate::Config::validate)).
     pub fn keys(&self) -> Keys {
         let ns = Namespace::new(self.namespace.clone()).unwrap_or_default();
         let style = match self.key_style {

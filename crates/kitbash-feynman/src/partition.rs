@@ -1,5 +1,5 @@
 //! feynman's partition logic: a rolling window per symbol, the physics vector per batch, and
-//! the outputs of each batch (see [`effects`]). The runtime's partitioned component
+//! the outputs of each batch (see its private `effects` function). The runtime's partitioned component
 //! ([`kitbash_runtime::partition`]) owns everything else — leases, ordered reads, routing and
 //! `mid` checks, dead letters, the fenced commit, snapshots and trimming.
 //!

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`cli`]: argument parsing (clap) and dispatch.
 //! - [`status`]: `kitbash status` — fleet, streams, groups, lag, pending, dead letters, Redis.
-//! - [`bench`]: `kitbash bench SUITE` — figures as ratios to same-run baselines.
+//! - [`bench`](mod@bench): `kitbash bench SUITE` — figures as ratios to same-run baselines.
 //! - [`feed`]: `kitbash feed ticks` — a synthetic market or a CSV replay into the tick partitions.
 //! - [`reflex`]: `kitbash grains`, `kitbash hat`, `kitbash feed queries` — seed 000's grains,
 //!   hats and a demo query mix.

@@ -63,8 +63,8 @@ local function newer(a, b)
 end
 "#;
 
-/// Cluster mode: `SET KEYS[1] ARGV[2]` and record the source tick id ARGV[1] in KEYS[2], unless
-/// KEYS[2] already holds a newer id (a fenced instance finishing late must not roll the state
+/// Cluster mode: `SET KEYS[1] ARGV[2]` and record the source tick id `ARGV[1]` in `KEYS[2]`, unless
+/// `KEYS[2]` already holds a newer id (a fenced instance finishing late must not roll the state
 /// back).
 pub static GUARDED_SET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
