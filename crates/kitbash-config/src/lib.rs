@@ -13,6 +13,7 @@
 //! validates the whole file the same way: a typo in `[feynman]` stops `kitbash-decay` too,
 //! instead of lurking until the feynman instance restarts.
 
+pub mod archive;
 pub mod client;
 pub mod decay;
 pub mod entity;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use archive::ArchiveConfig;
 pub use client::ClientConfig;
 pub use decay::DecayConfig;
 pub use entity::EntityConfig;
@@ -104,7 +106,7 @@ pub struct Config {
     /// The WebSocket bridge.
     pub bridge: SectionPlaceholder,
     /// The archival consumer.
-    pub archive: SectionPlaceholder,
+    pub archive: ArchiveConfig,
     /// The example daemon of `docs/adding-a-daemon.md` (`kitbash-example`).
     pub example: ExampleConfig,
     /// `kitbash-client`'s rate limiter (seed 004).
@@ -216,6 +218,7 @@ impl Config {
         check(&self.feynman)?;
         check(&self.entity)?;
         check(&self.example)?;
+        check(&self.archive)?;
         check(&self.ratelimit)?;
         check(&self.client)?;
         check(&self.decay)?;

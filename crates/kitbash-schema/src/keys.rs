@@ -350,6 +350,12 @@ impl Keys {
     pub fn leader(&self, kind: DaemonKind, task: &str) -> String {
         self.k(&format!("kitbash:leader:{}:{task}", kind.name()))
     }
+    /// `kitbash:archive:epoch:{stream}` — the archive's fencing epoch for one stream: a
+    /// counter incremented by each instance that takes the stream's lease, recorded in the
+    /// stream's archive manifest, so a writer that lost its lease cannot list a file.
+    pub fn archive_epoch(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:archive:epoch:{}", s.logical()))
+    }
     /// `kitbash:example:{queries}:tally` — hash of query text → times seen, written by the
     /// example daemon of `docs/adding-a-daemon.md`; in the `queries` stream's slot, so a count
     /// and its entry's idempotency marker are written by one script even on a cluster.
@@ -635,6 +641,10 @@ mod tests {
             (k.ghost_recomputed(), "kitbash:ghost:recomputed"),
             (k.example_tally(), "kitbash:example:{queries}:tally"),
             (k.example_top(), "kitbash:example:{queries}:top"),
+            (
+                k.archive_epoch(StreamName::Ticks(3)),
+                "kitbash:archive:epoch:ticks:3",
+            ),
         ];
         let [sig, plus, minus] = k.grain_affixes();
         assert_eq!(format!("{}42{}", sig.0, sig.1), k.grain_sig(42));

@@ -16,6 +16,7 @@
 //!
 //! **Invariant:** this crate performs no I/O and depends on serde alone.
 
+pub mod archive;
 pub mod budget;
 pub mod channels;
 pub mod keys;

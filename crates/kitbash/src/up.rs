@@ -499,6 +499,11 @@ async fn start_and_watch(
             Some(p) => cmd.env("KITBASH_PROFILE", p),
             None => cmd.env_remove("KITBASH_PROFILE"),
         };
+        // A local fleet keeps its archive beside its logs unless the configuration chose a
+        // directory (the default, /var/lib/kitbash/archive, is a deployment's).
+        if config.archive.dir == kitbash_runtime::config::ArchiveConfig::default().dir {
+            cmd.env("KITBASH__ARCHIVE__DIR", state_dir.join("archive"));
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;

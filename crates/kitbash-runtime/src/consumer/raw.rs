@@ -133,6 +133,9 @@ pub struct RawConsumer {
     waiting: Option<Vec<RawEntry>>,
     /// Settlements whose commit failed, retried on the next step.
     unsettled: Vec<Settle>,
+    /// Take over every entry pending in the group before reading anything new
+    /// ([`RawConsumer::exclusive`]); cleared once the first claim pass is through.
+    takeover: bool,
 }
 
 impl StreamConsumer {
@@ -143,11 +146,21 @@ impl StreamConsumer {
             held: HashMap::new(),
             waiting: None,
             unsettled: Vec::new(),
+            takeover: false,
         }
     }
 }
 
 impl RawConsumer {
+    /// For a consumer that is the group's only legitimate reader (it holds a lease on the
+    /// stream, as the archive does): before reading anything new, it claims every entry
+    /// pending in the group at once, whatever its idle time — a dead predecessor's entries
+    /// come first and in id order, instead of after `claim_idle_ms` and behind newer ones.
+    pub fn exclusive(mut self) -> Self {
+        self.takeover = true;
+        self
+    }
+
     /// Entries held right now (delivered, not settled).
     pub fn held(&self) -> usize {
         self.held.len()
@@ -298,6 +311,18 @@ impl RawConsumer {
                 _ = tokio::time::sleep(Duration::from_millis(self.inner.cfg.block_ms)) => None,
             };
             self.settle(rx, first).await?;
+            return self.tick(handler, acks).await;
+        }
+        if self.takeover {
+            let idle = std::mem::replace(&mut self.inner.cfg.claim_idle_ms, 0);
+            let claimed = self.inner.autoclaim().await;
+            self.inner.cfg.claim_idle_ms = idle;
+            let claimed = claimed?;
+            if self.inner.claim_cursor == "0-0" {
+                self.takeover = false;
+            }
+            self.admit(claimed, true).await?;
+            self.offer(handler, acks, take_backoff).await?;
             return self.tick(handler, acks).await;
         }
         if Instant::now() >= *next_claim {

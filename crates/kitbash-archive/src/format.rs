@@ -1,0 +1,691 @@
+//! Segments: entries in, one Parquet file out, and back — byte-identical.
+//!
+//! The layout (directories, names, columns, which column holds which entry) is
+//! `kitbash_schema::archive`; this module is its arrow-rs implementation. [`Segment`] buffers
+//! entries and writes a file; [`read`] gives the entries back with their exact fields.
+//!
+//! Column encodings (zstd level 3 everywhere; never ALP, which DuckDB, pyarrow and polars
+//! cannot read): ids, `v` and `trades` DELTA_BINARY_PACKED (monotonic or small integers);
+//! floats PLAIN without dictionary (arrival-order prices and physics values barely repeat,
+//! and dictionary encoding beats BYTE_STREAM_SPLIT only when they do); strings with
+//! dictionary (few types, symbols, regimes). Row groups of 65,536 rows, statistics on, so
+//! readers prune id ranges by `id_ms`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, Float64Builder, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use kitbash_schema::archive::{self as layout, col};
+use kitbash_schema::messages::{PhysicsRecord, PhysicsVector, Regime, Tick};
+use kitbash_schema::{Message, StreamName};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+/// Failures of the format.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Parquet or Arrow refused.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow refused.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A file's contents are not what this format writes.
+    #[error("{0}")]
+    Corrupt(String),
+    /// An entry id is not `ms-seq`.
+    #[error("entry id {0:?} is not ms-seq")]
+    BadId(String),
+    /// Reading or writing the file.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An entry's field/value pairs in XADD order.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One entry as it is in the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// `ms-seq`.
+    pub id: String,
+    /// Field/value pairs in XADD order.
+    pub fields: Fields,
+}
+
+/// Which typed columns a stream's files carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Envelope, `body` and `raw` only.
+    Plain,
+    /// Plus the [`Tick`] columns.
+    Ticks,
+    /// Plus the [`PhysicsRecord`] columns.
+    Physics,
+}
+
+impl Layout {
+    /// The layout of `stream`'s files.
+    pub fn of(stream: StreamName) -> Self {
+        match stream {
+            StreamName::Ticks(_) => Layout::Ticks,
+            StreamName::Physics => Layout::Physics,
+            _ => Layout::Plain,
+        }
+    }
+}
+
+/// The envelope columns of one row.
+#[derive(Clone, Debug)]
+struct Env {
+    kind: String,
+    v: u32,
+    ct: String,
+    mid: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Typed {
+    Tick(Tick),
+    Physics(PhysicsRecord),
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Typed(Env, Typed),
+    Bytes(Env, Vec<u8>),
+    Raw(Vec<u8>),
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    ms: u64,
+    seq: u64,
+    body: Body,
+}
+
+/// Splits `ms-seq`.
+pub fn parse_id(id: &str) -> Result<(u64, u64), FormatError> {
+    let bad = || FormatError::BadId(id.to_owned());
+    let (ms, seq) = id.split_once('-').ok_or_else(bad)?;
+    Ok((
+        ms.parse().map_err(|_| bad())?,
+        seq.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// How an entry is stored (see `kitbash_schema::archive`), checked by rebuilding its fields.
+fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
+    let raw = || {
+        Body::Raw(layout::encode_fields(
+            fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        ))
+    };
+    let names: Vec<&[u8]> = fields.iter().map(|(k, _)| k.as_slice()).collect();
+    let standard: [&[u8]; 4] = [b"type", b"v", b"ct", b"d"];
+    let with_mid = names.len() == 5 && names[4] == b"mid";
+    if names.len() < 4
+        || names[..4] != standard
+        || (names.len() == 5 && !with_mid)
+        || names.len() > 5
+    {
+        return raw();
+    }
+    let text = |i: usize| std::str::from_utf8(&fields[i].1).ok().map(str::to_owned);
+    let (Some(kind), Some(v), Some(ct)) = (text(0), text(1), text(2)) else {
+        return raw();
+    };
+    let Ok(v_num) = v.parse::<u32>() else {
+        return raw();
+    };
+    if v_num.to_string() != v {
+        return raw();
+    }
+    let mid = if with_mid {
+        match text(4) {
+            Some(m) => Some(m),
+            None => return raw(),
+        }
+    } else {
+        None
+    };
+    let env = Env {
+        kind,
+        v: v_num,
+        ct,
+        mid,
+    };
+    let d = &fields[3].1;
+    if env.ct == "msgpack" {
+        let typed = match layout {
+            Layout::Ticks if env.kind == Tick::KIND && env.v == Tick::VERSION => {
+                rmp_serde::from_slice::<Tick>(d).ok().map(Typed::Tick)
+            }
+            Layout::Physics
+                if env.kind == PhysicsRecord::KIND && env.v == PhysicsRecord::VERSION =>
+            {
+                rmp_serde::from_slice::<PhysicsRecord>(d)
+                    .ok()
+                    .map(Typed::Physics)
+            }
+            _ => None,
+        };
+        if let Some(t) = typed.filter(|t| encode_typed(t).as_deref() == Some(d.as_slice())) {
+            return Body::Typed(env, t);
+        }
+    }
+    Body::Bytes(env, d.clone())
+}
+
+fn encode_typed(t: &Typed) -> Option<Vec<u8>> {
+    match t {
+        Typed::Tick(t) => rmp_serde::to_vec_named(t).ok(),
+        Typed::Physics(p) => rmp_serde::to_vec_named(p).ok(),
+    }
+}
+
+fn rebuild(row: &Row) -> Result<Fields, FormatError> {
+    let (env, d) = match &row.body {
+        Body::Raw(bytes) => {
+            return layout::decode_fields(bytes).ok_or_else(|| {
+                FormatError::Corrupt(format!(
+                    "raw fields of {}-{} do not decode",
+                    row.ms, row.seq
+                ))
+            });
+        }
+        Body::Bytes(env, d) => (env, d.clone()),
+        Body::Typed(env, t) => (
+            env,
+            encode_typed(t)
+                .ok_or_else(|| FormatError::Corrupt("typed row does not encode".into()))?,
+        ),
+    };
+    let mut f = vec![
+        (b"type".to_vec(), env.kind.clone().into_bytes()),
+        (b"v".to_vec(), env.v.to_string().into_bytes()),
+        (b"ct".to_vec(), env.ct.clone().into_bytes()),
+        (b"d".to_vec(), d),
+    ];
+    if let Some(mid) = &env.mid {
+        f.push((b"mid".to_vec(), mid.clone().into_bytes()));
+    }
+    Ok(f)
+}
+
+/// Entries buffered for one file.
+#[derive(Debug)]
+pub struct Segment {
+    layout: Layout,
+    rows: Vec<Row>,
+    /// Bytes of the entries as they were in Redis (names and values), for rolling by size.
+    raw_bytes: usize,
+}
+
+impl Segment {
+    /// An empty segment of a stream with `layout`.
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            rows: Vec::new(),
+            raw_bytes: 0,
+        }
+    }
+
+    /// Adds one entry (ids must ascend; the caller checks).
+    pub fn push(&mut self, e: &Entry) -> Result<(), FormatError> {
+        let (ms, seq) = parse_id(&e.id)?;
+        self.raw_bytes += e.id.len()
+            + e.fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        self.rows.push(Row {
+            ms,
+            seq,
+            body: classify(self.layout, &e.fields),
+        });
+        Ok(())
+    }
+
+    /// Entries buffered.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Size of the buffered entries as they were in Redis.
+    pub fn raw_bytes(&self) -> usize {
+        self.raw_bytes
+    }
+
+    /// First and last id (`ms-seq`), when not empty.
+    pub fn range(&self) -> Option<((u64, u64), (u64, u64))> {
+        Some((
+            self.rows.first().map(|r| (r.ms, r.seq))?,
+            self.rows.last().map(|r| (r.ms, r.seq))?,
+        ))
+    }
+
+    /// How many rows are stored typed, as body bytes, and raw.
+    pub fn kinds(&self) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for r in &self.rows {
+            match r.body {
+                Body::Typed(..) => n.0 += 1,
+                Body::Bytes(..) => n.1 += 1,
+                Body::Raw(_) => n.2 += 1,
+            }
+        }
+        n
+    }
+
+    /// Writes the segment as one Parquet file to `out` (not synced: the caller fsyncs). The
+    /// segment keeps its entries until [`Segment::clear`] (a commit can still fail after this).
+    pub fn write_to<W: Write + Send>(&self, out: W) -> Result<(), FormatError> {
+        let batch = self.batch()?;
+        let mut w = ArrowWriter::try_new(out, batch.schema(), Some(properties(self.layout)))?;
+        w.write(&batch)?;
+        w.close()?;
+        Ok(())
+    }
+
+    /// Empties the segment (after its file was committed).
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.raw_bytes = 0;
+    }
+
+    fn batch(&self) -> Result<RecordBatch, FormatError> {
+        let n = self.rows.len();
+        let mut ms = UInt64Builder::with_capacity(n);
+        let mut seq = UInt64Builder::with_capacity(n);
+        let mut kind = StringBuilder::new();
+        let mut v = UInt32Builder::with_capacity(n);
+        let mut ct = StringBuilder::new();
+        let mut mid = StringBuilder::new();
+        let mut body = BinaryBuilder::new();
+        let mut raw = BinaryBuilder::new();
+        let mut typed = TypedBuilders::new(self.layout);
+        for r in &self.rows {
+            ms.append_value(r.ms);
+            seq.append_value(r.seq);
+            let env = match &r.body {
+                Body::Typed(env, _) | Body::Bytes(env, _) => Some(env),
+                Body::Raw(_) => None,
+            };
+            kind.append_option(env.map(|e| e.kind.as_str()));
+            v.append_option(env.map(|e| e.v));
+            ct.append_option(env.map(|e| e.ct.as_str()));
+            mid.append_option(env.and_then(|e| e.mid.as_deref()));
+            body.append_option(match &r.body {
+                Body::Bytes(_, d) => Some(d.as_slice()),
+                _ => None,
+            });
+            raw.append_option(match &r.body {
+                Body::Raw(b) => Some(b.as_slice()),
+                _ => None,
+            });
+            typed.append(match &r.body {
+                Body::Typed(_, t) => Some(t),
+                _ => None,
+            });
+        }
+        let mut fields = vec![
+            Field::new(col::ID_MS, DataType::UInt64, false),
+            Field::new(col::ID_SEQ, DataType::UInt64, false),
+            Field::new(col::TYPE, DataType::Utf8, true),
+            Field::new(col::V, DataType::UInt32, true),
+            Field::new(col::CT, DataType::Utf8, true),
+            Field::new(col::MID, DataType::Utf8, true),
+            Field::new(col::BODY, DataType::Binary, true),
+            Field::new(col::RAW, DataType::Binary, true),
+        ];
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(ms.finish()),
+            Arc::new(seq.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(v.finish()),
+            Arc::new(ct.finish()),
+            Arc::new(mid.finish()),
+            Arc::new(body.finish()),
+            Arc::new(raw.finish()),
+        ];
+        for (f, a) in typed.finish() {
+            fields.push(f);
+            arrays.push(a);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    }
+}
+
+fn properties(layout: Layout) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(65_536));
+    let mut ints = vec![col::ID_MS, col::ID_SEQ, col::V];
+    let mut floats: Vec<&str> = Vec::new();
+    match layout {
+        Layout::Plain => {}
+        Layout::Ticks => {
+            ints.push(col::TRADES);
+            floats.extend([col::PRICE, col::SIZE, col::TS]);
+        }
+        Layout::Physics => {
+            floats.extend([col::TS, col::PRICE]);
+            floats.extend(col::VECTOR.iter().filter(|c| **c != "regime"));
+        }
+    }
+    for c in ints {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    for c in floats {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::PLAIN);
+    }
+    b.build()
+}
+
+/// The typed columns of a layout, one builder per column (one value per segment write: the
+/// size difference between variants does not matter).
+#[allow(clippy::large_enum_variant)]
+enum TypedBuilders {
+    Plain,
+    Ticks {
+        symbol: StringBuilder,
+        price: Float64Builder,
+        size: Float64Builder,
+        trades: UInt64Builder,
+        ts: Float64Builder,
+    },
+    Physics {
+        symbol: StringBuilder,
+        ts: Float64Builder,
+        price: Float64Builder,
+        /// mass, momentum, friction, entropy, nash_dist, alpha_coefficient.
+        floats: [Float64Builder; 6],
+        regime: StringBuilder,
+        source: StringBuilder,
+    },
+}
+
+impl TypedBuilders {
+    fn new(layout: Layout) -> Self {
+        match layout {
+            Layout::Plain => TypedBuilders::Plain,
+            Layout::Ticks => TypedBuilders::Ticks {
+                symbol: StringBuilder::new(),
+                price: Float64Builder::new(),
+                size: Float64Builder::new(),
+                trades: UInt64Builder::new(),
+                ts: Float64Builder::new(),
+            },
+            Layout::Physics => TypedBuilders::Physics {
+                symbol: StringBuilder::new(),
+                ts: Float64Builder::new(),
+                price: Float64Builder::new(),
+                floats: std::array::from_fn(|_| Float64Builder::new()),
+                regime: StringBuilder::new(),
+                source: StringBuilder::new(),
+            },
+        }
+    }
+
+    fn append(&mut self, t: Option<&Typed>) {
+        match self {
+            TypedBuilders::Plain => {}
+            TypedBuilders::Ticks {
+                symbol,
+                price,
+                size,
+                trades,
+                ts,
+            } => {
+                let t = match t {
+                    Some(Typed::Tick(t)) => Some(t),
+                    _ => None,
+                };
+                symbol.append_option(t.map(|t| t.symbol.as_str()));
+                price.append_option(t.map(|t| t.price));
+                size.append_option(t.map(|t| t.size));
+                trades.append_option(t.map(|t| t.trades));
+                ts.append_option(t.map(|t| t.ts));
+            }
+            TypedBuilders::Physics {
+                symbol,
+                ts,
+                price,
+                floats,
+                regime,
+                source,
+            } => {
+                let p = match t {
+                    Some(Typed::Physics(p)) => Some(p),
+                    _ => None,
+                };
+                symbol.append_option(p.map(|p| p.symbol.as_str()));
+                ts.append_option(p.map(|p| p.ts));
+                price.append_option(p.map(|p| p.price));
+                let vals = p.map(|p| {
+                    let v = &p.vector;
+                    [
+                        v.mass,
+                        v.momentum,
+                        v.friction,
+                        v.entropy,
+                        v.nash_dist,
+                        v.alpha_coefficient,
+                    ]
+                });
+                for (i, b) in floats.iter_mut().enumerate() {
+                    b.append_option(vals.map(|v| v[i]));
+                }
+                regime.append_option(p.map(|p| p.vector.regime.as_str()));
+                source.append_option(p.map(|p| p.source.as_str()));
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<(Field, ArrayRef)> {
+        let f = |name: &str, dt: DataType| Field::new(name, dt, true);
+        match self {
+            TypedBuilders::Plain => Vec::new(),
+            TypedBuilders::Ticks {
+                mut symbol,
+                mut price,
+                mut size,
+                mut trades,
+                mut ts,
+            } => vec![
+                (
+                    f(col::SYMBOL, DataType::Utf8),
+                    Arc::new(symbol.finish()) as ArrayRef,
+                ),
+                (f(col::PRICE, DataType::Float64), Arc::new(price.finish())),
+                (f(col::SIZE, DataType::Float64), Arc::new(size.finish())),
+                (f(col::TRADES, DataType::UInt64), Arc::new(trades.finish())),
+                (f(col::TS, DataType::Float64), Arc::new(ts.finish())),
+            ],
+            TypedBuilders::Physics {
+                mut symbol,
+                mut ts,
+                mut price,
+                floats,
+                mut regime,
+                mut source,
+            } => {
+                let mut out = vec![
+                    (
+                        f(col::SYMBOL, DataType::Utf8),
+                        Arc::new(symbol.finish()) as ArrayRef,
+                    ),
+                    (f(col::TS, DataType::Float64), Arc::new(ts.finish())),
+                    (f(col::PRICE, DataType::Float64), Arc::new(price.finish())),
+                ];
+                let names = [
+                    "mass",
+                    "momentum",
+                    "friction",
+                    "entropy",
+                    "nash_dist",
+                    "alpha_coefficient",
+                ];
+                for (name, mut b) in names.into_iter().zip(floats) {
+                    out.push((f(name, DataType::Float64), Arc::new(b.finish())));
+                }
+                out.push((f("regime", DataType::Utf8), Arc::new(regime.finish())));
+                out.push((f(col::SOURCE, DataType::Utf8), Arc::new(source.finish())));
+                out
+            }
+        }
+    }
+}
+
+/// Reads a file written by [`Segment::write_to`]: its entries, in order, with their exact
+/// fields.
+pub fn read(bytes: bytes::Bytes) -> Result<Vec<Entry>, FormatError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let cols = Columns::of(&batch)?;
+        for i in 0..batch.num_rows() {
+            let row = cols.row(i)?;
+            out.push(Entry {
+                id: format!("{}-{}", row.ms, row.seq),
+                fields: rebuild(&row)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The columns of one record batch, downcast.
+struct Columns<'a> {
+    ms: &'a arrow_array::UInt64Array,
+    seq: &'a arrow_array::UInt64Array,
+    kind: &'a arrow_array::StringArray,
+    v: &'a arrow_array::UInt32Array,
+    ct: &'a arrow_array::StringArray,
+    mid: &'a arrow_array::StringArray,
+    body: &'a arrow_array::BinaryArray,
+    raw: &'a arrow_array::BinaryArray,
+    batch: &'a RecordBatch,
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, FormatError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| FormatError::Corrupt(format!("column {name} is missing or of another type")))
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, FormatError> {
+        Ok(Self {
+            ms: column(batch, col::ID_MS)?,
+            seq: column(batch, col::ID_SEQ)?,
+            kind: column(batch, col::TYPE)?,
+            v: column(batch, col::V)?,
+            ct: column(batch, col::CT)?,
+            mid: column(batch, col::MID)?,
+            body: column(batch, col::BODY)?,
+            raw: column(batch, col::RAW)?,
+            batch,
+        })
+    }
+
+    fn f64(&self, name: &str, i: usize) -> Result<f64, FormatError> {
+        let c: &arrow_array::Float64Array = column(self.batch, name)?;
+        if c.is_null(i) {
+            return Err(FormatError::Corrupt(format!("typed row {i} has no {name}")));
+        }
+        Ok(c.value(i))
+    }
+
+    fn str(&self, name: &str, i: usize) -> Result<String, FormatError> {
+        let c: &arrow_array::StringArray = column(self.batch, name)?;
+        if c.is_null(i) {
+            return Err(FormatError::Corrupt(format!("typed row {i} has no {name}")));
+        }
+        Ok(c.value(i).to_owned())
+    }
+
+    fn row(&self, i: usize) -> Result<Row, FormatError> {
+        let (ms, seq) = (self.ms.value(i), self.seq.value(i));
+        let body = if !self.raw.is_null(i) {
+            Body::Raw(self.raw.value(i).to_vec())
+        } else {
+            if self.kind.is_null(i) || self.v.is_null(i) || self.ct.is_null(i) {
+                return Err(FormatError::Corrupt(format!(
+                    "row {ms}-{seq} has neither raw fields nor an envelope"
+                )));
+            }
+            let env = Env {
+                kind: self.kind.value(i).to_owned(),
+                v: self.v.value(i),
+                ct: self.ct.value(i).to_owned(),
+                mid: (!self.mid.is_null(i)).then(|| self.mid.value(i).to_owned()),
+            };
+            if !self.body.is_null(i) {
+                Body::Bytes(env, self.body.value(i).to_vec())
+            } else {
+                Body::Typed(env, self.typed(i)?)
+            }
+        };
+        Ok(Row { ms, seq, body })
+    }
+
+    fn typed(&self, i: usize) -> Result<Typed, FormatError> {
+        if self.batch.column_by_name(col::TRADES).is_some() {
+            let trades: &arrow_array::UInt64Array = column(self.batch, col::TRADES)?;
+            return Ok(Typed::Tick(Tick {
+                symbol: self.str(col::SYMBOL, i)?,
+                price: self.f64(col::PRICE, i)?,
+                size: self.f64(col::SIZE, i)?,
+                trades: trades.value(i),
+                ts: self.f64(col::TS, i)?,
+            }));
+        }
+        if self.batch.column_by_name(col::SOURCE).is_some() {
+            let regime = match self.str("regime", i)?.as_str() {
+                "Gaussian" => Regime::Gaussian,
+                "Lévy Stable" => Regime::LevyStable,
+                "Critical" => Regime::Critical,
+                other => return Err(FormatError::Corrupt(format!("unknown regime {other:?}"))),
+            };
+            return Ok(Typed::Physics(PhysicsRecord {
+                symbol: self.str(col::SYMBOL, i)?,
+                ts: self.f64(col::TS, i)?,
+                price: self.f64(col::PRICE, i)?,
+                vector: PhysicsVector {
+                    mass: self.f64("mass", i)?,
+                    momentum: self.f64("momentum", i)?,
+                    friction: self.f64("friction", i)?,
+                    entropy: self.f64("entropy", i)?,
+                    nash_dist: self.f64("nash_dist", i)?,
+                    regime,
+                    alpha_coefficient: self.f64("alpha_coefficient", i)?,
+                },
+                source: self.str(col::SOURCE, i)?,
+            }));
+        }
+        Err(FormatError::Corrupt(format!(
+            "row {i} is typed but the file has no typed columns"
+        )))
+    }
+}

@@ -1,0 +1,37 @@
+//! `kitbash-archive`: every stream kept as Parquet files any engine reads (DuckDB, pyarrow,
+//! polars), entries acknowledged only once their file and the manifest are durable, so
+//! Redis's pending list is the write-ahead log.
+//!
+//! - [`format`]: segments to Parquet files and back, byte-identical (the layout is
+//!   `kitbash_schema::archive`);
+//! - [`store`]: one stream's directory — temporary file, fsync, rename, directory fsync,
+//!   fenced manifest — and its verification;
+//! - [`archiver`]: the daemon, one long-running task per stream under the stream's lease.
+
+pub mod archiver;
+pub mod format;
+pub mod store;
+
+use kitbash_runtime::task::Restart;
+use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
+use kitbash_schema::DaemonKind;
+
+/// What the daemon runs: a task per archived stream.
+pub fn components(ctx: &DaemonContext) -> Components {
+    let mut c = Components::new(ctx);
+    for stream in archiver::streams(ctx) {
+        let a = archiver::Archiver::new(ctx, stream);
+        // Task names are 'static; a daemon names its streams once, at start.
+        let name: &'static str = Box::leak(format!("archive {stream}").into_boxed_str());
+        c = c.task(name, Restart::DEFAULT_BACKOFF, move |task| {
+            let a = a.clone();
+            async move { a.run(task).await }
+        });
+    }
+    c
+}
+
+/// Runs one instance in-process until `signals.shutdown` (what the binary runs; tests call it).
+pub async fn run(config: Config, signals: Signals) -> Result<(), RuntimeError> {
+    kitbash_runtime::daemon::run(DaemonKind::Archive, config, signals, components).await
+}

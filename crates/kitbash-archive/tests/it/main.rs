@@ -1,0 +1,8 @@
+//! kitbash-archive against real files and a real redis-server: the format's byte-identical
+//! round trip, the store's durability and verification, and the daemon (in-process and as the
+//! binary) under SIGTERM, kill -9 and restarts.
+
+mod daemon;
+mod format;
+mod store;
+mod support;
