@@ -165,11 +165,14 @@ pub fn append_then_refuse_writes(
     append_to_streams_then_refuse_writes(server, &[(stream, entries)])
 }
 
+/// One stream entry's field/value pairs, as [`append_then_refuse_writes`] takes them.
+pub type EntryFields<'a> = Vec<(&'a str, String)>;
+
 /// [`append_then_refuse_writes`] for several streams at once (a partitioned daemon's
 /// partitions): every `(stream, entries)` appended, then writes refused, in one `MULTI`.
 pub fn append_to_streams_then_refuse_writes(
     server: &crate::RedisServer,
-    streams: &[(&str, &[Vec<(&str, String)>])],
+    streams: &[(&str, &[EntryFields<'_>])],
 ) -> crate::Result<()> {
     let mut c = server.connect()?;
     c.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])?;

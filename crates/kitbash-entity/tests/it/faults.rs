@@ -238,7 +238,8 @@ fn json_fields<M: kitbash_schema::Message>(m: &M) -> Vec<(&'static str, String)>
 async fn while_redis_refuses_writes_updates_are_held_then_each_applied_once_in_order_and_none_dead()
 {
     use kitbash_testkit::support::{
-        allow_writes, append_to_streams_then_refuse_writes, eventually, free_local_addr, readiness,
+        EntryFields, allow_writes, append_to_streams_then_refuse_writes, eventually,
+        free_local_addr, readiness,
     };
     const DOCS: usize = 24;
     const ROUNDS: usize = 100;
@@ -271,7 +272,7 @@ async fn while_redis_refuses_writes_updates_are_held_then_each_applied_once_in_o
     .await;
     // The last rounds, appended behind the backlog of each partition in the same MULTI that
     // makes Redis refuse writes.
-    let mut held: BTreeMap<String, Vec<Vec<(&str, String)>>> = BTreeMap::new();
+    let mut held: BTreeMap<String, Vec<EntryFields>> = BTreeMap::new();
     let mut partitions: Vec<u32> = Vec::new();
     for u in updates(DOCS, HELD, ROUNDS) {
         let p = kitbash_schema::streams::partition_of(&u.target.route_key(), PARTITIONS);
@@ -282,7 +283,7 @@ async fn while_redis_refuses_writes_updates_are_held_then_each_applied_once_in_o
             .or_default()
             .push(json_fields(&u));
     }
-    let streams: Vec<(&str, &[Vec<(&str, String)>])> = held
+    let streams: Vec<(&str, &[EntryFields])> = held
         .iter()
         .map(|(s, e)| (s.as_str(), e.as_slice()))
         .collect();

@@ -11,7 +11,8 @@ use kitbash_runtime::shutdown;
 use kitbash_schema::{Envelope, Keys, StreamName};
 use kitbash_testkit::RedisServer;
 use kitbash_testkit::support::{
-    allow_writes, append_to_streams_then_refuse_writes, eventually, free_local_addr, readiness,
+    EntryFields, allow_writes, append_to_streams_then_refuse_writes, eventually, free_local_addr,
+    readiness,
 };
 
 use crate::support::*;
@@ -73,7 +74,7 @@ async fn while_redis_refuses_writes_ticks_are_held_then_each_applied_once_in_ord
         any
     })
     .await;
-    let mut held: BTreeMap<u32, Vec<Vec<(&str, String)>>> = BTreeMap::new();
+    let mut held: BTreeMap<u32, Vec<EntryFields>> = BTreeMap::new();
     for t in last {
         let StreamName::Ticks(p) = producer.tick_stream(&t.symbol) else {
             panic!("a tick goes to a tick partition");
@@ -84,7 +85,7 @@ async fn while_redis_refuses_writes_ticks_are_held_then_each_applied_once_in_ord
         .keys()
         .map(|p| keys.stream(StreamName::Ticks(*p)))
         .collect();
-    let streams: Vec<(&str, &[Vec<(&str, String)>])> = names
+    let streams: Vec<(&str, &[EntryFields])> = names
         .iter()
         .zip(held.values())
         .map(|(s, e)| (s.as_str(), e.as_slice()))
