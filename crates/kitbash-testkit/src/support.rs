@@ -162,16 +162,30 @@ pub fn append_then_refuse_writes(
     stream: &str,
     entries: &[Vec<(&str, String)>],
 ) -> crate::Result<()> {
+    append_to_streams_then_refuse_writes(server, &[(stream, entries)])
+}
+
+/// One stream entry's field/value pairs, as [`append_then_refuse_writes`] takes them.
+pub type EntryFields<'a> = Vec<(&'a str, String)>;
+
+/// [`append_then_refuse_writes`] for several streams at once (a partitioned daemon's
+/// partitions): every `(stream, entries)` appended, then writes refused, in one `MULTI`.
+pub fn append_to_streams_then_refuse_writes(
+    server: &crate::RedisServer,
+    streams: &[(&str, &[EntryFields<'_>])],
+) -> crate::Result<()> {
     let mut c = server.connect()?;
     c.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])?;
     c.command(&["MULTI"])?;
-    for e in entries {
-        let mut args: Vec<&str> = vec!["XADD", stream, "*"];
-        for (k, v) in e {
-            args.push(k);
-            args.push(v);
+    for (stream, entries) in streams {
+        for e in entries.iter() {
+            let mut args: Vec<&str> = vec!["XADD", stream, "*"];
+            for (k, v) in e {
+                args.push(k);
+                args.push(v);
+            }
+            c.command(&args)?;
         }
-        c.command(&args)?;
     }
     c.command(&["CONFIG", "SET", "maxmemory", "1"])?;
     c.command(&["EXEC"])?;

@@ -1,6 +1,7 @@
 //! Faults against a real redis-server: a Redis crash and restart with AOF plus a few seconds
-//! of outage while entity is mid-stream, and a shutdown (the in-process SIGTERM) in the middle
-//! of a backlog. Every document's updates are applied exactly once and in stream order.
+//! of outage while entity is mid-stream, Redis refusing writes (`maxmemory` 1) for a few seconds
+//! mid-backlog, and a shutdown (the in-process SIGTERM) in the middle of a backlog. Every
+//! document's updates are applied exactly once and in stream order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -216,4 +217,109 @@ async fn shutdown_mid_backlog_commits_the_batch_in_hand() {
     caught_up(&c, &keys).await;
     second.stop().await;
     assert_exactly_once_in_order(&c, &keys, DOCS, ROUNDS).await;
+}
+
+/// The JSON envelope's fields of `m`, as text (for
+/// [`kitbash_testkit::support::append_to_streams_then_refuse_writes`]).
+fn json_fields<M: kitbash_schema::Message>(m: &M) -> Vec<(&'static str, String)> {
+    Envelope::json(m)
+        .expect("encode")
+        .to_fields()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v).expect("JSON is text")))
+        .collect()
+}
+
+/// Redis refusing writes (`maxmemory` 1 byte, `noeviction`) for a few seconds in the middle of
+/// a backlog, with more updates appended to every partition just before: the partitions hold
+/// their batches and report not ready meanwhile, nothing is dead-lettered, and afterwards every
+/// document has each of its updates exactly once, in stream order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_refuses_writes_updates_are_held_then_each_applied_once_in_order_and_none_dead()
+{
+    use kitbash_testkit::support::{
+        EntryFields, allow_writes, append_to_streams_then_refuse_writes, eventually,
+        free_local_addr, readiness,
+    };
+    const DOCS: usize = 24;
+    const ROUNDS: usize = 100;
+    const HELD: usize = 5;
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = keys(&ns);
+    let c = client(&server.url()).await;
+    let producer = Producer::new(c.clone(), keys.clone(), 1);
+    let mut cfg = config(&server.url(), &ns);
+    cfg.entity.changes_max = 1_000_000;
+    let admin = free_local_addr();
+    cfg.admin.listen = admin.to_string();
+    publish(&producer, &updates(DOCS, ROUNDS, 0)).await;
+    let instance = start(cfg);
+    eventually("a first batch committed", || async {
+        let mut any = false;
+        for p in 0..PARTITIONS {
+            let cp: Option<String> = c
+                .hget(
+                    keys.checkpoint(StreamName::EntityPart(p)),
+                    Keys::CHECKPOINT_LAST_ID,
+                )
+                .await
+                .expect("hget");
+            any |= cp.is_some();
+        }
+        any
+    })
+    .await;
+    // The last rounds, appended behind the backlog of each partition in the same MULTI that
+    // makes Redis refuse writes.
+    let mut held: BTreeMap<String, Vec<EntryFields>> = BTreeMap::new();
+    let mut partitions: Vec<u32> = Vec::new();
+    for u in updates(DOCS, HELD, ROUNDS) {
+        let p = kitbash_schema::streams::partition_of(&u.target.route_key(), PARTITIONS);
+        if !partitions.contains(&p) {
+            partitions.push(p);
+        }
+        held.entry(keys.stream(StreamName::EntityPart(p)))
+            .or_default()
+            .push(json_fields(&u));
+    }
+    let streams: Vec<(&str, &[EntryFields])> = held
+        .iter()
+        .map(|(s, e)| (s.as_str(), e.as_slice()))
+        .collect();
+    append_to_streams_then_refuse_writes(&server, &streams).expect("refuse writes");
+    let checks: Vec<String> = partitions
+        .iter()
+        .map(|p| format!("entity partition {p}"))
+        .collect();
+    eventually(
+        "every partition with held updates not ready while Redis refuses writes",
+        || async {
+            checks
+                .iter()
+                .all(|check| readiness(admin, check) == (503, Some(false)))
+        },
+    )
+    .await;
+    // The fault lasts a few seconds (its length, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        dead_reasons(&c, &keys).await,
+        Vec::<String>::new(),
+        "nothing dead-lettered while Redis refuses writes"
+    );
+    assert!(
+        instance.is_running(),
+        "the instance waits, it does not fail"
+    );
+    allow_writes(&server).expect("allow writes");
+    caught_up(&c, &keys).await;
+    eventually("every partition ready again, /readyz 200", || async {
+        checks
+            .iter()
+            .all(|check| readiness(admin, check) == (200, Some(true)))
+    })
+    .await;
+    instance.stop().await;
+    assert_exactly_once_in_order(&c, &keys, DOCS, ROUNDS + HELD).await;
 }

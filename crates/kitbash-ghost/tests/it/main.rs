@@ -2,10 +2,12 @@
 //! brute-force search under each of the seed's hats, a hat switch recomputes them, every seed
 //! key has the seed's shape and TTL as redis-py reads it, crossings are applied once across a
 //! `kill -9` and a restart, poison crossings are dead-lettered, SIGTERM drains. The compact
-//! layout and its start-up check are in [`compact`]; the recompute leader in [`leader`].
+//! layout and its start-up check are in [`compact`]; the recompute leader in [`leader`]; Redis
+//! refusing writes in [`faults`].
 
 mod cluster;
 mod compact;
+mod faults;
 mod fence;
 mod leader;
 
