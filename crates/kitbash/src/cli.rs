@@ -109,6 +109,15 @@ pub enum Command {
         #[command(subcommand)]
         what: HatCommand,
     },
+    /// The Parquet archive: `kitbash archive ls`, `verify`, `export STREAM`.
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        what: ArchiveCommand,
+        /// The archive's root directory (default: [archive] dir, or a local up's .kitbash/archive).
+        #[arg(long, global = true)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Start the whole system locally: Redis, every built daemon, a demo feed, a live view.
     ///
     /// Uses the Redis at [redis] url (--redis-url) when one answers there, else starts one on
@@ -122,6 +131,30 @@ pub enum Command {
         /// Where Redis data, daemon logs and up.json go; created when missing.
         #[arg(long, env = "KITBASH_STATE_DIR", default_value = ".kitbash")]
         state_dir: std::path::PathBuf,
+    },
+}
+
+/// `kitbash archive` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Files per stream with their id ranges, entries and sizes.
+    Ls {
+        /// One stream (default: every stream).
+        stream: Option<String>,
+        /// The manifests as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks every file against the manifest (checksum, size, rows, id range) and the files'
+    /// continuity; exit 1 naming each problem.
+    Verify {
+        /// One stream (default: every stream).
+        stream: Option<String>,
+    },
+    /// Prints the DuckDB command that reads a stream's archive.
+    Export {
+        /// The stream.
+        stream: String,
     },
 }
 
@@ -584,6 +617,27 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                     .await?;
             eprintln!("kitbash: {n} query events");
             let _ = client.quit().await;
+        }
+        Command::Archive { what, dir } => {
+            let root = crate::archive::root(&config, dir.as_deref());
+            match what {
+                ArchiveCommand::Ls { stream, json } => {
+                    let streams = crate::archive::streams(&config, stream.as_deref())?;
+                    crate::archive::ls(&root, &streams, json)?;
+                }
+                ArchiveCommand::Verify { stream } => {
+                    let streams = crate::archive::streams(&config, stream.as_deref())?;
+                    if !crate::archive::verify(&root, &streams)? {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                ArchiveCommand::Export { stream } => {
+                    let streams = crate::archive::streams(&config, Some(&stream))?;
+                    for s in streams {
+                        println!("{}", crate::archive::export(&root, s));
+                    }
+                }
+            }
         }
         Command::Up {
             feed_rate,

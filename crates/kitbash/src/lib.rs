@@ -14,7 +14,9 @@
 //! - [`ratelimit`]: `kitbash ratelimit show|reset USER [ENDPOINT]`.
 //! - [`cache`]: `kitbash cache clear FAMILY [--dry-run]` (by SCAN, never KEYS).
 //! - [`keys`]: `kitbash keys top` — largest keys by sampling, hottest under LFU.
+//! - [`archive`]: `kitbash archive ls|verify|export` — the Parquet archive's files, checks, DuckDB.
 
+pub mod archive;
 pub mod bench;
 pub mod cache;
 pub mod cli;
