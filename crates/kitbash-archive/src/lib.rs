@@ -6,10 +6,12 @@
 //!   `kitbash_schema::archive`);
 //! - [`store`]: one stream's directory — temporary file, fsync, rename, directory fsync,
 //!   fenced manifest — and its verification;
-//! - [`archiver`]: the daemon, one long-running task per stream under the stream's lease.
+//! - [`archiver`]: the daemon, one long-running task per stream under the stream's lease;
+//! - [`replay`]: an id range from the archive and/or Redis (an exact seam) into a stream.
 
 pub mod archiver;
 pub mod format;
+pub mod replay;
 pub mod store;
 
 use kitbash_runtime::task::Restart;

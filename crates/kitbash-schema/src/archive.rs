@@ -72,6 +72,9 @@ pub mod col {
     pub const SOURCE: &str = "source";
 }
 
+/// The field `kitbash replay --new-ids` appends to each entry: the id it had when recorded.
+pub const REPLAY_OF: &str = "replay_of";
+
 /// The manifest's file name in a stream's directory.
 pub const MANIFEST: &str = "manifest.json";
 /// The suffix of files being written (removed at start-up).

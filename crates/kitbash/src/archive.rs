@@ -101,3 +101,54 @@ pub fn export(root: &Path, stream: StreamName) -> String {
         dir.display()
     )
 }
+
+/// Parses a replay bound: an entry id (`1700000000000-3`), a time in Unix ms (`1700000000000`),
+/// or a time ago (`90s`, `15m`, `2h`, `7d`) relative to `now_ms`. `end` makes a bare time the
+/// last id of its millisecond.
+pub fn parse_bound(s: &str, now_ms: u64, end: bool) -> anyhow::Result<(u64, u64)> {
+    if let Ok(id) = kitbash_archive::format::parse_id(s) {
+        return Ok(id);
+    }
+    let seq = if end { u64::MAX } else { 0 };
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok((ms, seq));
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let mul = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            anyhow::bail!("{s:?} is not an id (ms-seq), Unix ms, or a time ago (90s, 15m, 2h, 7d)")
+        }
+    };
+    let n: u64 = n.parse().map_err(|_| {
+        anyhow::anyhow!("{s:?} is not an id (ms-seq), Unix ms, or a time ago (90s, 15m, 2h, 7d)")
+    })?;
+    Ok((now_ms.saturating_sub(n * mul), seq))
+}
+
+/// Prints a replay's progress: a bar on a terminal, a line every 10,000 entries otherwise.
+pub fn progress(total: usize) -> impl FnMut(usize) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let mut last = 0usize;
+    move |done| {
+        if tty {
+            let w = 40;
+            let filled = (done * w).checked_div(total).unwrap_or(w);
+            eprint!(
+                "\rreplay [{}{}] {done}/{total}",
+                "#".repeat(filled),
+                " ".repeat(w - filled.min(w))
+            );
+            if done >= total {
+                eprintln!();
+            }
+        } else if done / 10_000 > last / 10_000 || done >= total {
+            eprintln!("replay: {done}/{total} entries written");
+        }
+        last = done;
+    }
+}

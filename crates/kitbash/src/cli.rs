@@ -118,6 +118,45 @@ pub enum Command {
         #[arg(long, global = true)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Replay a stream's entries from the archive and/or Redis into a stream.
+    ///
+    /// By default into the same stream of the namespace given by --to-namespace (a sandbox:
+    /// start daemons against it with KITBASH__REDIS__NAMESPACE) keeping the original ids, which
+    /// needs a fresh stream there; --new-ids (or --live) writes new ids instead, with the
+    /// original id in a `replay_of` field. Bounds: an id (1700000000000-3), Unix ms, or a time
+    /// ago (90s, 15m, 2h, 7d).
+    Replay {
+        /// The stream (queries, ticks:0, …).
+        stream: String,
+        /// First entry (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last entry (inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Where entries come from: archive, redis, or both (the archive, then Redis after its
+        /// last id).
+        #[arg(long, default_value = "both")]
+        source: String,
+        /// Write into this namespace's stream of the same name.
+        #[arg(long)]
+        to_namespace: Option<String>,
+        /// Write into this namespace's own live stream, with new ids.
+        #[arg(long)]
+        live: bool,
+        /// New ids (`*`), the original one in a `replay_of` field.
+        #[arg(long)]
+        new_ids: bool,
+        /// Replay at the recorded pace times this factor (default: as fast as possible).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Say what would be replayed (counts, time span, types, sources); write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The archive's root directory (default: [archive] dir, or a local up's .kitbash/archive).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Start the whole system locally: Redis, every built daemon, a demo feed, a live view.
     ///
     /// Uses the Redis at [redis] url (--redis-url) when one answers there, else starts one on
@@ -616,6 +655,94 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 crate::reflex::queries(&producer, rate, (count > 0).then_some(count), seed, stop)
                     .await?;
             eprintln!("kitbash: {n} query events");
+            let _ = client.quit().await;
+        }
+        Command::Replay {
+            stream,
+            from,
+            to,
+            source,
+            to_namespace,
+            live,
+            new_ids,
+            speed,
+            dry_run,
+            dir,
+        } => {
+            use kitbash_archive::replay;
+            let Some(s) = kitbash_schema::StreamName::parse(&stream) else {
+                anyhow::bail!("{stream:?} is not a stream name (queries, ticks:0, …)");
+            };
+            let source = match source.as_str() {
+                "archive" => replay::Source::Archive,
+                "redis" => replay::Source::Redis,
+                "both" => replay::Source::Both,
+                other => anyhow::bail!("--source {other:?}: archive, redis or both"),
+            };
+            if live == to_namespace.is_some() && !dry_run {
+                anyhow::bail!(
+                    "say where to: --to-namespace NS (a sandbox) or --live (this namespace, new ids)"
+                );
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let range = replay::Range {
+                from: from
+                    .as_deref()
+                    .map(|b| crate::archive::parse_bound(b, now, false))
+                    .transpose()?,
+                to: to
+                    .as_deref()
+                    .map(|b| crate::archive::parse_bound(b, now, true))
+                    .transpose()?,
+            };
+            let client = connect(&config).await?;
+            let keys = config.redis.keys();
+            let root = crate::archive::root(&config, dir.as_deref());
+            let sel = replay::select(&client, &root, s, &keys.stream(s), range, source).await?;
+            let span = match (sel.entries.first(), sel.entries.last()) {
+                (Some(a), Some(b)) => format!("{} .. {}", a.id, b.id),
+                _ => "nothing".to_owned(),
+            };
+            eprintln!(
+                "replay: {} entries ({} from the archive, {} from Redis), {span}, types {:?}",
+                sel.entries.len(),
+                sel.from_archive,
+                sel.from_redis,
+                sel.types()
+            );
+            if dry_run {
+                let _ = client.quit().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (target, ids) = match &to_namespace {
+                Some(ns) => (
+                    kitbash_schema::Keys::new(
+                        kitbash_schema::Namespace::new(ns.clone())
+                            .map_err(|e| anyhow::anyhow!("--to-namespace: {e}"))?,
+                    )
+                    .with_style(keys.style())
+                    .stream(s),
+                    if new_ids {
+                        replay::Ids::New
+                    } else {
+                        replay::Ids::Original
+                    },
+                ),
+                None => (keys.stream(s), replay::Ids::New),
+            };
+            let pace = speed.map_or(replay::Pace::Max, replay::Pace::Speed);
+            let n = replay::write(
+                &client,
+                &target,
+                &sel.entries,
+                ids,
+                pace,
+                crate::archive::progress(sel.entries.len()),
+            )
+            .await?;
+            eprintln!("replay: wrote {n} entries to {target}");
             let _ = client.quit().await;
         }
         Command::Archive { what, dir } => {

@@ -4,5 +4,6 @@
 
 mod daemon;
 mod format;
+mod replay;
 mod store;
 mod support;

@@ -64,3 +64,66 @@ fn verify_names_a_flipped_byte_and_ls_lists_the_ranges() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_copies_a_stream_into_a_sandbox_namespace_with_its_ids() {
+    use fred::prelude::*;
+    let server = kitbash_testkit::RedisServer::start().expect("redis");
+    let cfg = kitbash_runtime::config::RedisConfig {
+        url: server.url(),
+        ..Default::default()
+    };
+    let c = kitbash_runtime::redis::connect_client(&cfg, std::time::Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let keys = |ns: &str| {
+        kitbash_schema::Keys::new(kitbash_schema::Namespace::new(ns.to_owned()).expect("ns"))
+    };
+    let src = keys("t").stream(StreamName::Queries);
+    for i in 0..20 {
+        let _: String = c
+            .xadd(
+                &src,
+                false,
+                None,
+                "*",
+                vec![("type", "query"), ("n", &i.to_string())],
+            )
+            .await
+            .expect("xadd");
+    }
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kitbash"))
+            .args(args)
+            .env("KITBASH_CONFIG_DIR", "/nonexistent")
+            .env_remove("KITBASH_PROFILE")
+            .env("KITBASH__REDIS__URL", server.url())
+            .env("KITBASH__REDIS__NAMESPACE", "t")
+            .output()
+            .expect("kitbash")
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().display().to_string();
+    let out = run(&["replay", "queries", "--dry-run", "--dir", &d]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("20 entries (0 from the archive, 20 from Redis)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"query\": 20"), "{stderr}");
+    let out = run(&["replay", "queries", "--dir", &d]);
+    assert!(!out.status.success(), "no target given");
+    let out = run(&["replay", "queries", "--to-namespace", "t2", "--dir", &d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: fred::types::Value = c.xrange(&src, "-", "+", None).await.expect("xrange");
+    let b: fred::types::Value = c
+        .xrange(keys("t2").stream(StreamName::Queries), "-", "+", None)
+        .await
+        .expect("xrange");
+    assert_eq!(a, b, "same ids, same fields");
+}
