@@ -118,6 +118,18 @@ pub enum Command {
         #[arg(long, global = true)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Print a stream's entries live, decoded, one line each (no consumer group: it disturbs
+    /// nothing). Ctrl-C stops.
+    Tail {
+        /// The stream (queries, ticks:0, physics, …).
+        stream: String,
+        /// Start after this id (`0`: the whole stream; default: from now).
+        #[arg(long, default_value = "$")]
+        from: String,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a stream's entries from the archive and/or Redis into a stream.
     ///
     /// By default into the same stream of the namespace given by --to-namespace (a sandbox:
@@ -656,6 +668,23 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                     .await?;
             eprintln!("kitbash: {n} query events");
             let _ = client.quit().await;
+        }
+        Command::Tail { stream, from, json } => {
+            let Some(s) = kitbash_schema::StreamName::parse(&stream) else {
+                anyhow::bail!("{stream:?} is not a stream name (queries, ticks:0, …)");
+            };
+            if let Some(src) = SOURCE.get() {
+                eprintln!("kitbash: {}", src.describe());
+            }
+            let redis = kitbash_runtime::Redis::connect(&config.redis)?;
+            redis
+                .wait_connected(std::time::Duration::from_millis(
+                    config.redis.connect_timeout_ms,
+                ))
+                .await?;
+            let signals = kitbash_runtime::shutdown::install()?;
+            let key = config.redis.keys().stream(s);
+            crate::tail::run(&redis, key, from, json, signals.shutdown.clone()).await?;
         }
         Command::Replay {
             stream,

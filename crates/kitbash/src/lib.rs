@@ -14,6 +14,7 @@
 //! - [`ratelimit`]: `kitbash ratelimit show|reset USER [ENDPOINT]`.
 //! - [`cache`]: `kitbash cache clear FAMILY [--dry-run]` (by SCAN, never KEYS).
 //! - [`keys`]: `kitbash keys top` — largest keys by sampling, hottest under LFU.
+//! - [`tail`]: `kitbash tail STREAM` — entries live, decoded, without a consumer group.
 //! - [`archive`]: `kitbash archive ls|verify|export` — the Parquet archive's files, checks, DuckDB.
 
 pub mod archive;
@@ -27,5 +28,6 @@ pub mod locate;
 pub mod ratelimit;
 pub mod reflex;
 pub mod status;
+pub mod tail;
 pub mod tether;
 pub mod up;

@@ -8,3 +8,4 @@ mod families;
 mod live;
 mod reflex;
 mod status;
+mod tail;
