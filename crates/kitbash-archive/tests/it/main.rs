@@ -3,6 +3,7 @@
 //! binary) under SIGTERM, kill -9 and restarts.
 
 mod daemon;
+mod feynman;
 mod format;
 mod replay;
 mod store;
