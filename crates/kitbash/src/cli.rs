@@ -54,7 +54,7 @@ pub enum Command {
     /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
     /// redis-benchmark on PATH.
     Bench {
-        /// Suite: redis, ternary, feynman, memory, client, entity, reflex.
+        /// Suite: redis, ternary, feynman, memory, client, entity, reflex, archive.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]

@@ -2,6 +2,7 @@
 //! the same run (see docs/BENCHMARKS.md). With `--json`, stdout carries one JSON object per
 //! figure and nothing else: `{"suite","metric","value","unit","baseline","ratio",…}`.
 
+pub mod archive;
 pub mod client;
 pub mod entity;
 pub mod feynman;
@@ -169,7 +170,7 @@ pub struct BenchOptions {
 
 /// Suites `kitbash bench` knows.
 pub const SUITES: &[&str] = &[
-    "redis", "ternary", "feynman", "memory", "client", "entity", "reflex",
+    "redis", "ternary", "feynman", "memory", "client", "entity", "reflex", "archive",
 ];
 
 /// Runs `suite`; progress goes to stderr. Fails when a figure has no baseline.
@@ -189,6 +190,7 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
         "client" => client::run(opts).await,
         "entity" => entity::run(opts).await,
         "reflex" => reflex::run(opts).await,
+        "archive" => archive::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)

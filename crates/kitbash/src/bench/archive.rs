@@ -1,0 +1,239 @@
+//! `kitbash bench archive`: the archive daemon as an operator meets it — a backlog of market
+//! ticks (MarketSim, 20 symbols) and of the physics records feynman writes for them, archived
+//! by `kitbash-archive` in-process with its shipped settings, every file fsynced and every
+//! entry acknowledged — against baselines taken in the same run:
+//!
+//! - `entries_per_s`: ticks archived per second, from the daemon's start to the last entry
+//!   acknowledged, over the rate at which our client reads the same entries with `XRANGE`
+//!   (pages of 10,000): archiving cannot be faster than reading;
+//! - `ticks_compression`, `physics_compression`: the MessagePack bodies' bytes over the Parquet
+//!   files' bytes (the files also keep ids, types and mids);
+//! - `replay_entries_per_s`: archived ticks replayed from the files into a fresh stream with
+//!   their ids, over `redis-benchmark XADD -c 50 -P 32` in the same run.
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::Value;
+use kitbash_archive::replay::{self, Ids, Pace, Range, Source};
+use kitbash_archive::store;
+use kitbash_client::Producer;
+use kitbash_feynman::market::MarketSim;
+use kitbash_feynman::physics::TickWindow;
+use kitbash_runtime::Config;
+use kitbash_schema::messages::{PhysicsRecord, Tick};
+use kitbash_schema::{Envelope, Keys, Namespace, StreamName};
+
+use super::redis::{target, xadd_baseline};
+use super::{BenchOptions, Record};
+
+const SYMBOLS: usize = 20;
+
+fn market(n: usize) -> anyhow::Result<(Vec<Tick>, Vec<PhysicsRecord>)> {
+    let symbols: Vec<String> = (0..SYMBOLS).map(|i| format!("S{i:02}")).collect();
+    let mut sim = MarketSim::new(&symbols, 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut windows: std::collections::HashMap<String, TickWindow> = Default::default();
+    let (mut ticks, mut physics) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let t = sim.next_tick(1_766_318_400.0 + i as f64 / 1000.0);
+        let w = windows
+            .entry(t.symbol.clone())
+            .or_insert_with(|| TickWindow::new(100));
+        w.push(&t).map_err(|e| anyhow::anyhow!("{e}"))?;
+        physics.push(PhysicsRecord {
+            symbol: t.symbol.clone(),
+            ts: t.ts,
+            price: t.price,
+            vector: w.vector(),
+            source: format!("ticks:0/{}-0", 1_766_318_400_000u64 + i as u64),
+        });
+        ticks.push(t);
+    }
+    Ok((ticks, physics))
+}
+
+fn body_bytes<M: kitbash_schema::Message>(msgs: &[M]) -> anyhow::Result<u64> {
+    let mut n = 0u64;
+    for m in msgs {
+        n += Envelope::msgpack(m)?.body.len() as u64;
+    }
+    Ok(n)
+}
+
+async fn pending(c: &Client, key: &str) -> i64 {
+    let v: Value = c.xpending(key, "archive", ()).await.unwrap_or(Value::Null);
+    match v {
+        Value::Array(a) => a.first().and_then(Value::as_i64).unwrap_or(-1),
+        _ => -1,
+    }
+}
+
+/// Archives `streams` with the daemon until every entry is acknowledged; returns the time.
+async fn archive(
+    config: &Config,
+    c: &Client,
+    keys: &Keys,
+    streams: &[StreamName],
+    n: u64,
+) -> anyhow::Result<Duration> {
+    let mut cfg = config.clone();
+    cfg.archive.streams = streams.iter().map(|s| s.logical()).collect();
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let started = Instant::now();
+    let task = tokio::spawn(kitbash_archive::run(cfg, signals));
+    let deadline = started + Duration::from_secs(600);
+    let root = std::path::PathBuf::from(&config.archive.dir).join(&config.redis.namespace);
+    loop {
+        let mut done = true;
+        for &s in streams {
+            let m = store::read_manifest(&store::stream_dir(&root, s), s)?;
+            let rows: u64 = m.files.iter().map(|f| f.rows).sum();
+            done &= rows == n && pending(c, &keys.stream(s)).await == 0;
+        }
+        if done {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the archive did not finish within 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    stop.cancel();
+    task.await??;
+    Ok(took)
+}
+
+fn file_bytes(root: &std::path::Path, s: StreamName) -> anyhow::Result<u64> {
+    let m = store::read_manifest(&store::stream_dir(root, s), s)?;
+    Ok(m.files.iter().map(|f| f.bytes).sum())
+}
+
+/// Runs the suite.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
+    let t = target(opts)?;
+    let n = if opts.long { 1_000_000 } else { 200_000 };
+    let dir = tempfile::tempdir()?;
+    let ns = "bench-archive".to_owned();
+    let mut config = Config::default();
+    config.redis.url = t.url.clone();
+    config.redis.namespace = ns.clone();
+    config.admin.listen = String::new();
+    config.archive.dir = dir.path().display().to_string();
+    let keys = Keys::new(Namespace::new(ns.clone())?);
+    let c = kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10)).await?;
+    let (tick_stream, physics_stream) = (StreamName::Ticks(0), StreamName::Physics);
+    for s in [tick_stream, physics_stream] {
+        let _: i64 = c.del(keys.stream(s)).await?;
+    }
+
+    eprintln!("archive: {n} ticks and {n} physics records from MarketSim ({SYMBOLS} symbols) …");
+    let (ticks, physics) = market(n)?;
+    let producer = Producer::new(c.clone(), keys.clone(), 1);
+    for chunk in ticks.chunks(1_000) {
+        producer.publish_batch(tick_stream, chunk).await?;
+    }
+    for chunk in physics.chunks(1_000) {
+        producer.publish_batch(physics_stream, chunk).await?;
+    }
+
+    eprintln!("archive: baseline — XRANGE of the {n} ticks …");
+    let key = keys.stream(tick_stream);
+    let started = Instant::now();
+    let (mut cursor, mut read) = ("-".to_owned(), 0usize);
+    loop {
+        let v: Value = c.xrange(&key, cursor.as_str(), "+", Some(10_000)).await?;
+        let page = kitbash_runtime::entries::parse_entries("XRANGE", &v)?;
+        let Some(last) = page.last() else { break };
+        read += page.len();
+        cursor = format!("({}", last.id);
+        if page.len() < 10_000 {
+            break;
+        }
+    }
+    let xrange_rate = read as f64 / started.elapsed().as_secs_f64();
+
+    eprintln!("archive: kitbash-archive on ticks:0 …");
+    let took = archive(&config, &c, &keys, &[tick_stream], n as u64).await?;
+    let rate = n as f64 / took.as_secs_f64();
+    eprintln!("archive: kitbash-archive on physics …");
+    archive(&config, &c, &keys, &[physics_stream], n as u64).await?;
+    let root = dir.path().join(&ns);
+    let (tick_files, physics_files) = (
+        file_bytes(&root, tick_stream)?,
+        file_bytes(&root, physics_stream)?,
+    );
+    let (tick_bodies, physics_bodies) = (body_bytes(&ticks)?, body_bytes(&physics)?);
+
+    eprintln!("archive: replay from the files, and redis-benchmark XADD -P 32 …");
+    let fresh = keys.stream(StreamName::Ticks(1));
+    let _: i64 = c.del(&fresh).await?;
+    let started = Instant::now();
+    let sel = replay::select(
+        &c,
+        &root,
+        tick_stream,
+        &key,
+        Range::default(),
+        Source::Archive,
+    )
+    .await?;
+    let written = replay::write(&c, &fresh, &sel.entries, Ids::Original, Pace::Max, |_| {}).await?;
+    let replay_rate = written as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(written == n, "replay wrote {written} of {n}");
+    let xadd = xadd_baseline(&t, n, Some(32))?;
+    let xadd_rate = xadd.first().map_or(0.0, |r| r.1.rps);
+    let _ = c.quit().await;
+
+    Ok(vec![
+        Record::new("archive", "entries_per_s", rate, "entries/s", xrange_rate)
+            .with(
+                "baseline_kind",
+                "XRANGE read of the same entries, pages of 10000, same run",
+            )
+            .with("entries", n as u64)
+            .with("target", "≥ 0.5 of the baseline and ≥ 300000/s"),
+        Record::new(
+            "archive",
+            "ticks_compression",
+            tick_bodies as f64 / tick_files as f64,
+            "x",
+            1.0,
+        )
+        .with(
+            "baseline_kind",
+            "the MessagePack bodies themselves (ratio = bodies / files)",
+        )
+        .with("body_bytes", tick_bodies)
+        .with("file_bytes", tick_files)
+        .with("target", "≥ 8"),
+        Record::new(
+            "archive",
+            "physics_compression",
+            physics_bodies as f64 / physics_files as f64,
+            "x",
+            1.0,
+        )
+        .with(
+            "baseline_kind",
+            "the MessagePack bodies themselves (ratio = bodies / files)",
+        )
+        .with("body_bytes", physics_bodies)
+        .with("file_bytes", physics_files)
+        .with("target", "≥ 6"),
+        Record::new(
+            "archive",
+            "replay_entries_per_s",
+            replay_rate,
+            "entries/s",
+            xadd_rate,
+        )
+        .with(
+            "baseline_kind",
+            "redis-benchmark XADD -c 50 -P 32, same run",
+        )
+        .with("target", "≥ 0.5 of the baseline"),
+    ])
+}
