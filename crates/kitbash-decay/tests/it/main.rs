@@ -4,6 +4,7 @@
 //! `kill -9` mid-batch and a restart count nothing twice, SIGTERM drains, a Redis restart is
 //! survived; the same for the compact layout, plus its sweep and the layout check.
 
+mod bounds;
 mod cluster;
 mod support;
 
