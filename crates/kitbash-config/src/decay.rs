@@ -30,10 +30,11 @@ pub struct DecayConfig {
     pub metrics_ms: u64,
     /// Idempotency markers of applied query events live this long, in seconds: longer than an
     /// applied entry can wait to be redelivered (its acknowledgement lost, reclaimed after
-    /// `consumer.claim_idle_ms`, or held while Redis refuses writes). Not tied to
-    /// `queries_stream_max`: a trim never removes a pending entry, so the stream's length says
-    /// nothing about how long a redelivery can take. Markers cost about 100 bytes each, so
-    /// about `event rate × marker_ttl_s × 100` bytes of Redis memory.
+    /// `consumer.claim_idle_ms` — which it must exceed — or found pending when a stopped fleet
+    /// restarts). Not tied to `queries_stream_max`: a trim never removes a pending entry, so
+    /// the stream's length says nothing about how long a redelivery can take. A marker costs
+    /// about 150 bytes of Redis memory, so markers take about `event rate × marker_ttl_s × 150`
+    /// bytes.
     pub marker_ttl_s: u64,
     /// The `queries` stream is trimmed near this many entries by the decay instances — safely:
     /// never past what a consumer group has not acknowledged or been delivered, and not at all
