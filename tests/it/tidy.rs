@@ -1,8 +1,11 @@
 //! Tidy checks over the source tree (as rust-analyzer's tidy test does): every `.rs` file opens
-//! with a `//!` line, `unsafe` appears only in the ternary kernels, and only the schema crate
-//! spells the `kitbash:` internal key prefix.
+//! with a `//!` line, `unsafe` appears only in the ternary kernels, only the schema crate
+//! spells the `kitbash:` internal key prefix, every stream has a trim owner that really trims
+//! it (or a documented exemption), and no code caps a stream with `XADD … MAXLEN`.
 
 use std::path::{Path, PathBuf};
+
+use kitbash_schema::{DaemonKind, StreamName, TrimOwner};
 
 fn root() -> PathBuf {
     // Canonical, so that no path carries the `tests/..` of the manifest directory.
@@ -136,6 +139,146 @@ fn only_the_schema_spells_internal_keys() {
             assert!(
                 !internal && !seed,
                 "{path}:{}: key spelled outside kitbash-schema",
+                i + 1
+            );
+        }
+    }
+}
+
+/// The library sources of one crate (`crates/{name}/src`).
+fn crate_sources(name: &str) -> String {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates").join(name).join("src"), &mut files);
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The keys of `[section]` in `config/default.toml` that have a comment line above them (or
+/// the section's comment block, for keys listed together under one comment).
+fn documented_keys(section: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("config/default.toml")).unwrap_or_default();
+    let mut keys = Vec::new();
+    let mut inside = false;
+    let mut commented = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == format!("[{section}]");
+            commented = false;
+        } else if line.starts_with('#') {
+            commented = true;
+        } else if line.is_empty() {
+            commented = false;
+        } else if inside
+            && commented
+            && let Some((k, _)) = line.split_once('=')
+        {
+            keys.push(k.trim().to_owned());
+        }
+    }
+    keys
+}
+
+/// `Ticks(0)` → `Ticks`: the variant's name as code spells it (`StreamName::Ticks`).
+fn variant(s: StreamName) -> String {
+    let d = format!("{s:?}");
+    d.split('(').next().unwrap_or(&d).to_owned()
+}
+
+/// Whether `code` names `StreamName::{v}` exactly (not a longer variant such as
+/// `EntityPart` for `Entity`).
+fn names_variant(code: &str, v: &str) -> bool {
+    let pat = format!("StreamName::{v}");
+    code.match_indices(&pat).any(|(at, m)| {
+        !code[at + m.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+#[test]
+fn every_stream_has_a_trim_owner_that_trims_it_or_is_exempt() {
+    let mut names: Vec<String> = ["kitbash", "kitbash-runtime", "kitbash-client"]
+        .map(String::from)
+        .to_vec();
+    names.extend(
+        DaemonKind::ALL
+            .iter()
+            .chain(&[DaemonKind::Example])
+            .map(|k| format!("kitbash-{k}")),
+    );
+    let libraries: Vec<(String, String)> = names
+        .into_iter()
+        .map(|n| {
+            let src = crate_sources(&n);
+            (n, src)
+        })
+        .collect();
+    for s in StreamName::families() {
+        let v = variant(s);
+        match s.trim_owner() {
+            TrimOwner::Daemon { kind, key } => {
+                let section = kind.name();
+                assert!(
+                    documented_keys(section).iter().any(|k| k == key),
+                    "{s}: its bound `{key}` is not a documented key of [{section}] in \
+                     config/default.toml"
+                );
+                let src = crate_sources(&format!("kitbash-{section}"));
+                assert!(
+                    src.contains(&format!(".{key}")),
+                    "{s}: kitbash-{section} never reads its bound `{key}`"
+                );
+                if s.partitioned_by().is_none() {
+                    // Trimmed by the daemon's bounds task (the partitions by their workers,
+                    // with the bound handed over in the partition spec).
+                    assert!(
+                        src.contains(&format!(".trim(StreamName::{v}, ")),
+                        "{s}: kitbash-{section} does not trim it (`Bounds::trim(StreamName::{v}, …)`)"
+                    );
+                }
+            }
+            TrimOwner::Exempt(why) => {
+                // Exempt because nothing writes it: the day a library starts to, it needs an
+                // owner.
+                for (name, src) in &libraries {
+                    assert!(
+                        !names_variant(src, &v),
+                        "{s} is exempt from trimming ({why}), but {name} uses it: give it a \
+                         trim owner in StreamName::trim_owner"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn no_stream_is_capped_by_xadd_maxlen() {
+    // Work streams are trimmed only by `trim::safe_trim` (which honours the groups); dead-letter
+    // streams not at all. Allowed: a document's timeline (a per-document history, not a
+    // stream any group reads) and `kitbash bench` (redis-benchmark's own keys).
+    for p in sources() {
+        let path = p.display().to_string();
+        if path.contains("/tests/") || path.contains("tidy.rs") || path.contains("/src/bench/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") || !code.contains("MAXLEN") {
+                continue;
+            }
+            let timeline = path.ends_with("kitbash-entity/src/store.rs")
+                && code.starts_with("redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[8]");
+            assert!(
+                timeline,
+                "{path}:{}: a stream capped with MAXLEN (use trim::safe_trim, see \
+                 StreamName::trim_owner)",
                 i + 1
             );
         }

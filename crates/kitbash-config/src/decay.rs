@@ -28,9 +28,20 @@ pub struct DecayConfig {
     pub refresh_hottest: u64,
     /// Period of the `metrics:latency:p95` / `p99` recomputation from the histogram, in ms.
     pub metrics_ms: u64,
-    /// Idempotency markers of applied query events live this long, in seconds (longer than any
-    /// redelivery).
+    /// Idempotency markers of applied query events live this long, in seconds: longer than an
+    /// applied entry can wait to be redelivered (its acknowledgement lost, reclaimed after
+    /// `consumer.claim_idle_ms` — which it must exceed — or found pending when a stopped fleet
+    /// restarts). Not tied to `queries_stream_max`: a trim never removes a pending entry, so
+    /// the stream's length says nothing about how long a redelivery can take. A marker costs
+    /// about 150 bytes of Redis memory, so markers take about `event rate × marker_ttl_s × 150`
+    /// bytes.
     pub marker_ttl_s: u64,
+    /// The `queries` stream is trimmed near this many entries by the decay instances — safely:
+    /// never past what a consumer group has not acknowledged or been delivered, and not at all
+    /// while the `decay` group does not exist. 0 = never trimmed.
+    pub queries_stream_max: u64,
+    /// How often the `queries` trim and the check of its dead-letter stream run, ms.
+    pub trim_interval_ms: u64,
 }
 
 impl Default for DecayConfig {
@@ -45,6 +56,8 @@ impl Default for DecayConfig {
             refresh_hottest: 0,
             metrics_ms: 1_000,
             marker_ttl_s: 86_400,
+            queries_stream_max: 100_000,
+            trim_interval_ms: 5_000,
         }
     }
 }
@@ -81,6 +94,9 @@ impl Section for DecayConfig {
         }
         if self.marker_ttl_s == 0 {
             return Err(ConfigError::key("marker_ttl_s", "must be > 0"));
+        }
+        if self.trim_interval_ms < 10 {
+            return Err(ConfigError::key("trim_interval_ms", "must be at least 10"));
         }
         Ok(())
     }

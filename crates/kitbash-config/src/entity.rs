@@ -19,9 +19,13 @@ pub struct EntityConfig {
     /// Each entity partition stream is trimmed near this many entries (never past what recovery
     /// or a consumer group still needs). 0 = never trimmed.
     pub stream_max: u64,
-    /// The changes stream (`entity-changes`, the bridge's resume positions) keeps about this many
-    /// entries.
+    /// The changes stream (`entity-changes`, the bridge's resume positions) is trimmed near this
+    /// many entries by the entity instances — safely: never past what a consumer group (the
+    /// archive, once it runs) has not acknowledged. 0 = never trimmed.
     pub changes_max: u64,
+    /// How often the changes stream's trim and the check of the partitions' dead-letter
+    /// streams run, ms.
+    pub trim_interval_ms: u64,
     /// Entries kept in each document's timeline (`{key}:timeline`).
     pub timeline_max: u64,
     /// Largest document accepted, in bytes of compact JSON: a change that would make a document
@@ -43,6 +47,7 @@ impl Default for EntityConfig {
             snapshot_ms: 1_000,
             stream_max: 1_000_000,
             changes_max: 10_000,
+            trim_interval_ms: 5_000,
             timeline_max: 100,
             max_document_bytes: 1 << 20,
             conflict_retries: 8,
@@ -68,6 +73,9 @@ impl Section for EntityConfig {
         }
         if self.timeline_max == 0 {
             return Err(ConfigError::key("timeline_max", "must be ≥ 1"));
+        }
+        if self.trim_interval_ms < 10 {
+            return Err(ConfigError::key("trim_interval_ms", "must be at least 10"));
         }
         if self.max_cached_documents == 0 {
             return Err(ConfigError::key("max_cached_documents", "must be ≥ 1"));

@@ -19,8 +19,16 @@ pub struct GhostConfig {
     pub recompute_max: usize,
     /// Queries searched per batch during a recomputation.
     pub recompute_batch: usize,
-    /// Idempotency markers of applied crossings live this long, in seconds.
+    /// Idempotency markers of applied crossings live this long, in seconds: longer than an
+    /// applied crossing can wait to be redelivered (see `[decay] marker_ttl_s`; not tied to
+    /// `crossings_stream_max`).
     pub marker_ttl_s: u64,
+    /// The `crossings` stream is trimmed near this many entries by the ghost instances —
+    /// safely: never past what a consumer group has not acknowledged or been delivered, and
+    /// not at all while the `ghost` group does not exist. 0 = never trimmed.
+    pub crossings_stream_max: u64,
+    /// How often the `crossings` trim and the check of its dead-letter stream run, ms.
+    pub trim_interval_ms: u64,
 }
 
 impl Default for GhostConfig {
@@ -32,6 +40,8 @@ impl Default for GhostConfig {
             recompute_max: 100_000,
             recompute_batch: 256,
             marker_ttl_s: 86_400,
+            crossings_stream_max: 100_000,
+            trim_interval_ms: 5_000,
         }
     }
 }
@@ -53,6 +63,9 @@ impl Section for GhostConfig {
         }
         if self.marker_ttl_s == 0 {
             return Err(ConfigError::key("marker_ttl_s", "must be > 0"));
+        }
+        if self.trim_interval_ms < 10 {
+            return Err(ConfigError::key("trim_interval_ms", "must be at least 10"));
         }
         Ok(())
     }

@@ -224,6 +224,19 @@ impl Config {
         check(&self.decay)?;
         check(&self.ghost)?;
         check(&self.reflex)?;
+        // A marker must outlive the reclaim of an entry whose acknowledgement was lost.
+        for (key, ttl_s) in [
+            ("decay.marker_ttl_s", self.decay.marker_ttl_s),
+            ("ghost.marker_ttl_s", self.ghost.marker_ttl_s),
+        ] {
+            if ttl_s.saturating_mul(1000) <= self.consumer.claim_idle_ms {
+                return Err(ConfigError::key(
+                    key,
+                    "must exceed consumer.claim_idle_ms: an entry reclaimed after its marker \
+                     expired would be applied twice",
+                ));
+            }
+        }
         if self.reflex.layout == kitbash_schema::reflex::Layout::Compact
             && self.decay.refresh_hottest > 0
         {

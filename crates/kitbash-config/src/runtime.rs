@@ -151,8 +151,15 @@ pub struct ConsumerConfig {
     pub grace_ms: u64,
     /// Where a newly created group starts: `0` (the whole stream) or `$` (new entries only).
     pub start: String,
-    /// Dead-letter streams are capped near this many entries (XADD MAXLEN ~).
-    pub dead_letter_max: u64,
+    /// Dead-letter streams are never trimmed (a dead letter stays until an operator replays or
+    /// deletes it); one longer than this raises an alarm: the gauge
+    /// `kitbash_dead_letter_alarm{stream}` = 1 on the stream owner's `/metrics`, a warning in
+    /// its log and in `kitbash status`. 0 = alarm at the first dead letter.
+    pub dead_letter_alarm: u64,
+    /// The former `dead_letter_max` (a cap by deletion), refused with a pointer to
+    /// `dead_letter_alarm`.
+    #[serde(default, rename = "dead_letter_max")]
+    pub removed_dead_letter_max: Option<serde::de::IgnoredAny>,
     /// Consumers of the group idle this long with nothing pending (processes that died; their
     /// entries were reclaimed) are deleted from the group, ms.
     pub forget_idle_ms: u64,
@@ -239,7 +246,8 @@ impl Default for ConsumerConfig {
             max_deliveries: 5,
             grace_ms: 10_000,
             start: "0".into(),
-            dead_letter_max: 100_000,
+            dead_letter_alarm: 1_000,
+            removed_dead_letter_max: None,
             forget_idle_ms: 3_600_000,
             dedup_window: 100_000,
             max_held: 50_000,
@@ -329,6 +337,13 @@ impl Section for ConsumerConfig {
                 },
                 other => other,
             })?;
+        }
+        if self.removed_dead_letter_max.is_some() {
+            return Err(ConfigError::key(
+                "dead_letter_max",
+                "was removed: dead-letter streams are no longer trimmed; set dead_letter_alarm \
+                 (the length above which a dead-letter stream raises an alarm) instead",
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,12 @@
 //!   neither skips nor repeats one; then the optional refresh of the hottest records.
 //! - [`latency`]: `metrics:latency:p95` / `p99` recomputed from the latency histogram.
 //!
+//! Every decay instance also keeps `queries` bounded (its trim owner, see
+//! `StreamName::trim_owner`): every `[decay] trim_interval_ms` it trims the stream near
+//! `queries_stream_max` through the runtime's safe trim — never past what a group has not
+//! acknowledged — and measures `queries`' dead-letter stream against the alarm
+//! ([`kitbash_runtime::bounds::Bounds`]).
+//!
 //! `[reflex] layout` selects the seed's keys or the compact buckets; a start-up check
 //! ([`layout_check`]) refuses to run against a Redis that holds the other layout.
 //!
@@ -22,14 +28,19 @@ pub mod latency;
 
 use std::time::Duration;
 
+use kitbash_runtime::bounds::Bounds;
 use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
 use kitbash_schema::{DaemonKind, StreamName};
 
-/// What the daemon runs: the `queries` consumer, the decay cycle (leader), the latency metrics.
+/// What the daemon runs: the `queries` consumer, the decay cycle (leader), the latency metrics
+/// and the bounds of `queries` (its trim and its dead letters' alarm).
 pub fn components(ctx: &DaemonContext) -> Components {
     let cfg = &ctx.config.decay;
     let cycle = cycle::DecayCycle::new(ctx);
     let latency = latency::LatencyMetrics::new(ctx);
+    let bounds = Bounds::of(ctx)
+        .trim(StreamName::Queries, cfg.queries_stream_max)
+        .watch_dead_letters([StreamName::Queries]);
     Components::new(ctx)
         .refuse_cluster("decay")
         .check("reflex-layout", layout_check(ctx, true))
@@ -52,6 +63,11 @@ pub fn components(ctx: &DaemonContext) -> Components {
                 let latency = latency.clone();
                 async move { latency.refresh().await }
             },
+        )
+        .every(
+            "queries bounds",
+            Duration::from_millis(cfg.trim_interval_ms),
+            move || bounds.clone().run_owned(),
         )
 }
 

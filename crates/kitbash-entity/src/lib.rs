@@ -9,6 +9,14 @@
 //! - [`partition`]: the partition logic run by the runtime's partitioned component.
 //! - [`migrate`]: `kitbash migrate DIR`, importing a `quantum_states/` tree through the store.
 //!
+//! Every entity instance also keeps `entity-changes` bounded (its trim owner, see
+//! `StreamName::trim_owner`): every `[entity] trim_interval_ms` it trims the stream near
+//! `changes_max` through the runtime's safe trim (never past what a group — the archive, once
+//! it runs — has not acknowledged), and measures the partitions' dead-letter streams against
+//! the alarm ([`kitbash_runtime::bounds::Bounds`]). The partitions themselves are trimmed by
+//! their workers (`stream_max`, never past the checkpoint's `snap_id`). Each document's timeline
+//! (`{key}:timeline`) is not a work stream: its commit caps it exactly at `timeline_max`.
+//!
 //! **Invariant:** a document changes only through [`store::DocumentStore::commit`], a
 //! compare-and-set on its version and last applied entry; updates of one document are applied in
 //! the order they entered its partition stream, each exactly once.
@@ -18,23 +26,30 @@ pub mod migrate;
 pub mod partition;
 pub mod store;
 
-use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
-use kitbash_schema::DaemonKind;
+use std::time::Duration;
 
-/// What an entity instance runs: the entity partitions.
+use kitbash_runtime::bounds::Bounds;
+use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
+use kitbash_schema::{DaemonKind, StreamName};
+
+/// What an entity instance runs: the entity partitions, and the bounds of `entity-changes`
+/// (its trim) and of the partitions' dead letters (their alarm).
 pub fn components(ctx: &DaemonContext) -> Components {
     let cfg = ctx.config.entity.clone();
-    let store = store::StringStore::new(
-        ctx.redis.client.clone(),
-        ctx.keys.clone(),
-        cfg.timeline_max,
-        cfg.changes_max,
-    );
+    let store =
+        store::StringStore::new(ctx.redis.client.clone(), ctx.keys.clone(), cfg.timeline_max);
+    let bounds = Bounds::of(ctx)
+        .trim(StreamName::EntityChanges, cfg.changes_max)
+        .watch_dead_letters((0..cfg.partitions).map(StreamName::EntityPart));
+    let period = Duration::from_millis(cfg.trim_interval_ms);
     let logic = partition::Documents::new(cfg, ctx.keys.clone(), store, ctx.metrics.clone());
     let spec = logic.spec();
     Components::new(ctx)
         .refuse_cluster("entity")
         .partitioned(spec, logic)
+        .every("entity-changes bounds", period, move || {
+            bounds.clone().run_owned()
+        })
 }
 
 /// Runs one entity instance until `signals.shutdown` (the binary's and the tests' entry).

@@ -7,6 +7,11 @@
 //! one entry per change in the changes stream and in the document's bounded timeline, and one
 //! `PUBLISH quantum:updates` per change carrying the change's stream id. The script only moves
 //! bytes Rust produced: Lua's `cjson` never touches a document.
+//!
+//! The changes stream is a work stream (`StreamName::EntityChanges`): the commit appends to it
+//! without `MAXLEN`, and the entity daemon trims it safely (`[entity] changes_max`). The
+//! timeline is a per-document history, not a `StreamName`: no group reads it, so its commit
+//! caps it exactly (`XADD … MAXLEN timeline_max`), the document's newest changes.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -143,7 +148,7 @@ pub trait DocumentStore: Send + Sync + 'static {
 
 /// The commit script. KEYS: document, metadata, timeline, changes stream. ARGV: expected
 /// version, expected applied, new applied, deleted ('1'/'0'), document bytes, new version, ttl,
-/// timeline max, changes max, channel, document key, then 7 words per change: version, entry, op,
+/// timeline max, channel, document key, rejected, then 7 words per change: version, entry, op,
 /// patch, data, publish prefix, publish suffix.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     let (fv, fa, fr) = (
@@ -163,14 +168,14 @@ if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[5])
   if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 end
-redis.call('HSET', KEYS[2], '{fv}', ARGV[6], '{fa}', ARGV[3], '{fr}', ARGV[12])
-local i = 13
+redis.call('HSET', KEYS[2], '{fv}', ARGV[6], '{fa}', ARGV[3], '{fr}', ARGV[11])
+local i = 12
 while i + 6 <= #ARGV do
-  local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', '{key}', ARGV[11],
+  local id = redis.call('XADD', KEYS[4], '*', '{key}', ARGV[10],
     '{ver}', ARGV[i], '{op}', ARGV[i + 2], '{entry}', ARGV[i + 1], '{data}', ARGV[i + 4])
   redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[8], '*', '{ver}', ARGV[i], '{op}', ARGV[i + 2],
     '{entry}', ARGV[i + 1], '{patch}', ARGV[i + 3], '{change}', id)
-  redis.call('PUBLISH', ARGV[10], ARGV[i + 5] .. id .. ARGV[i + 6])
+  redis.call('PUBLISH', ARGV[9], ARGV[i + 5] .. id .. ARGV[i + 6])
   i = i + 7
 end
 if ttl > 0 then
@@ -197,19 +202,19 @@ pub struct StringStore {
     changes: String,
     channel: String,
     timeline_max: u64,
-    changes_max: u64,
 }
 
 impl StringStore {
-    /// A store writing through `client`.
-    pub fn new(client: Client, keys: Keys, timeline_max: u64, changes_max: u64) -> Self {
+    /// A store writing through `client`; each document's timeline keeps its newest
+    /// `timeline_max` entries. The changes stream is not capped here (the entity daemon trims
+    /// it, `[entity] changes_max`).
+    pub fn new(client: Client, keys: Keys, timeline_max: u64) -> Self {
         Self {
             changes: keys.stream(StreamName::EntityChanges),
             channel: keys.channel_quantum_updates(),
             client,
             keys,
             timeline_max,
-            changes_max,
         }
     }
 
@@ -239,7 +244,6 @@ impl StringStore {
             c.version.to_string().into(),
             c.ttl_secs.to_string().into(),
             self.timeline_max.to_string().into(),
-            self.changes_max.to_string().into(),
             self.channel.as_str().into(),
             c.key.as_str().into(),
             Value::Bytes(encode_rejected(&c.rejected).into()),

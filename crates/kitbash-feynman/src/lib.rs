@@ -20,10 +20,13 @@ use std::time::Duration;
 
 use fred::interfaces::ClientLike;
 
+use kitbash_runtime::bounds::Bounds;
 use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
 use kitbash_schema::{DaemonKind, StreamName};
 
-/// What a feynman instance runs: the tick partitions, and the physics stream's safe trim.
+/// What a feynman instance runs: the tick partitions (each worker trims its own partition near
+/// `tick_stream_max`), and the bounds task: the physics stream's safe trim and the alarm of the
+/// tick partitions' dead-letter streams.
 pub fn components(ctx: &DaemonContext) -> Components {
     let cfg = ctx.config.feynman.clone();
     let logic = partition::Physics::new(
@@ -32,28 +35,14 @@ pub fn components(ctx: &DaemonContext) -> Components {
         ctx.redis.client.is_clustered(),
     );
     let spec = logic.spec();
-    let client = ctx.redis.client.clone();
-    let metrics = ctx.metrics.clone();
-    let physics = ctx.keys.stream(StreamName::Physics);
+    let bounds = Bounds::of(ctx)
+        .trim(StreamName::Physics, cfg.physics_stream_max)
+        .watch_dead_letters((0..cfg.partitions).map(StreamName::Ticks));
     let trim_every = Duration::from_millis(cfg.trim_interval_ms.max(100));
     Components::new(ctx).partitioned(spec, logic).every(
         "trim physics stream",
         trim_every,
-        move || {
-            let (client, metrics, physics) = (client.clone(), metrics.clone(), physics.clone());
-            async move {
-                let max = cfg.physics_stream_max;
-                kitbash_runtime::trim::trim_or_warn(
-                    &client,
-                    &metrics,
-                    StreamName::Physics,
-                    &physics,
-                    max,
-                    &[],
-                )
-                .await;
-            }
-        },
+        move || bounds.clone().run_owned(),
     )
 }
 

@@ -15,6 +15,12 @@
 //!   is behind `kitbash:reflex:version`, recomputes the ghosts of the queries that are hot now,
 //!   in batches fenced by its lease, then records the version.
 //!
+//! Every ghost instance also keeps `crossings` bounded (its trim owner, see
+//! `StreamName::trim_owner`): every `[ghost] trim_interval_ms` it trims the stream near
+//! `crossings_stream_max` through the runtime's safe trim — never past what a group has not
+//! acknowledged — and measures `crossings`' dead-letter stream against the alarm
+//! ([`kitbash_runtime::bounds::Bounds`]).
+//!
 //! `[reflex] layout` says where the hot queries are (the resonance index and `cms:{h}`, or the
 //! compact hot set); a start-up check ([`layout_check`]) refuses a Redis that holds the other
 //! layout. Settings are `[ghost]` in `kitbash-config`; the resonance arithmetic (which queries
@@ -30,11 +36,12 @@ use std::time::Duration;
 
 use kitbash_client::ClientError;
 use kitbash_client::reflex::Reflex;
+use kitbash_runtime::bounds::Bounds;
 use kitbash_runtime::{Components, Config, DaemonContext, Restart, RuntimeError, Signals};
 use kitbash_schema::{DaemonKind, StreamName};
 
-/// What the daemon runs: the layout check, then the `crossings` consumer, the bank watcher and
-/// the recompute leader.
+/// What the daemon runs: the layout check, then the `crossings` consumer, the bank watcher,
+/// the recompute leader and the bounds of `crossings` (its trim and its dead letters' alarm).
 pub fn components(ctx: &DaemonContext) -> Components {
     let g = &ctx.config.ghost;
     let bank = bank::Bank::new(
@@ -46,6 +53,9 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let watcher = watch::Watcher::new(ctx, bank.clone());
     let recompute = recompute::Recompute::new(ctx, bank.clone());
     let period = Duration::from_millis(g.poll_ms);
+    let bounds = Bounds::of(ctx)
+        .trim(StreamName::Crossings, g.crossings_stream_max)
+        .watch_dead_letters([StreamName::Crossings]);
     Components::new(ctx)
         .refuse_cluster("ghost")
         .check("reflex-layout", layout_check(ctx))
@@ -62,6 +72,11 @@ pub fn components(ctx: &DaemonContext) -> Components {
                 let recompute = recompute.clone();
                 async move { recompute.tick(term).await }
             },
+        )
+        .every(
+            "crossings bounds",
+            Duration::from_millis(g.trim_interval_ms),
+            move || bounds.clone().run_owned(),
         )
 }
 

@@ -794,9 +794,7 @@ impl StreamConsumer {
                 &self.consumer,
                 *n,
             );
-            let mut words =
-                crate::dead::xadd_words(&self.dead_key, self.cfg.dead_letter_max, &letter)
-                    .into_iter();
+            let mut words = crate::dead::xadd_words(&self.dead_key, &letter).into_iter();
             let name = words.next();
             debug_assert!(name.is_some());
             let cmd = command_for_key("XADD", &self.dead_key, false);

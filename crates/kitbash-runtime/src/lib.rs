@@ -9,7 +9,7 @@
 //! ordered partitions, [`leader::LeaderTerm`] for leader tasks, [`TaskCtx`] / [`Restart`] /
 //! [`Readiness`] for long-running tasks; [`subscriber::Subscriber`] and [`tail::TailReader`] for
 //! pub/sub with gap reports and group-less stream tails; and the tools a handler may
-//! call: [`idempotency::apply_once`], [`trim::safe_trim`], [`Backoff`], [`metrics::Metrics`],
+//! call: [`idempotency::apply_once`], [`trim::safe_trim`], [`bounds::Bounds`], [`Backoff`], [`metrics::Metrics`],
 //! [`health::Health`], [`redis::Redis`], [`RuntimeError`]. Everything else is the runtime's own.
 //!
 //! # Layout
@@ -24,6 +24,8 @@
 //! - [`partition`]: ordered work over partitioned streams (leases, fenced checkpoints, snapshots).
 //! - [`lease`], [`leader`]: leases with per-acquisition tokens; leader tasks.
 //! - [`trim`]: the one safe way to trim a stream.
+//! - [`bounds`]: a daemon's periodic bounds task — the trims of the streams it owns
+//!   ([`kitbash_schema::StreamName::trim_owner`]) and the dead-letter alarm of those it reads.
 //! - [`subscriber`]: pub/sub from `[redis]`, resubscribing after a reconnect and reporting gaps.
 //! - [`tail`]: `XREAD BLOCK` without a group, telling trimmed and restarted streams apart.
 //! - [`task`], [`serve`]: long-running tasks (restart policies, readiness) and served routers
@@ -44,6 +46,7 @@
 pub mod admin;
 pub(crate) mod args;
 pub mod backoff;
+pub mod bounds;
 pub mod clock;
 pub mod component;
 /// The configuration lives in its own crate (`kitbash-config`) so a daemon owns its section

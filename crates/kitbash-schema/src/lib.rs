@@ -31,5 +31,5 @@ pub mod wire;
 
 pub use keys::{KeyFamily, KeyStyle, Keys};
 pub use namespace::Namespace;
-pub use streams::{DaemonKind, Group, StreamName};
+pub use streams::{DaemonKind, Group, StreamName, TrimOwner};
 pub use wire::{Envelope, Message, WireError};

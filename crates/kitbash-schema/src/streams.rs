@@ -1,5 +1,6 @@
-//! The stream catalog: which streams exist, who consumes them (consumer groups) and where their
-//! rejected entries go (dead-letter streams).
+//! The stream catalog: which streams exist, who consumes them (consumer groups), who trims them
+//! ([`StreamName::trim_owner`]) and where their rejected entries go (dead-letter streams, never
+//! trimmed: an alarm bounds them, see [`DEAD_LETTERS`]).
 //!
 //! Every stream key is hash-tagged (`kitbash:stream:{queries}`) so that a stream, its dead-letter
 //! stream and its per-stream bookkeeping live in one Redis Cluster slot and can be changed in one
@@ -113,6 +114,29 @@ impl fmt::Display for Group {
         f.write_str(self.0)
     }
 }
+
+/// Who keeps a stream bounded ([`StreamName::trim_owner`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrimOwner {
+    /// This daemon trims the stream periodically through `kitbash_runtime::trim::safe_trim`,
+    /// near the bound configured by `key` in its `[section]` (the daemon's name).
+    Daemon {
+        /// The owning daemon.
+        kind: DaemonKind,
+        /// Its config key holding the bound (`physics_stream_max` in `[feynman]`).
+        key: &'static str,
+    },
+    /// Nothing trims the stream, for the reason given.
+    Exempt(&'static str),
+}
+
+/// What bounds the dead-letter streams (`Keys::dead_letter`): not deletion — a dead letter is
+/// kept until an operator replays or deletes it — but an alarm: the owner of a stream whose
+/// readers dead-letter reports its dead-letter stream's length as the gauge
+/// `kitbash_dead_letter_length{stream}` and, once it is above `[consumer] dead_letter_alarm`,
+/// sets `kitbash_dead_letter_alarm{stream}` to 1 and logs a warning; `kitbash status` prints a
+/// warning line.
+pub const DEAD_LETTERS: &str = "never trimmed: an alarm ([consumer] dead_letter_alarm) instead";
 
 /// A logical stream. Its key comes from [`crate::Keys::stream`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -246,6 +270,60 @@ impl StreamName {
     pub fn observers(self) -> &'static [DaemonKind] {
         &[DaemonKind::Archive]
     }
+
+    /// Who keeps this stream bounded: the one daemon that trims it (every instance of it, each
+    /// trim a `safe_trim`, so never past a group's unacknowledged or undelivered entries), and
+    /// the config key of its bound; or why nothing does. One owner per stream, so two bounds
+    /// never disagree.
+    pub fn trim_owner(self) -> TrimOwner {
+        let owner = |kind, key| TrimOwner::Daemon { kind, key };
+        match self {
+            // The partition workers trim their own partitions, never past the checkpoint's
+            // `snap_id` (what recovery replays).
+            StreamName::Ticks(_) => owner(DaemonKind::Feynman, "tick_stream_max"),
+            StreamName::EntityPart(_) => owner(DaemonKind::Entity, "stream_max"),
+            // Outputs trimmed by their writer.
+            StreamName::Physics => owner(DaemonKind::Feynman, "physics_stream_max"),
+            StreamName::EntityChanges => owner(DaemonKind::Entity, "changes_max"),
+            // Inputs trimmed by the daemon that processes them: it knows when it is done.
+            StreamName::Queries => owner(DaemonKind::Decay, "queries_stream_max"),
+            StreamName::Crossings => owner(DaemonKind::Ghost, "crossings_stream_max"),
+            StreamName::Memory => TrimOwner::Exempt(
+                "the archive's input; nothing writes or reads it until the archive daemon \
+                 exists, which will own its trim (after indexing)",
+            ),
+            StreamName::Entity => TrimOwner::Exempt(
+                "no daemon reads or writes it (entity reads its partitions); only the \
+                 runtime's tests use it",
+            ),
+        }
+    }
+
+    /// One stream of each kind (partition 0 of a partitioned family), every variant of
+    /// [`StreamName`]: what a check over all streams (their trim owners) walks.
+    pub fn families() -> [StreamName; 8] {
+        // A new variant fails to compile here until it is listed below.
+        let listed = |s: StreamName| match s {
+            StreamName::Ticks(_)
+            | StreamName::Queries
+            | StreamName::Entity
+            | StreamName::Memory
+            | StreamName::Physics
+            | StreamName::Crossings
+            | StreamName::EntityPart(_)
+            | StreamName::EntityChanges => s,
+        };
+        [
+            listed(StreamName::Ticks(0)),
+            StreamName::Queries,
+            StreamName::Entity,
+            StreamName::Memory,
+            StreamName::Physics,
+            StreamName::Crossings,
+            StreamName::EntityPart(0),
+            StreamName::EntityChanges,
+        ]
+    }
 }
 
 impl fmt::Display for StreamName {
@@ -334,6 +412,42 @@ mod tests {
         );
         assert_eq!(StreamName::EntityChanges.partitioned_by(), None);
         assert_eq!(StreamName::EntityPart(2).partition(), Some(2));
+    }
+
+    #[test]
+    fn every_stream_has_one_trim_owner_or_a_reason() {
+        let families = StreamName::families();
+        let mut bases: Vec<&str> = families.iter().map(|s| s.base()).collect();
+        bases.sort_unstable();
+        let before = bases.len();
+        bases.dedup();
+        // `entity` is the base of both the plain stream and the partitions.
+        assert_eq!(bases.len() + 1, before, "one representative per variant");
+        for s in StreamName::all(3, 3).into_iter().chain(families) {
+            match s.trim_owner() {
+                TrimOwner::Daemon { kind, key } => {
+                    assert!(DaemonKind::ALL.contains(&kind), "{s}: owner {kind}");
+                    assert!(!key.is_empty(), "{s}: a bound key");
+                    // A processing group's stream is trimmed by that group's daemon (it knows
+                    // when it is done), or by its partition worker.
+                    for g in s.groups() {
+                        assert_eq!(*g, kind, "{s}: trimmed by its processing group");
+                    }
+                    if let Some(w) = s.partitioned_by() {
+                        assert_eq!(w, kind, "{s}: trimmed by its partition worker");
+                    }
+                }
+                TrimOwner::Exempt(why) => {
+                    assert!(why.len() > 20, "{s}: say why it is exempt");
+                    // A stream a daemon processes is written in production: it must be bounded
+                    // (the plain `entity` stream keeps its group only for the runtime's tests).
+                    assert!(
+                        s.groups().is_empty() || s == StreamName::Entity,
+                        "{s}: processed, so it must be trimmed"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -481,7 +481,6 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 client,
                 keys.clone(),
                 config.entity.timeline_max,
-                config.entity.changes_max,
             );
             let summary = kitbash_entity::migrate::migrate(
                 &store,

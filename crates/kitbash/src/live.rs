@@ -30,6 +30,8 @@ use crate::status::{DaemonStatus, RedisStatus, Status, StreamStatus};
 pub struct LiveView {
     /// Paragraphs above the tables (what `up` started, where Redis and the config are).
     pub header: Vec<String>,
+    /// Warnings (dead-letter streams above their alarm), below the header; never dropped.
+    pub warnings: Vec<String>,
     /// Daemon instances from the fleet register.
     pub daemons: Vec<DaemonStatus>,
     /// Every stream.
@@ -52,6 +54,7 @@ impl LiveView {
             streams: s.streams.clone(),
             redis: Some(s.redis.clone()),
             reflex: Some(s.reflex.clone()),
+            warnings: s.dead_letter_alarms.iter().map(|a| a.line()).collect(),
             ..Self::default()
         }
     }
@@ -168,6 +171,10 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
             lines: view.header.iter().flat_map(|p| wrap(p, width)).collect(),
         },
         Block {
+            keep: 9,
+            lines: warning_lines(&view.warnings, width, height),
+        },
+        Block {
             keep: 8,
             lines: daemon_lines(view, width),
         },
@@ -224,6 +231,23 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
         lines.push(format!("… {hidden} more lines: enlarge the terminal"));
     }
     lines.into_iter().map(|l| fit(&l, width)).collect()
+}
+
+/// The warnings, wrapped; at most a quarter of the height (at least 3 lines), the rest summed
+/// up in a last line (`kitbash status` has the height for all of them).
+fn warning_lines(warnings: &[String], width: usize, height: usize) -> Vec<String> {
+    let cap = (height / 4).max(3);
+    let mut out = Vec::new();
+    for (i, w) in warnings.iter().enumerate() {
+        let lines = wrap(w, width);
+        let rest = warnings.len() - i;
+        if out.len() + lines.len() + usize::from(rest > 1) > cap {
+            out.push(format!("WARNING … {rest} more: see kitbash status"));
+            break;
+        }
+        out.extend(lines);
+    }
+    out
 }
 
 fn daemon_lines(view: &LiveView, width: usize) -> Vec<String> {

@@ -3,6 +3,10 @@
 //! lag), the reflex path (layout, decay cycle, hot queries, hat, grains, ghosts), and Redis
 //! itself.
 //!
+//! Dead-letter streams are never trimmed; one longer than `[consumer] dead_letter_alarm` is
+//! listed in `dead_letter_alarms` and printed as a `WARNING` line naming it, its length and the
+//! threshold.
+//!
 //! Every group and partition carries an explicit `lag` (a number, 0 when there is nothing to
 //! do, also on an empty or absent stream) and `caught_up`, so a script can wait for "done".
 
@@ -27,6 +31,8 @@ pub struct Status {
     pub redis: RedisStatus,
     /// Seed 000's reflex path, as it stands in Redis.
     pub reflex: ReflexStatus,
+    /// Dead-letter streams longer than `[consumer] dead_letter_alarm` (empty when none).
+    pub dead_letter_alarms: Vec<DeadLetterAlarm>,
     /// Which Redis and which configuration the report comes from (set by the CLI).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::locate::Source>,
@@ -88,6 +94,30 @@ pub async fn reflex_status(
         version: version.unwrap_or(0),
         recomputed_version: client.get(keys.ghost_recomputed()).await?,
     })
+}
+
+/// A dead-letter stream above its alarm threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetterAlarm {
+    /// The stream whose entries were rejected (`queries`).
+    pub stream: String,
+    /// The dead-letter stream's key.
+    pub key: String,
+    /// Its length.
+    pub length: u64,
+    /// `[consumer] dead_letter_alarm`.
+    pub threshold: u64,
+}
+
+impl DeadLetterAlarm {
+    /// The warning line `kitbash status` prints.
+    pub fn line(&self) -> String {
+        format!(
+            "WARNING dead letters: {} holds {} entries (stream {}), above consumer.dead_letter_alarm = {}; \
+             they are never trimmed: replay or delete them",
+            self.key, self.length, self.stream, self.threshold
+        )
+    }
 }
 
 /// One daemon instance.
@@ -270,6 +300,8 @@ pub async fn collect(
         });
     }
     let mut streams = Vec::new();
+    let mut dead_letter_alarms = Vec::new();
+    let threshold = config.consumer.dead_letter_alarm;
     for s in StreamName::all(tick_partitions, entity_partitions) {
         let key = keys.stream(s);
         let length: u64 = client.xlen(&key).await.context("XLEN")?;
@@ -277,6 +309,14 @@ pub async fn collect(
             .xlen(keys.dead_letter(s))
             .await
             .context("XLEN dead")?;
+        if dead_letters > threshold {
+            dead_letter_alarms.push(DeadLetterAlarm {
+                stream: s.logical(),
+                key: keys.dead_letter(s),
+                length: dead_letters,
+                threshold,
+            });
+        }
         let exists = length > 0 || client.exists::<u64, _>(&key).await? > 0;
         let (entries_added, last_id) = if exists {
             let info: Value = client
@@ -345,6 +385,7 @@ pub async fn collect(
         streams,
         redis,
         reflex,
+        dead_letter_alarms,
         source: None,
     })
 }

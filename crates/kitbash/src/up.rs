@@ -661,6 +661,7 @@ async fn start_and_watch(
                         view.streams = s.streams;
                         view.redis = Some(s.redis);
                         view.reflex = Some(s.reflex);
+                        view.warnings = s.dead_letter_alarms.iter().map(|a| a.line()).collect();
                     }
                     Ok(Err(e)) => view.header.push(format!("status unavailable: {e:#}")),
                     Err(_) => view.header.push("status unavailable: Redis did not answer within 5 s".into()),

@@ -253,7 +253,7 @@ async fn a_writer_outside_the_daemon_is_never_lost() {
         .expect("publish");
     caught_up(&c, &keys).await;
     // The outside writer: read, change, compare-and-set.
-    let store = StringStore::new(c.clone(), keys.clone(), 10, 1000);
+    let store = StringStore::new(c.clone(), keys.clone(), 10);
     let now = store
         .load(std::slice::from_ref(&key))
         .await

@@ -17,7 +17,7 @@ async fn migration_imports_once_skips_the_broken_file_and_a_second_run_changes_n
     let ns = kitbash_testkit::namespace();
     let keys = keys(&ns);
     let c = client(&server.url()).await;
-    let store = StringStore::new(c.clone(), keys.clone(), 10, 1000);
+    let store = StringStore::new(c.clone(), keys.clone(), 10);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     assert_eq!(discover(&dir).len(), 7);
 

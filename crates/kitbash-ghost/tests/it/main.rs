@@ -1,10 +1,12 @@
 //! kitbash-ghost (with kitbash-decay feeding it) against a real redis-server: ghosts equal a
 //! brute-force search under each of the seed's hats, a hat switch recomputes them, every seed
 //! key has the seed's shape and TTL as redis-py reads it, crossings are applied once across a
-//! `kill -9` and a restart, poison crossings are dead-lettered, SIGTERM drains. The compact
+//! `kill -9` and a restart, poison crossings are dead-lettered, SIGTERM drains; `crossings` is
+//! kept near its bound without trimming unacknowledged entries ([`bounds`]). The compact
 //! layout and its start-up check are in [`compact`]; the recompute leader in [`leader`]; Redis
 //! refusing writes in [`faults`].
 
+mod bounds;
 mod cluster;
 mod compact;
 mod faults;

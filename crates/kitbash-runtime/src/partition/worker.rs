@@ -458,7 +458,7 @@ impl<L: PartitionLogic> Worker<L> {
             );
             c.push(
                 &self.k.dead_key,
-                crate::dead::xadd_words(&self.k.dead_key, sh.consumer.dead_letter_max, &letter),
+                crate::dead::xadd_words(&self.k.dead_key, &letter),
             );
         }
         // Items are written once they waited `snapshot_item_ms`; while none has, a snapshot

@@ -91,6 +91,40 @@ fn out_of_range_values_are_named() {
 }
 
 #[test]
+fn the_removed_dead_letter_cap_points_to_the_alarm() {
+    let err = load(
+        &[("default.toml", "[consumer]\ndead_letter_max = 5\n")],
+        None,
+    )
+    .expect_err("removed key");
+    let msg = err.to_string();
+    assert!(msg.starts_with("key `consumer.dead_letter_max`"), "{msg}");
+    assert!(msg.contains("dead_letter_alarm"), "{msg}");
+    let cfg = load(
+        &[("default.toml", "[consumer]\ndead_letter_alarm = 5\n")],
+        None,
+    )
+    .expect("the alarm threshold");
+    assert_eq!(cfg.consumer.dead_letter_alarm, 5);
+}
+
+#[test]
+fn an_idempotency_marker_must_outlive_the_reclaim_of_its_entry() {
+    let err = load(
+        &[(
+            "default.toml",
+            "[consumer]\nclaim_idle_ms = 60000\n[ghost]\nmarker_ttl_s = 60\n",
+        )],
+        None,
+    )
+    .expect_err("a marker gone before the reclaim");
+    assert!(
+        err.to_string().starts_with("key `ghost.marker_ttl_s`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_section_is_named() {
     let err = load(&[("default.toml", "[feynmann]\nwindow = 3\n")], None).expect_err("section");
     assert!(err.to_string().contains("feynmann"), "{err}");

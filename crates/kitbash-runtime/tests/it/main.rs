@@ -2,6 +2,7 @@
 //! `kitbash-testkit`).
 
 mod admin;
+mod bounds;
 mod cluster;
 mod config;
 mod consumer;

@@ -89,6 +89,7 @@ fn busy_status() -> Status {
             version: 123_456,
             recomputed_version: Some(123_455),
         },
+        dead_letter_alarms: vec![],
         source: None,
     }
 }
@@ -182,6 +183,45 @@ fn a_wider_terminal_shows_more() {
         "full instance names when there is room:\n{}",
         wide.join("\n")
     );
+}
+
+#[test]
+fn dead_letter_warnings_come_first_and_many_are_summed_up() {
+    let mut status = busy_status();
+    status.dead_letter_alarms = status
+        .streams
+        .iter()
+        .map(|s| kitbash::status::DeadLetterAlarm {
+            stream: s.stream.clone(),
+            key: format!("{}:dead", s.key),
+            length: s.dead_letters,
+            threshold: 1_000,
+        })
+        .collect();
+    let view = LiveView::of_status(&status);
+    let lines = render(&view, 80, 24);
+    assert_fits(&lines, 80, 24);
+    let text = lines.join("\n");
+    assert!(
+        lines[0].starts_with("WARNING dead letters: ns:{ticks:0}:dead holds 12345678 entries"),
+        "the first warning on top, naming the stream, its length:\n{text}"
+    );
+    assert!(
+        text.contains("dead_letter_alarm = 1000"),
+        "and the threshold:\n{text}"
+    );
+    assert!(text.contains("more: see kitbash status"), "{text}");
+    assert!(
+        text.contains("DAEMONS"),
+        "the fleet is still shown:\n{text}"
+    );
+    // `kitbash status` (no height limit) prints every one.
+    let all = render(&view, 80, usize::MAX);
+    let n = all
+        .iter()
+        .filter(|l| l.starts_with("WARNING dead letters"))
+        .count();
+    assert_eq!(n, status.dead_letter_alarms.len(), "{}", all.join("\n"));
 }
 
 #[test]

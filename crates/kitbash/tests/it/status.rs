@@ -386,3 +386,71 @@ async fn status_reports_the_reflex_path_in_either_layout() {
         decay.await.expect("join").expect("run");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_stream_above_its_alarm_is_a_warning_naming_it_its_length_and_the_threshold()
+{
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = Keys::new(Namespace::new(ns.clone()).expect("ns"));
+    let client = Client::new(
+        fred::types::config::Config::from_url(&server.url()).expect("url"),
+        None,
+        None,
+        None,
+    );
+    client.init().await.expect("connect");
+    // crossings: 3 dead letters, above an alarm at 2; queries: 2, not above it.
+    for (s, n) in [(StreamName::Crossings, 3), (StreamName::Queries, 2)] {
+        for _ in 0..n {
+            let _: String = client
+                .xadd(
+                    keys.dead_letter(s),
+                    false,
+                    None,
+                    "*",
+                    vec![("reason", "bad")],
+                )
+                .await
+                .expect("dead");
+        }
+    }
+    let env = [
+        ("KITBASH__REDIS__URL", server.url()),
+        ("KITBASH__CONSUMER__DEAD_LETTER_ALARM", "2".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = kitbash(&["status", "--json", "--namespace", &ns], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let dead = keys.dead_letter(StreamName::Crossings);
+    assert_eq!(
+        s["dead_letter_alarms"],
+        serde_json::json!([{"stream": "crossings", "key": dead, "length": 3, "threshold": 2}])
+    );
+    let out = kitbash(&["status", "--namespace", &ns], &env);
+    assert!(out.status.success());
+    // The line may be wrapped to the terminal's width.
+    let text = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(text.matches("WARNING").count(), 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "WARNING dead letters: {dead} holds 3 entries (stream crossings), above \
+             consumer.dead_letter_alarm = 2"
+        )),
+        "{text}"
+    );
+    // Within the alarm: no warning.
+    let within = [env[0]];
+    let out = kitbash(&["status", "--namespace", &ns], &within);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("WARNING"), "{text}");
+}
