@@ -689,3 +689,22 @@ impl<'a> Columns<'a> {
         )))
     }
 }
+
+/// Compressed bytes per column of a file (summed over its row groups), from its footer: where
+/// an archive's space goes.
+pub fn column_sizes(bytes: bytes::Bytes) -> Result<Vec<(String, u64)>, FormatError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(bytes)?;
+    let meta = reader.metadata();
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for rg in meta.row_groups() {
+        for (i, c) in rg.columns().iter().enumerate() {
+            let size = c.compressed_size().max(0) as u64;
+            match out.get_mut(i) {
+                Some(slot) => slot.1 += size,
+                None => out.push((c.column_path().string(), size)),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -111,6 +111,26 @@ fn file_bytes(root: &std::path::Path, s: StreamName) -> anyhow::Result<u64> {
     Ok(m.files.iter().map(|f| f.bytes).sum())
 }
 
+/// Compressed bytes per column over every file of `s`, largest first.
+fn columns(root: &std::path::Path, s: StreamName) -> anyhow::Result<Vec<(String, u64)>> {
+    let dir = store::stream_dir(root, s);
+    let m = store::read_manifest(&dir, s)?;
+    let mut sizes: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in &m.files {
+        let bytes = std::fs::read(dir.join(&f.name))?;
+        for (c, n) in kitbash_archive::format::column_sizes(bytes.into())? {
+            *sizes.entry(c).or_default() += n;
+        }
+    }
+    let mut v: Vec<(String, u64)> = sizes.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(v)
+}
+
+fn columns_json(cols: &[(String, u64)]) -> serde_json::Value {
+    serde_json::Value::Object(cols.iter().map(|(c, n)| (c.clone(), (*n).into())).collect())
+}
+
 /// Runs the suite.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let t = target(opts)?;
@@ -166,6 +186,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         file_bytes(&root, physics_stream)?,
     );
     let (tick_bodies, physics_bodies) = (body_bytes(&ticks)?, body_bytes(&physics)?);
+    let (tick_cols, physics_cols) = (
+        columns(&root, tick_stream)?,
+        columns(&root, physics_stream)?,
+    );
+    let mid = |cols: &[(String, u64)]| cols.iter().find(|c| c.0 == "mid").map_or(0, |c| c.1);
 
     eprintln!("archive: replay from the files, and redis-benchmark XADD -P 32 …");
     let fresh = keys.stream(StreamName::Ticks(1));
@@ -208,6 +233,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         )
         .with("body_bytes", tick_bodies)
         .with("file_bytes", tick_files)
+        .with("mid_column_bytes", mid(&tick_cols))
+        .with("columns", columns_json(&tick_cols))
         .with("target", "≥ 8"),
         Record::new(
             "archive",
@@ -222,6 +249,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         )
         .with("body_bytes", physics_bodies)
         .with("file_bytes", physics_files)
+        .with("mid_column_bytes", mid(&physics_cols))
+        .with("columns", columns_json(&physics_cols))
         .with("target", "≥ 6"),
         Record::new(
             "archive",
