@@ -123,7 +123,7 @@ fn columns(root: &std::path::Path, s: StreamName) -> anyhow::Result<Vec<(String,
         }
     }
     let mut v: Vec<(String, u64)> = sizes.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|c| std::cmp::Reverse(c.1));
     Ok(v)
 }
 
