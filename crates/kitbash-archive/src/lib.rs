@@ -2,7 +2,7 @@
 //! polars), entries acknowledged only once their file and the manifest are durable, so
 //! Redis's pending list is the write-ahead log.
 //!
-//! - [`format`]: segments to Parquet files and back, byte-identical (the layout is
+//! - [`format`](mod@format): segments to Parquet files and back, byte-identical (the layout is
 //!   `kitbash_schema::archive`);
 //! - [`store`]: one stream's directory — temporary file, fsync, rename, directory fsync,
 //!   fenced manifest — and its verification;
