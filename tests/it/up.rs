@@ -56,10 +56,17 @@ fn start_up(name: &str, stderr: Stdio) -> (Child, u16, PathBuf) {
 fn running_children(up: &mut Child, port: u16, dir: &std::path::Path) -> Vec<(String, u32)> {
     let record = wait_up_record(dir, up);
     let pids = started_pids(&record);
-    let names: Vec<String> = pids
-        .iter()
-        .map(|(_, pid)| process_name(*pid).unwrap_or_default())
-        .collect();
+    let names_now = || -> Vec<String> {
+        pids.iter()
+            .map(|(_, pid)| process_name(*pid).unwrap_or_default())
+            .collect()
+    };
+    // Each daemon starts as `up`'s trampoline (`kitbash`) and execs itself a moment later: wait
+    // until none is still the trampoline before checking what they are.
+    eventually("every child has exec'd its program", || {
+        !names_now().iter().any(|n| n == "kitbash")
+    });
+    let names = names_now();
     assert!(
         names.iter().any(|n| n == "redis-server"),
         "{pids:?} {names:?}"
