@@ -14,6 +14,7 @@
 //! instead of lurking until the feynman instance restarts.
 
 pub mod archive;
+pub mod bridge;
 pub mod client;
 pub mod decay;
 pub mod entity;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use archive::ArchiveConfig;
+pub use bridge::BridgeConfig;
 pub use client::ClientConfig;
 pub use decay::DecayConfig;
 pub use entity::EntityConfig;
@@ -104,7 +106,7 @@ pub struct Config {
     /// The reflex path's record layout (decay, ghost, the CLI).
     pub reflex: ReflexConfig,
     /// The WebSocket bridge.
-    pub bridge: SectionPlaceholder,
+    pub bridge: BridgeConfig,
     /// The archival consumer.
     pub archive: ArchiveConfig,
     /// The example daemon of `docs/adding-a-daemon.md` (`kitbash-example`).
@@ -219,6 +221,7 @@ impl Config {
         check(&self.entity)?;
         check(&self.example)?;
         check(&self.archive)?;
+        check(&self.bridge)?;
         check(&self.ratelimit)?;
         check(&self.client)?;
         check(&self.decay)?;
@@ -248,8 +251,3 @@ impl Config {
         Ok(())
     }
 }
-
-/// A daemon section with no settings yet; it still rejects unknown keys.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SectionPlaceholder {}

@@ -60,14 +60,32 @@ pub enum Tail {
     },
 }
 
-/// The parts of `XINFO STREAM` the check reads.
-#[derive(Debug)]
-struct StreamInfo {
-    last_generated: String,
-    max_deleted: String,
-    first_entry: Option<String>,
-    /// `entries-added` exceeds `length`: some entry was trimmed or deleted.
-    removed: bool,
+/// The parts of `XINFO STREAM` the check reads ([`stream_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// `last-generated-id`.
+    pub last_generated: String,
+    /// `max-deleted-entry-id` (`0-0` before Redis 7.0).
+    pub max_deleted: String,
+    /// The oldest entry's id, if any.
+    pub first_entry: Option<String>,
+    /// `entries-added` exceeds `length`: some entry was trimmed or deleted (always true before
+    /// Redis 7.0, which does not say).
+    pub removed: bool,
+}
+
+impl StreamInfo {
+    /// Whether any entry after `position` was trimmed or deleted, by the rule of the module
+    /// docs (exact for `XDEL`; for a trim, safe-side: a trim that ended exactly at `position`
+    /// may be reported too, unless the first entry left is the very next id).
+    pub fn lost_after(&self, position: &str) -> bool {
+        id_cmp(&self.max_deleted, position).is_gt()
+            || (self.removed
+                && self
+                    .first_entry
+                    .as_deref()
+                    .is_some_and(|f| id_cmp(&predecessor(f), position).is_gt()))
+    }
 }
 
 /// A reader of one stream from a position. See the module docs.
@@ -218,65 +236,71 @@ impl TailReader {
 
     /// `XINFO STREAM`; `None` when the stream does not exist.
     async fn info(&self) -> Result<Option<StreamInfo>, RuntimeError> {
-        let cmd = command_for_key("XINFO", &self.key, false);
-        let args: Vec<Value> = vec!["STREAM".into(), self.key.as_str().into()];
-        let reply: Value = match self.client.custom(cmd, args).await {
-            Ok(v) => v,
-            Err(e) if e.details().contains("no such key") => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let pairs: Vec<(String, Value)> = match reply {
-            Value::Array(kv) => kv
-                .chunks(2)
-                .filter_map(|p| match p {
-                    [k, v] => entries::string_of(k).map(|k| (k, v.clone())),
-                    _ => None,
-                })
-                .collect(),
-            Value::Map(m) => m
-                .inner()
-                .into_iter()
-                .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v)))
-                .collect(),
-            other => {
-                return Err(RuntimeError::Reply {
-                    command: "XINFO",
-                    detail: format!("{other:?}"),
-                });
-            }
-        };
-        let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-        let last_generated = field("last-generated-id")
-            .and_then(entries::string_of)
-            .ok_or_else(|| RuntimeError::Reply {
-                command: "XINFO",
-                detail: "no last-generated-id".into(),
-            })?;
-        // Absent before Redis 7.0: no deletion can then be detected.
-        let max_deleted = field("max-deleted-entry-id")
-            .and_then(entries::string_of)
-            .unwrap_or_else(|| "0-0".into());
-        let first_entry = match field("first-entry") {
-            Some(Value::Array(e)) => e.first().and_then(entries::string_of),
-            _ => None,
-        };
-        let number = |name: &str| match field(name) {
-            Some(Value::Integer(n)) => Some(*n),
-            Some(v) => entries::string_of(v).and_then(|s| s.parse().ok()),
-            None => None,
-        };
-        let removed = match (number("entries-added"), number("length")) {
-            (Some(added), Some(length)) => added > length,
-            // Before Redis 7.0: assume the worst when the first entry is past the position.
-            _ => true,
-        };
-        Ok(Some(StreamInfo {
-            last_generated,
-            max_deleted,
-            first_entry,
-            removed,
-        }))
+        stream_info(&self.client, &self.key).await
     }
+}
+
+/// `XINFO STREAM key`, the parts a reader's loss check needs; `None` when the stream does not
+/// exist.
+pub async fn stream_info(client: &Client, key: &str) -> Result<Option<StreamInfo>, RuntimeError> {
+    let cmd = command_for_key("XINFO", key, false);
+    let args: Vec<Value> = vec!["STREAM".into(), key.into()];
+    let reply: Value = match client.custom(cmd, args).await {
+        Ok(v) => v,
+        Err(e) if e.details().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let pairs: Vec<(String, Value)> = match reply {
+        Value::Array(kv) => kv
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => entries::string_of(k).map(|k| (k, v.clone())),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(m) => m
+            .inner()
+            .into_iter()
+            .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v)))
+            .collect(),
+        other => {
+            return Err(RuntimeError::Reply {
+                command: "XINFO",
+                detail: format!("{other:?}"),
+            });
+        }
+    };
+    let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let last_generated = field("last-generated-id")
+        .and_then(entries::string_of)
+        .ok_or_else(|| RuntimeError::Reply {
+            command: "XINFO",
+            detail: "no last-generated-id".into(),
+        })?;
+    // Absent before Redis 7.0: no deletion can then be detected.
+    let max_deleted = field("max-deleted-entry-id")
+        .and_then(entries::string_of)
+        .unwrap_or_else(|| "0-0".into());
+    let first_entry = match field("first-entry") {
+        Some(Value::Array(e)) => e.first().and_then(entries::string_of),
+        _ => None,
+    };
+    let number = |name: &str| match field(name) {
+        Some(Value::Integer(n)) => Some(*n),
+        Some(v) => entries::string_of(v).and_then(|s| s.parse().ok()),
+        None => None,
+    };
+    let removed = match (number("entries-added"), number("length")) {
+        (Some(added), Some(length)) => added > length,
+        // Before Redis 7.0: assume the worst when the first entry is past the position.
+        _ => true,
+    };
+    Ok(Some(StreamInfo {
+        last_generated,
+        max_deleted,
+        first_entry,
+        removed,
+    }))
 }
 
 /// The id just below `id` (`0-0` stays `0-0`).

@@ -356,6 +356,13 @@ impl Keys {
     pub fn archive_epoch(&self, s: StreamName) -> String {
         self.k(&format!("kitbash:archive:epoch:{}", s.logical()))
     }
+    /// `kitbash:bridge:epoch:{stream}` — the bridge's epoch of one stream, a hash (fields in
+    /// [`crate::bridge::epoch`]): the name of the stream's current incarnation that clients
+    /// recover against, replaced when the stream's history is lost (deleted, recreated, restored
+    /// from an older file). Written only by the bridge's epoch check; no TTL (one per stream).
+    pub fn bridge_epoch(&self, s: StreamName) -> String {
+        self.k(&format!("kitbash:bridge:epoch:{}", s.logical()))
+    }
     /// `kitbash:example:{queries}:tally` — hash of query text → times seen, written by the
     /// example daemon of `docs/adding-a-daemon.md`; in the `queries` stream's slot, so a count
     /// and its entry's idempotency marker are written by one script even on a cluster.
@@ -644,6 +651,10 @@ mod tests {
             (
                 k.archive_epoch(StreamName::Ticks(3)),
                 "kitbash:archive:epoch:ticks:3",
+            ),
+            (
+                k.bridge_epoch(StreamName::Physics),
+                "kitbash:bridge:epoch:physics",
             ),
         ];
         let [sig, plus, minus] = k.grain_affixes();

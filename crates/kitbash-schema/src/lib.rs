@@ -10,6 +10,8 @@
 //! - [`messages`]: the message types carried by streams and channels, with validation.
 //! - [`pyjson`]: JSON byte-identical to Python's `json.dumps` (seed 002's publisher).
 //! - [`time`]: RFC 3339 formatting without a date crate.
+//! - [`bridge`]: the bridge's channel names, offsets (entry ids packed into one integer) and
+//!   epoch fields.
 //! - [`budget`]: the memory-budget model of seed 000.
 //! - [`reflex`]: seed 000's shared arithmetic: normalised resonance, the hit rule, latency
 //!   buckets, the seed's hats.
@@ -17,6 +19,7 @@
 //! **Invariant:** this crate performs no I/O and depends on serde alone.
 
 pub mod archive;
+pub mod bridge;
 pub mod budget;
 pub mod channels;
 pub mod keys;

@@ -1,0 +1,622 @@
+//! One client connection: reads commands, answers them in order, writes the hub's pushes from
+//! the connection's bounded queue, pings, and closes with Centrifugo's codes.
+//!
+//! The commands of one frame are processed strictly in order and their replies written as one
+//! frame (centrifuge-js sends `connect` and its pending `subscribe`s together). A subscribe's
+//! reply is written before any push of that subscription: pushes wait in the queue while the
+//! reply (and its recovery) is prepared, and the hub only queues pushes after the position the
+//! subscription registered at (see [`crate::hub`]). A push for a subscription that has since
+//! ended is dropped when it reaches the front of the queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use kitbash_runtime::CancellationToken;
+use kitbash_runtime::metrics::Metrics;
+use kitbash_schema::Keys;
+use kitbash_schema::bridge::{self, Channel};
+use serde_json::value::RawValue;
+
+use crate::auth::{Auth, TokenError};
+use crate::hub::{self, Hub, Inbound, Out, Outbound};
+use crate::protocol::{
+    self, Close, Command, ConnectResult, ErrorCode, Method, RefreshResult, SubRefreshResult,
+    SubscribeRequest, SubscribeResult,
+};
+use crate::recover::{self, Limits, Recovery};
+
+/// What every connection shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The hub.
+    pub hub: Hub,
+    /// `[bridge]`.
+    pub cfg: Arc<kitbash_runtime::config::BridgeConfig>,
+    /// Token verifier.
+    pub auth: Arc<Auth>,
+    /// Redis (recovery reads).
+    pub client: fred::prelude::Client,
+    /// Key builder.
+    pub keys: Keys,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Open connections of this instance.
+    pub connections: Arc<AtomicUsize>,
+    /// The daemon's shutdown.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+static NEXT_SUB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The server version the connect reply names.
+pub const VERSION: &str = concat!("kitbash-bridge ", env!("CARGO_PKG_VERSION"));
+
+struct Sub {
+    id: u64,
+    channel: Channel,
+    /// Subscription token expiry, Unix seconds.
+    exp: Option<u64>,
+}
+
+struct Conn {
+    sh: Shared,
+    out: Outbound,
+    client_id: String,
+    user: Option<String>,
+    exp: Option<u64>,
+    subs: HashMap<String, Sub>,
+    by_id: HashMap<u64, u64>,
+    tokens: f64,
+    refilled: Instant,
+    pong_due: Option<Instant>,
+}
+
+fn client_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Serves one upgraded socket until it closes or the daemon shuts down.
+pub async fn serve(socket: WebSocket, sh: Shared) {
+    let n = sh.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let over = n > sh.cfg.max_connections;
+    let (mut sink, mut stream) = socket.split();
+    let metrics = sh.metrics.clone();
+    if over {
+        let _ = close(&mut sink, Close::ConnectionLimit, &metrics).await;
+        sh.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let (out, mut inbound) = hub::queue(sh.cfg.max_queue_bytes);
+    let mut c = Conn {
+        sh: sh.clone(),
+        out,
+        client_id: client_id(),
+        user: None,
+        exp: None,
+        subs: HashMap::new(),
+        by_id: HashMap::new(),
+        tokens: sh.cfg.commands_per_s as f64,
+        refilled: Instant::now(),
+        pong_due: None,
+    };
+    let ping_every = Duration::from_secs(u64::from(sh.cfg.ping_s));
+    let mut next_ping = Instant::now() + ping_every;
+    let why = loop {
+        let timer = c.next_timer(next_ping);
+        tokio::select! {
+            biased;
+            _ = sh.shutdown.cancelled() => break Close::Shutdown,
+            _ = inbound.wake.notified() => {
+                if inbound.slow.load(Ordering::Relaxed) { break Close::Slow; }
+            }
+            msg = stream.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => break Close::BadRequest,
+                    Some(Ok(Message::Close(_))) | None => break Close::Shutdown,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        // Oversized frames and protocol violations; a vanished peer gets the
+                        // close frame nobody reads.
+                        break Close::BadRequest;
+                    }
+                };
+                match c.frame(&text).await {
+                    Ok(replies) if replies.is_empty() => {}
+                    Ok(replies) => {
+                        if sink.send(Message::Text(replies.into())).await.is_err() { break Close::Shutdown; }
+                    }
+                    Err((replies, close_with)) => {
+                        if !replies.is_empty() {
+                            let _ = sink.send(Message::Text(replies.into())).await;
+                        }
+                        break close_with;
+                    }
+                }
+            }
+            o = inbound.rx.recv() => {
+                let Some(o) = o else { break Close::Internal };
+                if c.drain(o, &mut inbound, &mut sink).await.is_err() { break Close::Shutdown; }
+            }
+            _ = tokio::time::sleep_until(timer.into()) => {
+                let now = Instant::now();
+                if c.pong_due.is_some_and(|d| now >= d) { break Close::NoPong; }
+                if c.exp.is_some_and(|e| now_s() >= e) { break Close::Expired; }
+                if let Some(push) = c.expire_subs()
+                    && sink.send(Message::Text(push.into())).await.is_err()
+                {
+                    break Close::Shutdown;
+                }
+                if now >= next_ping {
+                    next_ping = now + ping_every;
+                    if c.user.is_some() {
+                        if sink.send(Message::Text(Utf8Bytes::from_static("{}"))).await.is_err() { break Close::Shutdown; }
+                        if c.pong_due.is_none() {
+                            c.pong_due = Some(now + Duration::from_secs(u64::from(sh.cfg.pong_timeout_s)));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    for (_, s) in c.subs.drain() {
+        sh.hub.unsubscribe(&s.channel, s.id);
+    }
+    if why != Close::Shutdown || sh.shutdown.is_cancelled() {
+        let _ = close(&mut sink, why, &metrics).await;
+    }
+    sh.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn close<S>(sink: &mut S, why: Close, metrics: &Metrics) -> Result<(), axum::Error>
+where
+    S: futures::Sink<Message, Error = axum::Error> + Unpin,
+{
+    metrics.inc(
+        "kitbash_bridge_closes_total",
+        "Connections the bridge closed, by reason.",
+        &[("reason", why.label())],
+        1,
+    );
+    sink.send(Message::Close(Some(CloseFrame {
+        code: why.code(),
+        reason: Utf8Bytes::from_static(why.reason()),
+    })))
+    .await?;
+    sink.close().await
+}
+
+/// Largest frame of pushes the writer joins from the queue, bytes.
+const BATCH_BYTES: usize = 64 << 10;
+
+impl Conn {
+    fn next_timer(&self, next_ping: Instant) -> Instant {
+        let mut t = next_ping;
+        if let Some(d) = self.pong_due {
+            t = t.min(d);
+        }
+        let soonest_exp = self
+            .subs
+            .values()
+            .filter_map(|s| s.exp)
+            .chain(self.exp)
+            .min();
+        if let Some(e) = soonest_exp {
+            let left = e.saturating_sub(now_s());
+            t = t.min(Instant::now() + Duration::from_secs(left));
+        }
+        t
+    }
+
+    /// Ends subscriptions whose token expired without a refresh (code 2501: the SDK gets a new
+    /// token and subscribes again).
+    fn expire_subs(&mut self) -> Option<String> {
+        let now = now_s();
+        let gone: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.exp.is_some_and(|e| now >= e))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if gone.is_empty() {
+            return None;
+        }
+        let mut frames = Vec::new();
+        for name in gone {
+            if let Some(s) = self.subs.remove(&name) {
+                self.by_id.remove(&s.id);
+                self.sh.hub.unsubscribe(&s.channel, s.id);
+                frames.push(protocol::unsubscribe_push(
+                    &name,
+                    2501,
+                    "subscription expired",
+                ));
+            }
+        }
+        Some(frames.join("\n"))
+    }
+
+    /// Writes `first` and whatever else is queued (up to [`BATCH_BYTES`]) as one frame.
+    async fn drain<S>(
+        &mut self,
+        first: Out,
+        inbound: &mut Inbound,
+        sink: &mut S,
+    ) -> Result<(), axum::Error>
+    where
+        S: futures::Sink<Message, Error = axum::Error> + Unpin,
+    {
+        let mut batch = String::new();
+        let mut taken = 0usize;
+        let mut next = Some(first);
+        while let Some(o) = next.take() {
+            match o {
+                Out::Push { sub, offset, text } => {
+                    taken += text.len();
+                    let live = self
+                        .by_id
+                        .get(&sub)
+                        .is_some_and(|skip| offset == 0 || offset > *skip);
+                    if live {
+                        if !batch.is_empty() {
+                            batch.push('\n');
+                        }
+                        batch.push_str(&text);
+                    }
+                }
+                Out::Unsubscribe { sub, channel } => {
+                    if let Some(s) = self.subs.get(&channel).filter(|s| s.id == sub) {
+                        let id = s.id;
+                        self.subs.remove(&channel);
+                        self.by_id.remove(&id);
+                        if !batch.is_empty() {
+                            batch.push('\n');
+                        }
+                        batch.push_str(&protocol::unsubscribe_push(
+                            &channel,
+                            protocol::UNSUBSCRIBE_INSUFFICIENT,
+                            "insufficient state",
+                        ));
+                    }
+                }
+            }
+            if batch.len() < BATCH_BYTES {
+                next = inbound.rx.try_recv().ok();
+            }
+        }
+        let r = if batch.is_empty() {
+            Ok(())
+        } else {
+            sink.send(Message::Text(batch.into())).await
+        };
+        inbound.queued.fetch_sub(taken, Ordering::Relaxed);
+        r
+    }
+
+    fn allow(&mut self) -> bool {
+        let rate = f64::from(self.sh.cfg.commands_per_s);
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Processes one text frame; `Err` closes the connection (after writing the replies).
+    async fn frame(&mut self, text: &str) -> Result<String, (String, Close)> {
+        let mut replies: Vec<String> = Vec::new();
+        for line in text.split('\n') {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let cmd: Command = match serde_json::from_str(line) {
+                Ok(c) => c,
+                Err(_) => return Err((replies.join("\n"), Close::BadRequest)),
+            };
+            let method = cmd.method();
+            let name = method_name(&method);
+            if self.user.is_none() && !matches!(method, Method::Connect(_)) {
+                return Err((replies.join("\n"), Close::BadRequest));
+            }
+            if !matches!(method, Method::Pong) {
+                self.sh.metrics.inc(
+                    "kitbash_bridge_commands_total",
+                    "Client commands, by method.",
+                    &[("method", name)],
+                    1,
+                );
+                if !self.allow() {
+                    replies.push(protocol::error_reply(cmd.id, ErrorCode::TooManyRequests));
+                    continue;
+                }
+            }
+            match self.command(cmd.id, method).await {
+                Ok(Some(r)) => replies.push(r),
+                Ok(None) => {}
+                Err(close) => return Err((replies.join("\n"), close)),
+            }
+        }
+        Ok(replies.join("\n"))
+    }
+
+    async fn command(&mut self, id: u32, method: Method<'_>) -> Result<Option<String>, Close> {
+        let err = |e: ErrorCode| Ok(Some(protocol::error_reply(id, e)));
+        match method {
+            Method::Pong => {
+                self.pong_due = None;
+                Ok(None)
+            }
+            Method::Connect(req) => {
+                if self.user.is_some() {
+                    return Err(Close::BadRequest);
+                }
+                let grant = if req.token.is_empty() {
+                    if !self.sh.cfg.anonymous {
+                        return err(ErrorCode::Unauthorized);
+                    }
+                    crate::auth::Grant {
+                        user: String::new(),
+                        exp: None,
+                    }
+                } else {
+                    match self.sh.auth.connection(&req.token) {
+                        Ok(g) => g,
+                        Err(TokenError::Expired) => return err(ErrorCode::TokenExpired),
+                        Err(_) => return Err(Close::InvalidToken),
+                    }
+                };
+                self.user = Some(grant.user);
+                self.exp = grant.exp;
+                let r = ConnectResult {
+                    client: &self.client_id,
+                    version: VERSION,
+                    expires: grant.exp.is_some(),
+                    ttl: grant.exp.map_or(0, Auth::ttl),
+                    ping: self.sh.cfg.ping_s,
+                    pong: true,
+                };
+                Ok(Some(protocol::reply(id, "connect", &r)))
+            }
+            Method::Refresh(req) => match self.sh.auth.connection(&req.token) {
+                Ok(g) if Some(&g.user) == self.user.as_ref() => {
+                    self.exp = g.exp;
+                    let r = RefreshResult {
+                        client: &self.client_id,
+                        version: VERSION,
+                        expires: g.exp.is_some(),
+                        ttl: g.exp.map_or(0, Auth::ttl),
+                    };
+                    Ok(Some(protocol::reply(id, "refresh", &r)))
+                }
+                Err(TokenError::Expired) => err(ErrorCode::TokenExpired),
+                _ => Err(Close::InvalidToken),
+            },
+            Method::SubRefresh(req) => {
+                let user = self.user.clone().unwrap_or_default();
+                let Some(sub) = self.subs.get_mut(&req.channel) else {
+                    return err(ErrorCode::BadRequest);
+                };
+                match self.sh.auth.subscription(&req.token, &user, &req.channel) {
+                    Ok(g) => {
+                        sub.exp = g.exp;
+                        let r = SubRefreshResult {
+                            expires: g.exp.is_some(),
+                            ttl: g.exp.map_or(0, Auth::ttl),
+                        };
+                        Ok(Some(protocol::reply(id, "sub_refresh", &r)))
+                    }
+                    Err(TokenError::Expired) => err(ErrorCode::TokenExpired),
+                    Err(_) => err(ErrorCode::PermissionDenied),
+                }
+            }
+            Method::Subscribe(req) => Ok(Some(self.subscribe(id, req).await)),
+            Method::Unsubscribe(req) => {
+                if let Some(s) = self.subs.remove(&req.channel) {
+                    self.by_id.remove(&s.id);
+                    self.sh.hub.unsubscribe(&s.channel, s.id);
+                }
+                Ok(Some(format!("{{\"id\":{id},\"unsubscribe\":{{}}}}")))
+            }
+            Method::Publish => err(ErrorCode::PermissionDenied),
+            Method::NotAvailable(_) => err(ErrorCode::NotAvailable),
+            Method::Send => Ok(None),
+            Method::Unknown => err(ErrorCode::MethodNotFound),
+        }
+    }
+
+    async fn subscribe(&mut self, id: u32, req: &SubscribeRequest) -> String {
+        let fail = |e: ErrorCode| protocol::error_reply(id, e);
+        let channel = match Channel::parse(&req.channel) {
+            Ok(c) => c,
+            Err(_) => return fail(ErrorCode::UnknownChannel),
+        };
+        if self.subs.contains_key(&req.channel) {
+            return fail(ErrorCode::AlreadySubscribed);
+        }
+        if self.subs.len() >= self.sh.cfg.max_subscriptions {
+            return fail(ErrorCode::LimitExceeded);
+        }
+        let mut exp = None;
+        if !self.sh.cfg.public.iter().any(|f| f == channel.family()) {
+            if req.token.is_empty() {
+                return fail(ErrorCode::PermissionDenied);
+            }
+            let user = self.user.clone().unwrap_or_default();
+            match self.sh.auth.subscription(&req.token, &user, &req.channel) {
+                Ok(g) => exp = g.exp,
+                Err(TokenError::Expired) => return fail(ErrorCode::TokenExpired),
+                Err(_) => return fail(ErrorCode::PermissionDenied),
+            }
+        }
+        // Unique in the process: the hub tells subscriptions of one channel apart by it.
+        let sub_id = NEXT_SUB.fetch_add(1, Ordering::Relaxed);
+        let reg = self.sh.hub.subscribe(&channel, sub_id, self.out.clone());
+        let latest: Vec<Box<RawValue>> = reg
+            .latest
+            .iter()
+            .filter_map(|l| RawValue::from_string(l.to_string()).ok())
+            .collect();
+        let mut result = SubscribeResult {
+            expires: exp.is_some(),
+            ttl: exp.map_or(0, Auth::ttl),
+            recoverable: false,
+            epoch: "",
+            publications: &[],
+            recovered: false,
+            offset: 0,
+            positioned: false,
+            was_recovering: false,
+        };
+        let mut skip_upto = 0;
+        let mut recovered_pubs: Vec<Box<RawValue>> = Vec::new();
+        let Some(stream) = channel.stream() else {
+            // No history: the latest publication, if any.
+            let refs: Vec<&RawValue> = latest.iter().map(AsRef::as_ref).collect();
+            result.publications = &refs;
+            let reply = protocol::reply(id, "subscribe", &result);
+            self.add(req, channel, sub_id, 0, exp);
+            return reply;
+        };
+        let (Some(position), Some(epoch)) = (reg.position, reg.epoch) else {
+            // The feed has not read its stream yet: temporary, the SDK tries again.
+            self.sh.hub.unsubscribe(&channel, sub_id);
+            return fail(ErrorCode::Internal);
+        };
+        let epoch_holder = epoch;
+        let top = bridge::offset_of(&position).unwrap_or(0);
+        result.recoverable = true;
+        result.positioned = true;
+        result.epoch = &epoch_holder;
+        result.offset = top;
+        let mut use_latest = true;
+        if req.recover {
+            result.was_recovering = true;
+            let outcome = if !req.epoch.is_empty() && req.epoch != epoch_holder {
+                Ok(Recovery::Incomplete("another epoch"))
+            } else {
+                let limits = Limits {
+                    max_publications: self.sh.cfg.recover_max,
+                    max_scan: self.sh.cfg.recover_scan_max,
+                };
+                recover::recover(
+                    &self.sh.client,
+                    &self.sh.keys,
+                    stream,
+                    &channel,
+                    req.offset,
+                    &position,
+                    limits,
+                )
+                .await
+            };
+            match outcome {
+                Ok(Recovery::Complete(pubs)) => {
+                    result.recovered = true;
+                    use_latest = false;
+                    if req.offset > top {
+                        skip_upto = req.offset;
+                        result.offset = req.offset;
+                    }
+                    recovered_pubs = pubs
+                        .into_iter()
+                        .filter_map(|p| RawValue::from_string(p).ok())
+                        .collect();
+                    self.count_recovery("recovered");
+                }
+                Ok(Recovery::Incomplete(why)) => {
+                    tracing::debug!(channel = %req.channel, why, "recovery incomplete");
+                    self.count_recovery("not_recovered");
+                    if req.flag & protocol::FLAG_REJECT_UNRECOVERED != 0 {
+                        self.sh.hub.unsubscribe(&channel, sub_id);
+                        return fail(ErrorCode::UnrecoverablePosition);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = %req.channel, "recovery failed");
+                    self.sh.hub.unsubscribe(&channel, sub_id);
+                    return fail(ErrorCode::Internal);
+                }
+            }
+        }
+        let refs: Vec<&RawValue> = if use_latest {
+            latest.iter().map(AsRef::as_ref).collect()
+        } else {
+            recovered_pubs.iter().map(AsRef::as_ref).collect()
+        };
+        result.publications = &refs;
+        let reply = protocol::reply(id, "subscribe", &result);
+        self.add(req, channel, sub_id, skip_upto, exp);
+        reply
+    }
+
+    fn add(
+        &mut self,
+        req: &SubscribeRequest,
+        channel: Channel,
+        id: u64,
+        skip_upto: u64,
+        exp: Option<u64>,
+    ) {
+        // Publications at or below `skip_upto` are not delivered (a client recovered to a
+        // position this instance's reader had not reached yet).
+        self.by_id.insert(id, skip_upto);
+        self.subs
+            .insert(req.channel.clone(), Sub { id, channel, exp });
+    }
+
+    fn count_recovery(&self, result: &'static str) {
+        self.sh.metrics.inc(
+            "kitbash_bridge_recoveries_total",
+            "Subscribes that asked to recover, by result.",
+            &[("result", result)],
+            1,
+        );
+    }
+}
+
+fn method_name(m: &Method<'_>) -> &'static str {
+    match m {
+        Method::Pong => "pong",
+        Method::Connect(_) => "connect",
+        Method::Subscribe(_) => "subscribe",
+        Method::Unsubscribe(_) => "unsubscribe",
+        Method::Refresh(_) => "refresh",
+        Method::SubRefresh(_) => "sub_refresh",
+        Method::Publish => "publish",
+        Method::NotAvailable(n) => n,
+        Method::Send => "send",
+        Method::Unknown => "unknown",
+    }
+}

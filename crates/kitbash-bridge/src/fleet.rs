@@ -1,0 +1,225 @@
+//! The channels without history: `fleet` (the daemons and streams, as `kitbash status` sees
+//! them, every `[bridge] fleet_period_ms`) and `reflex:hat` (the current hat, published when it
+//! changes). Each publication replaces the last; a subscriber gets the latest at once.
+
+use std::collections::BTreeMap;
+
+use fred::prelude::*;
+use fred::types::Value;
+use kitbash_runtime::entries::string_of;
+use kitbash_runtime::{Config, RuntimeError};
+use kitbash_schema::bridge::{self, Channel};
+use kitbash_schema::messages::Heartbeat;
+use kitbash_schema::{DaemonKind, Keys, StreamName};
+use serde::Serialize;
+
+use crate::hub::Hub;
+
+/// One daemon instance in the fleet view.
+#[derive(Debug, Serialize)]
+pub struct Instance {
+    /// Kind (`feynman`, …).
+    pub kind: String,
+    /// Instance name.
+    pub instance: String,
+    /// Host name.
+    pub host: Option<String>,
+    /// Beat within three heartbeat periods.
+    pub alive: bool,
+    /// Ready, by its last beat.
+    pub ready: bool,
+    /// Milliseconds since its last beat.
+    pub last_beat_ms_ago: i64,
+    /// Admin address.
+    pub admin: Option<String>,
+    /// Served addresses by router name.
+    pub serves: BTreeMap<String, String>,
+}
+
+/// One consumer group.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    /// Group name.
+    pub name: String,
+    /// Delivered, not acknowledged.
+    pub pending: u64,
+    /// Entries not yet delivered (`null` when Redis cannot say).
+    pub lag: Option<u64>,
+}
+
+/// One stream.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// Logical name.
+    pub stream: String,
+    /// Entries now.
+    pub length: u64,
+    /// Entries ever added.
+    pub entries_added: u64,
+    /// Its dead-letter stream's length.
+    pub dead_letters: u64,
+    /// Whether that passed `[consumer] dead_letter_alarm`.
+    pub dead_letter_alarm: bool,
+    /// Groups.
+    pub groups: Vec<GroupView>,
+}
+
+/// The bridge instance publishing the view.
+#[derive(Debug, Serialize)]
+pub struct BridgeView {
+    /// Its instance name.
+    pub instance: String,
+    /// Open connections.
+    pub connections: usize,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+}
+
+/// The `fleet` publication's `data`.
+#[derive(Debug, Serialize)]
+pub struct FleetView {
+    /// Unix ms of the snapshot.
+    pub at_ms: i64,
+    /// Heartbeat period, ms (a row goes not-alive after three).
+    pub heartbeat_ms: u64,
+    /// Every instance in the fleet set.
+    pub daemons: Vec<Instance>,
+    /// Every stream of the deployment.
+    pub streams: Vec<StreamView>,
+    /// The publishing bridge.
+    pub bridge: BridgeView,
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Array(kv) => kv
+            .chunks(2)
+            .find(|p| p.first().and_then(string_of).as_deref() == Some(name))
+            .and_then(|p| p.get(1)),
+        _ => None,
+    }
+}
+
+fn num(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Integer(n) => u64::try_from(*n).ok(),
+        other => string_of(other).and_then(|s| s.parse().ok()),
+    }
+}
+
+/// Reads the fleet view.
+pub async fn snapshot(
+    client: &Client,
+    keys: &Keys,
+    config: &Config,
+    bridge: BridgeView,
+) -> Result<FleetView, RuntimeError> {
+    let now = kitbash_runtime::clock::now_ms();
+    let heartbeat_ms = config.fleet.heartbeat_ms;
+    let members: Vec<(String, f64)> = client
+        .zrange(keys.fleet(), 0, -1, None, false, None, true)
+        .await?;
+    let mut daemons = Vec::new();
+    for (member, score) in members {
+        let Some((kind, instance)) = member.split_once('/') else {
+            continue;
+        };
+        let Some(k) = DaemonKind::parse(kind) else {
+            continue;
+        };
+        let beat: Option<String> = client.get(keys.heartbeat(k, instance)).await?;
+        let beat: Option<Heartbeat> = beat.and_then(|b| serde_json::from_str(&b).ok());
+        let ago = now - score as i64;
+        daemons.push(Instance {
+            kind: kind.to_owned(),
+            instance: instance.to_owned(),
+            alive: beat.is_some() && ago <= 3 * heartbeat_ms as i64,
+            ready: beat.as_ref().is_some_and(|b| b.ready),
+            last_beat_ms_ago: ago,
+            host: beat.as_ref().map(|b| b.host.clone()),
+            admin: beat.as_ref().and_then(|b| b.admin.clone()),
+            serves: beat.map(|b| b.serves).unwrap_or_default(),
+        });
+    }
+    let mut streams = Vec::new();
+    for s in StreamName::all(config.feynman.partitions, config.entity.partitions) {
+        let key = keys.stream(s);
+        let length: u64 = client.xlen(&key).await?;
+        let dead_letters: u64 = client.xlen(keys.dead_letter(s)).await?;
+        let mut entries_added = length;
+        let mut groups = Vec::new();
+        if length > 0 || client.exists::<u64, _>(&key).await? > 0 {
+            let info: Value = client
+                .xinfo_stream(&key, false, None)
+                .await
+                .unwrap_or(Value::Null);
+            entries_added = num(field(&info, "entries-added")).unwrap_or(length);
+            let list: Value = client.xinfo_groups(&key).await.unwrap_or(Value::Null);
+            if let Value::Array(list) = list {
+                for g in &list {
+                    groups.push(GroupView {
+                        name: field(g, "name").and_then(string_of).unwrap_or_default(),
+                        pending: num(field(g, "pending")).unwrap_or(0),
+                        lag: num(field(g, "lag")),
+                    });
+                }
+            }
+        }
+        streams.push(StreamView {
+            stream: s.logical(),
+            length,
+            entries_added,
+            dead_letters,
+            dead_letter_alarm: dead_letters > config.consumer.dead_letter_alarm,
+            groups,
+        });
+    }
+    Ok(FleetView {
+        at_ms: now,
+        heartbeat_ms,
+        daemons,
+        streams,
+        bridge,
+    })
+}
+
+/// Publishes the fleet view once.
+pub async fn publish_fleet(
+    hub: &Hub,
+    client: &Client,
+    keys: &Keys,
+    config: &Config,
+    bridge: BridgeView,
+) -> Result<(), RuntimeError> {
+    let view = snapshot(client, keys, config, bridge).await?;
+    let data = serde_json::to_string(&view).map_err(|e| RuntimeError::Reply {
+        command: "fleet",
+        detail: e.to_string(),
+    })?;
+    hub.publish_latest(&Channel::Fleet, &data);
+    Ok(())
+}
+
+/// Reads the hat and the reflex version; publishes on `reflex:hat` when either changed since
+/// `last`. Returns what it read.
+pub async fn publish_hat(
+    hub: &Hub,
+    client: &Client,
+    keys: &Keys,
+    last: Option<(Option<String>, u64)>,
+) -> Result<(Option<String>, u64), RuntimeError> {
+    let (hat, version): (Option<String>, Option<u64>) = client
+        .mget(vec![keys.hat_current(), keys.reflex_version()])
+        .await
+        .map(|v: Vec<Option<String>>| {
+            let mut it = v.into_iter();
+            let hat = it.next().flatten();
+            let ver = it.next().flatten().and_then(|s| s.parse().ok());
+            (hat, ver)
+        })?;
+    let now = (hat, version.unwrap_or(0));
+    if last.as_ref() != Some(&now) {
+        hub.publish_latest(&Channel::Hat, &bridge::hat_data(now.0.as_deref(), now.1));
+    }
+    Ok(now)
+}

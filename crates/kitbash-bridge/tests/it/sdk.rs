@@ -1,0 +1,1 @@
+//! The official Centrifugo SDKs against the bridge (see the scripts in `tests/sdk/`).
