@@ -12,6 +12,7 @@
 //! - [`resp`]: [`RespConnection`], a tiny blocking RESP2 client for probes and wire-level tests.
 //! - [`binary`]: [`find_redis_server`], [`find_redis_cli`], [`redis_version`].
 //! - [`namespace()`]: random short prefixes for tests sharing a server.
+//! - [`node`]: `node` with `tests/deps/package.json` loadable (the Centrifugo JS SDK).
 //! - [`python`]: `python3` with `tests/deps/requirements.txt` importable (redis-py, numpy).
 //! - [`support`]: daemon binaries with test settings, signals, exits, the admin endpoint,
 //!   [`eventually`](support::eventually) — shared by every daemon's suite.
@@ -64,6 +65,7 @@ pub mod binary;
 pub mod cluster;
 pub mod error;
 mod namespace;
+pub mod node;
 mod port;
 pub mod python;
 pub mod resp;
