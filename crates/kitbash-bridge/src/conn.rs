@@ -48,6 +48,19 @@ pub struct Shared {
     pub connections: Arc<AtomicUsize>,
     /// The daemon's shutdown.
     pub shutdown: CancellationToken,
+    /// What `kitbash status` shows of this instance.
+    pub counters: Arc<Counters>,
+}
+
+/// Totals since start, reported in the heartbeat (`kitbash status`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections closed with 3008.
+    pub slow_closes: std::sync::atomic::AtomicU64,
+    /// Subscribes that recovered every missed publication.
+    pub recovered: std::sync::atomic::AtomicU64,
+    /// Subscribes that asked to recover and could not.
+    pub not_recovered: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -188,6 +201,9 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
     };
     for (_, s) in c.subs.drain() {
         sh.hub.unsubscribe(&s.channel, s.id);
+    }
+    if why == Close::Slow {
+        sh.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
     }
     if why != Close::Shutdown || sh.shutdown.is_cancelled() {
         let _ = close(&mut sink, why, &metrics).await;
@@ -597,6 +613,12 @@ impl Conn {
     }
 
     fn count_recovery(&self, result: &'static str) {
+        let c = if result == "recovered" {
+            &self.sh.counters.recovered
+        } else {
+            &self.sh.counters.not_recovered
+        };
+        c.fetch_add(1, Ordering::Relaxed);
         self.sh.metrics.inc(
             "kitbash_bridge_recoveries_total",
             "Subscribes that asked to recover, by result.",

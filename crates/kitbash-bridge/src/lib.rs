@@ -66,6 +66,7 @@ pub fn components(ctx: &DaemonContext) -> Components {
         metrics: ctx.metrics.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
         shutdown: ctx.signals.shutdown.clone(),
+        counters: Arc::default(),
     };
     let mut c = Components::new(ctx).refuse_cluster("kitbash-bridge");
     for s in STREAMS {
@@ -118,13 +119,23 @@ pub fn components(ctx: &DaemonContext) -> Components {
             shared.connections.clone(),
             ctx.metrics.clone(),
         );
+        let (daemon, counters) = (ctx.clone(), shared.counters.clone());
         move || {
             let (hub, client, keys, config) =
                 (hub.clone(), client.clone(), keys.clone(), config.clone());
             let (instance, conns, metrics) = (instance.clone(), conns.clone(), metrics.clone());
+            let (daemon, counters) = (daemon.clone(), counters.clone());
             async move {
                 let connections = conns.load(Ordering::Relaxed);
                 let subscriptions = hub.subscriptions();
+                daemon.report("connections", connections as u64);
+                daemon.report("subscriptions", subscriptions as u64);
+                daemon.report("slow_closes", counters.slow_closes.load(Ordering::Relaxed));
+                daemon.report("recovered", counters.recovered.load(Ordering::Relaxed));
+                daemon.report(
+                    "not_recovered",
+                    counters.not_recovered.load(Ordering::Relaxed),
+                );
                 metrics.set(
                     "kitbash_bridge_connections",
                     "Open client connections.",

@@ -118,6 +118,7 @@ impl DaemonContext {
             version: env!("CARGO_PKG_VERSION").into(),
             admin: admin_addr.map(|a| a.to_string()),
             serves: Default::default(),
+            stats: Default::default(),
             ready: false,
         };
         let watch = tokio::spawn(watch_redis(
@@ -155,6 +156,12 @@ impl DaemonContext {
                 std::sync::Arc::new(tokio::sync::Mutex::new(Some(watch))),
             ],
         })
+    }
+
+    /// Reports a figure about this instance in its heartbeat (`stats` there; `kitbash status`
+    /// prints them beside the instance): the bridge's connections, for one.
+    pub fn report(&self, name: &str, value: u64) {
+        self.served.report(name, value);
     }
 
     /// The bound address of the router served as `name`, once it listens.

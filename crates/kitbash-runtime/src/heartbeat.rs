@@ -64,6 +64,7 @@ pub async fn run(
     crate::periodic::every(period, shutdown.clone(), || {
         beat.ready = health.ready();
         beat.serves = served.snapshot();
+        beat.stats = served.stats();
         let mut beat = beat.clone();
         let (client, key, fleet, member) = (
             redis.client.clone(),

@@ -21,13 +21,30 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RuntimeError;
 use crate::health::Health;
 
-/// The addresses this instance serves on, by router name (what the heartbeat publishes).
+/// The addresses this instance serves on, by router name, and the figures it reports about
+/// itself ([`crate::DaemonContext::report`]): what the heartbeat publishes.
 #[derive(Clone, Debug, Default)]
 pub struct Served {
     addrs: Arc<Mutex<BTreeMap<String, SocketAddr>>>,
+    stats: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Served {
+    pub(crate) fn report(&self, name: &str, value: u64) {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.into(), value);
+    }
+
+    /// The reported figures, as the heartbeat spells them.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn set(&self, name: &str, addr: SocketAddr) {
         self.addrs
             .lock()

@@ -727,6 +727,10 @@ pub struct Heartbeat {
     /// Addresses of the routers it serves (e.g. the bridge's WebSocket), by router name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub serves: std::collections::BTreeMap<String, String>,
+    /// Figures the daemon reports about itself, by name (the bridge's `connections`,
+    /// `subscriptions`, `slow_closes`, …), shown by `kitbash status`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stats: std::collections::BTreeMap<String, u64>,
     /// Whether the instance considers itself ready.
     pub ready: bool,
 }

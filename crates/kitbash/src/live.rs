@@ -279,8 +279,13 @@ fn daemon_lines(view: &LiveView, width: usize) -> Vec<String> {
         } else {
             String::new()
         };
+        let stats: String = d
+            .stats
+            .iter()
+            .map(|(k, v)| format!(" · {} {v}", k.replace('_', " ")))
+            .collect();
         out.push(format!(
-            "  {:<8} {:<6}  pid {:<7} {:<9} beat {:<6} {:<8} {}",
+            "  {:<8} {:<6}  pid {:<7} {:<9} beat {:<6} {:<8} {}{stats}",
             d.kind,
             id,
             pid,

@@ -142,6 +142,10 @@ pub struct DaemonStatus {
     /// Admin endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// Figures the instance reports about itself (the bridge: `connections`, `subscriptions`,
+    /// `slow_closes`, `recovered`, `not_recovered`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stats: BTreeMap<String, u64>,
 }
 
 /// One stream.
@@ -296,6 +300,7 @@ pub async fn collect(
             last_beat_ms_ago: ago,
             host: beat.as_ref().map(|b| b.host.clone()),
             pid: beat.as_ref().map(|b| b.pid),
+            stats: beat.as_ref().map(|b| b.stats.clone()).unwrap_or_default(),
             admin: beat.and_then(|b| b.admin),
         });
     }

@@ -354,6 +354,18 @@ async fn start_redis(port: u16, dir: &Path, console: &Console) -> anyhow::Result
     )
 }
 
+/// Where `up` has the bridge listen: `[bridge] listen` when that port is free, else a free port
+/// on the same host (a second local fleet, or a test, beside a running one); `None` when the
+/// bridge serves nothing (`listen = ""`).
+fn bridge_addr(cfg: &kitbash_runtime::config::BridgeConfig) -> Option<std::net::SocketAddr> {
+    let want = cfg.listen_addr()?;
+    if std::net::TcpListener::bind(want).is_ok() {
+        return Some(want);
+    }
+    let free = std::net::TcpListener::bind((want.ip(), 0)).ok()?;
+    free.local_addr().ok()
+}
+
 fn daemon_binary(kind: DaemonKind) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join(format!("kitbash-{}", kind.name()));
@@ -478,6 +490,7 @@ async fn start_and_watch(
         .write(state_dir)
         .context("cannot write the up record")?;
 
+    let mut bridge_url: Option<std::net::SocketAddr> = None;
     for kind in DaemonKind::ALL {
         let Some(bin) = daemon_binary(kind) else {
             record.not_built.push(kind.name().to_owned());
@@ -503,6 +516,12 @@ async fn start_and_watch(
         // directory (the default, /var/lib/kitbash/archive, is a deployment's).
         if config.archive.dir == kitbash_runtime::config::ArchiveConfig::default().dir {
             cmd.env("KITBASH__ARCHIVE__DIR", state_dir.join("archive"));
+        }
+        if kind == DaemonKind::Bridge
+            && let Some(addr) = bridge_addr(&config.bridge)
+        {
+            cmd.env("KITBASH__BRIDGE__LISTEN", addr.to_string());
+            bridge_url = Some(addr);
         }
         let child = cmd
             .spawn()
@@ -627,6 +646,14 @@ async fn start_and_watch(
             format!(" · not built yet: {}", record.not_built.join(", "))
         }
     ));
+    if let Some(addr) = bridge_url {
+        let line = format!(
+            "dashboard: http://{addr}/ · WebSocket (Centrifugo protocol): ws://{addr}{}",
+            config.bridge.path
+        );
+        console.line(&format!("up: {line}"));
+        header.push(line);
+    }
     let mut exited: Vec<String> = Vec::new();
     let mut previous: Option<(Instant, BTreeMap<String, u64>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));

@@ -356,6 +356,31 @@ async fn publishes_stream_entries_with_offsets_from_their_ids() {
         w.next_pub("reflex:hat").await.1
     };
     assert_eq!(hat["hat"], "creative");
+
+    // The heartbeat carries what `kitbash status` prints of the instance.
+    eventually(
+        "the heartbeat reports connections and subscriptions",
+        || async {
+            let members: Vec<String> = c
+                .zrange(keys.fleet(), 0, -1, None, false, None, false)
+                .await
+                .expect("zrange");
+            let Some(inst) = members.iter().find_map(|m| m.strip_prefix("bridge/")) else {
+                return false;
+            };
+            let beat: Option<String> = c
+                .get(keys.heartbeat(kitbash_schema::DaemonKind::Bridge, inst))
+                .await
+                .expect("get");
+            let beat: Json = beat
+                .and_then(|b| serde_json::from_str(&b).ok())
+                .unwrap_or_default();
+            beat["stats"]["connections"].as_u64() >= Some(3)
+                && beat["stats"]["subscriptions"].as_u64() >= Some(3)
+                && beat["serves"]["ws"] == b.addr.to_string()
+        },
+    )
+    .await;
     b.stop().await;
 }
 

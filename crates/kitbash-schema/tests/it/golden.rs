@@ -307,11 +307,20 @@ fn heartbeat_layout() {
         version: "0.1.0".into(),
         admin: None,
         serves: Default::default(),
+        stats: Default::default(),
         ready: true,
     };
     assert_eq!(
         serde_json::to_string(&h).expect("json"),
         r#"{"kind":"decay","instance":"decay-h-1-abc","host":"h","pid":1,"started_ms":2,"beat_ms":3,"version":"0.1.0","ready":true}"#
+    );
+    let mut h = h;
+    h.kind = "bridge".into();
+    h.serves.insert("ws".into(), "127.0.0.1:8000".into());
+    h.stats.insert("connections".into(), 3);
+    assert_eq!(
+        serde_json::to_string(&h).expect("json"),
+        r#"{"kind":"bridge","instance":"decay-h-1-abc","host":"h","pid":1,"started_ms":2,"beat_ms":3,"version":"0.1.0","serves":{"ws":"127.0.0.1:8000"},"stats":{"connections":3},"ready":true}"#
     );
 }
 

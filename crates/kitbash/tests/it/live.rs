@@ -23,6 +23,7 @@ fn busy_status() -> Status {
             host: Some("a-very-long-host-name.example.internal".into()),
             pid: Some(4_000_000 + i),
             admin: Some(format!("[2001:db8::1234:5678:9abc]:{}", 40_000 + i)),
+            stats: Default::default(),
         })
         .collect();
     let mut streams: Vec<StreamStatus> = (0..8)
