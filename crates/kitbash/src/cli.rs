@@ -54,7 +54,7 @@ pub enum Command {
     /// KITBASH__REDIS__URL names a server to use instead. Needs redis-server and
     /// redis-benchmark on PATH.
     Bench {
-        /// Suite: redis, ternary, feynman, memory, client, entity, reflex, archive.
+        /// Suite: redis, ternary, feynman, memory, client, entity, reflex, archive, bridge.
         suite: String,
         /// One JSON object per figure on stdout, nothing else.
         #[arg(long)]
@@ -62,6 +62,23 @@ pub enum Command {
         /// Run longer for steadier figures.
         #[arg(long)]
         long: bool,
+    },
+    /// The client side of `bench bridge`: many WebSocket connections in this process (not for
+    /// people; `bench bridge` starts it).
+    #[command(hide = true)]
+    BenchWsClients {
+        /// The bridge's WebSocket URL.
+        #[arg(long)]
+        url: String,
+        /// Connections.
+        #[arg(long)]
+        count: usize,
+        /// Symbols `S0…S{n-1}`; connection i subscribes to `physics:S{(first+i) % n}`.
+        #[arg(long)]
+        symbols: usize,
+        /// See `symbols`.
+        #[arg(long, default_value_t = 0)]
+        first: usize,
     },
     /// Import a `quantum_states/` + `consciousness/entities/` tree of JSON files into the
     /// entity documents, through the same compare-and-set commit as kitbash-entity. Idempotent:
@@ -459,6 +476,14 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 );
             }
             let _ = client.quit().await;
+        }
+        Command::BenchWsClients {
+            url,
+            count,
+            symbols,
+            first,
+        } => {
+            crate::bench::bridge::clients(&url, count, symbols, first).await?;
         }
         Command::Bench { suite, json, long } => {
             let redis_url = std::env::var("KITBASH__REDIS__URL")

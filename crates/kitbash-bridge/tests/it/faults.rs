@@ -330,3 +330,17 @@ async fn the_binary_closes_clients_with_3001_on_sigterm() {
     let status = wait_exit(&mut child).await;
     assert!(status.success(), "exit {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_is_refused_at_start_in_process_and_as_the_binary() {
+    // The epoch script reads a stream and its epoch hash together (one slot needed); issue 19.
+    kitbash_testkit::support::assert_cluster_refused(
+        env!("CARGO_BIN_EXE_kitbash-bridge"),
+        "bridge",
+        |url, ns| async move {
+            let (signals, _) = kitbash_runtime::shutdown::manual();
+            kitbash_bridge::run(config(&url, &ns, free_local_addr()), signals).await
+        },
+    )
+    .await;
+}

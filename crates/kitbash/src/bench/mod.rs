@@ -3,6 +3,7 @@
 //! figure and nothing else: `{"suite","metric","value","unit","baseline","ratio",…}`.
 
 pub mod archive;
+pub mod bridge;
 pub mod client;
 pub mod entity;
 pub mod feynman;
@@ -170,7 +171,7 @@ pub struct BenchOptions {
 
 /// Suites `kitbash bench` knows.
 pub const SUITES: &[&str] = &[
-    "redis", "ternary", "feynman", "memory", "client", "entity", "reflex", "archive",
+    "redis", "ternary", "feynman", "memory", "client", "entity", "reflex", "archive", "bridge",
 ];
 
 /// Runs `suite`; progress goes to stderr. Fails when a figure has no baseline.
@@ -191,6 +192,7 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
         "entity" => entity::run(opts).await,
         "reflex" => reflex::run(opts).await,
         "archive" => archive::run(opts).await,
+        "bridge" => bridge::run(opts).await,
         "ternary" => Ok(tokio::task::spawn_blocking({
             let opts = opts.clone();
             move || ternary::run(&opts)
