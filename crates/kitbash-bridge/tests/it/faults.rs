@@ -344,3 +344,32 @@ async fn a_redis_cluster_is_refused_at_start_in_process_and_as_the_binary() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_pong_is_closed_with_3012_and_one_that_does_stays() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let mut cfg = config(&server.url(), &ns, free_local_addr());
+    cfg.bridge.ping_s = 1;
+    cfg.bridge.pong_timeout_s = 1;
+    let b = Bridge::start(cfg).await;
+    let mut silent = Ws::connected(b.addr).await;
+    let mut polite = Ws::connected(b.addr).await;
+    let mut pings = 0;
+    while pings < 4 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), polite.ws.next())
+            .await
+            .expect("a ping within 10 s");
+        if let Some(Ok(Message::Text(t))) = msg {
+            if t.as_str() == "{}" {
+                pings += 1;
+                polite.send("{}").await;
+            }
+        } else {
+            panic!("the answering client was closed: {msg:?}");
+        }
+    }
+    assert_eq!(silent.close_code().await, 3012, "no pong");
+    subscribe(&mut polite, 2, json!({"channel": "physics"})).await;
+    b.stop().await;
+}
