@@ -75,6 +75,19 @@ pub struct BridgeView {
     pub subscriptions: usize,
 }
 
+/// The reflex path's figures (seed 000's `metrics:*` and `ghost:activations`).
+#[derive(Debug, Serialize)]
+pub struct ReflexView {
+    /// `ghost:activations`.
+    pub ghost_activations: Option<u64>,
+    /// `metrics:latency:p95`, ms.
+    pub lookup_p95_ms: Option<f64>,
+    /// `metrics:latency:p99`, ms.
+    pub lookup_p99_ms: Option<f64>,
+    /// `metrics:queries:count`.
+    pub queries: Option<u64>,
+}
+
 /// The `fleet` publication's `data`.
 #[derive(Debug, Serialize)]
 pub struct FleetView {
@@ -88,6 +101,8 @@ pub struct FleetView {
     pub streams: Vec<StreamView>,
     /// The publishing bridge.
     pub bridge: BridgeView,
+    /// The reflex path's figures.
+    pub reflex: ReflexView,
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -174,7 +189,23 @@ pub async fn snapshot(
             groups,
         });
     }
+    let r: Vec<Option<String>> = client
+        .mget(vec![
+            keys.ghost_activations(),
+            keys.metrics_latency_p95(),
+            keys.metrics_latency_p99(),
+            keys.metrics_queries_count(),
+        ])
+        .await?;
+    let at = |i: usize| r.get(i).cloned().flatten();
+    let reflex = ReflexView {
+        ghost_activations: at(0).and_then(|s| s.parse().ok()),
+        lookup_p95_ms: at(1).and_then(|s| s.parse().ok()),
+        lookup_p99_ms: at(2).and_then(|s| s.parse().ok()),
+        queries: at(3).and_then(|s| s.parse().ok()),
+    };
     Ok(FleetView {
+        reflex,
         at_ms: now,
         heartbeat_ms,
         daemons,

@@ -1,5 +1,7 @@
 //! The bridge's HTTP router: the WebSocket endpoint at `[bridge] path` (Centrifugo's
-//! `/connection/websocket` by default) and the page at `/`.
+//! `/connection/websocket` by default) and the live dashboard at `/` — one page, its script and
+//! style, and the vendored Centrifugo browser SDK, all compiled into the binary
+//! (`assets/`, no network at run time). The page is a plain client of the WebSocket endpoint.
 //!
 //! The upgrade checks the `Origin` of browser connections (`[bridge] allowed_origins`; no
 //! `Origin` header — an SDK outside a browser — is allowed) and sizes tungstenite's buffers
@@ -21,6 +23,18 @@ pub fn router(sh: Shared) -> axum::Router {
     axum::Router::new()
         .route(&path, get(upgrade))
         .route("/", get(index))
+        .route(
+            "/assets/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| asset("text/css; charset=utf-8", APP_CSS)),
+        )
+        .route(
+            "/assets/centrifuge-5.8.0.js",
+            get(|| asset("text/javascript; charset=utf-8", CENTRIFUGE_JS)),
+        )
         .with_state(sh)
 }
 
@@ -61,10 +75,23 @@ async fn upgrade(State(sh): State<Shared>, headers: HeaderMap, ws: WebSocketUpgr
         .on_upgrade(move |socket| conn::serve(socket, sh))
 }
 
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+const CENTRIFUGE_JS: &str = include_str!("../assets/vendor/centrifuge-5.8.0.js");
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 async fn index(State(sh): State<Shared>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>kitbash bridge</title>\
-         <p>kitbash bridge: Centrifugo client protocol v2 (JSON) at <code>{}</code>.",
-        sh.cfg.path
-    ))
+    // The WebSocket path is the one setting the page needs; it is a validated path (no quotes).
+    Html(INDEX_HTML.replace("{{WS_PATH}}", &sh.cfg.path))
 }

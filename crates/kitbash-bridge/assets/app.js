@@ -1,0 +1,225 @@
+// kitbash dashboard: a plain Centrifugo client of the bridge (the vendored SDK), no second API.
+// Channels: fleet, physics, changes, reflex:crossings, reflex:hat (docs/PROTOCOL.md).
+'use strict';
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const SDK = globalThis.Centrifuge && (globalThis.Centrifuge.Centrifuge || globalThis.Centrifuge);
+  const HISTORY_MS = 5 * 60 * 1000;
+  const PILLARS = [
+    ['mass', ''], ['momentum', ''], ['friction', 'trades/vol'],
+    ['entropy', 'bits'], ['nash_dist', 'σ'], ['alpha_coefficient', 'α'],
+  ];
+  const state = {
+    conn: 'connecting', gapAt: 0, fleet: null, prevStreams: null, rates: {},
+    symbols: new Map(), selected: null, crossings: [], hat: null, hatLog: [],
+    docs: new Map(), selectedDoc: null, updates: 0,
+  };
+  globalThis.kitbash = state; // read by the browser test
+
+  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
+  const num = (x, d = 3) => (typeof x === 'number' && isFinite(x) ? x.toFixed(d) : '—');
+  const ago = (ms) => (ms < 1000 ? `${Math.max(0, ms | 0)} ms` : ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60000).toFixed(1)} min`);
+  const regimeClass = (r) => (r === 'Gaussian' ? 'ok' : r === 'Critical' ? 'bad' : 'warn');
+
+  let scheduled = false;
+  function render() {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => { scheduled = false; draw(); });
+  }
+
+  function setConn(s) { state.conn = s; render(); }
+
+  function drawConn() {
+    const el = $('conn');
+    let text = state.conn, cls = 'warn';
+    if (state.conn === 'connected') {
+      cls = 'ok';
+      if (Date.now() - state.gapAt < 10000) { text = 'recovered with a gap: state reloaded'; cls = 'warn'; }
+    } else if (state.conn === 'disconnected') cls = 'bad';
+    el.textContent = text;
+    el.className = 'badge ' + cls;
+  }
+
+  function drawFleet() {
+    const f = state.fleet;
+    if (!f) return;
+    const now = Date.now();
+    const age = now - f.at_ms;
+    $('daemons').innerHTML = f.daemons.map((d) => {
+      const beat = d.last_beat_ms_ago + age;
+      const alive = d.alive && beat <= 3 * f.heartbeat_ms;
+      const st = !alive ? 'not alive' : d.ready ? 'ready' : 'not ready';
+      const cls = !alive ? 'bad' : d.ready ? '' : 'warn';
+      return `<tr class="${cls}" data-kind="${esc(d.kind)}" data-state="${st}"><td>${esc(d.kind)}</td><td title="${esc(d.instance)}">${esc(d.instance)}</td><td>${esc(d.host || '')}</td><td>${st}</td><td>${ago(beat)} ago</td><td>${esc(d.admin || '')}</td></tr>`;
+    }).join('');
+    $('streams').innerHTML = f.streams.map((s) => {
+      const groups = s.groups.map((g) => `${esc(g.name)} ${g.lag == null ? '?' : g.lag} / ${g.pending}`).join(', ');
+      const rate = state.rates[s.stream];
+      const cls = s.dead_letter_alarm ? 'warn' : '';
+      return `<tr class="${cls}"><td>${esc(s.stream)}</td><td>${s.length}</td><td>${rate == null ? '—' : rate.toFixed(0) + ' /s'}</td><td>${groups || '<span class="muted">none</span>'}</td><td>${s.dead_letters}${s.dead_letter_alarm ? ' ⚠' : ''}</td></tr>`;
+    }).join('');
+    const r = f.reflex || {};
+    $('reflexstats').textContent = `ghost activations ${r.ghost_activations ?? '—'} · lookup p95 ${r.lookup_p95_ms ?? '—'} ms · p99 ${r.lookup_p99_ms ?? '—'} ms · queries ${r.queries ?? '—'}`;
+  }
+
+  function drawChart(canvas, points, key) {
+    const w = canvas.clientWidth, h = canvas.clientHeight;
+    if (canvas.width !== w) canvas.width = w;
+    if (canvas.height !== h) canvas.height = h;
+    const ctx = canvas.getContext('2d');
+    ctx.clearRect(0, 0, w, h);
+    const vals = points.map((p) => p[key]).filter((v) => typeof v === 'number' && isFinite(v));
+    if (vals.length < 2) return;
+    let lo = Math.min(...vals), hi = Math.max(...vals);
+    if (hi === lo) { hi += 1; lo -= 1; }
+    const t0 = points[0].t, t1 = points[points.length - 1].t || t0 + 1;
+    ctx.strokeStyle = '#5aa9ff';
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    let first = true;
+    for (const p of points) {
+      const v = p[key];
+      if (typeof v !== 'number' || !isFinite(v)) continue;
+      const x = ((p.t - t0) / Math.max(1, t1 - t0)) * (w - 2) + 1;
+      const y = h - 2 - ((v - lo) / (hi - lo)) * (h - 4);
+      if (first) { ctx.moveTo(x, y); first = false; } else ctx.lineTo(x, y);
+    }
+    ctx.stroke();
+  }
+
+  function drawPhysics() {
+    const sel = $('symbol');
+    const names = [...state.symbols.keys()].sort();
+    if (sel.options.length !== names.length) {
+      const cur = state.selected;
+      sel.innerHTML = names.map((n) => `<option${n === cur ? ' selected' : ''}>${esc(n)}</option>`).join('');
+    }
+    if (!state.selected && names.length) state.selected = names.includes('SPY') ? 'SPY' : names[0];
+    if (sel.value !== state.selected && state.selected) sel.value = state.selected;
+    const s = state.symbols.get(state.selected);
+    const charts = $('charts');
+    if (!charts.children.length) {
+      charts.innerHTML = PILLARS.map(([k, u]) => `<div class="chart"><div class="label"><span>${k}${u ? ' (' + u + ')' : ''}</span><span data-value="${k}">—</span></div><canvas data-key="${k}" role="img" aria-label="${k} over the last minutes"></canvas></div>`).join('');
+    }
+    if (s) {
+      const v = s.latest.vector;
+      $('regime').textContent = v.regime;
+      $('regime').className = 'badge ' + regimeClass(v.regime);
+      $('price').textContent = `price ${num(s.latest.price, 2)} · entry ${s.latest.id}`;
+      for (const c of charts.querySelectorAll('canvas')) drawChart(c, s.history, c.dataset.key);
+      for (const el of charts.querySelectorAll('[data-value]')) el.textContent = num(v[el.dataset.value], 4);
+    }
+    drawSymbolTable();
+  }
+
+  const ROW = 22;
+  function drawSymbolTable() {
+    const box = $('symtable');
+    const f = $('filter').value.trim().toUpperCase();
+    const all = [...state.symbols.values()].filter((s) => !f || s.latest.symbol.toUpperCase().includes(f))
+      .sort((a, b) => (a.latest.symbol < b.latest.symbol ? -1 : 1));
+    $('symcount').textContent = `${all.length} symbols`;
+    // Only the rows in view are drawn (1,000 symbols stay cheap); spacers keep the scroll height.
+    const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 5);
+    const count = Math.ceil(box.clientHeight / ROW) + 10;
+    const rows = all.slice(first, first + count).map((s) => {
+      const r = s.latest, v = r.vector;
+      return `<tr tabindex="0" data-symbol="${esc(r.symbol)}" data-alpha="${v.alpha_coefficient}" class="${r.symbol === state.selected ? 'sel' : ''}"><td>${esc(r.symbol)}</td><td>${num(r.price, 2)}</td><td>${num(v.mass)}</td><td>${num(v.momentum)}</td><td>${num(v.friction)}</td><td>${num(v.entropy)}</td><td>${num(v.nash_dist)}</td><td>${num(v.alpha_coefficient)}</td><td><span class="badge ${regimeClass(v.regime)}">${esc(v.regime)}</span></td></tr>`;
+    });
+    const top = `<tr style="height:${first * ROW}px" aria-hidden="true"></tr>`;
+    const bottom = `<tr style="height:${Math.max(0, all.length - first - count) * ROW}px" aria-hidden="true"></tr>`;
+    $('symbols').innerHTML = top + rows.join('') + bottom;
+  }
+
+  function drawReflex() {
+    $('hat').textContent = state.hat ? state.hat.hat || 'none' : '—';
+    $('hatlog').textContent = state.hatLog.slice(-3).map((h) => `${h.from || 'none'} → ${h.to || 'none'} at ${new Date(h.at).toLocaleTimeString()}`).join(' · ');
+    const now = Date.now();
+    $('crossings').innerHTML = state.crossings.slice(-15).reverse().map((c) => `<tr><td title="${esc(c.hash)}">${esc(c.text)}</td><td>${num(c.resonance)}</td><td>${c.cycle}</td><td>${ago(now - c.at)}</td></tr>`).join('');
+  }
+
+  function diff(a, b) {
+    if (b == null) return '(deleted)';
+    if (a == null || typeof a !== 'object' || typeof b !== 'object') return JSON.stringify(b, null, 2);
+    const out = [];
+    for (const k of Object.keys(b)) {
+      if (!(k in a)) out.push(`+ ${k}: ${JSON.stringify(b[k])}`);
+      else if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) out.push(`~ ${k}: ${JSON.stringify(a[k])} → ${JSON.stringify(b[k])}`);
+    }
+    for (const k of Object.keys(a)) if (!(k in b)) out.push(`- ${k}`);
+    return out.length ? out.join('\n') : '(no change in the document)';
+  }
+
+  function drawDocs() {
+    const now = Date.now();
+    const docs = [...state.docs.values()].sort((x, y) => y.at - x.at);
+    $('docs').innerHTML = docs.slice(0, 30).map((d) => `<tr tabindex="0" data-doc="${esc(d.key)}" data-version="${d.version}" class="${d.key === state.selectedDoc ? 'sel' : ''}"><td>${esc(d.key)}</td><td>${d.version}</td><td>${esc(d.op)}</td><td>${ago(now - d.at)} ago</td></tr>`).join('');
+    const d = state.docs.get(state.selectedDoc);
+    if (d) {
+      $('docsel').textContent = `${d.key} v${d.version} (${d.op})`;
+      $('diff').textContent = diff(d.prev, d.data);
+    }
+  }
+
+  function draw() {
+    drawConn(); drawFleet(); drawPhysics(); drawReflex(); drawDocs();
+    $('clock').textContent = new Date().toLocaleTimeString();
+  }
+
+  function onFleet(f) {
+    if (state.fleet) {
+      const dt = (f.at_ms - state.fleet.at_ms) / 1000;
+      if (dt > 0) for (const s of f.streams) {
+        const p = state.fleet.streams.find((x) => x.stream === s.stream);
+        if (p) state.rates[s.stream] = Math.max(0, (s.entries_added - p.entries_added) / dt);
+      }
+    }
+    state.fleet = f;
+  }
+
+  function onPhysics(r) {
+    let s = state.symbols.get(r.symbol);
+    if (!s) { s = { latest: r, history: [] }; state.symbols.set(r.symbol, s); }
+    s.latest = r;
+    const t = Date.now();
+    s.history.push(Object.assign({ t }, r.vector));
+    while (s.history.length && (s.history[0].t < t - HISTORY_MS || s.history.length > 3000)) s.history.shift();
+    state.updates++;
+  }
+
+  function onChange(c) {
+    const prev = state.docs.get(c.key);
+    state.docs.set(c.key, { key: c.key, version: c.version, op: c.op, data: c.data, prev: prev ? prev.data : null, at: Date.now() });
+    if (!state.selectedDoc) state.selectedDoc = c.key;
+  }
+
+  function onHat(h) {
+    if (state.hat && state.hat.hat !== h.hat) state.hatLog.push({ from: state.hat.hat, to: h.hat, at: Date.now() });
+    state.hat = h;
+  }
+
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${document.body.dataset.wsPath}`;
+  const c = new SDK(url, { minReconnectDelay: 200, maxReconnectDelay: 3000 });
+  c.on('connecting', () => setConn('reconnecting…'));
+  c.on('connected', () => setConn('connected'));
+  c.on('disconnected', () => setConn('disconnected'));
+  const handlers = { fleet: onFleet, physics: onPhysics, changes: onChange, 'reflex:crossings': (x) => { state.crossings.push(Object.assign({ at: Date.now() }, x)); if (state.crossings.length > 200) state.crossings.shift(); }, 'reflex:hat': onHat };
+  for (const [ch, fn] of Object.entries(handlers)) {
+    const sub = c.newSubscription(ch);
+    sub.on('publication', (ctx) => { fn(ctx.data); render(); });
+    sub.on('subscribed', (ctx) => { if (ctx.wasRecovering && !ctx.recovered) { state.gapAt = Date.now(); render(); } });
+    sub.subscribe();
+  }
+  c.connect();
+
+  $('symbol').addEventListener('change', (e) => { state.selected = e.target.value; render(); });
+  $('filter').addEventListener('input', render);
+  $('symtable').addEventListener('scroll', render);
+  const pick = (e, attr, fn) => { const tr = e.target.closest(`tr[${attr}]`); if (tr) fn(tr.getAttribute(attr)); };
+  $('symbols').addEventListener('click', (e) => pick(e, 'data-symbol', (s) => { state.selected = s; render(); }));
+  $('symbols').addEventListener('keydown', (e) => { if (e.key === 'Enter') pick(e, 'data-symbol', (s) => { state.selected = s; render(); }); });
+  $('docs').addEventListener('click', (e) => pick(e, 'data-doc', (d) => { state.selectedDoc = d; render(); }));
+  $('docs').addEventListener('keydown', (e) => { if (e.key === 'Enter') pick(e, 'data-doc', (d) => { state.selectedDoc = d; render(); }); });
+  setInterval(render, 1000);
+})();
