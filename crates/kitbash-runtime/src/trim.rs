@@ -78,7 +78,7 @@ fn first_id(v: Option<&Value>) -> Option<String> {
 }
 
 /// The id just after `id` (`5-3` → `5-4`).
-fn successor(id: &str) -> String {
+pub fn successor(id: &str) -> String {
     let (ms, seq) = parse_id(id);
     match seq.checked_add(1) {
         Some(s) => format!("{ms}-{s}"),
