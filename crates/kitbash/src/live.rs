@@ -187,6 +187,10 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
             lines: partition_lines(view, width),
         },
         Block {
+            keep: 1,
+            lines: trim_lines(view, width),
+        },
+        Block {
             keep: 2,
             lines: physics_lines(view, width),
         },
@@ -439,6 +443,40 @@ fn partition_lines(view: &LiveView, width: usize) -> Vec<String> {
             out.push(line.trim_end().to_owned());
         }
     }
+    out
+}
+
+/// One line per stream that holds entries: its trim floor, what holds it and who trims it.
+fn trim_lines(view: &LiveView, width: usize) -> Vec<String> {
+    let rows: Vec<String> = view
+        .streams
+        .iter()
+        .filter(|s| s.length > 0)
+        .filter_map(|s| {
+            let t = s.trim.as_ref()?;
+            let text = format!("{:<13} {}", s.stream, t.line());
+            Some(
+                wrap(&text, width.saturating_sub(4).max(16))
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        if i == 0 {
+                            format!("  {l}")
+                        } else {
+                            format!("    {l}")
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    if rows.is_empty() {
+        return rows;
+    }
+    let mut out =
+        vec!["TRIM (entries below the floor may go; what holds it; who trims)".to_owned()];
+    out.extend(rows);
     out
 }
 
