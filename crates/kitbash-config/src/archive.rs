@@ -36,8 +36,8 @@ pub struct ArchiveConfig {
     /// Keep at least this much of each stream in Redis, in stream time (ms of entry ids
     /// before the newest entry), even once archived. 0 = no time retention.
     pub retention_ms: u64,
-    /// Keep at least this many of each stream's newest entries in Redis. 0 = none. Each trim
-    /// reads this many ids (one script), so keep it modest (≤ 100,000).
+    /// Keep at least this many of each stream's newest entries in Redis. 0 = none. A trim
+    /// reads the ids this rule lets go (at most 10,000 per trim), not the ones it keeps.
     pub retention_entries: u64,
     /// Per-stream trim settings, keyed by logical stream name (`queries`, `"ticks:3"`), for
     /// streams the archive archives: these keys from here, the rest from `[archive]`.

@@ -315,14 +315,25 @@ if rms > 0 then
   local keep = tonumber(ms) - rms
   if keep <= 0 then lower('0-0', 'retention_ms') else lower(string.format('%.0f', keep) .. '-0', 'retention_ms') end
 end
+if ARGV[10] ~= '' then lower(ARGV[10], 'cap') end
 local n = tonumber(ARGV[9])
 if n > 0 then
-  if len <= n then lower('0-0', 'retention_entries') else
-    local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)
-    lower(r[#r][1], 'retention_entries')
+  -- At most e = len - n entries may go. Read the entries below the floor so far, oldest
+  -- first, up to m + 1 (m = min(e, 10000): the script never reads more ids than that): if
+  -- there are more than m, the floor stops at the (m+1)-th, so at most m go this time.
+  if len <= n then lower('0-0', 'retention_entries')
+  elseif floor == nil or cmp(floor, '0-1') > 0 then
+    local e = len - n
+    local m = math.min(e, 10000)
+    local upto = '+'
+    if floor ~= nil then upto = '(' .. floor end
+    local r = redis.call('XRANGE', KEYS[1], '-', upto, 'COUNT', m + 1)
+    if #r > m then
+      if m == e then lower(r[m + 1][1], 'retention_entries')
+      else lower(r[m + 1][1], 'retention_entries (10000 ids per trim)') end
+    end
   end
 end
-if ARGV[10] ~= '' then lower(ARGV[10], 'cap') end
 if floor == nil then return {0, '', 'no reader holds it', len} end
 local removed = 0
 if mode ~= 'dry' and cmp(floor, '0-1') > 0 then
@@ -360,7 +371,9 @@ pub struct TrimPlan<'a> {
     pub floor: Option<(&'a str, &'a str)>,
     /// Keep the entries within this many ms (stream time) of the newest one; 0 = none.
     pub retention_ms: u64,
-    /// Keep at least this many newest entries; 0 = none.
+    /// Keep at least this many newest entries; 0 = none. The script reads the ids it may
+    /// remove by this rule, at most 10,000 per trim (so it may take several trims to catch up
+    /// with a backlog; a trim that only holds the floor reads nothing more).
     pub retention_entries: u64,
 }
 
