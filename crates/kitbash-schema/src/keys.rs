@@ -599,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_streams_trim_claim_shares_its_slot_and_is_built_from_its_key() {
-        let k = Keys::new(Namespace::new("t".into()).expect("ns"));
+        let k = Keys::new(Namespace::new(String::from("t")).expect("ns"));
         for s in [StreamName::Queries, StreamName::Ticks(3)] {
             assert_eq!(k.trim_claim(s), trim_claim_of(&k.stream(s)));
             assert_eq!(hash_tag(&k.trim_claim(s)), hash_tag(&k.stream(s)));
