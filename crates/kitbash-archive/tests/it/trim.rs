@@ -112,3 +112,51 @@ async fn the_archive_trims_only_below_what_is_archived_and_what_every_group_stil
     let claim: u64 = c.exists(k.trim_claim(Q)).await.expect("exists");
     assert_eq!(claim, 0, "the claim is given back on shutdown");
 }
+
+/// A tick partition has no group: its reader is the partition worker, whose checkpoint's
+/// `snap_id` is where its recovery replays from. Nothing goes before that checkpoint exists,
+/// then nothing at or after its `snap_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_trimmed_only_below_its_checkpoints_snap_id() {
+    const T: StreamName = StreamName::Ticks(0);
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let (c, k) = (client(&server.url()).await, keys(&ns));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server.url(), &ns, dir.path());
+    cfg.archive.streams = vec!["ticks:0".into()];
+    cfg.archive.trim_interval_ms = 100;
+    cfg.archive.retention_ms = 0;
+    let key = k.stream(T);
+    let mut ids = Vec::new();
+    for f in &tick_stream_bodies(100) {
+        ids.push(xadd(&c, &key, f).await);
+    }
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let task = tokio::spawn(kitbash_archive::run(cfg, signals));
+    let held = || async {
+        c.hget::<Option<String>, _, _>(k.trim_claim(T), Keys::TRIM_HOLDER)
+            .await
+            .expect("claim")
+    };
+    eventually("archived, and held by the missing checkpoint", || async {
+        pending(&c, &key).await == 0 && held().await.as_deref() == Some("checkpoint missing")
+    })
+    .await;
+    assert_eq!(c.xlen::<u64, _>(&key).await.expect("xlen"), 100);
+    let _: () = c
+        .hset(
+            k.checkpoint(T),
+            (Keys::CHECKPOINT_SNAP_ID, ids[60].as_str()),
+        )
+        .await
+        .expect("checkpoint");
+    eventually("trimmed up to snap_id", || async {
+        first_id(&c, &key).await.as_deref() == Some(ids[60].as_str())
+    })
+    .await;
+    assert_eq!(held().await.as_deref(), Some("checkpoint"));
+    stop.cancel();
+    task.await.expect("join").expect("run");
+}
