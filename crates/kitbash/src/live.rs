@@ -1,7 +1,7 @@
 //! The status view of `kitbash up` and `kitbash status`, as a pure function of a snapshot, a
 //! width and a height: [`render`] returns lines that never exceed the width, and no more lines
-//! than the height (dropping the legend, then the physics lines, then the Redis line, then
-//! eliding long lists). Values are rounded for people (`12.3k`, `0.4s`).
+//! than the height (dropping the trim lines, then the physics lines, then the reflex and Redis
+//! lines, then the legend, then eliding long lists). Values are rounded for people (`12.3k`, `0.4s`).
 //!
 //! Layout (80 columns, most terminals' default):
 //! ```text
@@ -16,6 +16,8 @@
 //!   p0  a1b2c3   1.5k  lag 0       p1  a1b2c3   1.6k  lag 0
 //! ENTITY PARTITIONS (owner, position = updates applied, lag)
 //!   p0  d4e5f6     42  lag 0       p1  d4e5f6     40  lag 0
+//! TRIM (entries below the floor may go; what holds it; who trims)
+//!   queries       floor 1795856310843-3 held by group decay (pending) · trimmed by archive
 //! SPY      Lévy Stable (α 2.41) · mass 258 · momentum -0.199 · friction 0.037 · …
 //! REDIS 7.0.15 · 1.2M used · policy noeviction · aof on · 5 clients
 //! lag: entries not processed yet · pending: delivered, not acknowledged · …
