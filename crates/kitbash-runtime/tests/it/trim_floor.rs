@@ -442,3 +442,38 @@ async fn retention_by_entries_reads_at_most_ten_thousand_ids_per_trim() {
         (Some("0-0"), "retention_entries")
     );
 }
+
+/// An archive killed with `kill -9` never releases its claim: the claim expires with its lease
+/// and the stream's owner trims again, so the stream stays bounded without the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_claim_expires_and_the_owner_trims_again() {
+    let server = RedisServer::start().expect("redis");
+    let keys = keys();
+    let r = connect(&server.url()).await;
+    let s = StreamName::Physics;
+    let (key, claim_key) = (keys.stream(s), keys.trim_claim(s));
+    for i in 0..1000 {
+        let _: String = r
+            .client
+            .xadd(
+                &key,
+                false,
+                None,
+                id(i).as_str(),
+                vec![("i", i.to_string())],
+            )
+            .await
+            .expect("xadd");
+    }
+    claim(&r.client, &claim_key, "dead#1", 300)
+        .await
+        .expect("claim");
+    assert_eq!(
+        safe_trim(&r.client, s, &key, 10, &[]).await.expect("trim"),
+        0
+    );
+    kitbash_testkit::support::eventually("the owner trims once the claim expired", || async {
+        safe_trim(&r.client, s, &key, 10, &[]).await.expect("trim") > 0
+    })
+    .await;
+}
