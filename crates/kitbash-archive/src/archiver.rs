@@ -5,34 +5,35 @@
 //! acknowledging the entries only after the commit. Losing the lease stops the consumer (its
 //! flush commits what it holds, fenced by the epoch) and the task goes back to waiting for the
 //! lease; SIGTERM does the same and returns.
+//!
+//! While it holds the lease the task also owns the stream's trim (unless `[archive] trim` is
+//! off for it): it takes the stream's trim claim with the lease's token — the stream's other
+//! owner then trims nothing — and every `trim_interval_ms` trims the stream exactly below the
+//! lowest of: the first id not in the manifest (durable), every group's oldest pending and
+//! next undelivered entry (nothing while a required group is missing), the partition
+//! checkpoint's `snap_id`, and the retention ([`kitbash_runtime::trim::trim_to_floor`], one
+//! script). The claim is renewed with the lease and given back with it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use kitbash_runtime::config::{ArchiveConfig, ConsumerConfig};
+use kitbash_runtime::config::{ArchiveConfig, ConsumerConfig, StreamTrim};
 use kitbash_runtime::consumer::{Acks, RawEntry, RawHandler, StreamConsumer, TakeError};
 use kitbash_runtime::health::Health;
 use kitbash_runtime::metrics::Metrics;
+use kitbash_runtime::trim::{self, TrimMode, TrimPlan};
 use kitbash_runtime::{CancellationToken, DaemonContext, Redis, RuntimeError, TaskCtx};
 use kitbash_schema::{DaemonKind, Keys, StreamName};
+use tokio::sync::watch;
 
 use crate::format::{self, Entry, Layout, Segment};
 use crate::store::{Store, StoreError};
 
 /// The streams this instance archives: `[archive] streams`, or every stream of the fleet.
 pub fn streams(ctx: &DaemonContext) -> Vec<StreamName> {
-    let cfg = &ctx.config;
-    if cfg.archive.streams.is_empty() {
-        StreamName::all(cfg.feynman.partitions, cfg.entity.partitions)
-    } else {
-        cfg.archive
-            .streams
-            .iter()
-            .filter_map(|s| StreamName::parse(s))
-            .collect()
-    }
+    ctx.config.archived_streams()
 }
 
 /// The archive root of this deployment's namespace.
@@ -52,6 +53,8 @@ pub struct Archiver {
     root: PathBuf,
     metrics: Metrics,
     health: Health,
+    /// How the task trims the stream; `None`: it does not (`[archive] trim` off for it).
+    trim: Option<StreamTrim>,
 }
 
 impl Archiver {
@@ -71,6 +74,10 @@ impl Archiver {
             cfg,
             metrics: ctx.metrics.clone(),
             health: ctx.health.clone(),
+            trim: ctx
+                .config
+                .archive_trims(stream)
+                .then(|| ctx.config.archive.trim_for(&stream.logical())),
         }
     }
 
@@ -126,13 +133,54 @@ impl Archiver {
             .map_err(|e| component(self.stream, e.to_string()))?;
         tracing::info!(stream = %self.stream, epoch, last = ?store.last_id(), "archiving");
         let lost = task.shutdown.child_token();
+        let claim_key = self.keys.trim_claim(self.stream);
+        let claimed = match self.trim {
+            Some(_) => {
+                trim::claim(client, &claim_key, token, self.cfg.lease_ms).await?;
+                Some(claim_key.clone())
+            }
+            None => None,
+        };
         let renew = tokio::spawn(renew(
             client.clone(),
             lease_key.to_owned(),
             token.to_owned(),
             self.cfg.lease_ms,
+            claimed.clone(),
             lost.clone(),
         ));
+        let (archived_tx, archived_rx) = watch::channel(store.last_id());
+        let trimmer = match self.trim {
+            Some(settings) => {
+                let stream_key = self.keys.stream(self.stream);
+                let acked = trim::supports_acked(client, &stream_key)
+                    .await
+                    .unwrap_or(false);
+                tracing::info!(stream = %self.stream, retention_ms = settings.retention_ms,
+                    retention_entries = settings.retention_entries, acked,
+                    "trimming the stream (its trim claim is taken)");
+                let t = Trimmer {
+                    client: client.clone(),
+                    stream: self.stream,
+                    checkpoint_key: self
+                        .stream
+                        .partitioned_by()
+                        .map(|_| self.keys.checkpoint(self.stream)),
+                    stream_key,
+                    claim_key: claim_key.clone(),
+                    token: token.to_owned(),
+                    settings,
+                    acked,
+                    metrics: self.metrics.clone(),
+                };
+                Some(tokio::spawn(t.run(
+                    Duration::from_millis(self.cfg.trim_interval_ms),
+                    archived_rx,
+                    lost.clone(),
+                )))
+            }
+            None => None,
+        };
         let consumer = StreamConsumer::new(
             self.redis.clone(),
             &self.keys,
@@ -145,10 +193,17 @@ impl Archiver {
         )
         .raw()
         .exclusive();
-        let writer = Writer::new(self, store);
+        let writer = Writer::new(self, store, archived_tx);
         let result = consumer.run(writer, lost.clone()).await;
         lost.cancel();
         renew.abort();
+        if let Some(t) = trimmer {
+            // It stops at `lost`; a trim in flight is one script, finished or not sent.
+            let _ = t.await;
+        }
+        if claimed.is_some() {
+            let _ = trim::release_claim(client, &claim_key, token).await;
+        }
         match result {
             Ok(_) => Ok(()),
             // Fenced, or the disk refused for good: wait for the lease again (the task's
@@ -161,6 +216,92 @@ impl Archiver {
     }
 }
 
+/// The archive's trim of one stream while its task holds the lease and the trim claim.
+#[derive(Debug)]
+struct Trimmer {
+    client: Client,
+    stream: StreamName,
+    stream_key: String,
+    claim_key: String,
+    checkpoint_key: Option<String>,
+    token: String,
+    settings: StreamTrim,
+    acked: bool,
+    metrics: Metrics,
+}
+
+impl Trimmer {
+    /// Trims now and then every `period` until `lost`, each time below the newest archived
+    /// position `archived` has seen.
+    async fn run(
+        self,
+        period: Duration,
+        archived: watch::Receiver<Option<(u64, u64)>>,
+        lost: CancellationToken,
+    ) {
+        loop {
+            let last = *archived.borrow();
+            self.once(last).await;
+            tokio::select! {
+                biased;
+                _ = lost.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+        }
+    }
+
+    async fn once(&self, archived: Option<(u64, u64)>) {
+        // Everything at or below the manifest's last id is durable; `0-0` before the first
+        // file: nothing may go.
+        let floor = match archived {
+            Some((ms, seq)) => trim::successor(&format!("{ms}-{seq}")),
+            None => "0-0".to_owned(),
+        };
+        let plan = TrimPlan {
+            stream_key: &self.stream_key,
+            claim_key: &self.claim_key,
+            checkpoint_key: self.checkpoint_key.as_deref(),
+            required: self.stream.groups(),
+            floor: Some((&floor, "archive")),
+            retention_ms: self.settings.retention_ms,
+            retention_entries: self.settings.retention_entries,
+        };
+        let mode = TrimMode::Owner {
+            token: &self.token,
+            acked: self.acked,
+        };
+        let logical = self.stream.logical();
+        let labels = [("stream", logical.as_str())];
+        match trim::trim_to_floor(&self.client, &plan, mode).await {
+            Ok(r) => {
+                let removed = r.removed.unwrap_or(0);
+                self.metrics.inc(
+                    "kitbash_archive_trimmed_total",
+                    "Entries the archive trimmed from the streams it owns.",
+                    &labels,
+                    removed,
+                );
+                self.metrics.set(
+                    "kitbash_archive_trim_kept_entries",
+                    "Entries left in the stream after the archive's last trim (at or above its floor).",
+                    &labels,
+                    r.length as f64,
+                );
+                tracing::debug!(stream = %self.stream, removed, floor = ?r.floor, holder = %r.holder, length = r.length, "trimmed");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "archive trim failed; will retry");
+                self.metrics.inc(
+                    "kitbash_trim_failures_total",
+                    "Stream trims that failed (the stream grows until one succeeds).",
+                    &labels,
+                    1,
+                );
+            }
+        }
+    }
+}
+
 fn component(stream: StreamName, why: String) -> RuntimeError {
     RuntimeError::Component {
         component: format!("archive {stream}"),
@@ -168,9 +309,16 @@ fn component(stream: StreamName, why: String) -> RuntimeError {
     }
 }
 
-/// Renews the lease every third of its length; cancels `lost` when it is gone (or could not
-/// be renewed for a whole lease length).
-async fn renew(client: Client, key: String, token: String, ms: u64, lost: CancellationToken) {
+/// Renews the lease (and the trim claim `claim`, when taken) every third of its length;
+/// cancels `lost` when it is gone (or could not be renewed for a whole lease length).
+async fn renew(
+    client: Client,
+    key: String,
+    token: String,
+    ms: u64,
+    claim: Option<String>,
+    lost: CancellationToken,
+) {
     let mut last_ok = Instant::now();
     loop {
         tokio::select! {
@@ -179,7 +327,23 @@ async fn renew(client: Client, key: String, token: String, ms: u64, lost: Cancel
             _ = tokio::time::sleep(Duration::from_millis(ms / 3)) => {}
         }
         match kitbash_runtime::lease::renew(&client, &key, &token, ms).await {
-            Ok(true) => last_ok = Instant::now(),
+            Ok(true) => {
+                let kept = match &claim {
+                    Some(c) => trim::renew_claim(&client, c, &token, ms).await,
+                    None => Ok(true),
+                };
+                match kept {
+                    Ok(true) => last_ok = Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!(lease = %key, "the stream's trim claim is another instance's; stopping");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %key, error = %e, "cannot renew the trim claim; retrying");
+                    }
+                }
+            }
             Ok(false) => {
                 tracing::warn!(lease = %key, "archive lease lost");
                 lost.cancel();
@@ -212,11 +376,14 @@ pub struct Writer {
     started: Option<Instant>,
     cfg: Arc<ArchiveConfig>,
     metrics: Metrics,
+    /// Tells the trimmer each new archived position (only once the manifest is durable).
+    archived_tx: watch::Sender<Option<(u64, u64)>>,
 }
 
 impl Writer {
-    fn new(a: &Archiver, store: Store) -> Self {
+    fn new(a: &Archiver, store: Store, archived_tx: watch::Sender<Option<(u64, u64)>>) -> Self {
         Self {
+            archived_tx,
             stream: a.stream,
             archived: store.last_id(),
             high: store.last_id(),
@@ -278,6 +445,7 @@ impl Writer {
                 tracing::debug!(stream = %self.stream, file = %file.name, rows = file.rows, bytes = file.bytes, "committed");
                 acks.ack(std::mem::take(&mut self.ids));
                 self.archived = self.high;
+                self.archived_tx.send_replace(self.archived);
                 self.started = None;
                 Ok(())
             }

@@ -1,5 +1,7 @@
 //! `[archive]`: the archival consumer (`kitbash-archive`).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::{ConfigError, Section};
@@ -23,6 +25,60 @@ pub struct ArchiveConfig {
     pub roll_ms: u64,
     /// Each stream is archived by one instance at a time, holding a lease of this length, ms.
     pub lease_ms: u64,
+    /// The archive is the trim owner of every stream it archives: while an instance archives
+    /// a stream it claims the stream's trim (the stream's other owner, `StreamName::trim_owner`,
+    /// stops trimming it until the claim expires) and trims it below what is archived and
+    /// what every reader still needs, keeping the retention. `false`: the archive trims
+    /// nothing and the other owners keep their bounds.
+    pub trim: bool,
+    /// How often the archive trims each stream it owns, ms.
+    pub trim_interval_ms: u64,
+    /// Keep at least this much of each stream in Redis, in stream time (ms of entry ids
+    /// before the newest entry), even once archived. 0 = no time retention.
+    pub retention_ms: u64,
+    /// Keep at least this many of each stream's newest entries in Redis. 0 = none. A trim
+    /// reads the ids this rule lets go (at most 10,000 per trim), not the ones it keeps.
+    pub retention_entries: u64,
+    /// Per-stream trim settings, keyed by logical stream name (`queries`, `"ticks:3"`), for
+    /// streams the archive archives: these keys from here, the rest from `[archive]`.
+    pub retention: BTreeMap<String, StreamTrimOverride>,
+}
+
+/// `[archive.retention.<logical stream>]`: one stream's trim settings. Absent keys keep the
+/// `[archive]` value.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamTrimOverride {
+    /// Overrides `archive.trim`.
+    pub trim: Option<bool>,
+    /// Overrides `archive.retention_ms`.
+    pub retention_ms: Option<u64>,
+    /// Overrides `archive.retention_entries`.
+    pub retention_entries: Option<u64>,
+}
+
+/// How the archive trims one stream ([`ArchiveConfig::trim_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamTrim {
+    /// Whether the archive trims it (else its other owner does).
+    pub trim: bool,
+    /// `retention_ms` for it.
+    pub retention_ms: u64,
+    /// `retention_entries` for it.
+    pub retention_entries: u64,
+}
+
+impl ArchiveConfig {
+    /// The trim settings of the stream named `logical`: `[archive]` with its
+    /// `[archive.retention.<logical>]` keys applied.
+    pub fn trim_for(&self, logical: &str) -> StreamTrim {
+        let o = self.retention.get(logical).cloned().unwrap_or_default();
+        StreamTrim {
+            trim: o.trim.unwrap_or(self.trim),
+            retention_ms: o.retention_ms.unwrap_or(self.retention_ms),
+            retention_entries: o.retention_entries.unwrap_or(self.retention_entries),
+        }
+    }
 }
 
 impl Default for ArchiveConfig {
@@ -34,6 +90,11 @@ impl Default for ArchiveConfig {
             roll_bytes: 64 << 20,
             roll_ms: 10_000,
             lease_ms: 10_000,
+            trim: true,
+            trim_interval_ms: 5_000,
+            retention_ms: 600_000,
+            retention_entries: 0,
+            retention: BTreeMap::new(),
         }
     }
 }
@@ -60,6 +121,18 @@ impl Section for ArchiveConfig {
         }
         if self.lease_ms < 1_000 {
             return Err(ConfigError::key("lease_ms", "must be ≥ 1000"));
+        }
+        if self.trim_interval_ms == 0 {
+            return Err(ConfigError::key("trim_interval_ms", "must be > 0"));
+        }
+        for s in self.retention.keys() {
+            if kitbash_schema::StreamName::parse(s).is_none() {
+                return Err(ConfigError::key(
+                    &format!("retention.{s}"),
+                    "is not a stream name (queries, crossings, memory, physics, entity-changes, \
+                     ticks:N, entity:N)",
+                ));
+            }
         }
         Ok(())
     }

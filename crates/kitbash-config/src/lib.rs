@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use archive::ArchiveConfig;
+pub use archive::{ArchiveConfig, StreamTrim, StreamTrimOverride};
 pub use bridge::BridgeConfig;
 pub use client::ClientConfig;
 pub use decay::DecayConfig;
@@ -240,6 +240,29 @@ impl Config {
                 ));
             }
         }
+        // The archive trims only what it archives: trim settings for another stream would be
+        // silently ignored while that stream's own owner trims it by its own bound.
+        let archived = self.archived_streams();
+        for s in self.archive.retention.keys() {
+            let archived_here = kitbash_schema::StreamName::parse(s)
+                .is_some_and(|stream| archived.contains(&stream));
+            if !archived_here {
+                let owner = match kitbash_schema::StreamName::parse(s).map(|x| x.trim_owner()) {
+                    Some(kitbash_schema::TrimOwner::Daemon { kind, key }) => {
+                        format!("{kind}.{key} trims it")
+                    }
+                    _ => "nothing trims it".to_owned(),
+                };
+                return Err(ConfigError::key(
+                    &format!("archive.retention.{s}"),
+                    format!(
+                        "{s} is not archived (archive.streams, feynman.partitions, \
+                         entity.partitions), so the archive does not trim it ({owner}); add it \
+                         to archive.streams or remove this table"
+                    ),
+                ));
+            }
+        }
         if self.reflex.layout == kitbash_schema::reflex::Layout::Compact
             && self.decay.refresh_hottest > 0
         {
@@ -249,5 +272,29 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The streams the archive archives: `[archive] streams`, or every stream of the fleet
+    /// (`StreamName::all` with `[feynman]` and `[entity]` partition counts).
+    pub fn archived_streams(&self) -> Vec<kitbash_schema::StreamName> {
+        let all = kitbash_schema::StreamName::all(self.feynman.partitions, self.entity.partitions);
+        if self.archive.streams.is_empty() {
+            all
+        } else {
+            self.archive
+                .streams
+                .iter()
+                .filter_map(|s| kitbash_schema::StreamName::parse(s))
+                .collect()
+        }
+    }
+
+    /// Whether the archive claims the trim of `stream` while it archives it (it archives the
+    /// stream and `archive.trim` holds for it). The claim is what stops the stream's other
+    /// owner: see `kitbash_runtime::trim`.
+    pub fn archive_trims(&self, stream: kitbash_schema::StreamName) -> bool {
+        self.archived_streams().contains(&stream) && self.archive.trim_for(&stream.logical()).trim
     }
 }

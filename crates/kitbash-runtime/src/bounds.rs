@@ -4,6 +4,9 @@
 //! against `[consumer] dead_letter_alarm` — measured (the gauges [`LENGTH_METRIC`] and
 //! [`ALARM_METRIC`], labelled `stream`), never trimmed.
 //!
+//! A stream the archive is archiving is skipped while the archive holds its trim claim (the
+//! check is inside the trim script: see [`crate::trim`]).
+//!
 //! Which daemon owns which stream is the schema's ([`StreamName::trim_owner`]); a daemon runs
 //! its `Bounds` through `Components::every`, on every instance (a trim is idempotent, and each
 //! instance's `/metrics` then carries the dead-letter gauges):

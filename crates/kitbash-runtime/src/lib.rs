@@ -23,7 +23,7 @@
 //! - [`consumer`]: the consumer-group loop (own pending first, reclaim, dead-letter, batched ack).
 //! - [`partition`]: ordered work over partitioned streams (leases, fenced checkpoints, snapshots).
 //! - [`lease`], [`leader`]: leases with per-acquisition tokens; leader tasks.
-//! - [`trim`]: the one safe way to trim a stream.
+//! - [`trim`]: the safe trims (floor and trim in one script), the archive's trim claim.
 //! - [`bounds`]: a daemon's periodic bounds task — the trims of the streams it owns
 //!   ([`kitbash_schema::StreamName::trim_owner`]) and the dead-letter alarm of those it reads.
 //! - [`subscriber`]: pub/sub from `[redis]`, resubscribing after a reconnect and reporting gaps.

@@ -327,11 +327,32 @@ impl Keys {
     pub fn checkpoint(&self, s: StreamName) -> String {
         self.k(&format!("kitbash:stream:{{{}}}:checkpoint", s.logical()))
     }
+    /// `kitbash:stream:{queries}:trim` — the archive's trim claim on a stream it archives
+    /// (same slot as the stream), a hash: [`Keys::TRIM_OWNER`] = the archive lease token of the
+    /// instance that trims the stream (expires with its lease), and what its last trim found
+    /// ([`Keys::TRIM_FLOOR`], [`Keys::TRIM_HOLDER`], [`Keys::TRIM_ARCHIVED`], [`Keys::TRIM_AT`],
+    /// [`Keys::TRIM_REMOVED`]). While it exists no other daemon trims the stream.
+    pub fn trim_claim(&self, s: StreamName) -> String {
+        trim_claim_of(&self.stream(s))
+    }
     /// `kitbash:stream:{ticks:3}:state` — a partition worker's snapshotted state, one field per
     /// item (feynman: one window per symbol), current at the checkpoint's `snap_id`.
     pub fn partition_state(&self, s: StreamName) -> String {
         self.k(&format!("kitbash:stream:{{{}}}:state", s.logical()))
     }
+    /// Trim claim field: the archive lease token of the trimming instance.
+    pub const TRIM_OWNER: &'static str = "owner";
+    /// Trim claim field: the floor of the last trim (entries below it were removed).
+    pub const TRIM_FLOOR: &'static str = "floor";
+    /// Trim claim field: what held the floor there (`group decay (pending)`, `archive`, …).
+    pub const TRIM_HOLDER: &'static str = "holder";
+    /// Trim claim field: the first id not yet archived (manifest's last id + 1, `0-0` before
+    /// the first file).
+    pub const TRIM_ARCHIVED: &'static str = "archived";
+    /// Trim claim field: when the last trim ran, ms of Redis's clock.
+    pub const TRIM_AT: &'static str = "at_ms";
+    /// Trim claim field: entries removed by this claim's trims.
+    pub const TRIM_REMOVED: &'static str = "removed";
     /// `kitbash:stream:{queries}:mids:{group}` — hash: producer message id → the entry id that
     /// first carried it, for one group (a re-sent message is applied once).
     pub fn mids(&self, s: StreamName, group: &str) -> String {
@@ -561,6 +582,12 @@ impl KeyFamily {
     }
 }
 
+/// The trim claim of the stream whose key is `stream_key` ([`Keys::trim_claim`]), for code
+/// that holds a stream key but not the [`Keys`] that built it (the runtime's `safe_trim`).
+pub fn trim_claim_of(stream_key: &str) -> String {
+    format!("{stream_key}:trim")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,6 +602,19 @@ mod tests {
             return &key[open + 1..open + 1 + len];
         }
         key
+    }
+
+    #[test]
+    fn a_streams_trim_claim_shares_its_slot_and_is_built_from_its_key() {
+        let k = Keys::new(Namespace::new(String::from("t")).expect("ns"));
+        for s in [StreamName::Queries, StreamName::Ticks(3)] {
+            assert_eq!(k.trim_claim(s), trim_claim_of(&k.stream(s)));
+            assert_eq!(hash_tag(&k.trim_claim(s)), hash_tag(&k.stream(s)));
+        }
+        assert_eq!(
+            Keys::default().trim_claim(StreamName::Queries),
+            "kitbash:stream:{queries}:trim"
+        );
     }
 
     /// Every seed key spelled as the seed documents spell it.

@@ -274,7 +274,9 @@ impl StreamName {
     /// Who keeps this stream bounded: the one daemon that trims it (every instance of it, each
     /// trim a `safe_trim`, so never past a group's unacknowledged or undelivered entries), and
     /// the config key of its bound; or why nothing does. One owner per stream, so two bounds
-    /// never disagree.
+    /// never disagree. While the archive archives a stream it takes the stream's trim over
+    /// ([`crate::Keys::trim_claim`], `[archive] trim`): this owner's trim then does nothing
+    /// until the claim expires.
     pub fn trim_owner(self) -> TrimOwner {
         let owner = |kind, key| TrimOwner::Daemon { kind, key };
         match self {

@@ -1,7 +1,7 @@
 //! The status view of `kitbash up` and `kitbash status`, as a pure function of a snapshot, a
 //! width and a height: [`render`] returns lines that never exceed the width, and no more lines
-//! than the height (dropping the legend, then the physics lines, then the Redis line, then
-//! eliding long lists). Values are rounded for people (`12.3k`, `0.4s`).
+//! than the height (dropping the trim lines, then the physics lines, then the reflex and Redis
+//! lines, then the legend, then eliding long lists). Values are rounded for people (`12.3k`, `0.4s`).
 //!
 //! Layout (80 columns, most terminals' default):
 //! ```text
@@ -16,6 +16,8 @@
 //!   p0  a1b2c3   1.5k  lag 0       p1  a1b2c3   1.6k  lag 0
 //! ENTITY PARTITIONS (owner, position = updates applied, lag)
 //!   p0  d4e5f6     42  lag 0       p1  d4e5f6     40  lag 0
+//! TRIM (entries below the floor may go; what holds it; who trims)
+//!   queries       floor 1795856310843-3 held by group decay (pending) · trimmed by archive
 //! SPY      Lévy Stable (α 2.41) · mass 258 · momentum -0.199 · friction 0.037 · …
 //! REDIS 7.0.15 · 1.2M used · policy noeviction · aof on · 5 clients
 //! lag: entries not processed yet · pending: delivered, not acknowledged · …
@@ -185,6 +187,10 @@ pub fn render(view: &LiveView, width: usize, height: usize) -> Vec<String> {
         Block {
             keep: 7,
             lines: partition_lines(view, width),
+        },
+        Block {
+            keep: 1,
+            lines: trim_lines(view, width),
         },
         Block {
             keep: 2,
@@ -444,6 +450,40 @@ fn partition_lines(view: &LiveView, width: usize) -> Vec<String> {
             out.push(line.trim_end().to_owned());
         }
     }
+    out
+}
+
+/// One line per stream that holds entries: its trim floor, what holds it and who trims it.
+fn trim_lines(view: &LiveView, width: usize) -> Vec<String> {
+    let rows: Vec<String> = view
+        .streams
+        .iter()
+        .filter(|s| s.length > 0)
+        .filter_map(|s| {
+            let t = s.trim.as_ref()?;
+            let text = format!("{:<13} {}", s.stream, t.line());
+            Some(
+                wrap(&text, width.saturating_sub(4).max(16))
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        if i == 0 {
+                            format!("  {l}")
+                        } else {
+                            format!("    {l}")
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    if rows.is_empty() {
+        return rows;
+    }
+    let mut out =
+        vec!["TRIM (entries below the floor may go; what holds it; who trims)".to_owned()];
+    out.extend(rows);
     out
 }
 

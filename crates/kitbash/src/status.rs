@@ -7,6 +7,11 @@
 //! listed in `dead_letter_alarms` and printed as a `WARNING` line naming it, its length and the
 //! threshold.
 //!
+//! Every stream carries its trim ([`TrimStatus`]): who trims it now (the archive while it holds
+//! the stream's trim claim, else the stream's own owner), the floor below which entries may go
+//! and what holds it there (`group ghost (pending)`, `archive`, `retention_ms`, `group decay
+//! missing`, `checkpoint`), computed live by the trim script in its dry mode.
+//!
 //! Every group and partition carries an explicit `lag` (a number, 0 when there is nothing to
 //! do, also on an empty or absent stream) and `caught_up`, so a script can wait for "done".
 
@@ -171,6 +176,50 @@ pub struct StreamStatus {
     /// is not a group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionStatus>,
+    /// Who trims it and how far it may go (`None` for a stream that does not exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trim: Option<TrimStatus>,
+}
+
+/// A stream's trim: who trims it and the floor the readers (and the archive) impose.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrimStatus {
+    /// Who trims it now: `archive` (it holds the stream's trim claim), the stream's own owner
+    /// (`decay`, …, by its bound `by_key`), or `nobody`.
+    pub by: String,
+    /// The bound of a non-archive trimmer (`decay.queries_stream_max`), or why nobody trims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_key: Option<String>,
+    /// `[archive] trim` would have the archive trim it, but no archive instance holds its
+    /// claim (not running, or not yet archiving it).
+    pub archive_absent: bool,
+    /// Entries below this id may be trimmed, none at or above it; `None` when nothing holds
+    /// the stream back (its owner's cap alone bounds it).
+    pub floor: Option<String>,
+    /// What holds the floor there.
+    pub held_by: String,
+    /// The first id not yet archived, as the archive's last trim recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived: Option<String>,
+    /// Entries the archive's claim has trimmed so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<u64>,
+}
+
+impl TrimStatus {
+    /// One line: `floor 1718…-3 held by group ghost (pending) · trimmed by archive`.
+    pub fn line(&self) -> String {
+        let floor = match &self.floor {
+            Some(f) => format!("floor {f} held by {}", self.held_by),
+            None => format!("no floor ({})", self.held_by),
+        };
+        let by = match (&self.by_key, self.archive_absent) {
+            (Some(k), true) => format!("{} by {k} (the archive is not trimming it)", self.by),
+            (Some(k), false) => format!("{} by {k}", self.by),
+            (None, _) => self.by.clone(),
+        };
+        format!("{floor} · trimmed by {by}")
+    }
 }
 
 /// One consumer group.
@@ -355,6 +404,11 @@ pub async fn collect(
             ),
             _ => None,
         };
+        let trim = if exists {
+            Some(trim_status(client, keys, config, s).await.context("trim")?)
+        } else {
+            None
+        };
         streams.push(StreamStatus {
             stream: s.logical(),
             key,
@@ -364,6 +418,7 @@ pub async fn collect(
             dead_letters,
             groups,
             partition,
+            trim,
         });
     }
     let info: String = client.info(None).await.context("INFO")?;
@@ -392,6 +447,68 @@ pub async fn collect(
         reflex,
         dead_letter_alarms,
         source: None,
+    })
+}
+
+/// The trim of `s`: the claim (if the archive holds it) and the floor, computed live by the
+/// trim script without trimming.
+async fn trim_status(
+    client: &Client,
+    keys: &Keys,
+    config: &kitbash_runtime::Config,
+    s: StreamName,
+) -> anyhow::Result<TrimStatus> {
+    use kitbash_runtime::trim::{TrimMode, TrimPlan, trim_to_floor};
+    let claim_key = keys.trim_claim(s);
+    let (owner, archived, removed): (Option<String>, Option<String>, Option<u64>) = client
+        .hmget(
+            &claim_key,
+            vec![Keys::TRIM_OWNER, Keys::TRIM_ARCHIVED, Keys::TRIM_REMOVED],
+        )
+        .await
+        .context("reading a trim claim")?;
+    let stream_key = keys.stream(s);
+    let checkpoint = keys.checkpoint(s);
+    let checkpoint_key = s.partitioned_by().map(|_| checkpoint.as_str());
+    let claimed = owner.is_some();
+    let settings = config.archive.trim_for(&s.logical());
+    let archived = archived.filter(|a| !a.is_empty());
+    let plan = TrimPlan {
+        stream_key: &stream_key,
+        claim_key: &claim_key,
+        checkpoint_key,
+        required: s.groups(),
+        floor: match (&archived, claimed) {
+            (Some(a), true) => Some((a.as_str(), "archive")),
+            (None, true) => Some(("0-0", "archive")),
+            _ => None,
+        },
+        retention_ms: if claimed { settings.retention_ms } else { 0 },
+        retention_entries: if claimed {
+            settings.retention_entries
+        } else {
+            0
+        },
+    };
+    let report = trim_to_floor(client, &plan, TrimMode::Dry).await?;
+    let (by, by_key) = if claimed {
+        ("archive".to_owned(), None)
+    } else {
+        match s.trim_owner() {
+            kitbash_schema::TrimOwner::Daemon { kind, key } => {
+                (kind.name().to_owned(), Some(format!("{kind}.{key}")))
+            }
+            kitbash_schema::TrimOwner::Exempt(why) => ("nobody".to_owned(), Some(why.to_owned())),
+        }
+    };
+    Ok(TrimStatus {
+        by,
+        by_key,
+        archive_absent: !claimed && config.archive_trims(s),
+        floor: report.floor,
+        held_by: report.holder,
+        archived: if claimed { archived } else { None },
+        removed: if claimed { removed } else { None },
     })
 }
 

@@ -8,3 +8,4 @@ mod format;
 mod replay;
 mod store;
 mod support;
+mod trim;

@@ -191,3 +191,65 @@ fn per_stream_consumer_overrides_apply_to_their_stream_only() {
     .expect_err("unknown key");
     assert!(err.to_string().contains("bach"), "{err}");
 }
+
+#[test]
+fn the_archive_trims_every_stream_it_archives_with_per_stream_retention() {
+    let cfg = load(
+        &[(
+            "default.toml",
+            "[archive]\nstreams = [\"queries\", \"ticks:0\"]\nretention_ms = 1000\n\
+             [archive.retention.\"ticks:0\"]\nretention_ms = 5\nretention_entries = 7\n\
+             [archive.retention.queries]\ntrim = false\n",
+        )],
+        None,
+    )
+    .expect("load");
+    use kitbash_schema::StreamName as S;
+    assert!(cfg.archive_trims(S::Ticks(0)));
+    assert!(!cfg.archive_trims(S::Queries), "per-stream trim = false");
+    assert!(!cfg.archive_trims(S::Physics), "not archived");
+    let t = cfg.archive.trim_for("ticks:0");
+    assert_eq!((t.retention_ms, t.retention_entries), (5, 7));
+    assert_eq!(cfg.archive.trim_for("physics").retention_ms, 1000);
+    // `streams = []` archives (and trims) every stream of the fleet.
+    let all = load(&[], None).expect("defaults");
+    assert!(all.archive_trims(S::Physics) && all.archive_trims(S::EntityChanges));
+}
+
+#[test]
+fn trim_settings_for_a_stream_the_archive_does_not_archive_are_refused() {
+    // queries keeps decay as its trimmer: a retention for it would be ignored while decay
+    // trims by queries_stream_max — two bounds for one stream.
+    let err = load(
+        &[(
+            "default.toml",
+            "[archive]\nstreams = [\"physics\"]\n[archive.retention.queries]\nretention_ms = 5\n",
+        )],
+        None,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("archive.retention.queries"), "{err}");
+    assert!(err.contains("decay.queries_stream_max"), "{err}");
+    // A partition beyond the fleet's count is not archived either.
+    let err = load(
+        &[(
+            "default.toml",
+            "[feynman]\npartitions = 2\n[archive.retention.\"ticks:5\"]\nretention_ms = 5\n",
+        )],
+        None,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("archive.retention.ticks:5"), "{err}");
+    let err = load(
+        &[(
+            "default.toml",
+            "[archive.retention.nope]\nretention_ms = 5\n",
+        )],
+        None,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("archive.retention.nope"), "{err}");
+}

@@ -14,3 +14,4 @@ mod support;
 mod tail;
 mod task;
 mod trim;
+mod trim_floor;

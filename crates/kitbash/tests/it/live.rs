@@ -5,7 +5,7 @@
 
 use kitbash::live::{LiveView, render};
 use kitbash::status::{
-    DaemonStatus, GroupStatus, PartitionStatus, RedisStatus, Status, StreamStatus,
+    DaemonStatus, GroupStatus, PartitionStatus, RedisStatus, Status, StreamStatus, TrimStatus,
 };
 
 fn busy_status() -> Status {
@@ -44,6 +44,7 @@ fn busy_status() -> Status {
                 lag: 432_101,
                 caught_up: false,
             }),
+            trim: None,
         })
         .collect();
     for name in ["queries", "entity", "memory", "physics", "crossings"] {
@@ -67,6 +68,15 @@ fn busy_status() -> Status {
                 })
                 .collect(),
             partition: None,
+            trim: Some(TrimStatus {
+                by: "a-daemon-with-a-long-name".into(),
+                by_key: Some("a-daemon-with-a-long-name.a_long_bound_key_name".into()),
+                archive_absent: true,
+                floor: Some("1795856310843-18446744073709551615".into()),
+                held_by: "group a-group-with-a-long-name (undelivered)".into(),
+                archived: None,
+                removed: None,
+            }),
         });
     }
     Status {
@@ -252,6 +262,7 @@ fn entity_partitions_get_their_own_row_and_block() {
                 lag: 10,
                 caught_up: false,
             }),
+            trim: None,
         });
     }
     let view = LiveView::of_status(&status);

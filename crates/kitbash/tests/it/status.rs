@@ -454,3 +454,125 @@ async fn a_dead_letter_stream_above_its_alarm_is_a_warning_naming_it_its_length_
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("WARNING"), "{text}");
 }
+
+/// Each stream's trim floor and what holds it: ghost's pending entry on crossings, which the
+/// archive trims (it holds the claim, and its last trim recorded what it had archived); decay's
+/// missing group on queries, which decay trims by its bound while no archive runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_streams_trim_floor_what_holds_it_and_who_trims_it() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = Keys::new(Namespace::new(ns.clone()).expect("ns"));
+    let client = Client::new(
+        fred::types::config::Config::from_url(&server.url()).expect("url"),
+        None,
+        None,
+        None,
+    );
+    client.init().await.expect("connect");
+    let (c, q) = (
+        keys.stream(StreamName::Crossings),
+        keys.stream(StreamName::Queries),
+    );
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            client
+                .xadd::<String, _, _, _, _>(&c, false, None, "*", vec![("n", i.to_string())])
+                .await
+                .expect("xadd"),
+        );
+        let _: String = client
+            .xadd(&q, false, None, "*", vec![("n", i.to_string())])
+            .await
+            .expect("xadd");
+    }
+    // ghost was delivered 6 crossings and acknowledged the first 3: entry 3 is pending.
+    let _: Value = client
+        .xgroup_create(&c, "ghost", "0", false)
+        .await
+        .expect("group");
+    let _: Value = client
+        .xreadgroup("ghost", "g", Some(6), None, false, &c, ">")
+        .await
+        .expect("read");
+    let _: i64 = client
+        .xack(&c, "ghost", ids[..3].to_vec())
+        .await
+        .expect("ack");
+    // The archive holds crossings' trim claim and has archived all 10.
+    kitbash_runtime::trim::claim(
+        &client,
+        &keys.trim_claim(StreamName::Crossings),
+        "a#1",
+        60_000,
+    )
+    .await
+    .expect("claim");
+    let archived = kitbash_runtime::trim::successor(&ids[9]);
+    let _: () = client
+        .hset(
+            keys.trim_claim(StreamName::Crossings),
+            (Keys::TRIM_ARCHIVED, archived.as_str()),
+        )
+        .await
+        .expect("archived");
+    let env = [
+        ("KITBASH__REDIS__URL", server.url()),
+        ("KITBASH__ARCHIVE__RETENTION_MS", "0".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = kitbash(&["status", "--json", "--namespace", &ns], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let stream = |name: &str| {
+        s["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .find(|x| x["stream"] == name)
+            .cloned()
+            .expect("stream")
+    };
+    let crossings = stream("crossings");
+    assert_eq!(crossings["trim"]["by"], "archive");
+    assert_eq!(crossings["trim"]["floor"], ids[3].as_str());
+    assert_eq!(crossings["trim"]["held_by"], "group ghost (pending)");
+    let queries = stream("queries");
+    assert_eq!(queries["trim"]["by"], "decay");
+    assert_eq!(queries["trim"]["by_key"], "decay.queries_stream_max");
+    assert_eq!(queries["trim"]["archive_absent"], true);
+    assert_eq!(queries["trim"]["floor"], "0-0");
+    assert_eq!(queries["trim"]["held_by"], "group decay missing");
+    let out = kitbash(&["status", "--namespace", &ns], &env);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The TRIM block, its lines wrapped to the terminal's width and joined again.
+    let block = text
+        .lines()
+        .skip_while(|l| !l.starts_with("TRIM"))
+        .take_while(|l| l.starts_with("TRIM") || l.starts_with("  "))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        block.contains(&format!(
+            "crossings floor {} held by group ghost (pending) · trimmed by archive",
+            ids[3]
+        )),
+        "{block}"
+    );
+    assert!(
+        block.contains(
+            "queries floor 0-0 held by group decay missing · trimmed by decay by \
+             decay.queries_stream_max (the archive is not trimming it)"
+        ),
+        "{block}"
+    );
+}
