@@ -484,7 +484,7 @@ async fn a_limit_of_10_000_costs_the_redis_work_of_a_limit_of_10() {
         "a check ran other commands for a limit of 10,000 than for 10"
     );
     let (after_pause, full) = &by_limit[1];
-    assert!(total(after_pause) <= 8, "{after_pause:?}");
+    assert!(total(after_pause) <= 12, "{after_pause:?}");
     assert!(total(full) <= 5, "{full:?}");
     assert!(!full.contains_key("lpush"), "a refusal wrote: {full:?}");
 
