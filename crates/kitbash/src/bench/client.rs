@@ -192,7 +192,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let picks: Arc<Vec<usize>> = Arc::new(
         (0..n)
             .map(|_| {
-                if rng.next() % 10 == 0 {
+                if rng.next().is_multiple_of(10) {
                     USERS + (rng.next() % HOT_USERS as u64) as usize
                 } else {
                     (rng.next() % USERS as u64) as usize
@@ -788,9 +788,9 @@ async fn redis_instructions() -> anyhow::Result<Option<Vec<Record>>> {
     ]))
 }
 
-/// The `client-probe:MODE:N` suite, for [`client_instructions`]: `N` operations one after
-/// another on a current-thread runtime of their own thread (so an instruction count repeats),
-/// after a warm-up of 50 — `get` (a `GET` of an absent key), `check` (one rate-limit check) or
+/// The `client-probe:MODE:N` suite, which the `client` suite runs under callgrind: `N`
+/// operations one after another on a current-thread runtime of their own thread (so an
+/// instruction count repeats), after a warm-up of 50 — `get` (a `GET` of an absent key), `check` (one rate-limit check) or
 /// `many` (a `check_many` batch of 64) — against the Redis of `--redis-url` /
 /// `KITBASH__REDIS__URL`. Reports nothing.
 pub async fn probe(spec: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
