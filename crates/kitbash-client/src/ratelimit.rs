@@ -1,29 +1,50 @@
 //! Rate limiting (seed 004): an exact sliding window per `rate:{user}:{endpoint}`, checked by one
 //! atomic Lua script.
 //!
-//! # Algorithm: sliding-window log in a list
-//! The key is a list holding the server time (µs) of every request admitted in the last
-//! `window`, newest first. One script per check: read Redis `TIME`, pop from the tail what left
-//! the window, count (`LLEN`), admit (push the time) only if the count is below the limit, and
-//! return the decision. Every admission is pushed once and popped once, and every other call
-//! is O(1) on a list (head, tail, length), so a check costs the same for a limit of 10 or of
-//! 10,000 — unlike the sorted set this limiter used before, whose listpack calls scan the
-//! whole window (17–19 µs of Redis CPU per check at 100/min). Redis
-//! runs scripts one at a time, so concurrent checks — from tasks, processes or machines — are
-//! serialised and the promise holds exactly: **no half-open interval of length `window` ever
-//! contains more than `limit` admitted requests**. The 101st request within any minute is
-//! refused, with the exact time until the oldest admission leaves the window.
+//! # Algorithm: a sliding-window log capped at the limit
+//! The key is a list of the server times (µs) of the latest admissions, newest first, never
+//! longer than `limit`. A request at `now` is admitted iff the list is shorter than `limit` or
+//! its oldest element is outside the window (`≤ now − window`): the list then holds the last
+//! `limit` admissions, so "the `limit`-th latest admission left the window" is exactly "fewer
+//! than `limit` admissions are in it". An admission pushes `now` on the head; a refusal writes
+//! nothing. Elements that left the window are dropped from the tail, at most
+//! [`STALE_POPS_PER_CHECK`] per check, so a check is a fixed handful of O(1) list calls
+//! (`LINDEX` of the head and the tail, `LLEN`, `LPUSH`, `PEXPIRE`) whatever the limit — a limit of 10,000 costs what a limit
+//! of 10 costs, and no single check ever walks a long backlog. Redis runs scripts one at a time,
+//! so concurrent checks — from tasks, processes or machines — are serialised and the promise
+//! holds exactly: **no half-open interval of length `window` ever contains more than `limit`
+//! admitted requests**. The 101st request within any minute is refused, with the exact time
+//! until the oldest admission leaves the window.
+//!
+//! `remaining` and `reset` are exact whenever the tail has caught up (always, for a caller
+//! whose rate does not drop sharply). After a burst followed by a pause, more than
+//! [`STALE_POPS_PER_CHECK`] elements may have left the window at once; until the next checks
+//! have dropped them, the count includes them — `remaining` is then lower than the truth
+//! (never higher) and `reset` is zero (a slot is free now). Admission decisions are exact in
+//! every case.
 //!
 //! Why not GCRA: GCRA keeps one number per key and is cheaper, but it promises a *rate*
 //! (a burst of `limit`, then one request every `window / limit`), which admits up to
 //! `2·limit − 1` requests in some windows. The seed asks that "the 101st request in a minute
-//! fails"; only a window log keeps that promise. Cost: one list entry per admitted request
-//! still in the window (≈ 17 bytes each in a listpack; under 2 KB for a full 100/min key), and a
-//! handful of O(1) list calls inside one `EVALSHA` — a round trip like a `GET`. [`RateLimiter::check_many`]
-//! sends many checks in one pipeline (a gateway's batch).
+//! fails"; only a window log keeps that promise. Cost: one list element per admission, at most
+//! `limit` (≈ 17 bytes each in a listpack; under 2 KB for a full 100/min key); the key expires
+//! one window after its last admission, so an idle user leaves nothing behind.
 //!
-//! The clock is Redis's (`TIME` inside the script), never the callers'; if it steps backwards
-//! the script keeps using the newest time it has recorded, so windows never run backwards.
+//! [`RateLimiter::check_many`] checks a gateway's batch: one script call per cluster slot (the
+//! whole batch on a standalone Redis), chunks of [`CHECK_MANY_CHUNK`] pipelined, one decision or
+//! typed error per request.
+//!
+//! The clock is Redis's (`TIME` inside the script, once per call), never the callers'; if it
+//! steps backwards the script keeps using the newest time it has recorded, so windows never run
+//! backwards.
+//!
+//! # Upgrading with live windows
+//! The key's spelling and type are those of the previous list limiter, which kept only the
+//! admissions still in the window: its lists are valid capped logs, so old and new clients can
+//! share keys during a rolling upgrade. A key still holding the sorted set of the limiter before
+//! that is converted in place on its first check (its newest `limit` in-window admissions,
+//! once), so an upgrade admits nobody past the limit; any other type under the key is a
+//! `WRONGTYPE` error for that request alone.
 //!
 //! # When Redis is away
 //! [`FailPolicy::Open`] (the default) admits and marks the decision
@@ -36,6 +57,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use fred::error::{Error as RedisError, ErrorKind};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
@@ -43,54 +65,94 @@ use kitbash_schema::Keys;
 
 use crate::ClientError;
 
-/// The check script. KEYS[1] = the window key; ARGV = limit, window (µs).
-/// Returns {allowed (0/1), count after the check, µs until the oldest entry leaves, now (µs)}.
+/// At most this many admissions that left the window are dropped from a key per check (a
+/// bound, so a check's cost does not depend on how long the caller paused).
+pub const STALE_POPS_PER_CHECK: usize = 3;
+
+/// [`RateLimiter::check_many`] sends at most this many checks per script call, so one call
+/// holds Redis for tens of microseconds, not milliseconds.
+pub const CHECK_MANY_CHUNK: usize = 64;
+
+/// The check script. `KEYS` = the windows; `ARGV[1]` = the window (µs), `ARGV[1 + i]` = the
+/// limit of `KEYS[i]`. Returns one item per key: `{allowed (0/1), count after the check, µs
+/// until the oldest admission leaves the window, now (µs)}`, or the error text for that key
+/// alone (a foreign type under it).
 ///
-/// The key is a list of admission times (µs, newest first) holding exactly the admissions still
-/// in the window: what left it is popped from the tail before counting — each admission is
-/// pushed once and popped once, so a check costs O(1) amortised whatever the limit — and a
-/// request is admitted iff fewer than `limit` remain. A key still holding the sorted set of the
-/// earlier limiter is converted in place on its first check (`WRONGTYPE` from `LINDEX`).
-const CHECK_LUA: &str = r#"
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+/// Per key: `LINDEX 0` (the newest, for the clock guard; `WRONGTYPE` here, before any write,
+/// sends a sorted set of the earlier limiter to the conversion), `LLEN`, `LINDEX -1` (the
+/// oldest; `RPOP` and `LINDEX -1` again for each that left the window, at most
+/// [`STALE_POPS_PER_CHECK`]), then `LPUSH` and `PEXPIRE` on admission: 5 calls for an
+/// admission, 3 for a refusal, at most 11. `#!lua` without flags: Redis refuses the whole call up front under `OOM`, never
+/// half a batch.
+const CHECK_LUA: &str = r#"#!lua
+local window = tonumber(ARGV[1])
+local ttl = math.floor(window / 1000) + 1
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local newest = redis.pcall('LINDEX', key, 0)
-if type(newest) == 'table' and newest.err then
-  if redis.call('TYPE', key).ok ~= 'zset' then return redis.error_reply(newest.err) end
-  local old = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  redis.call('DEL', key)
-  for i = 2, #old, 2 do redis.call('LPUSH', key, old[i]) end
-  newest = redis.call('LINDEX', key, 0)
-end
-if newest and tonumber(newest) > now then now = tonumber(newest) end
-local horizon = now - window
-local oldest = false
-if newest then
-  if tonumber(newest) <= horizon then
-    -- the whole window has passed: one DEL instead of popping each entry
-    redis.call('DEL', key)
+local clock = t[1] * 1000000 + t[2]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  local now = clock
+  local newest = redis.pcall('LINDEX', key, 0)
+  local failed = nil
+  if type(newest) == 'table' then
+    if redis.call('TYPE', key).ok == 'zset' then
+      -- the sorted set of the earlier limiter: keep its newest `limit` in-window admissions
+      local z = redis.call('ZRANGE', key, '+inf', string.format('(%.0f', now - window),
+        'BYSCORE', 'REV', 'LIMIT', 0, limit, 'WITHSCORES')
+      redis.call('DEL', key)
+      for j = 2, #z, 2 do redis.call('RPUSH', key, tonumber(z[j])) end
+      if #z > 0 then redis.call('PEXPIRE', key, ttl) end
+      newest = redis.call('LINDEX', key, 0)
+    else
+      failed = newest.err
+    end
+  end
+  if failed then
+    out[i] = failed
   else
-    oldest = redis.call('LINDEX', key, -1)
-    while tonumber(oldest) <= horizon do
-      redis.call('RPOP', key)
-      oldest = redis.call('LINDEX', key, -1)
+    local reset = window
+    local n = 0
+    local refused = false
+    if newest then
+      newest = tonumber(newest)
+      if newest > now then now = newest end
+    end
+    local horizon = now - window
+    if newest and newest > horizon then
+      n = redis.call('LLEN', key)
+      if n > limit then
+        -- the limit was lowered: keep the newest `limit`
+        redis.call('LTRIM', key, 0, limit - 1)
+        n = limit
+      end
+      -- admissions that left the window go from the tail, at most three per check (the head
+      -- is inside the window, so the tail is never empty here)
+      local oldest = tonumber(redis.call('LINDEX', key, -1))
+      local stale = 0
+      while oldest <= horizon and stale < 3 do
+        redis.call('RPOP', key)
+        stale = stale + 1
+        oldest = tonumber(redis.call('LINDEX', key, -1))
+      end
+      n = n - stale
+      if oldest > horizon then reset = oldest + window - now else reset = 0 end
+      if n >= limit then
+        refused = true
+        out[i] = {0, n, reset, now}
+      end
+    elseif newest then
+      -- the whole log has left the window
+      redis.call('DEL', key)
+    end
+    if not refused then
+      n = redis.call('LPUSH', key, now)
+      redis.call('PEXPIRE', key, ttl)
+      out[i] = {1, n, reset, now}
     end
   end
 end
-local n = 0
-if oldest then n = redis.call('LLEN', key) end
-if n >= limit then
-  -- refused: nothing written, the key's expiry already outlives its newest entry
-  return {0, n, tonumber(oldest) + window - now, now}
-end
-local stamp = string.format('%.0f', now)
-n = redis.call('LPUSH', key, stamp)
-if not oldest then oldest = stamp end
-redis.call('PEXPIRE', key, math.floor(window / 1000) + 1)
-return {1, n, tonumber(oldest) + window - now, now}
+return out
 "#;
 
 /// The read-only count behind `kitbash ratelimit show`: {count in window, µs until the oldest
@@ -295,6 +357,8 @@ pub struct RateLimiter {
     fail: FailPolicy,
     /// The check script, hashed once; sent by `EVALSHA` (loaded on `NOSCRIPT`).
     check: Script,
+    /// `check`'s SHA-1 as an argument, built once (a cheap clone per call).
+    check_sha: Value,
     /// The read-only window script.
     peek: Script,
 }
@@ -323,12 +387,14 @@ impl RateLimiter {
     /// # Ok(()) }
     /// ```
     pub fn new(client: Client, keys: Keys, limits: Limits) -> Self {
+        let check = Script::from_lua(CHECK_LUA);
         Self {
             client,
             keys,
             limits,
             fail: FailPolicy::default(),
-            check: Script::from_lua(CHECK_LUA),
+            check_sha: Value::String(check.sha1().clone()),
+            check,
             peek: Script::from_lua(PEEK_LUA),
         }
     }
@@ -384,81 +450,148 @@ impl RateLimiter {
         limit: u64,
     ) -> Result<Decision, ClientError> {
         let limit = limit.max(1);
-        let window = self.limits.window;
-        let window_us = window.as_micros().max(1) as u64;
-        let key = self.keys.rate(user, endpoint);
-        let reply: Result<Vec<i64>, _> = self
-            .evalsha(
-                &self.check,
-                key,
-                vec![Value::from(limit as i64), Value::from(window_us as i64)],
-            )
-            .await;
+        let argv = |sha: Value| {
+            vec![
+                sha,
+                Value::Integer(1),
+                Value::from(self.keys.rate(user, endpoint)),
+                self.window_arg(),
+                Value::Integer(limit_arg(limit)),
+            ]
+        };
+        let reply: Result<Value, _> = self.evalsha(&self.check, &self.check_sha, argv).await;
         match reply {
-            Ok(v) => self.decision(limit, &v),
+            Ok(v) => match check_items(v, 1).pop() {
+                Some(item) => item.and_then(|v| self.decision(limit, &v)),
+                None => Err(ClientError::Reply(
+                    "rate-limit script returned no item".into(),
+                )),
+            },
             Err(e) if is_connection_error(&e) => Ok(self.degraded(limit)),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Checks many requests in one pipeline — a gateway's batch: `(user, tier, endpoint)` each,
-    /// one decision (or error) per request, in order. Each check is the same atomic script as
-    /// [`RateLimiter::check`], so the window promise holds per key whatever else the pipeline
-    /// carries; two requests of one key in a batch are counted in batch order.
+    /// Checks many requests at once — a gateway's batch: `(user, tier, endpoint)` each, one
+    /// decision (or error) per request, in order. The checks of one cluster slot (the whole
+    /// batch on a standalone Redis) go to the check script together, [`CHECK_MANY_CHUNK`] keys
+    /// per call, and every call is pipelined: one round trip for the batch. Each key is checked
+    /// exactly as by [`RateLimiter::check`], so the window promise holds per key whatever else
+    /// the batch carries; two requests of one key are counted in batch order. A foreign value
+    /// under one key fails that request alone; a connection failure follows the
+    /// [`FailPolicy`] for the requests it cut.
     pub async fn check_many(
         &self,
         requests: &[(&str, &str, &str)],
     ) -> Vec<Result<Decision, ClientError>> {
-        let window_us = self.limits.window.as_micros().max(1) as i64;
         let limits: Vec<u64> = requests
             .iter()
             .map(|(_, tier, endpoint)| self.limits.limit_for(tier, endpoint).max(1))
             .collect();
-        let mut replies = self.pipelined(requests, &limits, window_us).await;
-        // A restarted or flushed Redis forgot the script: load it and send the batch again (the
-        // refused calls counted nothing).
+        let keys: Vec<String> = requests
+            .iter()
+            .map(|(user, _, endpoint)| self.keys.rate(user, endpoint))
+            .collect();
+        let calls = self.calls_of(&keys);
+        let mut replies = self.pipelined(&calls, &keys, &limits).await;
+        // A restarted or flushed Redis forgot the script: load it and send the calls that were
+        // refused again (a refused call counted nothing).
         if replies
             .iter()
             .any(|r| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT")))
         {
             // A failed load shows again as NOSCRIPT in the second round's errors.
             let _ = self.check.load(&self.client).await;
-            replies = self.pipelined(requests, &limits, window_us).await;
+            let again: Vec<usize> = (0..calls.len())
+                .filter(|&c| matches!(&replies[c], Err(e) if e.details().starts_with("NOSCRIPT")))
+                .collect();
+            let retried: Vec<Vec<usize>> = again.iter().map(|&c| calls[c].clone()).collect();
+            for (c, r) in again
+                .into_iter()
+                .zip(self.pipelined(&retried, &keys, &limits).await)
+            {
+                replies[c] = r;
+            }
         }
-        replies
+        let mut out: Vec<Option<Result<Decision, ClientError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        for (call, reply) in calls.iter().zip(replies) {
+            match reply {
+                Ok(v) => {
+                    for (&i, item) in call.iter().zip(check_items(v, call.len())) {
+                        out[i] = Some(item.and_then(|v| self.decision(limits[i], &v)));
+                    }
+                }
+                Err(e) => {
+                    for &i in call {
+                        out[i] = Some(if is_connection_error(&e) {
+                            Ok(self.degraded(limits[i]))
+                        } else {
+                            Err(e.clone().into())
+                        });
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|d| d.unwrap_or_else(|| Err(ClientError::Reply("no reply for this check".into()))))
+            .collect()
+    }
+
+    /// The script calls of a batch: indices into `keys`, grouped by cluster slot (one group on a
+    /// standalone Redis), in batch order within a group, at most [`CHECK_MANY_CHUNK`] per call.
+    fn calls_of(&self, keys: &[String]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        let clustered = self.client.is_clustered();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = if clustered {
+                fred::util::redis_keyslot(key.as_bytes())
+            } else {
+                0
+            };
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        groups
             .into_iter()
-            .zip(&limits)
-            .map(|(r, &limit)| match r {
-                Ok(v) => self.decision(limit, &v),
-                Err(e) if is_connection_error(&e) => Ok(self.degraded(limit)),
-                Err(e) => Err(e.into()),
+            .flat_map(|(_, members)| {
+                members
+                    .chunks(CHECK_MANY_CHUNK)
+                    .map(<[usize]>::to_vec)
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
 
+    /// Sends `calls` (each an `EVALSHA` of the check script over its keys) in one pipeline.
     async fn pipelined(
         &self,
-        requests: &[(&str, &str, &str)],
+        calls: &[Vec<usize>],
+        keys: &[String],
         limits: &[u64],
-        window_us: i64,
-    ) -> Vec<Result<Vec<i64>, fred::error::Error>> {
-        let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+    ) -> Vec<Result<Value, RedisError>> {
         let pipe = self.client.pipeline();
-        for ((user, _, endpoint), &limit) in requests.iter().zip(limits) {
-            let argv = vec![
-                Value::from(self.check.sha1().clone()),
-                Value::from(1_i64),
-                Value::from(self.keys.rate(user, endpoint)),
-                Value::from(limit as i64),
-                Value::from(window_us),
-            ];
+        for call in calls {
+            let mut argv = Vec::with_capacity(3 + 2 * call.len());
+            argv.push(self.check_sha.clone());
+            argv.push(Value::Integer(call.len() as i64));
+            argv.extend(call.iter().map(|&i| Value::from(keys[i].as_str())));
+            argv.push(self.window_arg());
+            argv.extend(call.iter().map(|&i| Value::Integer(limit_arg(limits[i]))));
             // Queued, not sent: the pipeline sends everything at `try_all`.
-            let _ = pipe.custom::<Value, Value>(cmd.clone(), argv).await;
+            let _ = pipe.custom::<Value, Value>(evalsha_cmd(), argv).await;
         }
-        pipe.try_all::<Vec<i64>>().await
+        pipe.try_all::<Value>().await
     }
 
-    /// A decision from the check script's reply.
+    /// The window argument of the check script (µs).
+    fn window_arg(&self) -> Value {
+        Value::Integer(self.limits.window.as_micros().clamp(1, i64::MAX as u128) as i64)
+    }
+
+    /// A decision from one item of the check script's reply.
     fn decision(&self, limit: u64, v: &[i64]) -> Result<Decision, ClientError> {
         let [allowed, count, reset_us, now_us] = v[..] else {
             return Err(ClientError::Reply(format!(
@@ -479,27 +612,21 @@ impl RateLimiter {
         })
     }
 
-    /// `EVALSHA sha 1 key args…` as a custom command, and on `NOSCRIPT` (a restarted or
-    /// flushed Redis) `SCRIPT LOAD` and once more. fred sends its typed `EVALSHA` alone on the
-    /// connection — never pipelined — which caps a client at one check per round trip
-    /// (~20k/s here); a custom command is pipelined with everything else.
+    /// `EVALSHA sha numkeys keys… args…` as a custom command (`argv(sha)` builds the arguments),
+    /// and on `NOSCRIPT` (a restarted or flushed Redis) `SCRIPT LOAD` and once more. fred sends
+    /// its typed `EVALSHA` alone on the connection — never pipelined — which caps a client at
+    /// one check per round trip (~20k/s here); a custom command is pipelined with everything
+    /// else.
     async fn evalsha<R: FromValue>(
         &self,
         script: &Script,
-        key: String,
-        args: Vec<Value>,
-    ) -> Result<R, fred::error::Error> {
-        // Hash on the key (argument 2: sha, numkeys, key) so a cluster routes it to its slot.
-        let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
-        let mut argv: Vec<Value> = Vec::with_capacity(3 + args.len());
-        argv.push(Value::from(script.sha1().clone()));
-        argv.push(Value::from(1_i64));
-        argv.push(Value::from(key));
-        argv.extend(args);
-        match self.client.custom(cmd.clone(), argv.clone()).await {
+        sha: &Value,
+        argv: impl Fn(Value) -> Vec<Value>,
+    ) -> Result<R, RedisError> {
+        match self.client.custom(evalsha_cmd(), argv(sha.clone())).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 script.load(&self.client).await?;
-                self.client.custom(cmd, argv).await
+                self.client.custom(evalsha_cmd(), argv(sha.clone())).await
             }
             other => other,
         }
@@ -521,12 +648,19 @@ impl RateLimiter {
 
     /// The window of `user` on `endpoint`, without counting a request.
     pub async fn peek(&self, user: &str, endpoint: &str) -> Result<WindowState, ClientError> {
-        let window_us = self.limits.window.as_micros().max(1) as u64;
+        let key = self.keys.rate(user, endpoint);
         let v: Vec<i64> = self
             .evalsha(
                 &self.peek,
-                self.keys.rate(user, endpoint),
-                vec![Value::from(window_us as i64)],
+                &Value::String(self.peek.sha1().clone()),
+                |sha| {
+                    vec![
+                        sha,
+                        Value::Integer(1),
+                        Value::from(key.as_str()),
+                        self.window_arg(),
+                    ]
+                },
             )
             .await?;
         let [count, reset_us, _now] = v[..] else {
@@ -542,5 +676,85 @@ impl RateLimiter {
     pub async fn reset(&self, user: &str, endpoint: &str) -> Result<bool, ClientError> {
         let n: i64 = self.client.del(self.keys.rate(user, endpoint)).await?;
         Ok(n > 0)
+    }
+}
+
+/// `EVALSHA` as a custom command, hashed on its first key (argument 2: sha, numkeys, key) so a
+/// cluster routes it to the key's slot.
+fn evalsha_cmd() -> CustomCommand {
+    CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false)
+}
+
+/// A limit as the script's argument.
+fn limit_arg(limit: u64) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The items of a check-script reply: `expected` of them, each four integers or the error
+/// text of that key (a `WRONGTYPE` from a foreign value), typed as the error Redis would send.
+fn check_items(reply: Value, expected: usize) -> Vec<Result<Vec<i64>, ClientError>> {
+    let items = match reply {
+        Value::Array(items) if items.len() == expected => items,
+        other => {
+            let what = format!("rate-limit script returned {other:?} for {expected} checks");
+            return (0..expected)
+                .map(|_| Err(ClientError::Reply(what.clone())))
+                .collect();
+        }
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Array(_) => Vec::<i64>::from_value(item)
+                .map_err(|e| ClientError::Reply(format!("rate-limit script item: {e}"))),
+            Value::String(text) => Err(ClientError::Redis(reply_error(&text))),
+            Value::Bytes(b) => Err(ClientError::Redis(reply_error(&String::from_utf8_lossy(
+                &b,
+            )))),
+            other => Err(ClientError::Reply(format!(
+                "rate-limit script returned the item {other:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// An error reply's text as fred would type it.
+fn reply_error(text: &str) -> RedisError {
+    let kind = if text.starts_with("WRONGTYPE") {
+        ErrorKind::InvalidArgument
+    } else {
+        ErrorKind::Unknown
+    };
+    RedisError::new(kind, text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_drops_as_many_stale_elements_as_documented() {
+        assert!(CHECK_LUA.contains(&format!("stale < {STALE_POPS_PER_CHECK} do")));
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_shape_fails_every_check_it_carried() {
+        let items = check_items(Value::Array(vec![]), 2);
+        assert_eq!(items.len(), 2);
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(i, Err(ClientError::Reply(_))))
+        );
+        let items = check_items(
+            Value::Array(vec![
+                Value::Array(vec![1.into(), 1.into(), 5.into(), 9.into()]),
+                Value::from("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            ]),
+            2,
+        );
+        assert_eq!(items[0].as_ref().ok(), Some(&vec![1, 1, 5, 9]));
+        let e = items[1].as_ref().expect_err("an error item");
+        assert!(matches!(e, ClientError::Redis(r) if *r.kind() == ErrorKind::InvalidArgument));
     }
 }

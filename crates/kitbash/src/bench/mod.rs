@@ -198,6 +198,8 @@ async fn run_suite(suite: &str, opts: &BenchOptions) -> anyhow::Result<Vec<Recor
             move || ternary::run(&opts)
         })
         .await?),
+        // Internal: what `client` runs under callgrind to count the client's instructions.
+        probe if probe.starts_with("client-probe:") => client::probe(probe, opts).await,
         other => anyhow::bail!("unknown suite {other:?}; suites: {}", SUITES.join(", ")),
     }
 }
