@@ -235,6 +235,12 @@ pub async fn subscribe(ws: &mut Ws, id: u32, body: Json) -> Json {
         .await;
     loop {
         let r = ws.recv().await;
+        assert_ne!(
+            r,
+            Json::Null,
+            "closed while subscribing to {body}: {:?}",
+            ws.closed
+        );
         if r["id"] == id {
             assert!(r.get("error").is_none(), "subscribe {body}: {r}");
             return r["subscribe"].clone();
@@ -568,5 +574,64 @@ async fn any_instance_recovers_a_client_of_another() {
         ids.iter().filter_map(|i| offset_of(i)).collect::<Vec<_>>()
     );
     a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_more_than_one_read_chunk() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let keys = ns_keys(&ns);
+    let c = client(&server.url()).await;
+    let mut cfg = config(&server.url(), &ns, free_local_addr());
+    cfg.bridge.recover_max = 2500;
+    let b = Bridge::start(cfg).await;
+    let mut ws = Ws::connected(b.addr).await;
+    let s = subscribe(&mut ws, 2, json!({"channel": "physics:R"})).await;
+    let (offset, epoch) = (s["offset"].as_u64().unwrap_or(0), s["epoch"].clone());
+    drop(ws);
+    let mut watcher = Ws::connected(b.addr).await;
+    subscribe(&mut watcher, 2, json!({"channel": "physics:R"})).await;
+    let mut ids = Vec::new();
+    for i in 0..2345 {
+        if i % 500 == 0 {
+            eprintln!("added {i}");
+        }
+        ids.push(add_physics(&c, &keys, "R", f64::from(i)).await);
+        if i % 3 == 0 {
+            add_physics(&c, &keys, "OTHER", 1.0).await;
+        }
+    }
+    eprintln!("watching");
+    for id in &ids {
+        assert_eq!(
+            watcher.next_pub("physics:R").await.0,
+            offset_of(id).unwrap_or(0)
+        );
+    }
+    eprintln!("recovering");
+    let mut w = Ws::connected(b.addr).await;
+    let s = subscribe(
+        &mut w,
+        2,
+        json!({"channel": "physics:R", "recover": true, "offset": offset, "epoch": epoch}),
+    )
+    .await;
+    assert_eq!(
+        s["recovered"],
+        true,
+        "{}",
+        s.to_string().chars().take(300).collect::<String>()
+    );
+    let got: Vec<u64> = s["publications"]
+        .as_array()
+        .expect("pubs")
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        got,
+        ids.iter().filter_map(|i| offset_of(i)).collect::<Vec<_>>()
+    );
     b.stop().await;
 }

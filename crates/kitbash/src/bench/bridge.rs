@@ -488,8 +488,14 @@ async fn resume(c: &Client, keys: &Keys, url: &str) -> anyhow::Result<(f64, f64)
     let started = Instant::now();
     let mut got = 0usize;
     let mut recovered = false;
+    let mut reply = String::new();
     exchange(&mut ws, &frame, |v| {
         if v["id"] == 2 {
+            let mut r = v.clone();
+            if let Some(o) = r["subscribe"].as_object_mut() {
+                o.remove("publications");
+            }
+            reply = r.to_string();
             recovered = v["subscribe"]["recovered"] == true;
             got = v["subscribe"]["publications"]
                 .as_array()
