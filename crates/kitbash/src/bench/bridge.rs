@@ -324,9 +324,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let cpu = proc_cpu_s(pid) - cpu0;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        for mut child in std::mem::take(&mut procs.0) {
+        // Close their stdin, read their histograms (a child blocks on a full pipe until its
+        // output is read), then reap them.
+        for child in &mut procs.0 {
             drop(child.stdin.take());
-            let _ = child.wait();
         }
         let lines = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
             let mut v = Vec::new();
@@ -338,6 +339,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
             Ok(v)
         })
         .await??;
+        for mut child in std::mem::take(&mut procs.0) {
+            let _ = child.wait();
+        }
         for line in lines {
             let v: Json = serde_json::from_str(&line).with_context(|| format!("client output {line:?}"))?;
             for pair in v["hist"].as_array().into_iter().flatten() {
