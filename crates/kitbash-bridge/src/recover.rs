@@ -2,7 +2,7 @@
 //! stream up to the position the subscription registered at.
 //!
 //! The range is read first (`XRANGE (from P`, in chunks), then `XINFO STREAM` says whether
-//! anything after the client's position was trimmed or deleted ([`StreamInfo::lost_after`]):
+//! anything after the client's position was trimmed or deleted ([`kitbash_runtime::tail::StreamInfo::lost_after`]):
 //! a trim can only move the stream's start forward, so one that happened before or during the
 //! read shows in the check after it. The answer is complete only when nothing was lost, every
 //! entry has an offset, at most `[bridge] recover_scan_max` entries had to be read and at most
