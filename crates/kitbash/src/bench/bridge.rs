@@ -30,6 +30,7 @@ use kitbash_schema::{Envelope, Keys, Namespace, StreamName};
 use serde_json::{Value as Json, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::feynman::{process_cpu_seconds, rss_kib};
 use super::redis::target;
 use super::{BenchOptions, Record};
 
@@ -63,27 +64,6 @@ fn record(symbol: &str, ts: f64) -> PhysicsRecord {
         },
         source: "ticks:0/1-0".into(),
     }
-}
-
-fn proc_cpu_s(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.to_owned();
-            let f: Vec<&str> = after.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
 }
 
 fn sibling(name: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -302,7 +282,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
 
         eprintln!("bridge: {RATE} records/s over {SYMBOLS} symbols for {secs} s …");
         let key = keys.stream(StreamName::Physics);
-        let cpu0 = proc_cpu_s(pid);
+        let cpu0 = process_cpu_seconds(pid);
         let started = Instant::now();
         let total = RATE * secs;
         let mut sent = 0u64;
@@ -322,7 +302,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         }
         // Let the last deliveries land.
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let cpu = proc_cpu_s(pid) - cpu0;
+        let cpu = process_cpu_seconds(pid) - cpu0;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         // Close their stdin, read their histograms (a child blocks on a full pipe until its
         // output is read), then reap them.

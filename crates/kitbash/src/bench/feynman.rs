@@ -66,7 +66,7 @@ fn cpu_seconds() -> f64 {
     cpu_of("/proc/self/stat")
 }
 
-fn process_cpu_seconds(pid: u32) -> f64 {
+pub(super) fn process_cpu_seconds(pid: u32) -> f64 {
     cpu_of(&format!("/proc/{pid}/stat"))
 }
 
@@ -83,7 +83,7 @@ fn cpu_of(stat: &str) -> f64 {
 }
 
 /// Resident set size of `pid`, KiB (`VmRSS` in `/proc/{pid}/status`).
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
