@@ -247,7 +247,8 @@ mod tests {
         assert!(help.contains("KITBASH__REDIS__<KEY>"), "{help}");
         assert!(help.contains("KITBASH_PROFILE"), "{help}");
         let bridge = help_text(DaemonKind::Bridge);
-        assert!(bridge.contains("no settings of its own yet"), "{bridge}");
+        assert!(bridge.contains("Its section [bridge]:"), "{bridge}");
+        assert!(bridge.contains("KITBASH__BRIDGE__RECOVER_MAX"), "{bridge}");
     }
 
     #[test]
