@@ -233,18 +233,23 @@ async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
     subscribe(&mut fast, 2, json!({"channel": "changes"})).await;
     let mut slow = Ws::connected(b.addr).await;
     subscribe(&mut slow, 2, json!({"channel": "changes"})).await;
-    // ~16 MB of changes at a pace a reading client keeps up with: past the socket buffers and
-    // the slow client's 256 KiB queue. The slow client reads nothing meanwhile; the fast one
-    // reads everything.
+    // ~16 MB of changes, past the socket buffers and the slow client's 256 KiB queue. The slow
+    // client reads nothing; the fast one reads everything, and the writer never gets more than
+    // 16 changes (64 KB) ahead of it — so under any load the fast client's queue stays far
+    // below the limit and only the slow one can pass it.
     let doc = format!(r#"{{"blob":"{}"}}"#, "z".repeat(4_000));
     let n = 4000u64;
+    let (read_tx, mut read_rx) = tokio::sync::watch::channel(0u64);
     let writer = {
         let (c, keys, doc) = (c.clone(), keys.clone(), doc.clone());
         tokio::spawn(async move {
             let mut last = String::new();
             for v in 1..=n {
+                read_rx
+                    .wait_for(|read| v <= read + 16)
+                    .await
+                    .expect("the reader is alive");
                 last = add_change(&c, &keys, "quantum:status", v, &doc).await;
-                tokio::time::sleep(Duration::from_micros(500)).await;
             }
             last
         })
@@ -253,6 +258,7 @@ async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
     while versions.len() < n as usize {
         let (_, d) = fast.next_pub("changes").await;
         versions.push(d["version"].as_u64().unwrap_or(0));
+        read_tx.send_replace(versions.len() as u64);
     }
     assert_eq!(
         versions,

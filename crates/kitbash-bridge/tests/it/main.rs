@@ -86,6 +86,9 @@ impl Bridge {
 pub struct Ws {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     queue: VecDeque<Json>,
+    /// Publication pushes [`Ws::next_pub`] read while waiting for another channel's: channels
+    /// of different streams are not ordered with each other, so none is dropped.
+    stashed: VecDeque<Json>,
     pub closed: Option<(u16, String)>,
 }
 
@@ -98,6 +101,7 @@ impl Ws {
         Ok(Ws {
             ws,
             queue: VecDeque::new(),
+            stashed: VecDeque::new(),
             closed: None,
         })
     }
@@ -160,8 +164,21 @@ impl Ws {
         self.closed.as_ref().map_or(0, |c| c.0)
     }
 
-    /// The next publication push of `channel` (others are skipped): (offset, data).
+    /// The next publication push of `channel`: (offset, data). Other channels' publications
+    /// read meanwhile are kept for their own `next_pub`; other messages are skipped.
     pub async fn next_pub(&mut self, channel: &str) -> (u64, Json) {
+        let publication = |v: &Json| {
+            let p = &v["push"]["pub"];
+            (p["offset"].as_u64().unwrap_or(0), p["data"].clone())
+        };
+        if let Some(i) = self
+            .stashed
+            .iter()
+            .position(|v| v["push"]["channel"] == channel)
+            && let Some(v) = self.stashed.remove(i)
+        {
+            return publication(&v);
+        }
         loop {
             let v = self.recv().await;
             assert_ne!(
@@ -170,10 +187,11 @@ impl Ws {
                 "closed while waiting for a publication: {:?}",
                 self.closed
             );
-            if v["push"]["channel"] == channel
-                && let Some(p) = v["push"].get("pub")
-            {
-                return (p["offset"].as_u64().unwrap_or(0), p["data"].clone());
+            if v["push"].get("pub").is_some() {
+                if v["push"]["channel"] == channel {
+                    return publication(&v);
+                }
+                self.stashed.push_back(v);
             }
         }
     }
@@ -355,13 +373,13 @@ async fn publishes_stream_entries_with_offsets_from_their_ids() {
         .await
         .expect("set");
     let mut w = Ws::connected(b.addr).await;
-    subscribe(&mut w, 2, json!({"channel": "reflex:hat"})).await;
-    let (_, hat) = w.next_pub("reflex:hat").await;
-    let hat = if hat["hat"] == "creative" {
-        hat
-    } else {
-        w.next_pub("reflex:hat").await.1
-    };
+    // The poller may have read the new hat before this subscribe (then the reply carries it)
+    // or after (then a push follows); either way it arrives, and nothing else is waited for.
+    let s = subscribe(&mut w, 2, json!({"channel": "reflex:hat"})).await;
+    let mut hat = s["publications"][0]["data"].clone();
+    while hat["hat"] != "creative" {
+        hat = w.next_pub("reflex:hat").await.1;
+    }
     assert_eq!(hat["hat"], "creative");
 
     // The heartbeat carries what `kitbash status` prints of the instance.
