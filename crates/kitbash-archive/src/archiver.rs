@@ -23,8 +23,10 @@ use kitbash_runtime::config::{ArchiveConfig, ConsumerConfig, StreamTrim};
 use kitbash_runtime::consumer::{Acks, RawEntry, RawHandler, StreamConsumer, TakeError};
 use kitbash_runtime::health::Health;
 use kitbash_runtime::metrics::Metrics;
+use kitbash_runtime::serve::Served;
 use kitbash_runtime::trim::{self, TrimMode, TrimPlan};
 use kitbash_runtime::{CancellationToken, DaemonContext, Redis, RuntimeError, TaskCtx};
+use kitbash_schema::archive::stats;
 use kitbash_schema::{DaemonKind, Keys, StreamName};
 use tokio::sync::watch;
 
@@ -53,6 +55,8 @@ pub struct Archiver {
     root: PathBuf,
     metrics: Metrics,
     health: Health,
+    /// The heartbeat's figures (the archive's progress, [`kitbash_schema::archive::stats`]).
+    reporter: Served,
     /// How the task trims the stream; `None`: it does not (`[archive] trim` off for it).
     trim: Option<StreamTrim>,
 }
@@ -74,6 +78,7 @@ impl Archiver {
             cfg,
             metrics: ctx.metrics.clone(),
             health: ctx.health.clone(),
+            reporter: ctx.reporter(),
             trim: ctx
                 .config
                 .archive_trims(stream)
@@ -376,13 +381,14 @@ pub struct Writer {
     started: Option<Instant>,
     cfg: Arc<ArchiveConfig>,
     metrics: Metrics,
+    reporter: Served,
     /// Tells the trimmer each new archived position (only once the manifest is durable).
     archived_tx: watch::Sender<Option<(u64, u64)>>,
 }
 
 impl Writer {
     fn new(a: &Archiver, store: Store, archived_tx: watch::Sender<Option<(u64, u64)>>) -> Self {
-        Self {
+        let w = Self {
             archived_tx,
             stream: a.stream,
             archived: store.last_id(),
@@ -393,6 +399,23 @@ impl Writer {
             started: None,
             cfg: Arc::new(a.cfg.clone()),
             metrics: a.metrics.clone(),
+            reporter: a.reporter.clone(),
+        };
+        w.report();
+        w
+    }
+
+    /// Puts the manifest's totals and the newest archived id in the heartbeat.
+    fn report(&self) {
+        let Some(store) = &self.store else { return };
+        let files = &store.manifest().files;
+        let stream = self.stream.logical();
+        let put = |name: &str, v: u64| self.reporter.report(&stats::name(name, &stream), v);
+        put(stats::FILES, files.len() as u64);
+        put(stats::ROWS, files.iter().map(|f| f.rows).sum());
+        put(stats::BYTES, files.iter().map(|f| f.bytes).sum());
+        if let Some((ms, _)) = self.archived {
+            put(stats::ARCHIVED_MS, ms);
         }
     }
 
@@ -446,6 +469,7 @@ impl Writer {
                 acks.ack(std::mem::take(&mut self.ids));
                 self.archived = self.high;
                 self.archived_tx.send_replace(self.archived);
+                self.report();
                 self.started = None;
                 Ok(())
             }

@@ -1,5 +1,6 @@
 // kitbash dashboard: a plain Centrifugo client of the bridge (the vendored SDK), no second API.
-// Channels: fleet, physics, changes, reflex:crossings, reflex:hat (docs/PROTOCOL.md).
+// Channels: fleet (daemons, streams, archive, the hottest queries), physics, changes,
+// reflex:crossings, reflex:hat (docs/PROTOCOL.md).
 'use strict';
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -12,7 +13,7 @@
   const state = {
     conn: 'connecting', gapAt: 0, fleet: null, prevStreams: null, rates: {},
     symbols: new Map(), selected: null, crossings: [], hat: null, hatLog: [],
-    docs: new Map(), selectedDoc: null, updates: 0,
+    docs: new Map(), selectedDoc: null, updates: 0, resonance: new Map(), fleetAt: 0,
   };
   globalThis.kitbash = state; // read by the browser test
 
@@ -53,14 +54,93 @@
       const cls = !alive ? 'bad' : d.ready ? '' : 'warn';
       return `<tr class="${cls}" data-kind="${esc(d.kind)}" data-state="${st}"><td>${esc(d.kind)}</td><td title="${esc(d.instance)}">${esc(d.instance)}</td><td>${esc(d.host || '')}</td><td>${st}</td><td>${ago(beat)} ago</td><td>${esc(d.admin || '')}</td></tr>`;
     }).join('');
-    $('streams').innerHTML = f.streams.map((s) => {
-      const groups = s.groups.map((g) => `${esc(g.name)} ${g.lag == null ? '?' : g.lag} / ${g.pending}`).join(', ');
-      const rate = state.rates[s.stream];
-      const cls = s.dead_letter_alarm ? 'warn' : '';
-      return `<tr class="${cls}"><td>${esc(s.stream)}</td><td>${s.length}</td><td>${rate == null ? '—' : rate.toFixed(0) + ' /s'}</td><td>${groups || '<span class="muted">none</span>'}</td><td>${s.dead_letters}${s.dead_letter_alarm ? ' ⚠' : ''}</td></tr>`;
+    // Partitioned streams (ticks:0…7, entity:0…7) are one row: their sums, the partitions in
+    // the row's title (they are leased, not read by groups; `kitbash status` has each).
+    const rows = [];
+    const parts = new Map();
+    for (const s of f.streams) {
+      const m = /^(.+):(\d+)$/.exec(s.stream);
+      if (!m) { rows.push({ name: s.stream, list: [s] }); continue; }
+      if (!parts.has(m[1])) { parts.set(m[1], { name: m[1], list: [] }); rows.push(parts.get(m[1])); }
+      parts.get(m[1]).list.push(s);
+    }
+    $('streams').innerHTML = rows.map((r) => {
+      const sum = (k) => r.list.reduce((a, s) => a + (s[k] || 0), 0);
+      const groups = r.list.flatMap((s) => s.groups).map((g) => `${esc(g.name)} ${g.lag == null ? '?' : g.lag} / ${g.pending}`).join(', ');
+      const rates = r.list.map((s) => state.rates[s.stream]).filter((x) => x != null);
+      const rate = rates.length ? rates.reduce((a, b) => a + b, 0) : null;
+      const alarm = r.list.some((s) => s.dead_letter_alarm);
+      const label = r.list.length > 1 ? `${esc(r.name)} <span class="muted">×${r.list.length} partitions</span>` : esc(r.name);
+      const title = r.list.length > 1 ? r.list.map((s) => `${s.stream}: ${s.length}`).join(', ') : '';
+      return `<tr class="${alarm ? 'warn' : ''}" data-stream="${esc(r.name)}" title="${esc(title)}"><td>${label}</td><td>${sum('length')}</td><td>${rate == null ? '—' : rate.toFixed(0) + ' /s'}</td><td>${groups || '<span class="muted">none</span>'}</td><td>${sum('dead_letters')}${alarm ? ' ⚠' : ''}</td></tr>`;
     }).join('');
     const r = f.reflex || {};
     $('reflexstats').textContent = `ghost activations ${r.ghost_activations ?? '—'} · lookup p95 ${r.lookup_p95_ms ?? '—'} ms · p99 ${r.lookup_p99_ms ?? '—'} ms · queries ${r.queries ?? '—'}`;
+    drawArchive(f);
+  }
+
+  const bytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : n < 1073741824 ? `${(n / 1048576).toFixed(1)} MiB` : `${(n / 1073741824).toFixed(2)} GiB`);
+
+  // The archive's progress: the figures its instances report (files, rows, bytes, newest
+  // archived id per stream) and the `archive` group of each stream (what is left to archive).
+  function drawArchive(f) {
+    const per = new Map();
+    for (const d of f.daemons) {
+      if (d.kind !== 'archive' || !d.alive) continue;
+      for (const [k, v] of Object.entries(d.stats || {})) {
+        const dot = k.indexOf('.');
+        if (dot < 0) continue;
+        const stream = k.slice(dot + 1);
+        if (!per.has(stream)) per.set(stream, {});
+        per.get(stream)[k.slice(0, dot)] = v;
+      }
+    }
+    for (const s of f.streams) {
+      const g = s.groups.find((x) => x.name === 'archive');
+      if (!g) continue;
+      if (!per.has(s.stream)) per.set(s.stream, {});
+      per.get(s.stream).group = g;
+    }
+    $('archivebox').hidden = per.size === 0;
+    const now = Date.now();
+    $('archive').innerHTML = [...per.entries()].sort().map(([stream, a]) => {
+      const g = a.group;
+      const behind = g && ((g.lag ?? 0) + g.pending);
+      const cls = g && g.lag == null ? 'warn' : '';
+      return `<tr class="${cls}" data-archive="${esc(stream)}" data-rows="${a.rows ?? ''}"><td>${esc(stream)}</td><td>${a.files ?? '—'}</td><td>${a.rows ?? '—'}</td><td>${a.bytes == null ? '—' : bytes(a.bytes)}</td><td>${a.archived_ms ? ago(now - a.archived_ms) + ' ago' : '—'}</td><td>${g ? `${g.lag == null ? '?' : g.lag} / ${g.pending}${behind === 0 ? ' (caught up)' : ''}` : '<span class="muted">no group</span>'}</td></tr>`;
+    }).join('');
+  }
+
+  // Resonance of each hot query over the last minutes, one point per fleet view.
+  function onHot(r, at) {
+    for (const q of r.hot || []) {
+      let h = state.resonance.get(q.id);
+      if (!h) { h = []; state.resonance.set(q.id, h); }
+      if (!h.length || h[h.length - 1].v !== q.resonance || at - h[h.length - 1].t > 5000) h.push({ t: at, v: q.resonance });
+      while (h.length && (h[0].t < at - HISTORY_MS || h.length > 600)) h.shift();
+    }
+    if (state.resonance.size > 200) {
+      const keep = new Set((r.hot || []).map((q) => q.id));
+      for (const k of state.resonance.keys()) if (!keep.has(k)) state.resonance.delete(k);
+    }
+  }
+
+  function drawHot() {
+    const f = state.fleet;
+    const r = f && f.reflex;
+    if (!r) return;
+    const next = r.next_cycle_at_ms;
+    const f0 = (r.decay_period_ms / 1000).toFixed(r.decay_period_ms < 10000 ? 1 : 0);
+    $('decayclock').textContent = `· decay cycle ${r.cycle}, every ${f0} s${next ? ` · next in ${ago(Math.max(0, next - (f.at_ms + (Date.now() - state.fleetAt))))}` : ''}`;
+    $('hot').innerHTML = (r.hot || []).map((q) => {
+      const hot = q.resonance > r.threshold;
+      const ghost = q.ghost.length ? q.ghost.map((g) => `<span class="badge">${g}</span>`).join(' ') : '<span class="muted">none</span>';
+      return `<tr data-hot="${esc(q.id)}" data-resonance="${q.resonance}"><td title="${esc(q.id)}">${esc(q.text ?? q.id)}</td><td>${num(q.resonance)}<span class="bar" style="width:${Math.round(Math.min(1, q.resonance) * 60)}px" aria-hidden="true"></span></td><td class="hide-narrow"><canvas class="spark" data-spark="${esc(q.id)}" role="img" aria-label="resonance of ${esc(q.text ?? q.id)} over the last minutes"></canvas></td><td>${hot ? `<span class="badge ok">above ${r.threshold}</span>` : `<span class="badge">below ${r.threshold}</span>`}</td><td>${ghost}</td></tr>`;
+    }).join('');
+    for (const c of document.querySelectorAll('canvas[data-spark]')) {
+      const h = state.resonance.get(c.dataset.spark) || [];
+      drawChart(c, h.map((p) => ({ t: p.t, v: p.v })), 'v');
+    }
   }
 
   function drawChart(canvas, points, key) {
@@ -163,7 +243,7 @@
   }
 
   function draw() {
-    drawConn(); drawFleet(); drawPhysics(); drawReflex(); drawDocs();
+    drawConn(); drawFleet(); drawPhysics(); drawReflex(); drawHot(); drawDocs();
     $('clock').textContent = new Date().toLocaleTimeString();
   }
 
@@ -176,6 +256,8 @@
       }
     }
     state.fleet = f;
+    state.fleetAt = Date.now();
+    if (f.reflex) onHot(f.reflex, f.at_ms);
   }
 
   function onPhysics(r) {

@@ -10,7 +10,7 @@ use kitbash_runtime::entries::string_of;
 use kitbash_runtime::{Config, RuntimeError};
 use kitbash_schema::bridge::{self, Channel};
 use kitbash_schema::messages::Heartbeat;
-use kitbash_schema::{DaemonKind, Keys, StreamName};
+use kitbash_schema::{DaemonKind, Keys, StreamName, reflex};
 use serde::Serialize;
 
 use crate::hub::Hub;
@@ -34,6 +34,9 @@ pub struct Instance {
     pub admin: Option<String>,
     /// Served addresses by router name.
     pub serves: BTreeMap<String, String>,
+    /// The figures it reports in its heartbeat (the bridge's connections, the archive's
+    /// progress, …).
+    pub stats: BTreeMap<String, u64>,
 }
 
 /// One consumer group.
@@ -75,9 +78,38 @@ pub struct BridgeView {
     pub subscriptions: usize,
 }
 
+/// One of the hottest queries of the reflex path.
+#[derive(Debug, Serialize)]
+pub struct HotQuery {
+    /// Its id in the resonance index (the query hash; compact layout: the compact id).
+    pub id: String,
+    /// Its text, when still stored.
+    pub text: Option<String>,
+    /// Its resonance now (at the current decay cycle).
+    pub resonance: f64,
+    /// Its ghost: the top-3 grain ids the ghost precomputer stored (`[]` when none).
+    pub ghost: Vec<u64>,
+}
+
+/// Most hot queries the fleet view carries.
+pub const HOT_MAX: usize = 10;
+
 /// The reflex path's figures (seed 000's `metrics:*` and `ghost:activations`).
 #[derive(Debug, Serialize)]
 pub struct ReflexView {
+    /// `kitbash:reflex:layout` (`seed`, `compact/{buckets}`; `null` before any writer).
+    pub layout: Option<String>,
+    /// The decay cycle now.
+    pub cycle: u64,
+    /// `[decay] threshold`: a query above it is hot (its ghost is precomputed).
+    pub threshold: f64,
+    /// `[decay] period_ms`.
+    pub decay_period_ms: u64,
+    /// Unix ms when the next cycle is due (`null` before the first cycle).
+    pub next_cycle_at_ms: Option<i64>,
+    /// The hottest queries, hottest first (at most [`HOT_MAX`]; compact layout: only those
+    /// above the threshold, which is what that layout indexes).
+    pub hot: Vec<HotQuery>,
     /// `ghost:activations`.
     pub ghost_activations: Option<u64>,
     /// `metrics:latency:p95`, ms.
@@ -153,6 +185,7 @@ pub async fn snapshot(
             last_beat_ms_ago: ago,
             host: beat.as_ref().map(|b| b.host.clone()),
             admin: beat.as_ref().and_then(|b| b.admin.clone()),
+            stats: beat.as_ref().map(|b| b.stats.clone()).unwrap_or_default(),
             serves: beat.map(|b| b.serves).unwrap_or_default(),
         });
     }
@@ -198,7 +231,26 @@ pub async fn snapshot(
         ])
         .await?;
     let at = |i: usize| r.get(i).cloned().flatten();
+    let (layout, cycle, origin): (Option<String>, Option<u64>, Option<i64>) = {
+        let pipe = client.pipeline();
+        let _: () = pipe.get(keys.reflex_layout()).await?;
+        let _: () = pipe.get(keys.decay_cycle()).await?;
+        let _: () = pipe
+            .hget(keys.decay_clock(), reflex::clock::ORIGIN_MS)
+            .await?;
+        pipe.all().await?
+    };
+    let cycle = cycle.unwrap_or(0);
+    let compact = layout.as_deref().is_some_and(|l| l.starts_with("compact"));
+    let hot = hot_queries(client, keys, compact, cycle, config.decay.factor).await?;
+    let period = config.decay.period_ms;
     let reflex = ReflexView {
+        layout,
+        cycle,
+        threshold: config.decay.threshold,
+        decay_period_ms: period,
+        next_cycle_at_ms: origin.map(|o| o + (cycle as i64 + 1) * period as i64),
+        hot,
         ghost_activations: at(0).and_then(|s| s.parse().ok()),
         lookup_p95_ms: at(1).and_then(|s| s.parse().ok()),
         lookup_p99_ms: at(2).and_then(|s| s.parse().ok()),
@@ -212,6 +264,57 @@ pub async fn snapshot(
         streams,
         bridge,
     })
+}
+
+/// The hottest queries (at most [`HOT_MAX`]) with their texts, resonance now and ghosts.
+async fn hot_queries(
+    client: &Client,
+    keys: &Keys,
+    compact: bool,
+    cycle: u64,
+    factor: f64,
+) -> Result<Vec<HotQuery>, RuntimeError> {
+    let index = if compact {
+        keys.reflex_hot()
+    } else {
+        keys.resonance_index()
+    };
+    let top: Vec<(String, f64)> = client.zrevrange(index, 0, HOT_MAX as i64 - 1, true).await?;
+    if top.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = top.iter().map(|(id, _)| id.clone()).collect();
+    let texts: Vec<Option<String>> = if compact {
+        let v: Value = client.hmget(keys.reflex_hot_text(), ids.clone()).await?;
+        match v {
+            Value::Array(a) => a.into_iter().map(|t| t.into_string()).collect(),
+            other => vec![other.into_string()],
+        }
+    } else {
+        let pipe = client.pipeline();
+        for h in &ids {
+            let _: () = pipe.hget(keys.cms(h), reflex::CMS_TEXT).await?;
+        }
+        pipe.all().await?
+    };
+    let ghosts: Vec<Option<String>> = client
+        .mget(ids.iter().map(|h| keys.ghost(h)).collect::<Vec<_>>())
+        .await?;
+    Ok(top
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, score))| HotQuery {
+            id,
+            text: texts.get(i).cloned().flatten(),
+            resonance: reflex::resonance_at(score, cycle, factor),
+            ghost: ghosts
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|g| reflex::ghost_ids(&g))
+                .unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// Publishes the fleet view once.

@@ -164,6 +164,11 @@ impl DaemonContext {
         self.served.report(name, value);
     }
 
+    /// A handle for tasks that report figures ([`Self::report`]) after they started.
+    pub fn reporter(&self) -> crate::serve::Served {
+        self.served.clone()
+    }
+
     /// The bound address of the router served as `name`, once it listens.
     pub fn served_addr(&self, name: &str) -> Option<SocketAddr> {
         self.served.get(name)

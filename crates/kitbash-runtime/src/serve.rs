@@ -30,7 +30,8 @@ pub struct Served {
 }
 
 impl Served {
-    pub(crate) fn report(&self, name: &str, value: u64) {
+    /// Sets figure `name` (see [`crate::DaemonContext::reporter`]).
+    pub fn report(&self, name: &str, value: u64) {
         self.stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

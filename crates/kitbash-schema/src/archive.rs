@@ -202,3 +202,21 @@ mod tests {
         assert_eq!(stream_dir(StreamName::EntityChanges), "entity-changes");
     }
 }
+
+/// The figures an archive instance reports in its heartbeat (`stats`, shown by `kitbash status`
+/// and the dashboard), one set per stream whose lease it holds: `{name}.{stream}`.
+pub mod stats {
+    /// Files in the stream's manifest.
+    pub const FILES: &str = "files";
+    /// Rows (entries) in those files.
+    pub const ROWS: &str = "rows";
+    /// Bytes of those files.
+    pub const BYTES: &str = "bytes";
+    /// The ms part of the newest archived id (how far the archive has come).
+    pub const ARCHIVED_MS: &str = "archived_ms";
+
+    /// The heartbeat name of figure `name` of logical stream `stream`.
+    pub fn name(name: &str, stream: &str) -> String {
+        format!("{name}.{stream}")
+    }
+}

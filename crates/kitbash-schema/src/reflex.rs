@@ -104,6 +104,24 @@ pub fn latency_quantile(buckets: &[(u32, u64)], q: f64) -> Option<f64> {
     None
 }
 
+/// The field of the seed layout's `cms:{h}` hash holding the query's text.
+pub const CMS_TEXT: &str = "text";
+
+/// Fields of `kitbash:decay:clock` ([`crate::Keys::decay_clock`]), written by the decay
+/// leader's cycle script.
+pub mod clock {
+    /// Redis time (ms) of cycle 0: cycle `n` is due at `origin_ms + n × [decay] period_ms`.
+    pub const ORIGIN_MS: &str = "origin_ms";
+    /// Redis time (ms) of the newest cycle applied.
+    pub const LAST_MS: &str = "last_ms";
+}
+
+/// Parses a ghost value (`"42,17,88"`, [`crate::Keys::ghost`]); ids that do not parse are
+/// left out.
+pub fn ghost_ids(v: &str) -> Vec<u64> {
+    v.split(',').filter_map(|x| x.trim().parse().ok()).collect()
+}
+
 /// How the CMS records of the reflex path are stored (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

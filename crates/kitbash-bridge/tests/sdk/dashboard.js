@@ -4,7 +4,7 @@
 //   open                      load URL
 //   wait EXPR                 wait (30 s) until the JS expression EXPR is truthy on the page
 //   eval EXPR                 the value of EXPR on the page
-//   screenshot NAME W H       resize to W×H and save OUTDIR/NAME
+//   screenshot NAME W H [full]  resize to W×H and save OUTDIR/NAME (full: the whole page)
 //   errors                    console errors, page errors and failed requests since the last call
 //   quit
 'use strict';
@@ -42,10 +42,10 @@ const readline = require('readline');
       } else if (cmd === 'eval') {
         out({ ok: true, value: await page.evaluate(arg) });
       } else if (cmd === 'screenshot') {
-        const [name, w, h] = arg.split(' ');
+        const [name, w, h, full] = arg.split(' ');
         await page.setViewportSize({ width: Number(w), height: Number(h) });
         await page.waitForTimeout(400);
-        await page.screenshot({ path: `${outdir}/${name}` });
+        await page.screenshot({ path: `${outdir}/${name}`, fullPage: full === 'full' });
         out({ ok: true });
       } else if (cmd === 'errors') {
         out({ ok: true, value: { errors: errors.splice(0), failed: failed.splice(0) } });

@@ -222,6 +222,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let _: i64 = c.del(keys.stream(StreamName::Physics)).await?;
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let url = format!("ws://{listen}/connection/websocket");
+    // The bridge's log, for when a phase fails.
+    let log = std::env::temp_dir().join(format!("kitbash-bench-bridge-{}.log", std::process::id()));
     let mut bridge = Command::new(sibling("kitbash-bridge")?)
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env_remove("KITBASH_PROFILE")
@@ -230,8 +232,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .env("KITBASH__ADMIN__LISTEN", "")
         .env("KITBASH__BRIDGE__LISTEN", listen.to_string())
         .env("KITBASH__BRIDGE__RECOVER_MAX", (RESUME + 10).to_string())
+        .env("RUST_LOG", "info,kitbash_bridge=debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     let pid = bridge.id();
     let result = async {
@@ -373,7 +376,13 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = tokio::task::spawn_blocking(move || bridge.wait()).await;
-    result
+    match result {
+        Ok(r) => {
+            let _ = std::fs::remove_file(&log);
+            Ok(r)
+        }
+        Err(e) => Err(e.context(format!("the bridge's log: {}", log.display()))),
+    }
 }
 
 /// p99 of PUBLISH → receive for one plain Redis subscriber at [`RATE`] messages a second.
