@@ -289,11 +289,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         let started = Instant::now();
         let total = RATE * secs;
         let mut sent = 0u64;
-        let pipe = c.pipeline();
         while sent < total {
             let due = started + Duration::from_micros(sent * 1_000_000 / RATE);
             tokio::time::sleep_until(due.into()).await;
-            // Everything due by now, in one pipeline.
+            // Everything due by now, in one pipeline (a fresh one: fred's `all()` keeps the
+            // commands and would send them again).
+            let pipe = c.pipeline();
             let upto = ((started.elapsed().as_micros() as u64 * RATE) / 1_000_000 + 1).min(total);
             for i in sent..upto {
                 let sym = format!("S{}", i as usize % SYMBOLS);
@@ -447,13 +448,14 @@ async fn resume(c: &Client, keys: &Keys, url: &str) -> anyhow::Result<(f64, f64)
     let mut watcher = open(url).await?;
     exchange(&mut watcher, &format!("{{\"id\":1,\"connect\":{{}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":\"{channel}\"}}}}"), |v| v["id"] == 2).await?;
     let key = keys.stream(StreamName::Physics);
-    let pipe = c.pipeline();
+    let mut pipe = c.pipeline();
     let mut first = String::new();
     for i in 0..RESUME {
         let env = Envelope::msgpack(&record("RESUME", now_s()))?;
         let _: () = pipe.xadd(&key, false, None, "*", env.to_fields()).await?;
         if i % 100 == 99 {
-            let ids: Vec<String> = pipe.all().await?;
+            // `all()` keeps the commands (fred pipelines are reusable): a fresh one per batch.
+            let ids: Vec<String> = std::mem::replace(&mut pipe, c.pipeline()).all().await?;
             if first.is_empty() {
                 first = ids.first().cloned().unwrap_or_default();
             }

@@ -33,7 +33,7 @@ pub async fn load_seed_layout(
 ) -> anyhow::Result<()> {
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let secs = |t: ttl::Ttl| t.secs().unwrap_or(0) as i64;
-    let pipe = client.pipeline();
+    let mut pipe = client.pipeline();
     let now = 1_766_318_400i64;
     for q in 0..p.queries {
         let h = rng.hex64();
@@ -80,7 +80,8 @@ pub async fn load_seed_layout(
                 .await?;
         }
         if q % 1000 == 999 {
-            let _: Vec<Value> = pipe.all().await?;
+            // `all()` keeps the commands (fred pipelines are reusable): a fresh one per batch.
+            let _: Vec<Value> = std::mem::replace(&mut pipe, client.pipeline()).all().await?;
         }
     }
     let plane = (p.dims / 8) as usize;
