@@ -70,9 +70,11 @@
       const rates = r.list.map((s) => state.rates[s.stream]).filter((x) => x != null);
       const rate = rates.length ? rates.reduce((a, b) => a + b, 0) : null;
       const alarm = r.list.some((s) => s.dead_letter_alarm);
+      const full = r.list.filter((s) => s.at_bound);
+      const len = `${sum('length')}${full.length ? ` <span class="badge warn" title="${esc(full.map((s) => `${s.stream} at its bound of ${s.bound} entries: older entries are trimmed`).join('; '))}">at bound</span>` : ''}`;
       const label = r.list.length > 1 ? `${esc(r.name)} <span class="muted">×${r.list.length} partitions</span>` : esc(r.name);
       const title = r.list.length > 1 ? r.list.map((s) => `${s.stream}: ${s.length}`).join(', ') : '';
-      return `<tr class="${alarm ? 'warn' : ''}" data-stream="${esc(r.name)}" title="${esc(title)}"><td>${label}</td><td>${sum('length')}</td><td>${rate == null ? '—' : rate.toFixed(0) + ' /s'}</td><td>${groups || '<span class="muted">none</span>'}</td><td>${sum('dead_letters')}${alarm ? ' ⚠' : ''}</td></tr>`;
+      return `<tr class="${alarm ? 'warn' : ''}" data-stream="${esc(r.name)}" title="${esc(title)}"><td>${label}</td><td data-length>${len}</td><td>${rate == null ? '—' : rate.toFixed(0) + ' /s'}</td><td>${groups || '<span class="muted">none</span>'}</td><td>${sum('dead_letters')}${alarm ? ' ⚠' : ''}</td></tr>`;
     }).join('');
     const r = f.reflex || {};
     $('reflexstats').textContent = `ghost activations ${r.ghost_activations ?? '—'} · lookup p95 ${r.lookup_p95_ms ?? '—'} ms · p99 ${r.lookup_p99_ms ?? '—'} ms · queries ${r.queries ?? '—'}`;

@@ -65,6 +65,11 @@ pub struct StreamView {
     pub dead_letter_alarm: bool,
     /// Groups.
     pub groups: Vec<GroupView>,
+    /// The bound its trim owner keeps it near (`null`: not trimmed by a bound — none set, or
+    /// the archive holds its trim claim and trims by retention instead).
+    pub bound: Option<u64>,
+    /// Its length reached `bound`: older entries are being trimmed.
+    pub at_bound: bool,
 }
 
 /// The bridge instance publishing the view.
@@ -213,7 +218,11 @@ pub async fn snapshot(
                 }
             }
         }
+        let claimed = client.exists::<u64, _>(keys.trim_claim(s)).await? > 0;
+        let bound = config.stream_bound(s).filter(|_| !claimed);
         streams.push(StreamView {
+            bound,
+            at_bound: bound.is_some_and(|b| length >= b),
             stream: s.logical(),
             length,
             entries_added,

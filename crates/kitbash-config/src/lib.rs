@@ -276,6 +276,27 @@ impl Config {
 }
 
 impl Config {
+    /// The bound the owner of stream `s` trims it near (the value of its
+    /// [`kitbash_schema::StreamName::trim_owner`] key); `None` when nothing trims it, or its
+    /// bound is 0 (never trimmed).
+    pub fn stream_bound(&self, s: kitbash_schema::StreamName) -> Option<u64> {
+        let kitbash_schema::TrimOwner::Daemon { kind, key } = s.trim_owner() else {
+            return None;
+        };
+        use kitbash_schema::DaemonKind as K;
+        let v = match (kind, key) {
+            (K::Feynman, "tick_stream_max") => self.feynman.tick_stream_max,
+            (K::Feynman, "physics_stream_max") => self.feynman.physics_stream_max,
+            (K::Entity, "stream_max") => self.entity.stream_max,
+            (K::Entity, "changes_max") => self.entity.changes_max,
+            (K::Decay, "queries_stream_max") => self.decay.queries_stream_max,
+            (K::Ghost, "crossings_stream_max") => self.ghost.crossings_stream_max,
+            // A new owner key fails `every_trim_owner_key_has_a_bound` until it is listed here.
+            _ => return None,
+        };
+        (v > 0).then_some(v)
+    }
+
     /// The streams the archive archives: `[archive] streams`, or every stream of the fleet
     /// (`StreamName::all` with `[feynman]` and `[entity]` partition counts).
     pub fn archived_streams(&self) -> Vec<kitbash_schema::StreamName> {
@@ -296,5 +317,34 @@ impl Config {
     /// owner: see `kitbash_runtime::trim`.
     pub fn archive_trims(&self, stream: kitbash_schema::StreamName) -> bool {
         self.archived_streams().contains(&stream) && self.archive.trim_for(&stream.logical()).trim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kitbash_schema::{StreamName, TrimOwner};
+
+    #[test]
+    fn every_trim_owner_key_has_a_bound() {
+        let c = Config::default();
+        for s in StreamName::families() {
+            match s.trim_owner() {
+                TrimOwner::Daemon { kind, key } => assert!(
+                    c.stream_bound(s).is_some(),
+                    "{s}: {kind}.{key} is not mapped by Config::stream_bound"
+                ),
+                TrimOwner::Exempt(_) => assert_eq!(c.stream_bound(s), None, "{s}"),
+            }
+        }
+        let mut c = Config::default();
+        c.feynman.physics_stream_max = 0;
+        assert_eq!(
+            c.stream_bound(StreamName::Physics),
+            None,
+            "0 = never trimmed"
+        );
+        c.ghost.crossings_stream_max = 7;
+        assert_eq!(c.stream_bound(StreamName::Crossings), Some(7));
     }
 }

@@ -99,6 +99,8 @@ fn fleet_config(url: &str, ns: &str, archive: &std::path::Path) -> Config {
     c.consumer.block_ms = 50;
     c.decay.period_ms = 1_500;
     c.decay.tick_ms = 100;
+    // The 20 query hits below reach this bound: the page marks the stream.
+    c.decay.queries_stream_max = 10;
     c.ghost.poll_ms = 100;
     c.archive.dir = archive.display().to_string();
     c.archive.streams = vec!["physics".into()];
@@ -143,6 +145,7 @@ async fn the_dashboard_shows_the_fleet_live_in_a_real_browser() {
     let addr = free_local_addr();
     let mut bcfg = config(&server.url(), &ns, addr);
     bcfg.decay.period_ms = 1_500;
+    bcfg.decay.queries_stream_max = 10;
     let bridge = Bridge::start(bcfg).await;
     let archive_dir = tempfile::tempdir().expect("tempdir");
     let fleet = fleet_config(&server.url(), &ns, archive_dir.path());
@@ -250,6 +253,10 @@ async fn the_dashboard_shows_the_fleet_live_in_a_real_browser() {
         (shown.1 - want).abs() < 1e-9,
         "page {shown:?} vs resonance index {want}"
     );
+
+    // A stream at its bound is marked.
+    page.wait("document.querySelector('#streams tr[data-stream=queries] [data-length]')?.textContent.includes('at bound')");
+    page.wait("!document.querySelector('#streams tr[data-stream=crossings] [data-length]')?.textContent.includes('at bound')");
 
     // The archive's progress: files of physics committed, rows growing.
     page.wait(

@@ -81,7 +81,9 @@ pub async fn load_seed_layout(
         }
         if q % 1000 == 999 {
             // `all()` keeps the commands (fred pipelines are reusable): a fresh one per batch.
-            let _: Vec<Value> = std::mem::replace(&mut pipe, client.pipeline()).all().await?;
+            let _: Vec<Value> = std::mem::replace(&mut pipe, client.pipeline())
+                .all()
+                .await?;
         }
     }
     let plane = (p.dims / 8) as usize;
