@@ -115,8 +115,11 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
     let mut tasks = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Ends the clients at the end, so each sends the deliveries it has not sent yet (a client
+    // sends them in batches of 32; an open connection's last partial batch would be lost).
+    let stop = kitbash_runtime::CancellationToken::new();
     for i in 0..count {
-        let (url, tx, ready_tx) = (url.to_owned(), tx.clone(), ready_tx.clone());
+        let (url, tx, ready_tx, stop) = (url.to_owned(), tx.clone(), ready_tx.clone(), stop.clone());
         let channel = format!("physics:S{}", (first + i) % symbols);
         tasks.push(tokio::spawn(async move {
             let mut ws = match open(&url).await {
@@ -134,7 +137,12 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
             }
             let _ = ready_tx.send(());
             let mut batch = Vec::with_capacity(64);
-            while let Some(Ok(msg)) = ws.next().await {
+            loop {
+                let msg = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = ws.next() => m,
+                };
+                let Some(Ok(msg)) = msg else { break };
                 let Message::Text(t) = msg else { continue };
                 let now = now_s();
                 for line in t.as_str().split('\n') {
@@ -156,6 +164,7 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
         }));
     }
     drop(ready_tx);
+    drop(tx);
     for _ in 0..count {
         ready_rx
             .recv()
@@ -179,7 +188,12 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
             },
         }
     }
-    while let Ok(b) = rx.try_recv() {
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Every sender is gone now: this ends once the last batch is read.
+    while let Some(b) = rx.recv().await {
         for v in b {
             let _ = hist.record(v.min(60_000_000));
         }
@@ -190,9 +204,6 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
         .collect();
     println!("{}", json!({"count": hist.len(), "hist": pairs}));
     std::io::stdout().flush()?;
-    for t in tasks {
-        t.abort();
-    }
     Ok(())
 }
 
