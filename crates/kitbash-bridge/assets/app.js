@@ -47,11 +47,14 @@
     if (!f) return;
     const now = Date.now();
     const age = now - f.at_ms;
+    // Alive as the bridge judged it when it took the view (three heartbeats); a view that
+    // stopped coming makes every row "unknown", not dead: the page cannot tell.
+    const stale = age > 3 * (f.period_ms || 1000) + 1000;
+    $('fleetage').textContent = stale ? `fleet view ${ago(age)} old` : '';
     $('daemons').innerHTML = f.daemons.map((d) => {
       const beat = d.last_beat_ms_ago + age;
-      const alive = d.alive && beat <= 3 * f.heartbeat_ms;
-      const st = !alive ? 'not alive' : d.ready ? 'ready' : 'not ready';
-      const cls = !alive ? 'bad' : d.ready ? '' : 'warn';
+      const st = stale ? 'unknown' : !d.alive ? 'not alive' : d.ready ? 'ready' : 'not ready';
+      const cls = stale ? 'warn' : !d.alive ? 'bad' : d.ready ? '' : 'warn';
       return `<tr class="${cls}" data-kind="${esc(d.kind)}" data-state="${st}"><td>${esc(d.kind)}</td><td title="${esc(d.instance)}">${esc(d.instance)}</td><td>${esc(d.host || '')}</td><td>${st}</td><td>${ago(beat)} ago</td><td>${esc(d.admin || '')}</td></tr>`;
     }).join('');
     // Partitioned streams (ticks:0…7, entity:0…7) are one row: their sums, the partitions in

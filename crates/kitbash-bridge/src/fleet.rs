@@ -132,6 +132,8 @@ pub struct FleetView {
     pub at_ms: i64,
     /// Heartbeat period, ms (a row goes not-alive after three).
     pub heartbeat_ms: u64,
+    /// `[bridge] fleet_period_ms`: a view older than a few of these is stale.
+    pub period_ms: u64,
     /// Every instance in the fleet set.
     pub daemons: Vec<Instance>,
     /// Every stream of the deployment.
@@ -171,20 +173,34 @@ pub async fn snapshot(
     let members: Vec<(String, f64)> = client
         .zrange(keys.fleet(), 0, -1, None, false, None, true)
         .await?;
+    // A few round trips whatever the fleet's size: the page marks a daemon dead from this
+    // view, so the view must not lag behind the beats it reports.
+    let listed: Vec<(DaemonKind, &str, &str, f64)> = members
+        .iter()
+        .filter_map(|(member, score)| {
+            let (kind, instance) = member.split_once('/')?;
+            Some((DaemonKind::parse(kind)?, kind, instance, *score))
+        })
+        .collect();
+    let beats: Vec<Option<String>> = if listed.is_empty() {
+        Vec::new()
+    } else {
+        client
+            .mget(
+                listed
+                    .iter()
+                    .map(|(k, _, i, _)| keys.heartbeat(*k, i))
+                    .collect::<Vec<_>>(),
+            )
+            .await?
+    };
     let mut daemons = Vec::new();
-    for (member, score) in members {
-        let Some((kind, instance)) = member.split_once('/') else {
-            continue;
-        };
-        let Some(k) = DaemonKind::parse(kind) else {
-            continue;
-        };
-        let beat: Option<String> = client.get(keys.heartbeat(k, instance)).await?;
+    for ((_, kind, instance, score), beat) in listed.iter().zip(beats) {
         let beat: Option<Heartbeat> = beat.and_then(|b| serde_json::from_str(&b).ok());
-        let ago = now - score as i64;
+        let ago = now - *score as i64;
         daemons.push(Instance {
-            kind: kind.to_owned(),
-            instance: instance.to_owned(),
+            kind: (*kind).to_owned(),
+            instance: (*instance).to_owned(),
             alive: beat.is_some() && ago <= 3 * heartbeat_ms as i64,
             ready: beat.as_ref().is_some_and(|b| b.ready),
             last_beat_ms_ago: ago,
@@ -194,21 +210,43 @@ pub async fn snapshot(
             serves: beat.map(|b| b.serves).unwrap_or_default(),
         });
     }
+    let all = StreamName::all(config.feynman.partitions, config.entity.partitions);
+    // Lengths, dead letters, existence and trim claims of every stream in one pipeline.
+    let pipe = client.pipeline();
+    for s in &all {
+        let key = keys.stream(*s);
+        let _: () = pipe.xlen(&key).await?;
+        let _: () = pipe.xlen(keys.dead_letter(*s)).await?;
+        let _: () = pipe.exists(&key).await?;
+        let _: () = pipe.exists(keys.trim_claim(*s)).await?;
+    }
+    let counts: Vec<u64> = pipe.all().await?;
+    let count = |i: usize, j: usize| counts.get(i * 4 + j).copied().unwrap_or(0);
+    // XINFO of the streams that exist, in a second one (an error there is that stream's only).
+    let present: Vec<usize> = (0..all.len()).filter(|&i| count(i, 2) > 0).collect();
+    let infos: Vec<Result<Value, fred::error::Error>> = if present.is_empty() {
+        Vec::new()
+    } else {
+        let pipe = client.pipeline();
+        for &i in &present {
+            let key = keys.stream(all[i]);
+            let _: () = pipe.xinfo_stream(&key, false, None).await?;
+            let _: () = pipe.xinfo_groups(&key).await?;
+        }
+        pipe.try_all::<Value>().await
+    };
     let mut streams = Vec::new();
-    for s in StreamName::all(config.feynman.partitions, config.entity.partitions) {
-        let key = keys.stream(s);
-        let length: u64 = client.xlen(&key).await?;
-        let dead_letters: u64 = client.xlen(keys.dead_letter(s)).await?;
+    for (i, s) in all.iter().enumerate() {
+        let (length, dead_letters, claimed) = (count(i, 0), count(i, 1), count(i, 3) > 0);
         let mut entries_added = length;
         let mut groups = Vec::new();
-        if length > 0 || client.exists::<u64, _>(&key).await? > 0 {
-            let info: Value = client
-                .xinfo_stream(&key, false, None)
-                .await
-                .unwrap_or(Value::Null);
-            entries_added = num(field(&info, "entries-added")).unwrap_or(length);
-            let list: Value = client.xinfo_groups(&key).await.unwrap_or(Value::Null);
-            if let Value::Array(list) = list {
+        if let Some(at) = present.iter().position(|&p| p == i) {
+            let reply = |j: usize| match infos.get(at * 2 + j) {
+                Some(Ok(v)) => v.clone(),
+                _ => Value::Null,
+            };
+            entries_added = num(field(&reply(0), "entries-added")).unwrap_or(length);
+            if let Value::Array(list) = reply(1) {
                 for g in &list {
                     groups.push(GroupView {
                         name: field(g, "name").and_then(string_of).unwrap_or_default(),
@@ -218,8 +256,7 @@ pub async fn snapshot(
                 }
             }
         }
-        let claimed = client.exists::<u64, _>(keys.trim_claim(s)).await? > 0;
-        let bound = config.stream_bound(s).filter(|_| !claimed);
+        let bound = config.stream_bound(*s).filter(|_| !claimed);
         streams.push(StreamView {
             bound,
             at_bound: bound.is_some_and(|b| length >= b),
@@ -269,6 +306,7 @@ pub async fn snapshot(
         reflex,
         at_ms: now,
         heartbeat_ms,
+        period_ms: config.bridge.fleet_period_ms,
         daemons,
         streams,
         bridge,

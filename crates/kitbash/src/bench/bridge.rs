@@ -119,7 +119,8 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
     // sends them in batches of 32; an open connection's last partial batch would be lost).
     let stop = kitbash_runtime::CancellationToken::new();
     for i in 0..count {
-        let (url, tx, ready_tx, stop) = (url.to_owned(), tx.clone(), ready_tx.clone(), stop.clone());
+        let (url, tx, ready_tx, stop) =
+            (url.to_owned(), tx.clone(), ready_tx.clone(), stop.clone());
         let channel = format!("physics:S{}", (first + i) % symbols);
         tasks.push(tokio::spawn(async move {
             let mut ws = match open(&url).await {
