@@ -351,19 +351,17 @@ async fn the_dashboard_shows_the_fleet_live_in_a_real_browser() {
     page.wait("kitbash.conn === 'connected'");
     // While the bridge was down the browser logged its refused reconnects, and only those.
     let e = page.cmd("errors");
-    for err in e["errors"].as_array().into_iter().flatten() {
+    for err in ["errors", "failed"]
+        .iter()
+        .flat_map(|k| e[*k].as_array().cloned().unwrap_or_default())
+    {
         assert!(
             err.as_str().is_some_and(
                 |m| m.contains("/connection/websocket") && m.contains("ERR_CONNECTION_REFUSED")
             ),
-            "console error during the restart: {err}"
+            "an error during the restart other than a refused reconnect: {err}"
         );
     }
-    assert_eq!(
-        e["failed"],
-        Json::Array(vec![]),
-        "failed requests during the restart: {e}"
-    );
     let before = page.eval("kitbash.docs.get('quantum:status').version");
     assert_eq!(before, 2);
     add_change(&c, &keys, "quantum:status", 3, r#"{"phase":"run","n":2}"#).await;
