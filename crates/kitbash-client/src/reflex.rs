@@ -1,17 +1,37 @@
-//! The reflex path of seed 000 for applications: record a query hit, the one-round-trip reflex
-//! lookup, hat switching, grain import, and the seed's query metrics.
+//! The reflex path of seed 000 for applications: record a query hit, the reflex lookup, hat
+//! switching, grain import, and the seed's query metrics.
 //!
-//! The lookup is one Lua script (`EVALSHA`): it reads the CMS record, the resonance index
-//! entry and the cycle counter, the query's grains, its ghost, the current hat and its mask,
-//! and each ghost grain's signature and bit planes, and counts `metrics:grains:lookups` and
-//! `metrics:cache:hits`. It builds the grain and mask keys from the ids it reads, so it runs on
-//! a standalone Redis (or a cluster only when every key is in one slot): the price of one round
+//! The lookup is one Lua script (`EVALSHA`) in one round trip. What changes only with
+//! `kitbash:reflex:version` — the ghost grains' signatures and bit planes, the hat masks — is
+//! cached in the client ([`Reflex`] clones share the cache), keyed by that version: a hot
+//! lookup's script reads only the record (and, in the seed layout, the index score and the
+//! grain list), the cycle, the ghost, the current hat and the version (2 `redis.call`s in the
+//! compact layout, 4 in the seed's). When the version it reads is not the cache's, or a grain
+//! or mask is not cached yet, the lookup runs the full script instead (the record plus every
+//! grain's signature and planes and the mask, with the version, in one atomic read) and
+//! refills the cache from it; a newer version empties the cache first. Writers that change
+//! grains or hats bump the version in the same transaction (`grains_import`, `hat_set`,
+//! `hat_init`; other languages as docs/WIRE.md says), so a lookup after a change sees it.
+//! [`Reflex::lookup_hash_uncached`] always runs the full script.
+//!
+//! Both scripts only read (`no-writes`): `metrics:grains:lookups` and `metrics:cache:hits`
+//! are counted in the client and added to Redis in one pipeline every [`COUNTER_FLUSH_EVERY`]
+//! lookups or [`COUNTER_FLUSH_MS`] (on the next lookup after it), off the lookup's path;
+//! [`Reflex::flush_counters`] adds what is pending (before exit, in tests).
+//!
+//! The scripts build the grain and mask keys from the ids they read, so they run on a
+//! standalone Redis (or a cluster only when every key is in one slot): the price of one round
 //! trip.
 //!
 //! Both record layouts of `kitbash_schema::reflex` are read: the seed's keys, or the compact
 //! layout's bucket field (select it with [`Reflex::with_layout`], as `[reflex]` configures the
 //! daemons). [`Reflex::claim_layout`] checks (and on an empty Redis records) which one the
 //! Redis holds, so a reader never looks in the wrong place.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::Value;
@@ -184,11 +204,10 @@ pub fn parse_grains(text: &str, dim: usize) -> Result<Vec<Grain>, GrainFileError
 static LOOKUP: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::from_lua(format!("{LOOKUP_GHOST_LUA}{LOOKUP_LUA}")));
 
-/// The lookup's tail, shared by both layouts: the ghost's grains with their signature and
-/// planes, the current hat and its mask, the lookup counter. Expects `ghost`, `hat_key` and the
-/// affixes in `ARGV[2..9]`.
-const LOOKUP_GHOST_LUA: &str = r#"
-local function ghost_grains(ghost, lookups)
+/// The full lookup's tail, shared by both layouts: the ghost's grains with their signature and
+/// planes, the current hat and its mask. Expects the affixes in `ARGV[2..9]`.
+const LOOKUP_GHOST_LUA: &str = r#"#!lua flags=no-writes
+local function ghost_grains(ghost)
   local g = {}
   if not ghost then return g end
   local ids, keys = {}, {}
@@ -207,7 +226,6 @@ local function ghost_grains(ghost, lookups)
     g[#g + 1] = v[3 * i - 1]
     g[#g + 1] = v[3 * i]
   end
-  redis.call('INCRBY', lookups, #ids)
   return g
 end
 local function hat_and_mask(hat_key)
@@ -218,33 +236,130 @@ local function hat_and_mask(hat_key)
 end
 "#;
 
-/// Seed layout. KEYS: cms, cms:grains, index, cycle, ghost, hat:current, lookups, cache hits.
+/// Seed layout, full. KEYS: cms, cms:grains, index, cycle, ghost, hat:current, version.
 /// ARGV: h, grain and hat-mask affixes.
 const LOOKUP_LUA: &str = r#"
 local rec = redis.call('HMGET', KEYS[1], 'count', 'last_accessed', 'resonance_score', 'cycle')
 local s = redis.call('ZSCORE', KEYS[3], ARGV[1])
 local c = redis.call('GET', KEYS[4])
 local grains = redis.call('ZRANGE', KEYS[2], 0, -1)
-local g = ghost_grains(redis.call('GET', KEYS[5]), KEYS[7])
+local ghost = redis.call('GET', KEYS[5])
+local g = ghost_grains(ghost)
 local hat, mask = hat_and_mask(KEYS[6])
-if rec[1] then redis.call('INCR', KEYS[8]) end
-return {rec, s, c, grains, hat, mask, g}
+return {rec, s, c, grains, hat, mask, g, redis.call('GET', KEYS[7]), ghost}
 "#;
 
-/// Compact layout. KEYS: bucket, cycle, ghost, hat:current, lookups, cache hits. ARGV: id,
-/// grain and hat-mask affixes.
+/// Compact layout, full. KEYS: bucket, cycle, ghost, hat:current, version. ARGV: id, grain and
+/// hat-mask affixes.
 const COMPACT_LOOKUP_LUA: &str = r#"
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 local c = redis.call('GET', KEYS[2])
-local g = ghost_grains(redis.call('GET', KEYS[3]), KEYS[5])
+local ghost = redis.call('GET', KEYS[3])
+local g = ghost_grains(ghost)
 local hat, mask = hat_and_mask(KEYS[4])
-if rec then redis.call('INCR', KEYS[6]) end
-return {rec, c, hat, mask, g}
+return {rec, c, hat, mask, g, redis.call('GET', KEYS[5]), ghost}
 "#;
 
 static COMPACT_LOOKUP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::from_lua(format!("{LOOKUP_GHOST_LUA}{COMPACT_LOOKUP_LUA}"))
 });
+
+/// Seed layout, hot (grains and mask from the client's cache). KEYS as [`LOOKUP_LUA`]; ARGV: h.
+/// Returns `{rec, s, c, grains, hat, false, ghost, version}`.
+const HOT_LOOKUP_LUA: &str = r#"#!lua flags=no-writes
+local rec = redis.call('HMGET', KEYS[1], 'count', 'last_accessed', 'resonance_score', 'cycle')
+local s = redis.call('ZSCORE', KEYS[3], ARGV[1])
+local grains = redis.call('ZRANGE', KEYS[2], 0, -1)
+local m = redis.call('MGET', KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+return {rec, s, m[1], grains, m[3], false, m[2], m[4]}
+"#;
+
+static HOT_LOOKUP: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(HOT_LOOKUP_LUA));
+
+/// Compact layout, hot. KEYS as [`COMPACT_LOOKUP_LUA`]; ARGV: id. Returns `{rec, c, hat,
+/// false, ghost, version}`.
+const HOT_COMPACT_LOOKUP_LUA: &str = r#"#!lua flags=no-writes
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+local m = redis.call('MGET', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return {rec, m[1], m[3], false, m[2], m[4]}
+"#;
+
+static HOT_COMPACT_LOOKUP: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(HOT_COMPACT_LOOKUP_LUA));
+
+/// Lookups after which the client's counters are added to Redis.
+pub const COUNTER_FLUSH_EVERY: u64 = 1_000;
+/// Milliseconds after which they are added on the next lookup, however few.
+pub const COUNTER_FLUSH_MS: u64 = 1_000;
+/// Grains the cache keeps for one version; beyond it, it starts again (bounded memory).
+const CACHED_GRAINS_MAX: usize = 100_000;
+
+/// What changes only with `kitbash:reflex:version`, read by the full lookup script.
+#[derive(Debug, Default)]
+struct VersionCache {
+    /// The version the entries were read at (`None`: empty).
+    version: Option<u64>,
+    /// Ghost grains by the id as `ghost:{h}` spells it: signature and planes (absent keys as
+    /// the full script gives them).
+    grains: HashMap<String, GhostGrain>,
+    /// Hat masks by hat name (`None`: no mask key).
+    masks: HashMap<String, Option<Vec<u8>>>,
+}
+
+impl VersionCache {
+    /// Takes what a full lookup read at `version`: a newer version replaces everything, an
+    /// older one (a reply overtaken by a newer) is ignored.
+    fn fill(&mut self, version: u64, ghost: Option<&str>, look: &ReflexLookup) {
+        match self.version {
+            Some(v) if v > version => return,
+            Some(v) if v == version && self.grains.len() < CACHED_GRAINS_MAX => {}
+            _ => {
+                self.grains.clear();
+                self.masks.clear();
+                self.version = Some(version);
+            }
+        }
+        // The full script returns the grains of the ids it could parse, in order.
+        let tokens = ghost
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| !t.is_empty() && t.parse::<u64>().is_ok());
+        for (token, g) in tokens.zip(&look.ghost) {
+            self.grains.insert(token.to_owned(), g.clone());
+        }
+        if let Some(hat) = &look.hat {
+            self.masks.insert(hat.clone(), look.hat_mask.clone());
+        }
+    }
+}
+
+/// Counters of the read path, kept in the client and added to Redis in batches.
+#[derive(Debug)]
+struct Counters {
+    /// Ghost grains looked up since the last flush (`metrics:grains:lookups`).
+    lookups: AtomicU64,
+    /// Lookups that found a record (`metrics:cache:hits`).
+    hits: AtomicU64,
+    /// Lookups since the last flush.
+    since: AtomicU64,
+    /// When the last flush started.
+    last: Mutex<Instant>,
+    /// A flush is in flight.
+    flushing: AtomicBool,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            lookups: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+            flushing: AtomicBool::new(false),
+        }
+    }
+}
 
 /// `SET kitbash:reflex:layout tag NX GET`: the layout already recorded, or nil when this call
 /// recorded `tag`.
@@ -271,6 +386,11 @@ pub struct Reflex {
     layout: Layout,
     /// Compact layout: bucket count (must match `[reflex] buckets`).
     buckets: u32,
+    /// Grains and masks of one `kitbash:reflex:version`, shared by clones; filled by full
+    /// lookups, read by hot ones.
+    cache: Arc<Mutex<VersionCache>>,
+    /// The read path's counters, shared by clones; flushed by lookups and `flush_counters`.
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Reflex {
@@ -328,6 +448,18 @@ fn array(v: &Value) -> &[Value] {
     }
 }
 
+/// `kitbash:reflex:version` as a script read it (0 when absent).
+fn version_of(v: Option<&Value>) -> u64 {
+    v.and_then(text_of)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many ids `ghost` lists (what `metrics:grains:lookups` counts).
+fn ghost_count(ghost: Option<&str>) -> u64 {
+    ghost.map_or(0, |g| g.split(',').filter(|t| !t.is_empty()).count() as u64)
+}
+
 impl Reflex {
     /// The reflex path on a connected client; `factor` is `[decay] factor` (the seed: 0.9).
     pub fn new(client: Client, keys: Keys, factor: f64) -> Self {
@@ -337,6 +469,8 @@ impl Reflex {
             factor,
             layout: Layout::Seed,
             buckets: 1,
+            cache: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -415,11 +549,141 @@ impl Reflex {
         self.lookup_hash(&query_hash(text)).await
     }
 
-    /// The reflex lookup by query hash, in one round trip.
+    /// The reflex lookup by query hash, in one round trip: the hot script when the version it
+    /// reads is the cache's and the ghost's grains and the hat's mask are cached, else the full
+    /// script (which refills the cache).
     pub async fn lookup_hash(&self, h: &str) -> Result<ReflexLookup, ClientError> {
-        if self.layout == Layout::Compact {
-            return self.lookup_compact(h).await;
+        self.lookup_with(h, true).await
+    }
+
+    /// The reflex lookup by query hash without the client's cache: always the full script
+    /// (which still refills the cache). Returns what [`Reflex::lookup_hash`] returns.
+    pub async fn lookup_hash_uncached(&self, h: &str) -> Result<ReflexLookup, ClientError> {
+        self.lookup_with(h, false).await
+    }
+
+    async fn lookup_with(&self, h: &str, cached: bool) -> Result<ReflexLookup, ClientError> {
+        let (look, hit, ghost_ids) = match self.layout {
+            Layout::Seed => self.lookup_seed(h, cached).await?,
+            Layout::Compact => self.lookup_compact(h, cached).await?,
+        };
+        self.count(ghost_ids, hit);
+        Ok(look)
+    }
+
+    /// The cached grains of `ghost` and mask of `hat`, if the cache holds `version` and all of
+    /// them.
+    fn cached_parts(
+        &self,
+        version: u64,
+        ghost: Option<&str>,
+        hat: Option<&str>,
+    ) -> Option<(Vec<GhostGrain>, Option<Vec<u8>>)> {
+        let c = self.cache.lock().ok()?;
+        if c.version != Some(version) {
+            return None;
         }
+        let mut grains = Vec::new();
+        // The full script's reply drops ids that are not numbers (`ghost_grains`): so does this.
+        let tokens = ghost
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| !t.is_empty() && t.parse::<u64>().is_ok());
+        for token in tokens {
+            grains.push(c.grains.get(token)?.clone());
+        }
+        let mask = match hat {
+            Some(name) => c.masks.get(name)?.clone(),
+            None => None,
+        };
+        Some((grains, mask))
+    }
+
+    /// Remembers what a full lookup read at `version`.
+    fn fill_cache(&self, version: u64, ghost: Option<&str>, look: &ReflexLookup) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.fill(version, ghost, look);
+        }
+    }
+
+    /// Counts one lookup (its ghost's grains, whether it found a record) and starts a flush
+    /// in the background when one is due.
+    fn count(&self, ghost_ids: u64, hit: bool) {
+        let c = &self.counters;
+        if ghost_ids > 0 {
+            c.lookups.fetch_add(ghost_ids, Ordering::Relaxed);
+        }
+        if hit {
+            c.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = c.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = n >= COUNTER_FLUSH_EVERY
+            || c.last.lock().map_or(true, |t| {
+                t.elapsed() >= Duration::from_millis(COUNTER_FLUSH_MS)
+            });
+        if !due {
+            return;
+        }
+        // Outside a tokio runtime the counts wait for `flush_counters`.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if c.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        rt.spawn(async move {
+            let _ = this.flush_counters().await;
+            this.counters.flushing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Adds the lookups' pending counts to `metrics:grains:lookups` and `metrics:cache:hits`
+    /// (one pipeline). On failure the counts stay pending for the next flush.
+    pub async fn flush_counters(&self) -> Result<(), ClientError> {
+        let c = &self.counters;
+        c.since.store(0, Ordering::Relaxed);
+        if let Ok(mut t) = c.last.lock() {
+            *t = Instant::now();
+        }
+        let lookups = c.lookups.swap(0, Ordering::AcqRel);
+        let hits = c.hits.swap(0, Ordering::AcqRel);
+        if lookups == 0 && hits == 0 {
+            return Ok(());
+        }
+        let pipe = self.client.pipeline();
+        let queued: Result<(), fred::error::Error> = async {
+            if lookups > 0 {
+                let _: () = pipe
+                    .incr_by(self.keys.metrics_grains_lookups(), lookups as i64)
+                    .await?;
+            }
+            if hits > 0 {
+                let _: () = pipe
+                    .incr_by(self.keys.metrics_cache_hits(), hits as i64)
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        let sent = match queued {
+            Ok(()) => pipe.all::<Vec<Value>>().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            c.lookups.fetch_add(lookups, Ordering::AcqRel);
+            c.hits.fetch_add(hits, Ordering::AcqRel);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Seed layout. Returns the lookup, whether a record was found, and the ghost's ids.
+    async fn lookup_seed(
+        &self,
+        h: &str,
+        cached: bool,
+    ) -> Result<(ReflexLookup, bool, u64), ClientError> {
         let k = &self.keys;
         let keys = vec![
             k.cms(h),
@@ -428,16 +692,42 @@ impl Reflex {
             k.decay_cycle(),
             k.ghost(h),
             k.hat_current(),
-            k.metrics_grains_lookups(),
-            k.metrics_cache_hits(),
+            k.reflex_version(),
         ];
+        let hit = |v: &Value| {
+            !matches!(
+                array(array(v).first().unwrap_or(&Value::Null)).first(),
+                None | Some(Value::Null)
+            )
+        };
+        if cached {
+            let v: Value = HOT_LOOKUP
+                .evalsha_with_reload(&self.client, keys.clone(), vec![h.to_owned()])
+                .await?;
+            let parts = array(&v);
+            let ghost = parts.get(6).and_then(text_of);
+            let version = version_of(parts.get(7));
+            let hat = parts.get(4).and_then(text_of);
+            if let Some((grains, mask)) =
+                self.cached_parts(version, ghost.as_deref(), hat.as_deref())
+            {
+                let mut look = self.decode_lookup(h, &v);
+                look.ghost = grains;
+                look.hat_mask = mask;
+                return Ok((look, hit(&v), ghost_count(ghost.as_deref())));
+            }
+        }
         let args = self.lookup_args(h);
         let v: Value = LOOKUP.evalsha_with_reload(&self.client, keys, args).await?;
-        Ok(self.decode_lookup(h, &v))
+        let look = self.decode_lookup(h, &v);
+        let parts = array(&v);
+        let ghost = parts.get(8).and_then(text_of);
+        self.fill_cache(version_of(parts.get(7)), ghost.as_deref(), &look);
+        Ok((look, hit(&v), ghost_count(ghost.as_deref())))
     }
 
-    /// ARGV of both lookup scripts: the query's id, then the grain and hat-mask key affixes
-    /// (`LOOKUP_GHOST_LUA` reads `ARGV[2..9]`).
+    /// ARGV of both full lookup scripts: the query's id, then the grain and hat-mask key
+    /// affixes (`LOOKUP_GHOST_LUA` reads `ARGV[2..9]`).
     fn lookup_args(&self, id: &str) -> Vec<String> {
         let [sig, plus, minus] = self.keys.grain_affixes();
         let (hp, hs) = self.keys.hat_mask_affixes();
@@ -454,7 +744,11 @@ impl Reflex {
         ]
     }
 
-    async fn lookup_compact(&self, h: &str) -> Result<ReflexLookup, ClientError> {
+    async fn lookup_compact(
+        &self,
+        h: &str,
+        cached: bool,
+    ) -> Result<(ReflexLookup, bool, u64), ClientError> {
         let id = compact_id(h).ok_or_else(|| {
             ClientError::Invalid(format!(
                 "query hash {h:?} does not start with 16 hex digits"
@@ -469,14 +763,41 @@ impl Reflex {
             k.decay_cycle(),
             k.ghost(&id),
             k.hat_current(),
-            k.metrics_grains_lookups(),
-            k.metrics_cache_hits(),
+            k.reflex_version(),
         ];
+        let hit = |v: &Value| text_of(array(v).first().unwrap_or(&Value::Null)).is_some();
+        if cached {
+            let v: Value = HOT_COMPACT_LOOKUP
+                .evalsha_with_reload(&self.client, keys.clone(), vec![id.clone()])
+                .await?;
+            let parts = array(&v);
+            let ghost = parts.get(4).and_then(text_of);
+            let version = version_of(parts.get(5));
+            let hat = parts.get(2).and_then(text_of);
+            if let Some((grains, mask)) =
+                self.cached_parts(version, ghost.as_deref(), hat.as_deref())
+            {
+                let mut look = self.decode_compact(&id, &v)?;
+                look.ghost = grains;
+                look.hat_mask = mask;
+                return Ok((look, hit(&v), ghost_count(ghost.as_deref())));
+            }
+        }
         let args = self.lookup_args(&id);
         let v: Value = COMPACT_LOOKUP
             .evalsha_with_reload(&self.client, keys, args)
             .await?;
+        let look = self.decode_compact(&id, &v)?;
         let parts = array(&v);
+        let ghost = parts.get(6).and_then(text_of);
+        self.fill_cache(version_of(parts.get(5)), ghost.as_deref(), &look);
+        Ok((look, hit(&v), ghost_count(ghost.as_deref())))
+    }
+
+    /// A compact reply `{rec, cycle, hat, mask, grains, …}` (the hot script's has `false` for
+    /// the mask and the ghost's text for the grains, which the caller fills from the cache).
+    fn decode_compact(&self, id: &str, v: &Value) -> Result<ReflexLookup, ClientError> {
+        let parts = array(v);
         let get = |i: usize| parts.get(i).unwrap_or(&Value::Null);
         let cycle = text_of(get(1))
             .and_then(|c| c.parse::<u64>().ok())
@@ -488,7 +809,7 @@ impl Reflex {
             None => None,
         };
         Ok(ReflexLookup {
-            hash: id,
+            hash: id.to_owned(),
             count: rec.as_ref().map(|r| r.count),
             last_accessed: rec
                 .as_ref()
@@ -504,6 +825,8 @@ impl Reflex {
         })
     }
 
+    /// A seed reply `{rec, s, cycle, grains, hat, mask, ghost grains, …}` (the hot script's
+    /// has `false` for the mask and the ghost's text for its grains, filled by the caller).
     fn decode_lookup(&self, h: &str, v: &Value) -> ReflexLookup {
         let parts = array(v);
         let get = |i: usize| parts.get(i).unwrap_or(&Value::Null);

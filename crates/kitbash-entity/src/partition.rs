@@ -184,7 +184,11 @@ impl<S: DocumentStore> Documents<S> {
                 key: key.to_owned(),
                 expect: (from.version, from.applied.clone()),
                 applied: cur.applied.clone(),
-                doc: cur.doc.as_ref().map(document::to_bytes),
+                // The last change's bytes are the final document's (one encoding, not two).
+                doc: cur.doc.as_ref().map(|d| match changes.last() {
+                    Some(last) if !last.data.is_empty() => last.data.clone(),
+                    _ => document::to_bytes(d),
+                }),
                 version: cur.version,
                 rejected,
                 ttl_secs: ttl_of(target),

@@ -2,11 +2,17 @@
 //! document as a JSON string (`GET` + parse for readers; this Debian Redis has no JSON module).
 //! A RedisJSON-backed store would implement the same trait.
 //!
-//! A commit is one script per document: a compare-and-set on the document's `version` and
-//! `applied` (its metadata hash, in the document's cluster slot), then `SET` of the new bytes,
-//! one entry per change in the changes stream and in the document's bounded timeline, and one
-//! `PUBLISH quantum:updates` per change carrying the change's stream id. The script only moves
-//! bytes Rust produced: Lua's `cjson` never touches a document.
+//! A commit is a compare-and-set per document on its `version` and `applied` (its metadata
+//! hash), then `SET` of the new bytes, one entry per change in the changes stream and in the
+//! document's bounded timeline, and one `PUBLISH quantum:updates` per change carrying the
+//! change's stream id. One script commits many documents of a batch at once (up to
+//! [`DOCS_PER_SCRIPT`] documents or [`BYTES_PER_SCRIPT`] bytes of arguments; more go in further
+//! scripts, pipelined), each with its own compare-and-set and its own outcome: a document whose
+//! version moved is refused alone. A script that fails on one document's keys (a key of another
+//! type) is sent again one document per script, so that document fails alone (the documents
+//! the failed script already wrote then come back as moved to their new version, which the
+//! partition logic recognises as applied). The script only moves bytes Rust produced: Lua's
+//! `cjson` never touches a document.
 //!
 //! The changes stream is a work stream (`StreamName::EntityChanges`): the commit appends to it
 //! without `MAXLEN`, and the entity daemon trims it safely (`[entity] changes_max`). The
@@ -28,6 +34,14 @@ pub enum StoreError {
     /// Redis failed or timed out.
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
+    /// The commit script answered something else than one outcome per document.
+    #[error("unexpected reply committing {key}: {why}")]
+    Reply {
+        /// The document key.
+        key: String,
+        /// What came back.
+        why: String,
+    },
     /// A stored document is not JSON (written by something else).
     #[error("document {key} is not JSON: {why}")]
     Corrupt {
@@ -146,10 +160,23 @@ pub trait DocumentStore: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<Committed, StoreError>>> + Send;
 }
 
-/// The commit script. KEYS: document, metadata, timeline, changes stream. ARGV: expected
-/// version, expected applied, new applied, deleted ('1'/'0'), document bytes, new version, ttl,
-/// timeline max, channel, document key, rejected, then 7 words per change: version, entry, op,
-/// patch, data, publish prefix, publish suffix.
+/// At most this many documents go in one commit script.
+pub const DOCS_PER_SCRIPT: usize = 64;
+/// A script takes documents until its arguments reach this many bytes (at least one document).
+pub const BYTES_PER_SCRIPT: usize = 1 << 20;
+
+/// Words of a document's header in the commit script's ARGV.
+const DOC_WORDS: usize = 10;
+/// Words per change in the commit script's ARGV.
+const CHANGE_WORDS: usize = 7;
+
+/// The commit script, for one or more documents. KEYS: the changes stream, then per document
+/// its key, metadata and timeline. ARGV: channel, timeline max, then per document 10 words —
+/// expected version, expected applied, new applied, deleted ('1'/'0'), document bytes, new
+/// version, ttl, document key, rejected, number of changes — and 7 words per change: version,
+/// entry, op, patch, data, publish prefix, publish suffix. Returns one element per document:
+/// `1` (written), `{2, error}` (written, but the timeline refused its entries) or
+/// `{0, version, applied, document, rejected}` (moved: nothing written).
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     let (fv, fa, fr) = (
         Keys::DOCUMENT_VERSION,
@@ -158,31 +185,45 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     );
     Script::from_lua(format!(
         r#"
-local v = redis.call('HGET', KEYS[2], '{fv}') or '0'
-local a = redis.call('HGET', KEYS[2], '{fa}') or ''
-if v ~= ARGV[1] or a ~= ARGV[2] then
-  return {{0, v, a, redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], '{fr}') or '[]'}}
+local out = {{}}
+local a = 3
+local d = 0
+while a <= #ARGV do
+  d = d + 1
+  local kd, km, kt = KEYS[3 * d - 1], KEYS[3 * d], KEYS[3 * d + 1]
+  local n = tonumber(ARGV[a + 9])
+  local meta = redis.call('HMGET', km, '{fv}', '{fa}')
+  local v, ap = meta[1] or '0', meta[2] or ''
+  if v ~= ARGV[a] or ap ~= ARGV[a + 1] then
+    out[d] = {{0, v, ap, redis.call('GET', kd), redis.call('HGET', km, '{fr}') or '[]'}}
+  else
+    local ttl = tonumber(ARGV[a + 6])
+    if ARGV[a + 3] == '1' then redis.call('DEL', kd)
+    elseif ttl > 0 then redis.call('SET', kd, ARGV[a + 4], 'EX', ttl)
+    else redis.call('SET', kd, ARGV[a + 4]) end
+    redis.call('HSET', km, '{fv}', ARGV[a + 5], '{fa}', ARGV[a + 2], '{fr}', ARGV[a + 8])
+    local i = a + {DOC_WORDS}
+    local lost = false
+    for _ = 1, n do
+      local id = redis.call('XADD', KEYS[1], '*', '{key}', ARGV[a + 7],
+        '{ver}', ARGV[i], '{op}', ARGV[i + 2], '{entry}', ARGV[i + 1], '{data}', ARGV[i + 4])
+      -- The timeline is the document's own history, not a work stream: a key of another type
+      -- there loses its entry (reported), never the committed change or its neighbours.
+      local t = redis.pcall('XADD', kt, 'MAXLEN', ARGV[2], '*', '{ver}', ARGV[i],
+        '{op}', ARGV[i + 2], '{entry}', ARGV[i + 1], '{patch}', ARGV[i + 3], '{change}', id)
+      if type(t) == 'table' and t.err then lost = t.err end
+      redis.call('PUBLISH', ARGV[1], ARGV[i + 5] .. id .. ARGV[i + 6])
+      i = i + {CHANGE_WORDS}
+    end
+    if ttl > 0 then
+      redis.call('EXPIRE', km, ttl)
+      redis.call('EXPIRE', kt, ttl)
+    end
+    if lost then out[d] = {{2, lost}} else out[d] = 1 end
+  end
+  a = a + {DOC_WORDS} + {CHANGE_WORDS} * n
 end
-local ttl = tonumber(ARGV[7])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) else
-  redis.call('SET', KEYS[1], ARGV[5])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-end
-redis.call('HSET', KEYS[2], '{fv}', ARGV[6], '{fa}', ARGV[3], '{fr}', ARGV[11])
-local i = 12
-while i + 6 <= #ARGV do
-  local id = redis.call('XADD', KEYS[4], '*', '{key}', ARGV[10],
-    '{ver}', ARGV[i], '{op}', ARGV[i + 2], '{entry}', ARGV[i + 1], '{data}', ARGV[i + 4])
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[8], '*', '{ver}', ARGV[i], '{op}', ARGV[i + 2],
-    '{entry}', ARGV[i + 1], '{patch}', ARGV[i + 3], '{change}', id)
-  redis.call('PUBLISH', ARGV[9], ARGV[i + 5] .. id .. ARGV[i + 6])
-  i = i + 7
-end
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
-return {{1}}
+return out
 "#,
         key = f::KEY,
         ver = f::VERSION,
@@ -228,41 +269,99 @@ impl StringStore {
         .transpose()
     }
 
-    async fn commit_one(&self, c: &DocCommit) -> Result<Committed, StoreError> {
-        let keys: Vec<String> = vec![
-            c.key.clone(),
-            self.keys.document_meta(&c.key),
-            self.keys.document_timeline(&c.key),
-            self.changes.clone(),
-        ];
-        let mut args: Vec<Value> = vec![
-            c.expect.0.to_string().into(),
-            c.expect.1.as_str().into(),
-            c.applied.as_str().into(),
-            if c.doc.is_none() { "1" } else { "0" }.into(),
-            Value::Bytes(c.doc.clone().unwrap_or_default().into()),
-            c.version.to_string().into(),
-            c.ttl_secs.to_string().into(),
-            self.timeline_max.to_string().into(),
-            self.channel.as_str().into(),
-            c.key.as_str().into(),
-            Value::Bytes(encode_rejected(&c.rejected).into()),
-        ];
-        for ch in &c.changes {
-            args.push(ch.version.to_string().into());
-            args.push(ch.entry.as_str().into());
-            args.push(ch.op.into());
-            args.push(Value::Bytes(ch.patch.clone().into()));
-            args.push(Value::Bytes(ch.data.clone().into()));
-            args.push(Value::Bytes(ch.publish.0.clone().into()));
-            args.push(Value::Bytes(ch.publish.1.clone().into()));
+    /// Bytes a document's words take in the commit script (what [`BYTES_PER_SCRIPT`] bounds).
+    fn arg_bytes(c: &DocCommit) -> usize {
+        let doc = c.doc.as_ref().map_or(0, Vec::len) + c.key.len() + 64;
+        c.changes.iter().fold(doc, |n, ch| {
+            n + ch.patch.len() + ch.data.len() + ch.publish.0.len() + ch.publish.1.len() + 64
+        })
+    }
+
+    /// Splits `commits` into the scripts that carry them: consecutive runs of at most
+    /// [`DOCS_PER_SCRIPT`] documents and (beyond the first) [`BYTES_PER_SCRIPT`] bytes.
+    pub fn script_chunks(commits: &[DocCommit]) -> Vec<&[DocCommit]> {
+        let mut out = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, c) in commits.iter().enumerate() {
+            let b = Self::arg_bytes(c);
+            if i > start && (i - start >= DOCS_PER_SCRIPT || bytes + b > BYTES_PER_SCRIPT) {
+                out.push(&commits[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += b;
+        }
+        if start < commits.len() {
+            out.push(&commits[start..]);
+        }
+        out
+    }
+
+    /// One commit script for `commits` (one result per document, in order), or the error of
+    /// the whole script.
+    async fn commit_script(
+        &self,
+        commits: &[DocCommit],
+    ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+        let mut keys: Vec<String> = Vec::with_capacity(1 + 3 * commits.len());
+        keys.push(self.changes.clone());
+        let words: usize = commits
+            .iter()
+            .map(|c| DOC_WORDS + CHANGE_WORDS * c.changes.len())
+            .sum();
+        let mut args: Vec<Value> = Vec::with_capacity(2 + words);
+        args.push(self.channel.as_str().into());
+        args.push(self.timeline_max.to_string().into());
+        for c in commits {
+            keys.push(c.key.clone());
+            keys.push(self.keys.document_meta(&c.key));
+            keys.push(self.keys.document_timeline(&c.key));
+            args.push(c.expect.0.to_string().into());
+            args.push(c.expect.1.as_str().into());
+            args.push(c.applied.as_str().into());
+            args.push(if c.doc.is_none() { "1" } else { "0" }.into());
+            args.push(Value::Bytes(c.doc.clone().unwrap_or_default().into()));
+            args.push(c.version.to_string().into());
+            args.push(c.ttl_secs.to_string().into());
+            args.push(c.key.as_str().into());
+            args.push(Value::Bytes(encode_rejected(&c.rejected).into()));
+            args.push(c.changes.len().to_string().into());
+            for ch in &c.changes {
+                args.push(ch.version.to_string().into());
+                args.push(ch.entry.as_str().into());
+                args.push(ch.op.into());
+                args.push(Value::Bytes(ch.patch.clone().into()));
+                args.push(Value::Bytes(ch.data.clone().into()));
+                args.push(Value::Bytes(ch.publish.0.clone().into()));
+                args.push(Value::Bytes(ch.publish.1.clone().into()));
+            }
         }
         let reply: Vec<Value> = COMMIT.evalsha_with_reload(&self.client, keys, args).await?;
-        if matches!(reply.first(), Some(Value::Integer(1))) {
-            return Ok(Committed::Yes);
-        }
-        let text = |i: usize| reply.get(i).and_then(Value::as_string).unwrap_or_default();
-        let raw = match reply.get(3) {
+        Ok(commits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Self::outcome(c, reply.get(i)))
+            .collect())
+    }
+
+    /// One document's element of the script's reply.
+    fn outcome(c: &DocCommit, v: Option<&Value>) -> Result<Committed, StoreError> {
+        let moved = match v {
+            Some(Value::Integer(1)) => return Ok(Committed::Yes),
+            Some(Value::Array(a)) if matches!(a.first(), Some(Value::Integer(2))) => {
+                let why = a.get(1).and_then(Value::as_string).unwrap_or_default();
+                tracing::warn!(key = %c.key, error = %why, "document committed; its timeline refused the change entries");
+                return Ok(Committed::Yes);
+            }
+            Some(Value::Array(a)) if matches!(a.first(), Some(Value::Integer(0))) => a,
+            other => {
+                return Err(StoreError::Reply {
+                    key: c.key.clone(),
+                    why: format!("the commit script answered {other:?}"),
+                });
+            }
+        };
+        let text = |i: usize| moved.get(i).and_then(Value::as_string).unwrap_or_default();
+        let raw = match moved.get(3) {
             Some(Value::Bytes(b)) => Some(b.to_vec()),
             Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
             _ => None,
@@ -271,8 +370,41 @@ impl StringStore {
             doc: Self::parse(&c.key, raw)?,
             version: text(1).parse().unwrap_or(0),
             applied: text(2),
-            rejected: decode_rejected(reply.get(4)),
+            rejected: decode_rejected(moved.get(4)),
         }))
+    }
+
+    /// The commits of one script; when the script fails on something other than a transient
+    /// error (a key of another type under one document), each document again in a script of
+    /// its own, so only that one fails.
+    async fn commit_chunk(&self, commits: &[DocCommit]) -> Vec<Result<Committed, StoreError>> {
+        match self.commit_script(commits).await {
+            Ok(out) => out,
+            Err(e) if e.is_transient() || commits.len() == 1 => {
+                let e = match e {
+                    StoreError::Redis(e) => e,
+                    other => return vec![Err(other)],
+                };
+                commits
+                    .iter()
+                    .map(|_| Err(StoreError::Redis(e.clone())))
+                    .collect()
+            }
+            Err(_) => {
+                futures::future::join_all(commits.iter().map(|c| async move {
+                    match self.commit_script(std::slice::from_ref(c)).await {
+                        Ok(mut one) => one.pop().unwrap_or_else(|| {
+                            Err(StoreError::Reply {
+                                key: c.key.clone(),
+                                why: "the commit script answered nothing".into(),
+                            })
+                        }),
+                        Err(e) => Err(e),
+                    }
+                }))
+                .await
+            }
+        }
     }
 }
 
@@ -338,8 +470,13 @@ impl DocumentStore for StringStore {
     }
 
     async fn commit(&self, commits: &[DocCommit]) -> Vec<Result<Committed, StoreError>> {
-        // One script per document (each in its own slot on a cluster), sent concurrently: fred
-        // pipelines them on the connection.
-        futures::future::join_all(commits.iter().map(|c| self.commit_one(c))).await
+        // Many documents per script (entity refuses a cluster: every key is in one server);
+        // the scripts of a large batch are sent concurrently, so fred pipelines them.
+        let chunks = Self::script_chunks(commits);
+        futures::future::join_all(chunks.into_iter().map(|c| self.commit_chunk(c)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }

@@ -1,7 +1,8 @@
 //! Integration tests of entity against a real redis-server: in-process instances, the real
-//! binary, faults (Redis restart and outage, shutdown mid-backlog), the migration, and the
-//! changes stream kept near its bound (`bounds`).
+//! binary, faults (Redis restart and outage, shutdown mid-backlog), the migration, batched
+//! commits (`batches`), and the changes stream kept near its bound (`bounds`).
 
+mod batches;
 mod binary;
 mod bounds;
 mod cluster;

@@ -130,6 +130,8 @@ async fn ghosts_equal_brute_force_under_each_hat_and_seed_keys_read_back_in_pyth
     .await;
     // The one-round-trip lookup sees it all.
     let look = reflex.lookup(&texts[0]).await.expect("lookup");
+    // Its counts reach `metrics:grains:lookups` / `metrics:cache:hits` in batches (read below).
+    reflex.flush_counters().await.expect("counters");
     assert_eq!(look.count, Some(6));
     assert!(look.resonance > 0.8);
     let mut g = look.grains.clone();

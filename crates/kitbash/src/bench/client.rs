@@ -6,7 +6,6 @@
 //! move with a noisy machine: Redis's µs per check (`INFO commandstats`, per inner command) and
 //! the client's instructions per check (`valgrind --tool=callgrind`, when installed).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use kitbash_client::ratelimit::{Limits, RateLimiter};
 use kitbash_runtime::config::RedisConfig;
 use kitbash_schema::{Keys, Namespace};
 
+use super::commandstats::{CommandStats, command_stats, cost_per_unit, delta};
 use super::openloop::{SideRuntime, load_avg, open_loop, poisson_schedule, q_ms};
 use super::redis::{redis_benchmark, target};
 use super::rng::Rng;
@@ -107,61 +107,19 @@ redis.call('PEXPIRE', key, math.floor(window / 1000) + 1)
 return {1, n, tonumber(oldest) + window - now, now}
 "#;
 
-/// `INFO commandstats` as `command → (calls, usec)`.
-async fn command_stats(client: &Client) -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
-    let info: String = client
-        .info(Some(fred::types::InfoKind::CommandStats))
-        .await?;
-    Ok(info
-        .lines()
-        .filter_map(|l| l.strip_prefix("cmdstat_"))
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let field = |f: &str| {
-                rest.split(',')
-                    .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('='))
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            Some((name.to_owned(), (field("calls")?, field("usec")?)))
-        })
-        .collect())
-}
-
 /// Redis's cost per check from two `INFO commandstats` snapshots around `checks` checks: the
 /// scripts' µs per check, and per inner command (calls and µs per check) — commands a script
 /// runs are counted under their own names too.
 fn redis_cost_per_check(
-    before: &BTreeMap<String, (u64, u64)>,
-    after: &BTreeMap<String, (u64, u64)>,
+    before: &CommandStats,
+    after: &CommandStats,
     checks: u64,
 ) -> (f64, serde_json::Value) {
-    let checks = checks.max(1) as f64;
-    let delta = |name: &str| {
-        let (c1, u1) = after.get(name).copied().unwrap_or_default();
-        let (c0, u0) = before.get(name).copied().unwrap_or_default();
-        (c1.saturating_sub(c0), u1.saturating_sub(u0))
-    };
-    let script_us = delta("evalsha").1 as f64 / checks;
-    let mut inner = serde_json::Map::new();
-    for name in after.keys() {
-        if matches!(name.as_str(), "evalsha" | "info" | "get" | "set" | "mset")
-            || name.starts_with("config")
-            || name.starts_with("script")
-        {
-            continue;
-        }
-        let (calls, usec) = delta(name);
-        if calls > 0 {
-            inner.insert(
-                name.clone(),
-                serde_json::json!({
-                    "calls_per_check": calls as f64 / checks,
-                    "usec_per_check": usec as f64 / checks,
-                }),
-            );
-        }
-    }
-    (script_us, serde_json::Value::Object(inner))
+    let script_us = delta(before, after, "evalsha").1 as f64 / checks.max(1) as f64;
+    let inner = cost_per_unit(before, after, checks, "check", |name| {
+        matches!(name, "evalsha" | "get" | "set" | "mset") || name.starts_with("script")
+    });
+    (script_us, inner)
 }
 
 /// Runs the suite.

@@ -32,8 +32,10 @@ use kitbash_schema::messages::{EntityOp, EntityTarget, EntityUpdate, QuantumUpda
 use kitbash_schema::{Keys, Namespace, StreamName};
 use serde_json::{Value as Json, json};
 
+use super::commandstats::{CommandStats, command_stats, cost_per_unit, delta};
 use super::openloop::{even_schedule, open_loop, q_ms};
 use super::redis::{Target, redis_benchmark, target};
+use super::reflex::probe::cpu_seconds;
 use super::{BenchOptions, Record};
 
 /// Documents of the throughput and latency phases (performance.md: realistic cardinality).
@@ -46,6 +48,9 @@ const INSTANCES: usize = 3;
 const CONTENDED_EACH: usize = 2_500;
 /// Offered patches per second of the latency phase.
 const RATE: u64 = 2_000;
+/// Issue 20's targets: `patches_per_s` and `patch_to_publish_p99_ms`.
+const TARGET_PATCHES_PER_S: u64 = 40_000;
+const TARGET_P99_MS: u64 = 2;
 
 fn bench_config(url: &str, ns: &str) -> Config {
     let mut c = Config::default();
@@ -68,18 +73,6 @@ fn doc(prefix: &str, i: usize) -> EntityTarget {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.to_owned();
-            let f: Vec<&str> = after.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
 }
 
 /// The 1-minute load average (`/proc/loadavg`), reported with every figure: the machine is
@@ -299,7 +292,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         })
         .collect();
     let all_naive: Vec<String> = (0..DOCS).map(|i| doc("doc", i).key(&naive_keys)).collect();
+    let (_, naive_cpu0) = cpu_seconds(&client).await?;
     let naive_secs = naive_get_set(&client, naive_keys_of).await?;
+    let (_, naive_cpu1) = cpu_seconds(&client).await?;
+    let naive_redis_usec = (naive_cpu1 - naive_cpu0) * 1e6 / total as f64;
     let naive_rate = total as f64 / naive_secs;
     let naive_lost_1000 = (total as u64).saturating_sub(sum_of_n(&client, &all_naive).await?);
     eprintln!("entity: baseline naive GET+SET, {PRODUCERS} writers, one document …");
@@ -333,9 +329,13 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
                 .collect()
         })
         .collect();
-    let cpu0 = cpu_seconds();
+    let stats0 = command_stats(&client).await?;
+    let (cpu0, redis_cpu0) = cpu_seconds(&client).await?;
     let secs = kitbash_patches(&client, &keys, partitions, patches).await?;
-    let cpu_cores = (cpu_seconds() - cpu0) / secs;
+    let (cpu1, redis_cpu1) = cpu_seconds(&client).await?;
+    let stats1 = command_stats(&client).await?;
+    let cpu_cores = (cpu1 - cpu0) / secs;
+    let redis = RedisCost::between(&stats0, &stats1, redis_cpu1 - redis_cpu0, total as u64);
     let all_docs: Vec<String> = (0..DOCS).map(|i| doc("doc", i).key(&keys)).collect();
     let lost_1000 = (total as u64).saturating_sub(sum_of_n(&client, &all_docs).await?);
     out.push(
@@ -360,7 +360,13 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("baseline_lost", naive_lost_1000)
         .with("cpu_cores", round2(cpu_cores))
         .with("load_avg_1m", load_average())
-        .with("target", 20_000),
+        .with("target", TARGET_PATCHES_PER_S),
+    );
+    out.push(
+        redis
+            .record("redis_cpu_usec_per_patch", naive_redis_usec)
+            .with("phase", "patches_per_s (the throughput drain)")
+            .with("patches", total),
     );
 
     // ---- kitbash: lost updates on one contended document ----
@@ -467,7 +473,8 @@ async fn latency(
     let failed = Arc::new(AtomicU64::new(0));
     let total = RATE * secs;
     let started = Instant::now();
-    let cpu0 = cpu_seconds();
+    let stats0 = command_stats(client).await?;
+    let (cpu0, redis_cpu0) = cpu_seconds(client).await?;
     // Every patch its own XADD, issued on an even schedule by the shared open-loop generator
     // and timed from its *scheduled* instant.
     let schedule = even_schedule(RATE as f64, total as usize);
@@ -499,7 +506,8 @@ async fn latency(
         .await?
     };
     let wall = started.elapsed().as_secs_f64();
-    let cpu = (cpu_seconds() - cpu0) / wall;
+    let (cpu1, redis_cpu1) = cpu_seconds(client).await?;
+    let cpu = (cpu1 - cpu0) / wall;
     let sent = sent
         .lock()
         .map_err(|_| anyhow::anyhow!("sent lock"))?
@@ -515,6 +523,8 @@ async fn latency(
     }
     collector.abort();
     let _ = sub.quit().await;
+    let stats1 = command_stats(client).await?;
+    let redis = RedisCost::between(&stats0, &stats1, redis_cpu1 - redis_cpu0, total);
     let arrived = arrived
         .lock()
         .map_err(|_| anyhow::anyhow!("arrived lock"))?
@@ -557,5 +567,52 @@ async fn latency(
     .with("generator_late_p99_ms", q_ms(&run.lateness, 0.99))
     .with("cpu_cores", round2(cpu))
     .with("load_avg_1m", load_average())
-    .with("target_ms", 5))
+    .with("redis_commit_scripts_per_patch", redis.scripts_per_patch)
+    .with("redis_script_usec_per_patch", redis.script_usec_per_patch)
+    .with("redis_cpu_usec_per_patch", redis.cpu_usec_per_patch)
+    .with("redis_commands_per_patch", redis.commands.clone())
+    .with("target_ms", TARGET_P99_MS))
+}
+
+/// Redis's own cost of the patches of one phase (`INFO commandstats`, `INFO cpu`).
+struct RedisCost {
+    /// `EVALSHA` calls (the commit scripts and the runtime's checkpoint scripts) per patch.
+    scripts_per_patch: f64,
+    /// Redis µs inside those scripts (their inner commands included) per patch.
+    script_usec_per_patch: f64,
+    /// Redis's whole CPU (user + sys, every command and the event loop) per patch, µs.
+    cpu_usec_per_patch: f64,
+    /// Every command's calls and µs per patch (inner commands of scripts counted too).
+    commands: Json,
+}
+
+impl RedisCost {
+    fn between(
+        before: &CommandStats,
+        after: &CommandStats,
+        redis_cpu_s: f64,
+        patches: u64,
+    ) -> Self {
+        let n = patches.max(1) as f64;
+        let (calls, usec) = delta(before, after, "evalsha");
+        Self {
+            scripts_per_patch: calls as f64 / n,
+            script_usec_per_patch: usec as f64 / n,
+            cpu_usec_per_patch: redis_cpu_s * 1e6 / n,
+            commands: cost_per_unit(before, after, patches, "patch", |_| false),
+        }
+    }
+
+    /// The figure: Redis's whole CPU per patch (producers' `XADD`s, partition reads, commit
+    /// and checkpoint scripts) against Redis's CPU per update of the naive `GET`+`SET` path.
+    fn record(&self, metric: &str, naive_usec: f64) -> Record {
+        Record::new("entity", metric, self.cpu_usec_per_patch, "us", naive_usec)
+            .with(
+                "baseline_kind",
+                "Redis CPU (INFO cpu) per update of the naive GET+SET path, same 8 writers and 1,000 documents, same run",
+            )
+            .with("redis_commit_scripts_per_patch", self.scripts_per_patch)
+            .with("redis_script_usec_per_patch", self.script_usec_per_patch)
+            .with("redis_commands_per_patch", self.commands.clone())
+    }
 }

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod bridge;
 pub mod client;
+pub(crate) mod commandstats;
 pub mod entity;
 pub mod feynman;
 pub mod memory;

@@ -10,7 +10,7 @@ use fred::types::Value;
 
 /// CPU seconds used so far by this process (all threads, `/proc/self/stat` utime + stime at
 /// the ABI's 100 ticks/s) and by the Redis server (`INFO cpu`).
-pub(super) async fn cpu_seconds(client: &Client) -> anyhow::Result<(f64, f64)> {
+pub(crate) async fn cpu_seconds(client: &Client) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -70,23 +70,10 @@ pub(super) async fn runqueue_waits(client: &Client) -> anyhow::Result<(u64, u64)
     Ok((redis, runqueue_wait_ns("self", None)))
 }
 
-/// `(calls, usec)` of `cmd` in `INFO commandstats`.
+/// `(calls, usec)` of `cmd` in `INFO commandstats` (since the last `CONFIG RESETSTAT`).
 pub(crate) async fn command_stat(client: &Client, cmd: &str) -> anyhow::Result<(u64, u64)> {
-    let info: String = client
-        .info(Some(fred::types::InfoKind::CommandStats))
-        .await?;
-    let prefix = format!("cmdstat_{cmd}:");
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_default();
-    let field = |name: &str| {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((field("calls"), field("usec")))
+    let stats = crate::bench::commandstats::command_stats(client).await?;
+    Ok(stats.get(cmd).copied().unwrap_or_default())
 }
 
 /// The exact command one `lookup` sends, read back from the slow log (threshold 0 for one
