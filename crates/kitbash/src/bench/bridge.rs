@@ -298,6 +298,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         eprintln!("bridge: {RATE} records/s over {SYMBOLS} symbols for {secs} s …");
         let key = keys.stream(StreamName::Physics);
         let cpu0 = process_cpu_seconds(pid);
+        // The load generator's own CPU: on a small box the clients compete with the bridge.
+        let client_cpu = |procs: &[Child]| -> f64 {
+            procs.iter().map(|c| process_cpu_seconds(c.id())).sum()
+        };
+        let clients_cpu0 = client_cpu(&procs.0);
         let started = Instant::now();
         let total = RATE * secs;
         let mut sent = 0u64;
@@ -319,6 +324,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         // Let the last deliveries land.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let cpu = process_cpu_seconds(pid) - cpu0;
+        let clients_cpu = client_cpu(&procs.0) - clients_cpu0;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         // Close their stdin, read their histograms (a child blocks on a full pipe until its
         // output is read), then reap them.
@@ -370,6 +376,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
                 .with("target_ms", 50),
             Record::new(SUITE, "deliveries_per_cpu_s", delivered as f64 / cpu.max(0.01), "1/cpu-s", 12_500.0)
                 .with("bridge_cpu_s", cpu)
+                .with("clients_cpu_s", clients_cpu)
+                .with("cores", std::thread::available_parallelism().map_or(0, |n| n.get() as u64))
                 .with("seconds", secs)
                 .with("baseline_is", "Centrifugo's published ≈12,500 deliveries per CPU-second (Socket.IO 4.8 measured 46k–48k here)")
                 .with("target", 200_000),
