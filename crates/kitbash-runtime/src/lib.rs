@@ -16,7 +16,9 @@
 //! Public (the door, and what the CLI and tests read):
 //! - [`config`]: layered configuration (files, profile, `KITBASH__*` env), validated up front.
 //! - [`shutdown`]: SIGTERM/SIGINT → a cancellation token; SIGHUP → a reload counter.
-//! - [`redis`]: fred clients with timeouts, bounded buffers; `redact` for logs.
+//! - [`redis`]: fred clients with timeouts, bounded buffers, credentials; `redact` for logs.
+//! - [`tls`]: the rustls configuration of `rediss://` from `[redis]`'s PEM files, and what a
+//!   failed handshake means.
 //! - [`entries`]: stream replies parsed from raw RESP (also `kitbash status`/`tail`).
 //! - [`component`]: the component layer — a daemon declares consume / partitioned / every /
 //!   leader / task / serve components and start-up checks, and the runtime runs them.
@@ -73,6 +75,7 @@ pub mod subscriber;
 pub mod tail;
 pub mod task;
 pub(crate) mod telemetry;
+pub mod tls;
 pub mod trim;
 
 pub use backoff::Backoff;
