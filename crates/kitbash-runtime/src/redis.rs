@@ -187,6 +187,7 @@ impl ConnectCause {
         {
             ConnectCause::Auth
         } else if *e.kind() == fred::error::ErrorKind::Tls
+            || d.contains("InvalidCertificate")
             || d.contains("invalid peer certificate")
             || d.contains("InvalidContentType")
             || d.contains("CorruptMessage")
@@ -362,10 +363,16 @@ pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client,
                     Err(_) => {}
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    let detail = last_error.as_ref().map_or_else(
+                    let mut detail = last_error.as_ref().map_or_else(
                         || format!("no connection within {wait:?}"),
                         |e| format!("no connection within {wait:?}; last error: {}", e.details()),
                     );
+                    if cfg.is_tls() {
+                        // A plain Redis port waits for the rest of what it takes for a command.
+                        detail.push_str(
+                            "; a rediss:// URL on a port without TLS waits like this: is it the server's tls-port?",
+                        );
+                    }
                     break Err(ConnectError::new(&cfg.url, ConnectCause::Timeout, detail));
                 }
             }

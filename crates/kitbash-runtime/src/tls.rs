@@ -107,12 +107,17 @@ pub fn explain_handshake(detail: &str, ca: Option<&Path>, host: &str) -> Option<
             .to_owned()
     } else if detail.contains("InvalidContentType") || detail.contains("CorruptMessage") {
         "the server does not speak TLS on this port (is it the plain port? use tls-port)".to_owned()
-    } else if detail.contains("invalid peer certificate") {
+    } else if detail.contains("InvalidCertificate") || detail.contains("invalid peer certificate") {
         format!("the server's certificate was refused, checked against {roots}")
     } else {
         return None;
     };
-    Some(format!("TLS handshake failed: {because} ({detail})"))
+    // fred passes rustls's error as an io::Error's Debug text:
+    // `Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }`.
+    let short = detail
+        .split_once("error: ")
+        .map_or(detail, |(_, e)| e.trim_end_matches(" }"));
+    Some(format!("TLS handshake failed: {because} ({short})"))
 }
 
 #[cfg(test)]
@@ -143,6 +148,14 @@ mod tests {
             "{e}"
         );
         assert!(explain_handshake("Connection refused", Some(ca), "h").is_none());
+        let e = explain_handshake(
+            "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }",
+            None,
+            "h",
+        )
+        .expect("a certificate problem");
+        assert!(e.ends_with("(InvalidCertificate(UnknownIssuer))"), "{e}");
+        assert!(e.contains("system's trust store"), "{e}");
     }
 
     #[test]
