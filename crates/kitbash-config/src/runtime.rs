@@ -367,12 +367,17 @@ impl Default for ConsumerConfig {
 pub struct FleetConfig {
     /// Heartbeat period, ms; an instance silent for 3 periods is reported dead.
     pub heartbeat_ms: u64,
+    /// A main loop (a consumer, a partition worker, a periodic or leader task) that has not
+    /// come round for this long beyond its own cadence counts as stuck: the daemon stops
+    /// feeding systemd's watchdog (`WatchdogSec=`), which then restarts it, ms.
+    pub stuck_after_ms: u64,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             heartbeat_ms: 2_000,
+            stuck_after_ms: 30_000,
         }
     }
 }
@@ -491,6 +496,9 @@ impl Section for FleetConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_ms < 100 {
             return Err(ConfigError::key("heartbeat_ms", "must be ≥ 100"));
+        }
+        if self.stuck_after_ms == 0 {
+            return Err(ConfigError::key("stuck_after_ms", "must be > 0"));
         }
         Ok(())
     }

@@ -37,6 +37,8 @@
 //! - [`clock`]: this host's clock and Redis's (`TIME`).
 //! - [`heartbeat`]: the fleet register behind `kitbash status`.
 //! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`notify`]: systemd's `READY=1`, `WATCHDOG=1` (fed by the main loops' beats in
+//!   [`health::Health`]) and `STOPPING=1`, as datagrams to `$NOTIFY_SOCKET`.
 //! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
 //!
 //! Crate-private: `telemetry` (tracing subscriber, text or JSON), `dedup` (producer `mid`s),
@@ -66,6 +68,7 @@ pub mod idempotency;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod partition;
 pub(crate) mod periodic;
 pub mod redis;
