@@ -728,6 +728,23 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             let env = |k: &str| std::env::var(k).ok();
             let (text, without) = crate::acl::render(&config.redis.keys(), &opts, &env)?;
             print!("{text}");
+            // Redis accepts no comments in an aclfile: who each user is for goes to stderr.
+            for line in text.lines() {
+                let name = line.split_whitespace().nth(1).unwrap_or_default();
+                if let Some(u) = kitbash_schema::acl::users(&config.redis.keys())
+                    .into_iter()
+                    .find(|u| u.name == name)
+                {
+                    eprintln!(
+                        "kitbash acl: {name}: {}",
+                        kitbash_schema::acl::about(u.role)
+                    );
+                }
+            }
+            eprintln!(
+                "kitbash acl: Redis's default user is left as it is; add `user default off` once \
+                 every client authenticates"
+            );
             if !without.is_empty() {
                 eprintln!(
                     "kitbash acl: no password for {} (printed `off`): set KITBASH_ACL_PASSWORD_<ROLE> or --password-dir",
