@@ -776,7 +776,7 @@ mod tests {
         assert!(!app.covers_key(&k.dead_letter(StreamName::Ticks(2))));
         assert!(!app.covers_key(&k.fleet()));
         for u in users(&k) {
-            assert!(u.commands.first().is_some(), "{} has commands", u.name);
+            assert!(!u.commands.is_empty(), "{} has commands", u.name);
             if u.role != Role::Admin {
                 assert!(
                     !u.commands.iter().any(|c| c.starts_with("+@")),
