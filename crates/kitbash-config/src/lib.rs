@@ -40,8 +40,8 @@ pub use ghost::GhostConfig;
 pub use ratelimit::{FailPolicyConfig, RateLimitConfig};
 pub use reflex::ReflexConfig;
 pub use runtime::{
-    AdminConfig, ConsumerConfig, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
-    TelemetryConfig,
+    AdminConfig, ConsumerConfig, Credentials, FleetConfig, KeyStyleConfig, LogFormat, RedisConfig,
+    Secret, TelemetryConfig, TlsFiles,
 };
 
 /// A configuration section: its name in the file and the checks its types cannot express.

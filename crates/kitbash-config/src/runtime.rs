@@ -31,6 +31,63 @@ pub struct RedisConfig {
     /// Capacity of the pub/sub message channel per subscriber (fred's default 32 loses messages
     /// under load; lag is counted and logged).
     pub pubsub_capacity: usize,
+    /// The ACL user to authenticate as (`kitbash acl` prints one per daemon kind); empty = the
+    /// URL's user, else Redis's `default` user. Overrides a user in the URL.
+    pub username: String,
+    /// The password; empty = from `password_file`, else from the URL. Better given as the
+    /// environment variable `KITBASH__REDIS__PASSWORD` or a file than written in a config file.
+    pub password: Secret,
+    /// A file holding the password (its first line; e.g. a systemd credential,
+    /// `$CREDENTIALS_DIRECTORY/redis-password`). Read at start; empty = none.
+    pub password_file: String,
+    /// PEM file of the CA certificates that sign the server's certificate, for `rediss://`;
+    /// empty = the system's trust store.
+    pub tls_ca_file: String,
+    /// PEM file of a client certificate, for servers with `tls-auth-clients yes`; needs
+    /// `tls_key_file`.
+    pub tls_cert_file: String,
+    /// PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: String,
+}
+
+/// A password: never printed by `Debug` (a config dumped into a log shows `***`).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+/// Who a connection authenticates as, resolved from `[redis]` ([`RedisConfig::credentials`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `None` = the URL's, else `default`.
+    pub username: Option<String>,
+    /// The password; `None` = the URL's, else none.
+    pub password: Option<Secret>,
+}
+
+/// The TLS files of `[redis]`, for a `rediss://` URL ([`RedisConfig::tls_files`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `tls_ca_file`, when set.
+    pub ca: Option<std::path::PathBuf>,
+    /// `tls_cert_file` and `tls_key_file`, when both are set.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for RedisConfig {
@@ -45,6 +102,12 @@ impl Default for RedisConfig {
             reconnect_min_ms: 50,
             reconnect_max_ms: 2_000,
             pubsub_capacity: 4_096,
+            username: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -69,6 +132,48 @@ impl RedisConfig {
             KeyStyleConfig::Tagged => KeyStyle::Tagged,
         };
         Keys::new(ns).with_style(style)
+    }
+
+    /// The user and password to authenticate with: `username`, then `password` or the first
+    /// line of `password_file`; what is not set here comes from the URL
+    /// (`redis://user:pass@host`). An unreadable `password_file` is an error naming it.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let username = (!self.username.is_empty()).then(|| self.username.clone());
+        let password = if !self.password.is_empty() {
+            Some(self.password.clone())
+        } else if !self.password_file.is_empty() {
+            let text = std::fs::read_to_string(&self.password_file).map_err(|e| {
+                ConfigError::key(
+                    "password_file",
+                    format!("cannot read {}: {e}", self.password_file),
+                )
+            })?;
+            let first = text.lines().next().unwrap_or("").to_owned();
+            if first.is_empty() {
+                return Err(ConfigError::key(
+                    "password_file",
+                    format!("{} is empty", self.password_file),
+                ));
+            }
+            Some(Secret(first))
+        } else {
+            None
+        };
+        Ok(Credentials { username, password })
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss")
+    }
+
+    /// The TLS files set in `[redis]`.
+    pub fn tls_files(&self) -> TlsFiles {
+        let path = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
+        TlsFiles {
+            ca: path(&self.tls_ca_file),
+            client: path(&self.tls_cert_file).zip(path(&self.tls_key_file)),
+        }
     }
 }
 
@@ -262,12 +367,17 @@ impl Default for ConsumerConfig {
 pub struct FleetConfig {
     /// Heartbeat period, ms; an instance silent for 3 periods is reported dead.
     pub heartbeat_ms: u64,
+    /// A main loop (a consumer, a partition worker, a periodic or leader task) that has not
+    /// come round for this long beyond its own cadence counts as stuck: the daemon stops
+    /// feeding systemd's watchdog (`WatchdogSec=`), which then restarts it, ms.
+    pub stuck_after_ms: u64,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             heartbeat_ms: 2_000,
+            stuck_after_ms: 30_000,
         }
     }
 }
@@ -296,6 +406,38 @@ impl Section for RedisConfig {
             .map_err(|e| ConfigError::key("namespace", e.to_string()))?;
         if self.command_timeout_ms == 0 {
             return Err(ConfigError::key("command_timeout_ms", "must be > 0"));
+        }
+        if !self.password.is_empty() && !self.password_file.is_empty() {
+            return Err(ConfigError::key(
+                "password_file",
+                "password and password_file are both set: keep one",
+            ));
+        }
+        self.credentials()?;
+        let tls_keys = [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_cert_file", &self.tls_cert_file),
+            ("tls_key_file", &self.tls_key_file),
+        ];
+        for (key, file) in tls_keys {
+            if file.is_empty() {
+                continue;
+            }
+            if !self.is_tls() {
+                return Err(ConfigError::key(
+                    key,
+                    format!("is set but url {url:?} is not rediss:// (TLS)"),
+                ));
+            }
+            if let Err(e) = std::fs::metadata(file) {
+                return Err(ConfigError::key(key, format!("cannot read {file}: {e}")));
+            }
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return Err(ConfigError::key(
+                "tls_key_file",
+                "tls_cert_file and tls_key_file go together: set both or neither",
+            ));
         }
         Ok(())
     }
@@ -354,6 +496,9 @@ impl Section for FleetConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_ms < 100 {
             return Err(ConfigError::key("heartbeat_ms", "must be ≥ 100"));
+        }
+        if self.stuck_after_ms == 0 {
+            return Err(ConfigError::key("stuck_after_ms", "must be > 0"));
         }
         Ok(())
     }

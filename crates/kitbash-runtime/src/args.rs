@@ -109,6 +109,10 @@ pub fn help_text(kind: DaemonKind) -> String {
          KITBASH_CONFIG_DIR     where default.toml and profiles are (default ./config)\n  \
          KITBASH_PROFILE        a profile: also read $KITBASH_PROFILE.toml there\n  \
          KITBASH__SECTION__KEY  any key, e.g. KITBASH__REDIS__URL=redis://10.0.0.5:6379\n  \
+         KITBASH__REDIS__USERNAME, KITBASH__REDIS__PASSWORD or KITBASH__REDIS__PASSWORD_FILE\n  \
+                                its Redis ACL user (`kitbash acl` prints one per daemon kind)\n  \
+         NOTIFY_SOCKET, WATCHDOG_USEC  set by systemd (Type=notify): READY=1, WATCHDOG=1,\n  \
+                                STOPPING=1 are sent there\n  \
          RUST_LOG               log filter; overrides [telemetry] level"
     );
     for para in [
@@ -246,6 +250,12 @@ mod tests {
         assert!(help.contains("KITBASH__FEYNMAN__LEASE_MS"), "{help}");
         assert!(help.contains("KITBASH__REDIS__<KEY>"), "{help}");
         assert!(help.contains("KITBASH_PROFILE"), "{help}");
+        // credentials and TLS are documented keys of [redis], listed from default.toml
+        for key in ["username", "password_file", "tls_ca_file", "tls_cert_file"] {
+            assert!(help.contains(key), "{key} in {help}");
+        }
+        assert!(help.contains("KITBASH__REDIS__PASSWORD_FILE"), "{help}");
+        assert!(help.contains("NOTIFY_SOCKET"), "{help}");
         let bridge = help_text(DaemonKind::Bridge);
         assert!(bridge.contains("Its section [bridge]:"), "{bridge}");
         assert!(bridge.contains("KITBASH__BRIDGE__RECOVER_MAX"), "{bridge}");

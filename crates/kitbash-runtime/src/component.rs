@@ -177,10 +177,18 @@ impl Components {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let shutdown = self.ctx.signals.shutdown.clone();
+        let health = self.ctx.health.clone();
+        let beat = format!("every {name}");
         self.tasks.push((
             format!("every {name}"),
             Box::pin(async move {
-                crate::periodic::every(period, shutdown, &mut task).await;
+                // A call that never returns stops the beats: systemd's watchdog starves.
+                crate::periodic::every(period, shutdown, || {
+                    health.beat(&beat, period);
+                    task()
+                })
+                .await;
+                health.forget_beat(&beat);
                 Ok(())
             }),
         ));
@@ -321,6 +329,8 @@ impl Components {
         for (name, task) in self.tasks {
             set.spawn(async move { (name, task.await) });
         }
+        // Every component's checks register as it starts; systemd's READY=1 waits for this.
+        self.ctx.started.set();
         let mut first: Option<RuntimeError> = None;
         while let Some(done) = set.join_next().await {
             match done {

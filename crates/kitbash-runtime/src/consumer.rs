@@ -829,7 +829,12 @@ impl StreamConsumer {
         }
         let mut phase = Phase::Own("0".into());
         let mut next_claim = Instant::now();
+        // One round is a blocking read of at most block_ms and its batch; a handler that never
+        // returns stops the beats and so systemd's watchdog.
+        let beat = format!("consume {} as {}", self.stream, self.group);
+        let cadence = Duration::from_millis(self.cfg.block_ms);
         while !shutdown.is_cancelled() {
+            self.health.beat(&beat, cadence);
             let step = self.step(&mut phase, &mut next_claim, &mut handler).await;
             match step {
                 Ok(()) => {
@@ -852,6 +857,7 @@ impl StreamConsumer {
                 }
             }
         }
+        self.health.forget_beat(&beat);
         self.leave().await;
         let _ = self.blocking.quit().await;
         tracing::info!(stream = %self.stream, group = %self.group, stats = ?self.stats, "consumer loop stopped");

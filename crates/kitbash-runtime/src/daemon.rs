@@ -77,22 +77,41 @@ pub struct DaemonContext {
     pub admin_addr: Option<SocketAddr>,
     /// The addresses of the routers it serves ([`crate::Components::serve`]).
     pub(crate) served: crate::serve::Served,
+    /// Set once the components run: systemd's `READY=1` waits for it ([`crate::notify`]).
+    pub(crate) started: crate::notify::Started,
     /// Background tasks (heartbeat) to await on the way out.
     tasks: Vec<std::sync::Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>>,
 }
 
 impl DaemonContext {
     /// Connects, starts the admin endpoint and the heartbeat. Does not wait for Redis.
+    /// Notifies systemd when `$NOTIFY_SOCKET` says so ([`crate::notify`]).
     pub async fn start(
         kind: DaemonKind,
         config: Config,
         signals: Signals,
     ) -> Result<Self, RuntimeError> {
+        Self::start_with(
+            kind,
+            config,
+            signals,
+            crate::notify::SystemdLink::from_env(),
+        )
+        .await
+    }
+
+    /// [`DaemonContext::start`] notifying `link` (a test's socket) instead of the environment's.
+    pub async fn start_with(
+        kind: DaemonKind,
+        config: Config,
+        signals: Signals,
+        link: crate::notify::SystemdLink,
+    ) -> Result<Self, RuntimeError> {
         let instance = instance_name(kind);
         let keys = config.redis.keys();
         let redis = Redis::connect(&config.redis)?;
         let metrics = Metrics::new();
-        let health = Health::new();
+        let health = Health::with_stuck_after(Duration::from_millis(config.fleet.stuck_after_ms));
         let admin_addr = match config.admin.addr() {
             Some(addr) => Some(
                 crate::admin::serve(
@@ -126,6 +145,13 @@ impl DaemonContext {
             health.clone(),
             signals.shutdown.clone(),
         ));
+        let started = crate::notify::Started::default();
+        let notify = tokio::spawn(crate::notify::run(
+            link,
+            health.clone(),
+            started.clone(),
+            signals.shutdown.clone(),
+        ));
         let served = crate::serve::Served::default();
         let hb = tokio::spawn(crate::heartbeat::run(
             redis.clone(),
@@ -151,9 +177,11 @@ impl DaemonContext {
             signals,
             admin_addr,
             served,
+            started,
             tasks: vec![
                 std::sync::Arc::new(tokio::sync::Mutex::new(Some(hb))),
                 std::sync::Arc::new(tokio::sync::Mutex::new(Some(watch))),
+                std::sync::Arc::new(tokio::sync::Mutex::new(Some(notify))),
             ],
         })
     }
@@ -240,7 +268,25 @@ pub async fn run(
     signals: crate::shutdown::Signals,
     build: fn(&DaemonContext) -> Components,
 ) -> Result<(), RuntimeError> {
-    let ctx = DaemonContext::start(kind, config, signals).await?;
+    run_with(
+        kind,
+        config,
+        signals,
+        build,
+        crate::notify::SystemdLink::from_env(),
+    )
+    .await
+}
+
+/// [`run`] notifying `link` instead of `$NOTIFY_SOCKET` (tests listen on their own socket).
+pub async fn run_with(
+    kind: DaemonKind,
+    config: Config,
+    signals: crate::shutdown::Signals,
+    build: fn(&DaemonContext) -> Components,
+    link: crate::notify::SystemdLink,
+) -> Result<(), RuntimeError> {
+    let ctx = DaemonContext::start_with(kind, config, signals, link).await?;
     let result = build(&ctx).run().await;
     ctx.finish().await;
     result

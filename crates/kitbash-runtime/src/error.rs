@@ -36,6 +36,12 @@ pub enum RuntimeError {
         /// What its code said.
         why: String,
     },
+    /// `[redis]` could not be applied (an unreadable `password_file`).
+    #[error("bad config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The TLS files of `[redis]` could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A wire-format problem while writing.
     #[error("wire: {0}")]
     Wire(#[from] kitbash_schema::WireError),

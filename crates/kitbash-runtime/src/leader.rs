@@ -47,7 +47,10 @@ pub async fn run<F, Fut>(
     let mut term: Option<LeaderTerm> = None;
     let mut next_run = Instant::now();
     let labels = [("task", name)];
+    let beat = format!("leader {name}");
     loop {
+        // A task (or a lease command) that never returns stops the beats and the watchdog.
+        ctx.health.beat(&beat, step.max(period));
         // Keep (or win) the lease.
         term = match term.take() {
             Some(t) => match lease::renew(&client, &key, &t.token, lease_ms).await {
@@ -93,6 +96,7 @@ pub async fn run<F, Fut>(
             _ = tokio::time::sleep(step) => {}
         }
     }
+    ctx.health.forget_beat(&beat);
     if let Some(t) = term {
         let _ = lease::release(&client, &key, &t.token).await;
         tracing::info!(task = name, "leadership released");

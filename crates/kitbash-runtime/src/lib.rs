@@ -16,7 +16,9 @@
 //! Public (the door, and what the CLI and tests read):
 //! - [`config`]: layered configuration (files, profile, `KITBASH__*` env), validated up front.
 //! - [`shutdown`]: SIGTERM/SIGINT → a cancellation token; SIGHUP → a reload counter.
-//! - [`redis`]: fred clients with timeouts, bounded buffers; `redact` for logs.
+//! - [`redis`]: fred clients with timeouts, bounded buffers, credentials; `redact` for logs.
+//! - [`tls`]: the rustls configuration of `rediss://` from `[redis]`'s PEM files, and what a
+//!   failed handshake means.
 //! - [`entries`]: stream replies parsed from raw RESP (also `kitbash status`/`tail`).
 //! - [`component`]: the component layer — a daemon declares consume / partitioned / every /
 //!   leader / task / serve components and start-up checks, and the runtime runs them.
@@ -35,6 +37,8 @@
 //! - [`clock`]: this host's clock and Redis's (`TIME`).
 //! - [`heartbeat`]: the fleet register behind `kitbash status`.
 //! - [`health`], [`metrics`], [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`notify`]: systemd's `READY=1`, `WATCHDOG=1` (fed by the main loops' beats in
+//!   [`health::Health`]) and `STOPPING=1`, as datagrams to `$NOTIFY_SOCKET`.
 //! - [`daemon`]: the life of a daemon binary, so every `main.rs` is one call.
 //!
 //! Crate-private: `telemetry` (tracing subscriber, text or JSON), `dedup` (producer `mid`s),
@@ -64,6 +68,7 @@ pub mod idempotency;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod partition;
 pub(crate) mod periodic;
 pub mod redis;
@@ -73,6 +78,7 @@ pub mod subscriber;
 pub mod tail;
 pub mod task;
 pub(crate) mod telemetry;
+pub mod tls;
 pub mod trim;
 
 pub use backoff::Backoff;

@@ -64,9 +64,21 @@ pub fn is_transient(e: &fred::error::Error) -> bool {
         && !d.contains("BUSYKEY")
 }
 
-/// A fred builder configured from `[redis]`.
+/// A fred builder configured from `[redis]`: the URL, then `username` and `password` /
+/// `password_file` over the URL's, then TLS from `tls_*_file` for a `rediss://` URL.
 pub fn builder(cfg: &RedisConfig) -> Result<Builder, RuntimeError> {
     let mut fred_cfg = FredConfig::from_url(&cfg.url)?;
+    let credentials = cfg.credentials()?;
+    if let Some(user) = credentials.username {
+        fred_cfg.username = Some(user);
+    }
+    if let Some(password) = credentials.password {
+        fred_cfg.password = Some(password.expose().to_owned());
+    }
+    if cfg.is_tls() {
+        let tls = crate::tls::client_config(&cfg.tls_files())?;
+        fred_cfg.tls = Some(fred::types::config::TlsConnector::from(tls).into());
+    }
     // Keep retrying the first connection like any later one: a daemon started before Redis
     // waits for it (and reports not-ready) instead of crash-looping.
     fred_cfg.fail_fast = false;
@@ -103,7 +115,7 @@ impl Redis {
     /// before it answers wait in the bounded buffer until their timeout.
     pub fn connect(cfg: &RedisConfig) -> Result<Self, RuntimeError> {
         let client = builder(cfg)?.build()?;
-        watch_connection(&client, &cfg.url);
+        watch_connection(&client, cfg);
         client.connect();
         Ok(Self { client })
     }
@@ -141,6 +153,9 @@ pub enum ConnectCause {
     Timeout,
     /// Redis refused the user or password (`WRONGPASS`, `NOAUTH`, `NOPERM`).
     Auth,
+    /// The TLS handshake failed: the server's certificate is not signed by the configured CA,
+    /// is not valid for the URL's host name, or the port does not speak TLS.
+    Tls,
     /// The URL cannot be parsed.
     BadUrl,
     /// Anything else (unreachable network, TLS, protocol); the detail says what.
@@ -155,6 +170,7 @@ impl ConnectCause {
             ConnectCause::UnknownHost => "unknown_host",
             ConnectCause::Timeout => "timeout",
             ConnectCause::Auth => "auth",
+            ConnectCause::Tls => "tls",
             ConnectCause::BadUrl => "bad_url",
             ConnectCause::Other => "other",
         }
@@ -170,6 +186,13 @@ impl ConnectCause {
                 .any(|m| d.contains(m))
         {
             ConnectCause::Auth
+        } else if *e.kind() == fred::error::ErrorKind::Tls
+            || d.contains("InvalidCertificate")
+            || d.contains("invalid peer certificate")
+            || d.contains("InvalidContentType")
+            || d.contains("CorruptMessage")
+        {
+            ConnectCause::Tls
         } else if d.contains("ConnectionRefused") || d.contains("Connection refused") {
             ConnectCause::Refused
         } else if d.contains("lookup address")
@@ -212,6 +235,24 @@ impl ConnectError {
         }
     }
 
+    /// The error fred reported while connecting with `cfg`, classified; a failed TLS
+    /// handshake is explained with the CA file and the URL's host.
+    fn of_fred(cfg: &RedisConfig, e: &fred::error::Error) -> Self {
+        let cause = ConnectCause::of_fred(e);
+        let mut detail = e.details().to_string();
+        if cause == ConnectCause::Tls {
+            let host = FredConfig::from_url(&cfg.url)
+                .ok()
+                .and_then(|c| c.server.hosts().first().map(|h| h.host.to_string()))
+                .unwrap_or_default();
+            let ca = cfg.tls_files().ca;
+            if let Some(line) = crate::tls::explain_handshake(&detail, ca.as_deref(), &host) {
+                detail = line;
+            }
+        }
+        Self::new(&cfg.url, cause, detail)
+    }
+
     /// The cause in words, with the detail and what to do.
     pub fn explain(&self) -> String {
         let d = &self.detail;
@@ -225,6 +266,7 @@ impl ConnectError {
                 format!("authentication failed ({d}): check the user and password in the URL")
             }
             ConnectCause::BadUrl => format!("bad URL ({d})"),
+            ConnectCause::Tls => d.clone(),
             ConnectCause::Other => d.clone(),
         }
     }
@@ -314,16 +356,23 @@ pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client,
             tokio::select! {
                 r = &mut connected => break Ok(r),
                 e = errors.recv() => match e {
-                    // fred keeps retrying (fail_fast = false); a wrong password will not get better.
-                    Ok((e, _)) if ConnectCause::of_fred(&e) == ConnectCause::Auth => break Ok(Err(e)),
+                    // fred keeps retrying (fail_fast = false); a wrong password or a certificate
+                    // that does not verify will not get better.
+                    Ok((e, _)) if matches!(ConnectCause::of_fred(&e), ConnectCause::Auth | ConnectCause::Tls) => break Ok(Err(e)),
                     Ok((e, _)) => last_error = Some(e),
                     Err(_) => {}
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    let detail = last_error.as_ref().map_or_else(
+                    let mut detail = last_error.as_ref().map_or_else(
                         || format!("no connection within {wait:?}"),
                         |e| format!("no connection within {wait:?}; last error: {}", e.details()),
                     );
+                    if cfg.is_tls() {
+                        // A plain Redis port waits for the rest of what it takes for a command.
+                        detail.push_str(
+                            "; a rediss:// URL on a port without TLS waits like this: is it the server's tls-port?",
+                        );
+                    }
                     break Err(ConnectError::new(&cfg.url, ConnectCause::Timeout, detail));
                 }
             }
@@ -345,7 +394,7 @@ pub async fn connect_client(cfg: &RedisConfig, wait: Duration) -> Result<Client,
         Ok(()) => Ok(client),
         Err(e) => {
             close_quietly(&client).await;
-            Err(ConnectError::new(&cfg.url, ConnectCause::of_fred(&e), e.details()).into())
+            Err(ConnectError::of_fred(cfg, &e).into())
         }
     }
 }
@@ -358,11 +407,12 @@ async fn close_quietly(client: &Client) {
 /// Logs, while a daemon waits for Redis, why it cannot connect: at once on the first failure,
 /// again when the cause changes or every 30 s while it lasts, and once when it connects again.
 /// Needs a tokio runtime; without one it does nothing.
-fn watch_connection(client: &Client, url: &str) {
+fn watch_connection(client: &Client, cfg: &RedisConfig) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let url = redact(url);
+    let url = redact(&cfg.url);
+    let cfg = cfg.clone();
     let mut errors = client.error_rx();
     let mut reconnects = client.reconnect_rx();
     rt.spawn(async move {
@@ -376,7 +426,7 @@ fn watch_connection(client: &Client, url: &str) {
                             c != cause || at.elapsed() >= Duration::from_secs(30)
                         });
                         if due {
-                            let line = ConnectError::new(&url, cause, e.details());
+                            let line = ConnectError::of_fred(&cfg, &e);
                             tracing::error!(cause = cause.code(), "{line}; retrying");
                             reported = Some((cause, Instant::now()));
                         }

@@ -527,6 +527,130 @@ impl Keys {
     pub const SESSION_CREATED: &'static str = "created";
 }
 
+/// Every key builder of [`Keys`], by name, with sample keys (one per [`StreamName`] family and
+/// per [`DaemonKind`] where the builder takes one) — what the ACL generator's coverage test
+/// ([`crate::acl`]) checks against the users' patterns.
+///
+/// **A new builder must be listed here** (or in [`CHANNEL_BUILDERS`] / [`NOT_KEY_BUILDERS`]):
+/// the test `every_key_builder_is_enumerated` reads this file and fails naming the builder
+/// that is missing, so a key family cannot be forgotten by the ACLs.
+pub fn key_samples(k: &Keys) -> Vec<(&'static str, String)> {
+    let mut v: Vec<(&'static str, String)> = vec![
+        ("cms", k.cms("h")),
+        ("cms_grains", k.cms_grains("h")),
+        ("cms_resonance", k.cms_resonance("h")),
+        ("grain_sig", k.grain_sig(42)),
+        ("grain_bits_plus", k.grain_bits_plus(42)),
+        ("grain_bits_minus", k.grain_bits_minus(42)),
+        ("grain_index", k.grain_index()),
+        ("ghost", k.ghost("h")),
+        ("ghost_activations", k.ghost_activations()),
+        ("hat_current", k.hat_current()),
+        ("hat_mask", k.hat_mask("analytical")),
+        ("metrics_queries_count", k.metrics_queries_count()),
+        ("metrics_latency_p95", k.metrics_latency_p95()),
+        ("metrics_latency_p99", k.metrics_latency_p99()),
+        ("metrics_grains_lookups", k.metrics_grains_lookups()),
+        ("metrics_cache_hits", k.metrics_cache_hits()),
+        ("physics_state", k.physics_state("SPY")),
+        ("physics_state_source", k.physics_state_source("SPY")),
+        ("market_snapshot", k.market_snapshot("SPY")),
+        ("agent_state", k.agent_state("analyst_001")),
+        ("queue_tasks", k.queue_tasks()),
+        ("leaderboard_strategies", k.leaderboard_strategies()),
+        ("quantum_status", k.quantum_status()),
+        ("quantum_session_current", k.quantum_session_current()),
+        ("quantum_daily", k.quantum_daily("2025-07-01")),
+        ("quantum_work_summary24h", k.quantum_work_summary24h()),
+        ("entity", k.entity("claude", "identity")),
+        ("wm", k.wm("p1")),
+        ("spikes", k.spikes(1_700_000_000_000_000)),
+        ("spikes_index", k.spikes_index()),
+        ("attention", k.attention("visual")),
+        ("memory", k.memory("m1")),
+        ("score", k.score("u1", "c1", "t1")),
+        ("session", k.session("u1")),
+        ("rate", k.rate("u1", "/search")),
+        ("memory_user_index", k.memory_user_index("u1")),
+        ("fleet", k.fleet()),
+        ("bench", k.bench("redis")),
+        ("decay_cycle", k.decay_cycle()),
+        ("resonance_index", k.resonance_index()),
+        ("decay_clock", k.decay_clock()),
+        ("latency_histogram", k.latency_histogram()),
+        ("reflex_version", k.reflex_version()),
+        ("reflex_layout", k.reflex_layout()),
+        ("cms_bucket", k.cms_bucket(357)),
+        ("cms_sweep", k.cms_sweep()),
+        ("reflex_hot", k.reflex_hot()),
+        ("reflex_hot_text", k.reflex_hot_text()),
+        ("ghost_recomputed", k.ghost_recomputed()),
+        ("example_tally", k.example_tally()),
+        ("example_top", k.example_top()),
+    ];
+    for doc in [
+        k.quantum_status(),
+        k.quantum_session_current(),
+        k.quantum_daily("2025-07-01"),
+        k.quantum_work_summary24h(),
+        k.entity("claude", "identity"),
+    ] {
+        v.push(("document_meta", k.document_meta(&doc)));
+        v.push(("document_timeline", k.document_timeline(&doc)));
+    }
+    for s in StreamName::families() {
+        v.push(("stream", k.stream(s)));
+        v.push(("dead_letter", k.dead_letter(s)));
+        v.push(("done_marker", k.done_marker(s, "1-0")));
+        // Leases, checkpoints and snapshotted state exist for partitioned streams only.
+        if s.partitioned_by().is_some() {
+            v.push(("lease", k.lease(s)));
+            v.push(("checkpoint", k.checkpoint(s)));
+            v.push(("partition_state", k.partition_state(s)));
+        }
+        v.push(("trim_claim", k.trim_claim(s)));
+        v.push(("archive_epoch", k.archive_epoch(s)));
+        v.push(("bridge_epoch", k.bridge_epoch(s)));
+        for kind in DaemonKind::ALL.into_iter().chain([DaemonKind::Example]) {
+            v.push(("mids", k.mids(s, kind.group().as_str())));
+            v.push(("mids_order", k.mids_order(s, kind.group().as_str())));
+        }
+    }
+    v.push(("partition_lease", k.partition_lease(3)));
+    v.push(("partition_checkpoint", k.partition_checkpoint(3)));
+    for kind in DaemonKind::ALL.into_iter().chain([DaemonKind::Example]) {
+        v.push(("heartbeat", k.heartbeat(kind, "i-1")));
+        v.push(("leader", k.leader(kind, "task")));
+    }
+    v
+}
+
+/// Every channel builder of [`Keys`], by name, with its channel (see [`key_samples`]).
+pub fn channel_samples(k: &Keys) -> Vec<(&'static str, String)> {
+    vec![
+        ("channel_state_update", k.channel_state_update()),
+        ("channel_trade_signals", k.channel_trade_signals()),
+        ("channel_quantum_updates", k.channel_quantum_updates()),
+        ("channel_grain_updates", k.channel_grain_updates()),
+        ("channel_reload", k.channel_reload()),
+    ]
+}
+
+/// The channel builders' names, listed in [`channel_samples`].
+pub const CHANNEL_BUILDERS: [&str; 5] = [
+    "channel_state_update",
+    "channel_trade_signals",
+    "channel_quantum_updates",
+    "channel_grain_updates",
+    "channel_reload",
+];
+
+/// Builders of [`Keys`] that return a `String` but not a key or a channel.
+pub const NOT_KEY_BUILDERS: [&str; 1] = [
+    // a SCAN MATCH pattern of a family whose keys are listed one by one
+    "family_pattern",
+];
+
 /// The key families `kitbash-client` writes, as named on the command line
 /// (`kitbash cache clear memory`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -762,6 +886,65 @@ mod tests {
                 "{style:?}"
             );
         }
+    }
+
+    /// The builders `pub fn name(&self, …) -> String` of `impl Keys`, read from this file.
+    fn string_builders() -> Vec<String> {
+        let src = include_str!("keys.rs");
+        let body = src
+            .split("impl Keys {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}\n").next())
+            .unwrap_or("");
+        let mut names = Vec::new();
+        for (i, part) in body.split("    pub fn ").enumerate() {
+            if i == 0 {
+                continue;
+            }
+            let signature = part.split('{').next().unwrap_or("");
+            if signature.contains("-> String") {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| *c != '(' && *c != '<')
+                    .collect();
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_key_builder_is_enumerated() {
+        let k = Keys::default();
+        let listed: std::collections::BTreeSet<&str> = key_samples(&k)
+            .into_iter()
+            .map(|(n, _)| n)
+            .chain(channel_samples(&k).into_iter().map(|(n, _)| n))
+            .chain(NOT_KEY_BUILDERS)
+            .collect();
+        let builders = string_builders();
+        assert!(builders.len() > 50, "the parse found {builders:?}");
+        for b in &builders {
+            assert!(
+                listed.contains(b.as_str()),
+                "Keys::{b} is not in keys::key_samples (or channel_samples / NOT_KEY_BUILDERS): \
+                 list it there so the ACL generator's coverage test sees it"
+            );
+        }
+        for l in &listed {
+            assert!(
+                builders.iter().any(|b| b == l),
+                "{l} is listed but is no builder"
+            );
+        }
+        let channels: Vec<&str> = channel_samples(&k).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(channels, CHANNEL_BUILDERS);
+        assert!(
+            builders
+                .iter()
+                .filter(|b| b.starts_with("channel_"))
+                .all(|b| CHANNEL_BUILDERS.contains(&b.as_str()))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`namespace`]: the optional prefix that lets a test or a replay run beside production.
+//! - [`acl`]: least-privilege Redis ACL users generated from the key builders (`kitbash acl`).
 //! - [`keys`]: typed builders for every key family of the five seeds and the fleet's internal keys.
 //! - [`streams`]: the catalog of streams, their consumer groups and dead-letter streams.
 //! - [`channels`]: pub/sub channel names.
@@ -18,6 +19,7 @@
 //!
 //! **Invariant:** this crate performs no I/O and depends on serde alone.
 
+pub mod acl;
 pub mod archive;
 pub mod bridge;
 pub mod budget;

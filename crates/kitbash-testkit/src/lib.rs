@@ -5,7 +5,9 @@
 //! - [`server`]: [`RedisServer`], one process on a free port with its own temp dir, and its
 //!   faults: [`kill`](RedisServer::kill), [`stop`](RedisServer::stop),
 //!   [`restart`](RedisServer::restart), [`pause`](RedisServer::pause)/[`resume`](RedisServer::resume),
-//!   [`drop_clients`](RedisServer::drop_clients), [`flushall`](RedisServer::flushall).
+//!   [`drop_clients`](RedisServer::drop_clients), [`flushall`](RedisServer::flushall); ACL
+//!   files ([`acl_file`](RedisServerBuilder::acl_file)) and TLS on a second port
+//!   ([`tls`](RedisServerBuilder::tls)).
 //! - [`cluster`]: [`RedisCluster`], N masters joined by `redis-cli --cluster create`.
 //! - [`backend`]: [`TestRedis`], a server from the backend `KITBASH_TEST_BACKEND` selects
 //!   (`process`, or `containers` with the `containers` feature).
@@ -78,4 +80,4 @@ pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use error::{Result, TestkitError};
 pub use namespace::namespace;
 pub use resp::{RespConnection, RespValue};
-pub use server::{Appendfsync, RedisServer, RedisServerBuilder};
+pub use server::{Appendfsync, RedisServer, RedisServerBuilder, TlsServerFiles};

@@ -81,6 +81,23 @@ pub struct RedisServerBuilder {
     port: Option<u16>,
     /// Deadline for the first `PONG`, at start and at every restart.
     start_timeout: Duration,
+    /// An ACL file's text: written to `users.acl` in the server's dir, loaded with `--aclfile`.
+    acl: Option<String>,
+    /// TLS on a second port (the plain port stays, for the testkit's own probes).
+    tls: Option<TlsServerFiles>,
+}
+
+/// The PEM files of a server with TLS ([`RedisServerBuilder::tls`]).
+#[derive(Clone, Debug)]
+pub struct TlsServerFiles {
+    /// The server's certificate (`--tls-cert-file`).
+    pub cert: PathBuf,
+    /// Its private key (`--tls-key-file`).
+    pub key: PathBuf,
+    /// The CA that signs client certificates (`--tls-ca-cert-file`).
+    pub ca: PathBuf,
+    /// `--tls-auth-clients yes` (a client certificate is required) instead of `optional`.
+    pub require_client_cert: bool,
 }
 
 impl Default for RedisServerBuilder {
@@ -92,6 +109,8 @@ impl Default for RedisServerBuilder {
             cluster: false,
             port: None,
             start_timeout: DEFAULT_START_TIMEOUT,
+            acl: None,
+            tls: None,
         }
     }
 }
@@ -121,6 +140,21 @@ impl RedisServerBuilder {
     /// Listen on this port instead of a free one. A taken port is an error, not a retry.
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Loads these ACL rules (the text of an ACL file, `user NAME …` lines) with `--aclfile`.
+    /// Redis's `default` user stays as it is unless the text redefines it, so the testkit's
+    /// own probes and [`RedisServer::cmd`] keep working.
+    pub fn acl_file(mut self, text: impl Into<String>) -> Self {
+        self.acl = Some(text.into());
+        self
+    }
+
+    /// Also listens with TLS on a second free port ([`RedisServer::tls_port`]), with these
+    /// certificates; the plain port stays.
+    pub fn tls(mut self, files: TlsServerFiles) -> Self {
+        self.tls = Some(files);
         self
     }
 
@@ -156,9 +190,41 @@ impl RedisServerBuilder {
                 .prefix(TEMP_DIR_PREFIX)
                 .tempdir()
                 .map_err(|e| TestkitError::io("creating the server's temp dir", e))?;
+            let mut args = self.args(dir.path());
+            if let Some(text) = &self.acl {
+                let path = dir.path().join("users.acl");
+                std::fs::write(&path, text)
+                    .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
+                args.extend(["--aclfile".to_owned(), path.display().to_string()]);
+            }
+            let tls_reservation = match &self.tls {
+                None => None,
+                Some(files) => {
+                    let r = PortReservation::pick(false)?;
+                    args.extend([
+                        "--tls-port".to_owned(),
+                        r.port().to_string(),
+                        "--tls-cert-file".to_owned(),
+                        files.cert.display().to_string(),
+                        "--tls-key-file".to_owned(),
+                        files.key.display().to_string(),
+                        "--tls-ca-cert-file".to_owned(),
+                        files.ca.display().to_string(),
+                        "--tls-auth-clients".to_owned(),
+                        if files.require_client_cert {
+                            "yes"
+                        } else {
+                            "optional"
+                        }
+                        .to_owned(),
+                    ]);
+                    Some(r)
+                }
+            };
             let mut server = RedisServer {
                 binary: binary.clone(),
-                args: self.args(dir.path()),
+                tls_reservation,
+                args,
                 password: self.password.clone(),
                 start_timeout: self.start_timeout,
                 log_path: dir.path().join(LOG_FILE),
@@ -258,6 +324,8 @@ pub struct RedisServer {
     paused: bool,
     /// Keeps the port ours while the server lives, also between `kill()` and `restart()`.
     reservation: PortReservation,
+    /// The TLS port, when started with [`RedisServerBuilder::tls`].
+    tls_reservation: Option<PortReservation>,
     /// The server's `--dir`; removed on drop, after the process is gone.
     dir: TempDir,
 }
@@ -284,6 +352,11 @@ impl RedisServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.reservation.port()
+    }
+
+    /// The TLS port, when started with [`RedisServerBuilder::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_reservation.as_ref().map(PortReservation::port)
     }
 
     /// The process id, or `None` after `kill()`/`stop()`.

@@ -135,6 +135,28 @@ pub enum Command {
         #[arg(long, global = true)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Print a Redis ACL file generated from the schema: one user per daemon kind with only
+    /// its keys, channels and commands, an admin, a read-only and an application user.
+    ///
+    /// Users are named kitbash-ROLE (kitbash-NAMESPACE-ROLE in a namespace); ROLE is feynman,
+    /// entity, decay, ghost, bridge, archive, example, admin, readonly or app. Each user's
+    /// password comes from the environment variable KITBASH_ACL_PASSWORD_<ROLE>
+    /// (KITBASH_ACL_PASSWORD_FEYNMAN, …), else from the first line of the file ROLE in
+    /// --password-dir; it is printed as its SHA-256 (#hex, which Redis ACL files accept) unless
+    /// --show-passwords. A user without a password is printed `off` (it cannot log in) and
+    /// named on stderr. Connects to nothing; load the file with `aclfile` and `ACL LOAD`.
+    /// Daemons then log in with [redis] username and password or password_file.
+    Acl {
+        /// A directory of password files, one per role, named after it (feynman, admin, …).
+        #[arg(long)]
+        password_dir: Option<std::path::PathBuf>,
+        /// Print the passwords themselves (>secret) instead of their SHA-256.
+        #[arg(long)]
+        show_passwords: bool,
+        /// Only these roles, comma-separated (feynman,decay).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Print a stream's entries live, decoded, one line each (no consumer group: it disturbs
     /// nothing). Ctrl-C stops.
     Tail {
@@ -692,6 +714,43 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                     .await?;
             eprintln!("kitbash: {n} query events");
             let _ = client.quit().await;
+        }
+        Command::Acl {
+            password_dir,
+            show_passwords,
+            only,
+        } => {
+            let opts = crate::acl::AclOptions {
+                password_dir,
+                show_passwords,
+                only,
+            };
+            let env = |k: &str| std::env::var(k).ok();
+            let (text, without) = crate::acl::render(&config.redis.keys(), &opts, &env)?;
+            print!("{text}");
+            // Redis accepts no comments in an aclfile: who each user is for goes to stderr.
+            for line in text.lines() {
+                let name = line.split_whitespace().nth(1).unwrap_or_default();
+                if let Some(u) = kitbash_schema::acl::users(&config.redis.keys())
+                    .into_iter()
+                    .find(|u| u.name == name)
+                {
+                    eprintln!(
+                        "kitbash acl: {name}: {}",
+                        kitbash_schema::acl::about(u.role)
+                    );
+                }
+            }
+            eprintln!(
+                "kitbash acl: Redis's default user is left as it is; add `user default off` once \
+                 every client authenticates"
+            );
+            if !without.is_empty() {
+                eprintln!(
+                    "kitbash acl: no password for {} (printed `off`): set KITBASH_ACL_PASSWORD_<ROLE> or --password-dir",
+                    without.join(", ")
+                );
+            }
         }
         Command::Tail { stream, from, json } => {
             let Some(s) = kitbash_schema::StreamName::parse(&stream) else {

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`cli`]: argument parsing (clap) and dispatch.
+//! - [`acl`]: `kitbash acl` — the Redis ACL file generated from the schema, passwords hashed.
 //! - [`status`]: `kitbash status` — fleet, streams, groups, lag, pending, dead letters, Redis.
 //! - [`bench`](mod@bench): `kitbash bench SUITE` — figures as ratios to same-run baselines.
 //! - [`feed`]: `kitbash feed ticks` — a synthetic market or a CSV replay into the tick partitions.
@@ -17,6 +18,7 @@
 //! - [`tail`]: `kitbash tail STREAM` — entries live, decoded, without a consumer group.
 //! - [`archive`]: `kitbash archive ls|verify|export` — the Parquet archive's files, checks, DuckDB.
 
+pub mod acl;
 pub mod archive;
 pub mod bench;
 pub mod cache;

@@ -216,7 +216,10 @@ impl RawConsumer {
         let mut refreshed = Instant::now();
         let mut take_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut result = Ok(());
+        let beat = format!("consume raw {} as {}", self.inner.stream, self.inner.group);
+        let cadence = Duration::from_millis(self.inner.cfg.block_ms);
         while !shutdown.is_cancelled() {
+            self.inner.health.beat(&beat, cadence);
             let step = self
                 .step(
                     &mut phase,

@@ -337,11 +337,13 @@ pub async fn run<L: PartitionLogic>(
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     b.ctx.health.set(b.check.clone(), false);
+    let beat = format!("balance {}", b.check);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(done) = b.workers.join_next_with_id() => b.ended(done).await,
             _ = tick.tick() => {
+                b.ctx.health.beat(&beat, period);
                 match b.balance().await {
                     Ok(()) => b.ctx.health.set(b.check.clone(), true),
                     Err(e) => {
@@ -353,6 +355,7 @@ pub async fn run<L: PartitionLogic>(
             }
         }
     }
+    b.ctx.health.forget_beat(&beat);
     // Drain: workers finish their batch; their leases stay renewed until each has exited.
     for s in b.slots.values_mut() {
         s.stopping = true;

@@ -576,7 +576,11 @@ pub async fn run<L: PartitionLogic>(
     sh.health.set(check_name(sh.spec.group, p), true);
     let period = Duration::from_millis(sh.spec.snapshot_ms);
     let mut snapshot_due = Instant::now() + period;
+    // One round: a blocking read (its BLOCK) and the batch's commit.
+    let beat = format!("partition {} {p}", sh.spec.group);
+    let cadence = Duration::from_millis(sh.consumer.block_ms);
     while !cancel.is_cancelled() {
+        sh.health.beat(&beat, cadence);
         let batch = w.read(&reader).await?;
         let due = Instant::now() >= snapshot_due;
         if due {
@@ -599,6 +603,7 @@ pub async fn run<L: PartitionLogic>(
     }
     // The drain's flush is not held up by a Redis that refuses writes (a cancelled token: no
     // retries); the changed items are then replayed by the next owner instead.
+    sh.health.forget_beat(&beat);
     let no_retry = CancellationToken::new();
     no_retry.cancel();
     w.flush(&no_retry).await?;
