@@ -498,9 +498,15 @@ fn daemon(p: &Patterns<'_>, kind: DaemonKind, u: &mut AclUser) {
                     k.metrics_queries_count(),
                     k.hat_current(),
                     k.reflex_version(),
+                    // The fleet view's reflex part: the layout, the decay clock, the hottest
+                    // queries (their records and texts) and their ghosts.
+                    k.reflex_layout(),
+                    k.decay_clock(),
+                    k.ghost("*"),
                 ]
                 .map(r),
             );
+            u.keys.extend(p.reflex_records().into_iter().map(r));
         }
         DaemonKind::Archive => {
             // An observer group on every stream, the trim claims, and the manifests' fences.
@@ -768,6 +774,18 @@ mod tests {
             bridge.access_to(&k.bridge_epoch(StreamName::Physics)),
             Some((true, true))
         );
+        // The dashboard's reflex view reads, never writes, the reflex path.
+        for key in [
+            k.resonance_index(),
+            k.reflex_hot_text(),
+            k.cms("h"),
+            k.ghost("h"),
+            k.decay_clock(),
+            k.reflex_layout(),
+            k.trim_claim(StreamName::Queries),
+        ] {
+            assert_eq!(bridge.access_to(&key), Some((true, false)), "{key}");
+        }
         let app = super::user(&k, Role::App);
         assert_eq!(
             app.access_to(&k.stream(StreamName::Ticks(2))),
