@@ -232,7 +232,7 @@ const RUNTIME_COMMANDS: &str = "+ping +info +time +client|setname +client|id +se
     +xtrim +xrange +xrevrange +xlen +xdel \
     +get +set +mget +del +unlink +exists +type +expire +pexpire +ttl +pttl +incr +incrby \
     +hget +hset +hmget +hgetall +hdel +hincrby +hlen +hexists +hkeys +hvals +hscan \
-    +zadd +zrem +zrange +zrangebyscore +zrevrangebyscore +zscore +zcard +zincrby \
+    +zadd +zrem +zrange +zrangebyscore +zrevrange +zrevrangebyscore +zscore +zcard +zincrby \
     +zremrangebyscore +zremrangebyrank +zrank \
     +sadd +srem +smembers +sismember +scard +sscan \
     +lpush +rpush +lpop +rpop +lrange +llen +lindex +ltrim";
