@@ -140,7 +140,7 @@ pub enum Command {
     ///
     /// Users are named kitbash-ROLE (kitbash-NAMESPACE-ROLE in a namespace); ROLE is feynman,
     /// entity, decay, ghost, bridge, archive, example, admin, readonly or app. Each user's
-    /// password comes from the environment variable KITBASH_ACL_PASSWORD_<ROLE>
+    /// password comes from the environment variable `KITBASH_ACL_PASSWORD_<ROLE>`
     /// (KITBASH_ACL_PASSWORD_FEYNMAN, …), else from the first line of the file ROLE in
     /// --password-dir; it is printed as its SHA-256 (#hex, which Redis ACL files accept) unless
     /// --show-passwords. A user without a password is printed `off` (it cannot log in) and
