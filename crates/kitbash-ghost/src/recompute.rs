@@ -238,7 +238,9 @@ impl Recompute {
             Layout::Seed => {
                 let pipe = self.client.pipeline();
                 for h in ids {
-                    let _: () = pipe.hget(self.keys.cms(h), "text").await?;
+                    let _: () = pipe
+                        .hget(self.keys.cms(h), kitbash_schema::reflex::CMS_TEXT)
+                        .await?;
                 }
                 pipe.all().await
             }
