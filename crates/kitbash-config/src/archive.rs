@@ -42,6 +42,15 @@ pub struct ArchiveConfig {
     /// Per-stream trim settings, keyed by logical stream name (`queries`, `"ticks:3"`), for
     /// streams the archive archives: these keys from here, the rest from `[archive]`.
     pub retention: BTreeMap<String, StreamTrimOverride>,
+    /// The memory stream's bound when the archive does not archive it: the indexer trims it
+    /// near this many entries (never past one not yet indexed). 0 = unbounded.
+    pub memory_stream_max: u64,
+    /// The most entries each relevance index keeps (per user, per user and context); the
+    /// least relevant go first.
+    pub memory_index_max: u64,
+    /// Entries whose relevance fell below this leave the indexes at the next write to them
+    /// (readers skip them too). Relevance is `e^(-age/τ) · ln(1 + accesses)`, τ = 1 h.
+    pub memory_min_relevance: f64,
 }
 
 /// `[archive.retention.<logical stream>]`: one stream's trim settings. Absent keys keep the
@@ -95,6 +104,9 @@ impl Default for ArchiveConfig {
             retention_ms: 600_000,
             retention_entries: 0,
             retention: BTreeMap::new(),
+            memory_stream_max: 100_000,
+            memory_index_max: 1_000,
+            memory_min_relevance: kitbash_schema::memory::MIN_RELEVANCE,
         }
     }
 }
@@ -124,6 +136,15 @@ impl Section for ArchiveConfig {
         }
         if self.trim_interval_ms == 0 {
             return Err(ConfigError::key("trim_interval_ms", "must be > 0"));
+        }
+        if self.memory_index_max == 0 {
+            return Err(ConfigError::key("memory_index_max", "must be > 0"));
+        }
+        if !(self.memory_min_relevance.is_finite() && self.memory_min_relevance > 0.0) {
+            return Err(ConfigError::key(
+                "memory_min_relevance",
+                "must be a number > 0 (relevance is e^(-age/τ)·ln(1+accesses))",
+            ));
         }
         for s in self.retention.keys() {
             if kitbash_schema::StreamName::parse(s).is_none() {

@@ -291,6 +291,7 @@ impl Config {
             (K::Entity, "changes_max") => self.entity.changes_max,
             (K::Decay, "queries_stream_max") => self.decay.queries_stream_max,
             (K::Ghost, "crossings_stream_max") => self.ghost.crossings_stream_max,
+            (K::Archive, "memory_stream_max") => self.archive.memory_stream_max,
             // A new owner key fails `every_trim_owner_key_has_a_bound` until it is listed here.
             _ => return None,
         };

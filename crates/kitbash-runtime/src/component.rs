@@ -41,7 +41,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kitbash_schema::{Message, StreamName};
+use kitbash_schema::{Group, Message, StreamName};
 
 use crate::config::ConsumerConfig;
 use crate::consumer::{Delivery, Handler, Outcome, RawHandler, StreamConsumer};
@@ -100,15 +100,39 @@ impl Components {
     }
 
     /// [`Components::consume`] with settings of the daemon's own (a section of its config).
-    pub fn consume_with<M, H>(mut self, stream: StreamName, cfg: ConsumerConfig, handler: H) -> Self
+    pub fn consume_with<M, H>(self, stream: StreamName, cfg: ConsumerConfig, handler: H) -> Self
     where
         M: Message + Send + 'static,
         H: Handler<M> + 'static,
     {
-        let consumer = self.stream_consumer(stream, cfg);
+        let group = self.ctx.kind.group();
+        self.consume_in(group, stream, cfg, handler)
+    }
+
+    /// [`Components::consume_with`] through `group` instead of the daemon kind's own: a second
+    /// job of the daemon on a stream it already reads in its own group (the archive archives
+    /// the memory stream in `archive` and indexes it in [`kitbash_schema::Group::MEMORY_INDEX`]).
+    /// Each group keeps its own position, pending list, de-duplication and dead letters.
+    pub fn consume_in<M, H>(
+        mut self,
+        group: Group,
+        stream: StreamName,
+        cfg: ConsumerConfig,
+        handler: H,
+    ) -> Self
+    where
+        M: Message + Send + 'static,
+        H: Handler<M> + 'static,
+    {
+        let consumer = self.stream_consumer(stream, group, cfg);
         let shutdown = self.ctx.signals.shutdown.clone();
+        let name = if group == self.ctx.kind.group() {
+            format!("consume {stream}")
+        } else {
+            format!("consume {stream} in {group}")
+        };
         self.tasks.push((
-            format!("consume {stream}"),
+            name,
             Box::pin(async move {
                 consumer.run(handler, shutdown).await;
                 Ok(())
@@ -134,7 +158,9 @@ impl Components {
         cfg: ConsumerConfig,
         handler: H,
     ) -> Self {
-        let consumer = self.stream_consumer(stream, cfg).raw();
+        let consumer = self
+            .stream_consumer(stream, self.ctx.kind.group(), cfg)
+            .raw();
         let shutdown = self.ctx.signals.shutdown.clone();
         self.tasks.push((
             format!("consume raw {stream}"),
@@ -145,13 +171,18 @@ impl Components {
 
     /// The consumer of `stream` for this daemon kind's group. It opens a blocking connection
     /// of its own when it runs (a `BLOCK` never waits behind another reader's).
-    fn stream_consumer(&self, stream: StreamName, cfg: ConsumerConfig) -> StreamConsumer {
+    fn stream_consumer(
+        &self,
+        stream: StreamName,
+        group: Group,
+        cfg: ConsumerConfig,
+    ) -> StreamConsumer {
         let ctx = &self.ctx;
         StreamConsumer::new(
             ctx.redis.clone(),
             &ctx.keys,
             stream,
-            ctx.kind.group().as_str(),
+            group.as_str(),
             ctx.instance.clone(),
             cfg,
             ctx.metrics.clone(),

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use fred::prelude::*;
 use fred::types::Value;
 use fred::types::scripts::Script;
-use kitbash_schema::{DaemonKind, Keys, StreamName};
+use kitbash_schema::{Group, Keys, StreamName};
 
 use crate::entries::{self, id_cmp, parse_id};
 use crate::error::RuntimeError;
@@ -163,7 +163,7 @@ pub async fn safe_trim(
 /// own groups).
 pub async fn safe_trim_for(
     client: &Client,
-    required: &[DaemonKind],
+    required: &[Group],
     stream_key: &str,
     max: u64,
     floors: &[String],
@@ -366,7 +366,7 @@ pub struct TrimPlan<'a> {
     /// [`Keys::checkpoint`]); a missing checkpoint or `snap_id` trims nothing.
     pub checkpoint_key: Option<&'a str>,
     /// The groups that must exist before anything is trimmed ([`StreamName::groups`]).
-    pub required: &'a [DaemonKind],
+    pub required: &'a [Group],
     /// One more floor and the name of what holds it (`archive`: the first id not archived).
     pub floor: Option<(&'a str, &'a str)>,
     /// Keep the entries within this many ms (stream time) of the newest one; 0 = none.
@@ -427,7 +427,7 @@ pub async fn trim_to_floor(
         TrimMode::Owner { token, acked } => ("owner", token, "", "=", acked),
         TrimMode::Fallback { cap } => ("fallback", "", cap, "~", false),
     };
-    let required: Vec<&str> = plan.required.iter().map(|k| k.group().as_str()).collect();
+    let required: Vec<&str> = plan.required.iter().map(|g| g.as_str()).collect();
     let (floor, floor_holder) = plan.floor.unwrap_or(("", ""));
     let keys = vec![
         plan.stream_key.to_owned(),

@@ -416,7 +416,7 @@ fn daemon(p: &Patterns<'_>, kind: DaemonKind, u: &mut AclUser) {
     // The streams this kind reads through a group or a partition lease (read-write: the
     // group read, acknowledgements, dead letters, de-duplication, the owner's trims).
     for s in StreamName::families() {
-        let reads = s.partitioned_by() == Some(kind) || s.groups().contains(&kind);
+        let reads = s.partitioned_by() == Some(kind) || s.groups().contains(&kind.group());
         if reads {
             u.keys.push(rw(p.stream_family(s)));
             if s.partitioned_by().is_some() {
@@ -515,6 +515,16 @@ fn daemon(p: &Patterns<'_>, kind: DaemonKind, u: &mut AclUser) {
                 k.archive_epoch(StreamName::Ticks(n as u32))
                     .replace(&format!("ticks:{n}"), &n.to_string())
             })));
+            // Its memory-token indexer (seed 004): the token cache, the relevance scores and
+            // the relevance indexes (per user and per user and context).
+            u.keys.extend(
+                [
+                    k.memory("*"),
+                    k.score("*", "*", "*"),
+                    k.memory_user_index("*"),
+                ]
+                .map(rw),
+            );
         }
         DaemonKind::Example => {
             // It reads the queries through a group of its own (not a processing group), tails

@@ -258,9 +258,16 @@ impl Keys {
     pub fn rate(&self, user: &str, endpoint: &str) -> String {
         self.k(&format!("rate:{user}:{endpoint}"))
     }
-    /// `kitbash:memory:user:{user}` — the per-user index of memory tokens (sorted by time).
+    /// `kitbash:memory:user:{user}` — the per-user relevance index of memory tokens: a sorted
+    /// set of memory ids by the time-free rank of [`crate::memory`], written by the archive's
+    /// indexer.
     pub fn memory_user_index(&self, user: &str) -> String {
         self.k(&format!("kitbash:memory:user:{user}"))
+    }
+    /// `kitbash:memory:user:{user}:ctx:{ctx}` — the same index for one context of the user
+    /// (what a top-k for a user and context reads).
+    pub fn memory_context_index(&self, user: &str, ctx: &str) -> String {
+        self.k(&format!("kitbash:memory:user:{user}:ctx:{ctx}"))
     }
 
     // ---- channels --------------------------------------------------------------------------
@@ -572,6 +579,7 @@ pub fn key_samples(k: &Keys) -> Vec<(&'static str, String)> {
         ("session", k.session("u1")),
         ("rate", k.rate("u1", "/search")),
         ("memory_user_index", k.memory_user_index("u1")),
+        ("memory_context_index", k.memory_context_index("u1", "c1")),
         ("fleet", k.fleet()),
         ("bench", k.bench("redis")),
         ("decay_cycle", k.decay_cycle()),
@@ -611,9 +619,14 @@ pub fn key_samples(k: &Keys) -> Vec<(&'static str, String)> {
         v.push(("trim_claim", k.trim_claim(s)));
         v.push(("archive_epoch", k.archive_epoch(s)));
         v.push(("bridge_epoch", k.bridge_epoch(s)));
-        for kind in DaemonKind::ALL.into_iter().chain([DaemonKind::Example]) {
-            v.push(("mids", k.mids(s, kind.group().as_str())));
-            v.push(("mids_order", k.mids_order(s, kind.group().as_str())));
+        for group in DaemonKind::ALL
+            .into_iter()
+            .chain([DaemonKind::Example])
+            .map(DaemonKind::group)
+            .chain(s.groups().iter().copied())
+        {
+            v.push(("mids", k.mids(s, group.as_str())));
+            v.push(("mids_order", k.mids_order(s, group.as_str())));
         }
     }
     v.push(("partition_lease", k.partition_lease(3)));

@@ -25,6 +25,7 @@ pub mod bridge;
 pub mod budget;
 pub mod channels;
 pub mod keys;
+pub mod memory;
 pub mod messages;
 pub mod namespace;
 pub mod pyjson;

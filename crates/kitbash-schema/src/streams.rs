@@ -41,7 +41,7 @@ impl DaemonKind {
 
     /// The short lowercase name (`"feynman"`), used in keys, group names and binaries
     /// (`kitbash-feynman`).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             DaemonKind::Feynman => "feynman",
             DaemonKind::Entity => "entity",
@@ -87,7 +87,7 @@ impl DaemonKind {
     }
 
     /// The consumer group this kind reads its streams with.
-    pub fn group(self) -> Group {
+    pub const fn group(self) -> Group {
         Group(self.name())
     }
 }
@@ -103,6 +103,21 @@ impl fmt::Display for DaemonKind {
 pub struct Group(pub &'static str);
 
 impl Group {
+    /// The archive's indexing group on the memory stream (seed 004's memory-token indexing):
+    /// a processing group of its own beside the `archive` group that archives the stream, so
+    /// indexing scales over every archive instance and keeps its own position, dead letters
+    /// and de-duplication.
+    pub const MEMORY_INDEX: Group = Group("index");
+
+    /// The daemon kind whose instances read through this group (`None`: a group of somebody
+    /// else's, a test's).
+    pub fn daemon(self) -> Option<DaemonKind> {
+        if self == Group::MEMORY_INDEX {
+            return Some(DaemonKind::Archive);
+        }
+        DaemonKind::parse(self.0)
+    }
+
     /// The group name as Redis sees it.
     pub fn as_str(self) -> &'static str {
         self.0
@@ -251,17 +266,19 @@ impl StreamName {
     /// group bounds a trim), but its absence does not hold trimming back — a fleet that runs
     /// no archive must not grow its streams forever. Start the archive before the producers
     /// (or let `kitbash up` create its groups) to keep the whole history.
-    pub fn groups(self) -> &'static [DaemonKind] {
+    pub fn groups(self) -> &'static [Group] {
         match self {
             // feynman reads ticks without a group: it owns whole partitions through leases and
             // keeps its position in the partition checkpoint (see kitbash-feynman); entity
             // reads its partitions the same way.
             StreamName::Ticks(_) | StreamName::EntityPart(_) => &[],
-            StreamName::Queries => &[DaemonKind::Decay],
-            StreamName::Entity => &[DaemonKind::Entity],
-            StreamName::Crossings => &[DaemonKind::Ghost],
+            StreamName::Queries => const { &[DaemonKind::Decay.group()] },
+            StreamName::Entity => const { &[DaemonKind::Entity.group()] },
+            StreamName::Crossings => const { &[DaemonKind::Ghost.group()] },
+            // The archive's memory-token indexer (seed 004) processes the memory stream.
+            StreamName::Memory => &[Group::MEMORY_INDEX],
             // Outputs: read by tails (the bridge) and the archive, no processing group.
-            StreamName::Memory | StreamName::Physics | StreamName::EntityChanges => &[],
+            StreamName::Physics | StreamName::EntityChanges => &[],
         }
     }
 
@@ -290,10 +307,10 @@ impl StreamName {
             // Inputs trimmed by the daemon that processes them: it knows when it is done.
             StreamName::Queries => owner(DaemonKind::Decay, "queries_stream_max"),
             StreamName::Crossings => owner(DaemonKind::Ghost, "crossings_stream_max"),
-            StreamName::Memory => TrimOwner::Exempt(
-                "the archive's input; nothing writes or reads it until the archive daemon \
-                 exists, which will own its trim (after indexing)",
-            ),
+            // The archive's indexer trims it (never past an entry not yet indexed, the
+            // `index` group being required); the archiver takes the trim over while it
+            // archives the stream, like every stream it archives.
+            StreamName::Memory => owner(DaemonKind::Archive, "memory_stream_max"),
             StreamName::Entity => TrimOwner::Exempt(
                 "no daemon reads or writes it (entity reads its partitions); only the \
                  runtime's tests use it",
@@ -433,7 +450,11 @@ mod tests {
                     // A processing group's stream is trimmed by that group's daemon (it knows
                     // when it is done), or by its partition worker.
                     for g in s.groups() {
-                        assert_eq!(*g, kind, "{s}: trimmed by its processing group");
+                        assert_eq!(
+                            g.daemon(),
+                            Some(kind),
+                            "{s}: trimmed by its processing group"
+                        );
                     }
                     if let Some(w) = s.partitioned_by() {
                         assert_eq!(w, kind, "{s}: trimmed by its partition worker");

@@ -139,18 +139,22 @@ fn only_processing_groups_are_required() {
         StreamName::Ticks(0),
         StreamName::EntityPart(0),
         StreamName::Physics,
-        StreamName::Memory,
         StreamName::EntityChanges,
     ] {
         assert!(s.groups().is_empty(), "{s} requires {:?}", s.groups());
     }
-    assert_eq!(StreamName::Queries.groups(), &[DaemonKind::Decay]);
+    assert_eq!(StreamName::Queries.groups(), &[DaemonKind::Decay.group()]);
+    // The archive's memory-token indexer processes the memory stream in a group of its own.
+    assert_eq!(
+        StreamName::Memory.groups(),
+        &[kitbash_schema::Group::MEMORY_INDEX]
+    );
     for s in [
         StreamName::Queries,
         StreamName::Physics,
         StreamName::Ticks(3),
     ] {
-        assert!(!s.groups().contains(&DaemonKind::Archive));
+        assert!(!s.groups().contains(&DaemonKind::Archive.group()));
         assert_eq!(s.observers(), &[DaemonKind::Archive]);
     }
 }

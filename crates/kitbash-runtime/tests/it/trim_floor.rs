@@ -191,12 +191,12 @@ async fn run_case(client: &Client, keys: &Keys, no: usize, c: &Case) -> Result<(
             .await
             .expect("checkpoint");
     }
-    let required: Vec<DaemonKind> = c
+    let required: Vec<kitbash_schema::Group> = c
         .groups
         .iter()
         .zip(KINDS)
         .filter(|(g, _)| g.required)
-        .map(|(_, k)| k)
+        .map(|(_, k)| k.group())
         .collect();
     let archived = if c.archived == 0 {
         "0-0".to_owned()
