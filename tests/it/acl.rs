@@ -257,6 +257,10 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
             vec!["feed", "ticks", "--count", "400", "--symbols", "SPY,QQQ"],
         ),
         (Role::App, vec!["feed", "queries", "--count", "600"]),
+        (
+            Role::App,
+            vec!["feed", "memory", "--count", "200", "--rate", "2000"],
+        ),
     ] {
         let out = fleet
             .command_as("kitbash", role)
@@ -320,6 +324,27 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
             .iter()
             .any(|(g, read)| g == "archive" && *read > 0)
     });
+    // archive's indexer: the memory tokens indexed, read back by the application.
+    wait(&fleet, "the archive indexed the memory tokens", || {
+        groups(&fleet, &k.stream(StreamName::Memory))
+            .iter()
+            .any(|(g, read)| g == "index" && *read >= 200)
+    });
+    wait(
+        &fleet,
+        "kitbash memory top reads them as the application",
+        || {
+            fleet
+                .command_as("kitbash", Role::App)
+                .args(["memory", "top", "ada", "--json"])
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                })
+        },
+    );
     wait(
         &fleet,
         "the bridge holds the physics stream's epoch",

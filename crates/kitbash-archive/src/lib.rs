@@ -7,20 +7,41 @@
 //! - [`store`]: one stream's directory — temporary file, fsync, rename, directory fsync,
 //!   fenced manifest — and its verification;
 //! - [`archiver`]: the daemon, one long-running task per stream under the stream's lease;
-//! - [`replay`]: an id range from the archive and/or Redis (an exact seam) into a stream.
+//! - [`replay`]: an id range from the archive and/or Redis (an exact seam) into a stream;
+//! - [`index`]: seed 004's memory-token indexing, the `index` group on the memory stream.
 
 pub mod archiver;
 pub mod format;
+pub mod index;
 pub mod replay;
 pub mod store;
 
 use kitbash_runtime::task::Restart;
 use kitbash_runtime::{Components, Config, DaemonContext, RuntimeError, Signals};
-use kitbash_schema::DaemonKind;
+use kitbash_schema::messages::MemoryToken;
+use kitbash_schema::{DaemonKind, Group, StreamName};
 
-/// What the daemon runs: a task per archived stream.
+/// What the daemon runs: a task per archived stream, and the memory-token indexer (the
+/// `index` group on the memory stream, and its trim).
 pub fn components(ctx: &DaemonContext) -> Components {
-    let mut c = Components::new(ctx);
+    // `[consumer]` with `[consumer.streams.memory]`, as the archiver of the stream reads it.
+    let indexing = ctx
+        .config
+        .consumer
+        .for_stream(&StreamName::Memory.logical());
+    let bounds = index::bounds(ctx);
+    let mut c = Components::new(ctx)
+        // The indexer's script touches keys of several hash slots.
+        .refuse_cluster("archive")
+        .consume_in::<MemoryToken, _>(
+            Group::MEMORY_INDEX,
+            StreamName::Memory,
+            indexing,
+            index::Indexer::new(ctx),
+        )
+        .every("memory stream bounds", index::TRIM_EVERY, move || {
+            bounds.clone().run_owned()
+        });
     for stream in archiver::streams(ctx) {
         let a = archiver::Archiver::new(ctx, stream);
         // Task names are 'static; a daemon names its streams once, at start.

@@ -8,6 +8,8 @@
 //! - [`ratelimit`]: exact sliding-window rate limiting, one script per check (seed 004).
 //! - [`session`]: sessions with CSRF tokens (seed 004).
 //! - [`cache`]: the memory-token and relevance-score caches (seed 004).
+//! - [`memory`]: the most relevant memory tokens of a user and context, from the indexes the
+//!   archive's indexer keeps (seed 004).
 //! - [`array`](mod@array): n-dimensional arrays as `.npy` bytes, and their compression (seed 003).
 //! - [`arrays`]: working memory, spike trains and attention weights in Redis (seed 003).
 //! - [`families`]: memory statistics and clearing of a key family, by `SCAN`.
@@ -27,6 +29,7 @@ pub mod array;
 pub mod arrays;
 pub mod cache;
 pub mod families;
+pub mod memory;
 pub mod ratelimit;
 pub mod retry;
 pub mod session;

@@ -157,6 +157,14 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Seed 004's memory tokens: `kitbash memory top USER [--context CTX]`, the most
+    /// relevant memories as kitbash-archive's indexer ranked them (relevance
+    /// e^(-age/1h)·ln(1+accesses), docs/MEMORY.md).
+    Memory {
+        /// What to do.
+        #[command(subcommand)]
+        action: MemoryCommand,
+    },
     /// Print a stream's entries live, decoded, one line each (no consumer group: it disturbs
     /// nothing). Ctrl-C stops.
     Tail {
@@ -267,6 +275,25 @@ pub enum RateLimitCommand {
     },
 }
 
+/// `kitbash memory` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// The most relevant memories of a user, most relevant first.
+    Top {
+        /// The user.
+        user: String,
+        /// Only this context (default: all of the user's).
+        #[arg(long)]
+        context: Option<String>,
+        /// How many.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `kitbash cache` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
@@ -345,6 +372,19 @@ pub enum FeedCommand {
         #[arg(long)]
         csv: Option<std::path::PathBuf>,
         /// Seed of the synthetic market.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Memory-token events into the memory stream (a demo: three users, four contexts, their
+    /// memories used again and again).
+    Memory {
+        /// Stop after N events (0 = run until Ctrl-C).
+        #[arg(long, default_value_t = 1_000)]
+        count: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seed of the demo.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -695,7 +735,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             let _ = client.quit().await;
         }
         Command::Feed {
-            what: FeedCommand::Queries { count, rate, seed },
+            what: feed @ (FeedCommand::Queries { .. } | FeedCommand::Memory { .. }),
         } => {
             let client = connect(&config).await?;
             let producer = kitbash_client::Producer::new(
@@ -709,10 +749,19 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
                 token.cancel();
             });
-            let n =
-                crate::reflex::queries(&producer, rate, (count > 0).then_some(count), seed, stop)
-                    .await?;
-            eprintln!("kitbash: {n} query events");
+            let until = |count: u64| (count > 0).then_some(count);
+            let (n, what) = match feed {
+                FeedCommand::Memory { count, rate, seed } => (
+                    crate::memory::feed(&producer, rate, until(count), seed, stop).await?,
+                    "memory-token events",
+                ),
+                FeedCommand::Queries { count, rate, seed } => (
+                    crate::reflex::queries(&producer, rate, until(count), seed, stop).await?,
+                    "query events",
+                ),
+                FeedCommand::Ticks { .. } => unreachable!("matched above"),
+            };
+            eprintln!("kitbash: {n} {what}");
             let _ = client.quit().await;
         }
         Command::Acl {
@@ -751,6 +800,28 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                     without.join(", ")
                 );
             }
+        }
+        Command::Memory {
+            action:
+                MemoryCommand::Top {
+                    user,
+                    context,
+                    k,
+                    json,
+                },
+        } => {
+            let client = connect(&config).await?;
+            let text = crate::memory::top(
+                &client,
+                &config.redis.keys(),
+                &user,
+                context.as_deref(),
+                k,
+                json,
+            )
+            .await?;
+            print!("{text}");
+            let _ = client.quit().await;
         }
         Command::Tail { stream, from, json } => {
             let Some(s) = kitbash_schema::StreamName::parse(&stream) else {

@@ -28,6 +28,54 @@ pub struct FeedOptions {
     pub progress: bool,
 }
 
+/// Paces a demo feed at `rate` events per second in 50 ms steps (fractions carried over), until
+/// `count` events or `stop`: [`Pacer::next`] says how many to send in this step.
+#[derive(Debug)]
+pub struct Pacer {
+    per_step: f64,
+    carry: f64,
+    count: Option<u64>,
+    sent: u64,
+    interval: tokio::time::Interval,
+    stop: CancellationToken,
+}
+
+impl Pacer {
+    /// A pacer at `rate` per second, stopping after `count` (`None`: until `stop`).
+    pub fn new(rate: f64, count: Option<u64>, stop: CancellationToken) -> Self {
+        let step = Duration::from_millis(50);
+        Self {
+            per_step: (rate * step.as_secs_f64()).max(0.0),
+            carry: 0.0,
+            count,
+            sent: 0,
+            interval: tokio::time::interval(step),
+            stop,
+        }
+    }
+
+    /// Waits for the next step; how many events to send in it, or `None` when done.
+    pub async fn next(&mut self) -> Option<usize> {
+        if self.count.is_some_and(|c| self.sent >= c) {
+            return None;
+        }
+        tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            _ = self.interval.tick() => {}
+        }
+        self.carry += self.per_step;
+        let n = self.carry.floor() as usize;
+        self.carry -= n as f64;
+        Some(n)
+    }
+
+    /// Counts `n` events as sent; returns the total so far.
+    pub fn sent(&mut self, n: usize) -> u64 {
+        self.sent += n as u64;
+        self.sent
+    }
+}
+
 fn now_s() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

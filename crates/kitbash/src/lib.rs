@@ -17,6 +17,7 @@
 //! - [`keys`]: `kitbash keys top` — largest keys by sampling, hottest under LFU.
 //! - [`tail`]: `kitbash tail STREAM` — entries live, decoded, without a consumer group.
 //! - [`archive`]: `kitbash archive ls|verify|export` — the Parquet archive's files, checks, DuckDB.
+//! - [`memory`]: `kitbash memory top USER`, `kitbash feed memory` — seed 004's memory tokens.
 
 pub mod acl;
 pub mod archive;
@@ -27,6 +28,7 @@ pub mod feed;
 pub mod keys;
 pub mod live;
 pub mod locate;
+pub mod memory;
 pub mod ratelimit;
 pub mod reflex;
 pub mod status;

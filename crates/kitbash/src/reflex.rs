@@ -2,7 +2,6 @@
 //! data (seed 000) and a demo query feed, on top of `kitbash_client::reflex`.
 
 use std::path::Path;
-use std::time::Duration;
 
 use fred::prelude::*;
 use kitbash_client::Producer;
@@ -158,19 +157,9 @@ pub async fn queries(
         rng ^= rng << 17;
         rng
     };
-    let tick = Duration::from_millis(50);
-    let per_tick = (rate * tick.as_secs_f64()).max(0.0);
-    let mut carry = 0.0;
+    let mut pacer = crate::feed::Pacer::new(rate, count, stop);
     let mut sent = 0u64;
-    let mut interval = tokio::time::interval(tick);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = interval.tick() => {}
-        }
-        carry += per_tick;
-        let n = carry.floor() as usize;
-        carry -= n as f64;
+    while let Some(n) = pacer.next().await {
         let mut batch = Vec::with_capacity(n);
         for _ in 0..n {
             // Zipf-like: the index is the square of a uniform draw, so low ranks are hot.
@@ -191,10 +180,7 @@ pub async fn queries(
         }
         if !batch.is_empty() {
             producer.publish_batch(StreamName::Queries, &batch).await?;
-            sent += batch.len() as u64;
-        }
-        if count.is_some_and(|c| sent >= c) {
-            break;
+            sent = pacer.sent(batch.len());
         }
     }
     Ok(sent)

@@ -390,6 +390,11 @@ struct Session {
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<u64>>,
     )>,
+    /// The demo memory-token feed (seed 004), stopped with the market feed.
+    memories: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<u64>>,
+    )>,
 }
 
 /// Runs until a stop signal or until its output is gone; always stops what it started.
@@ -426,6 +431,7 @@ pub async fn run(config: Config, opts: UpOptions) -> anyhow::Result<()> {
         session.feed.take(),
         session.entities.take(),
         session.queries.take(),
+        session.memories.take(),
     ]
     .into_iter()
     .flatten()
@@ -617,6 +623,15 @@ async fn start_and_watch(
         session.queries = Some((
             token,
             tokio::spawn(async move { crate::reflex::queries(&producer, rate, None, 7, t).await }),
+        ));
+        // Seed 004: memory tokens for the archive's indexer (`kitbash memory top ada`).
+        let producer = Producer::new(client.clone(), keys.clone(), config.feynman.partitions);
+        let token = CancellationToken::new();
+        let t = token.clone();
+        console.line("up: demo memory-token feed at 5 events/s (kitbash memory top ada)");
+        session.memories = Some((
+            token,
+            tokio::spawn(async move { crate::memory::feed(&producer, 5.0, None, 11, t).await }),
         ));
     }
 
