@@ -4,8 +4,14 @@
 //! `kitbash_schema::archive`; this module is its arrow-rs implementation. [`Segment`] buffers
 //! entries and writes a file; [`read`] gives the entries back with their exact fields.
 //!
+//! Typed columns: ticks and physics by hand; queries, crossings, memory tokens and entity
+//! updates through one codec (`Spec`: the message as a JSON object of its fields, one column
+//! per field as `kitbash_schema::archive::message_columns` says); entity changes (plain fields)
+//! as text columns of their field names. A row is typed only when its fields re-encode byte for
+//! byte from the columns, checked as it is written.
+//!
 //! Column encodings (zstd level 3 everywhere; never ALP, which DuckDB, pyarrow and polars
-//! cannot read): ids, `v` and `trades` DELTA_BINARY_PACKED (monotonic or small integers);
+//! cannot read): ids, `v`, `trades` and the other integer columns DELTA_BINARY_PACKED;
 //! floats PLAIN without dictionary (arrival-order prices and physics values barely repeat,
 //! and dictionary encoding beats BYTE_STREAM_SPLIT only when they do); strings with
 //! dictionary (few types, symbols, regimes). Row groups of 65,536 rows, statistics on, so
@@ -15,12 +21,14 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Float64Builder, StringBuilder, UInt32Builder, UInt64Builder,
+    BinaryBuilder, Float64Builder, ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use kitbash_schema::archive::{self as layout, col};
-use kitbash_schema::messages::{PhysicsRecord, PhysicsVector, Regime, Tick};
+use kitbash_schema::archive::{self as layout, ColType, MessageColumn, col, message_columns};
+use kitbash_schema::messages::{
+    Crossing, EntityUpdate, MemoryToken, PhysicsRecord, PhysicsVector, QueryEvent, Regime, Tick,
+};
 use kitbash_schema::{Message, StreamName};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -69,6 +77,16 @@ pub enum Layout {
     Ticks,
     /// Plus the [`PhysicsRecord`] columns.
     Physics,
+    /// Plus the [`QueryEvent`] columns ([`message_columns::QUERY`]).
+    Queries,
+    /// Plus the [`Crossing`] columns.
+    Crossings,
+    /// Plus the [`MemoryToken`] columns.
+    Memory,
+    /// Plus the [`EntityUpdate`] columns (entity partitions, the plain entity stream).
+    EntityUpdates,
+    /// Plus the entity-change field columns ([`layout::ENTITY_CHANGE_FIELDS`]).
+    EntityChanges,
 }
 
 impl Layout {
@@ -77,9 +95,136 @@ impl Layout {
         match stream {
             StreamName::Ticks(_) => Layout::Ticks,
             StreamName::Physics => Layout::Physics,
-            _ => Layout::Plain,
+            StreamName::Queries => Layout::Queries,
+            StreamName::Crossings => Layout::Crossings,
+            StreamName::Memory => Layout::Memory,
+            StreamName::EntityPart(_) | StreamName::Entity => Layout::EntityUpdates,
+            StreamName::EntityChanges => Layout::EntityChanges,
         }
     }
+
+    /// The message layout's columns and codec, for the layouts that have one.
+    fn spec(self) -> Option<&'static Spec> {
+        match self {
+            Layout::Queries => Some(&QUERY_SPEC),
+            Layout::Crossings => Some(&CROSSING_SPEC),
+            Layout::Memory => Some(&MEMORY_SPEC),
+            Layout::EntityUpdates => Some(&ENTITY_UPDATE_SPEC),
+            Layout::Plain | Layout::Ticks | Layout::Physics | Layout::EntityChanges => None,
+        }
+    }
+}
+
+type JsonMap = serde_json::Map<String, serde_json::Value>;
+
+/// A message type stored in the columns its fields name ([`message_columns`]): decoded from
+/// its MessagePack body into a JSON object of its fields, and encoded back from one.
+#[derive(Debug)]
+struct Spec {
+    kind: &'static str,
+    version: u32,
+    cols: &'static [MessageColumn],
+    decode: fn(&[u8]) -> Option<JsonMap>,
+    encode: fn(JsonMap) -> Option<Vec<u8>>,
+}
+
+fn decode_as<M: Message>(d: &[u8]) -> Option<JsonMap> {
+    let m: M = rmp_serde::from_slice(d).ok()?;
+    match serde_json::to_value(&m).ok()? {
+        serde_json::Value::Object(o) => Some(o),
+        _ => None,
+    }
+}
+
+fn encode_as<M: Message>(o: JsonMap) -> Option<Vec<u8>> {
+    let m: M = serde_json::from_value(serde_json::Value::Object(o)).ok()?;
+    rmp_serde::to_vec_named(&m).ok()
+}
+
+macro_rules! spec {
+    ($name:ident, $ty:ty, $cols:expr) => {
+        static $name: Spec = Spec {
+            kind: <$ty as Message>::KIND,
+            version: <$ty as Message>::VERSION,
+            cols: $cols,
+            decode: decode_as::<$ty>,
+            encode: encode_as::<$ty>,
+        };
+    };
+}
+spec!(QUERY_SPEC, QueryEvent, message_columns::QUERY);
+spec!(CROSSING_SPEC, Crossing, message_columns::CROSSING);
+spec!(MEMORY_SPEC, MemoryToken, message_columns::MEMORY_TOKEN);
+spec!(
+    ENTITY_UPDATE_SPEC,
+    EntityUpdate,
+    message_columns::ENTITY_UPDATE
+);
+
+/// The spec of a message kind (what a typed row's `type` column names).
+fn spec_of_kind(kind: &str) -> Option<&'static Spec> {
+    [
+        &QUERY_SPEC,
+        &CROSSING_SPEC,
+        &MEMORY_SPEC,
+        &ENTITY_UPDATE_SPEC,
+    ]
+    .into_iter()
+    .find(|s| s.kind == kind)
+}
+
+/// One typed column's value in one row.
+#[derive(Clone, Debug, PartialEq)]
+enum Cell {
+    Str(String),
+    F64(f64),
+    U64(u64),
+    List(Vec<u64>),
+    Json(String),
+}
+
+/// A message's fields as cells of its spec's columns (`None`: absent); `None` when a field
+/// does not fit its column or is not a column (then the row keeps its body).
+fn cells_of(spec: &Spec, mut o: JsonMap) -> Option<Vec<Option<Cell>>> {
+    use serde_json::Value;
+    let mut out = Vec::with_capacity(spec.cols.len());
+    for c in spec.cols {
+        let cell = match o.remove(c.name) {
+            None if c.optional => None,
+            None => return None,
+            Some(v) => Some(match (c.ty, v) {
+                (ColType::Utf8, Value::String(s)) => Cell::Str(s),
+                (ColType::Float64, Value::Number(n)) if n.is_f64() => Cell::F64(n.as_f64()?),
+                (ColType::UInt64, Value::Number(n)) => Cell::U64(n.as_u64()?),
+                (ColType::ListUInt64, Value::Array(a)) => {
+                    Cell::List(a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>()?)
+                }
+                (ColType::Json, v) => Cell::Json(serde_json::to_string(&v).ok()?),
+                _ => return None,
+            }),
+        };
+        out.push(cell);
+    }
+    // A field without a column would be lost.
+    o.is_empty().then_some(out)
+}
+
+/// The body a typed row re-encodes to.
+fn body_of(spec: &Spec, cells: &[Option<Cell>]) -> Option<Vec<u8>> {
+    use serde_json::Value;
+    let mut o = JsonMap::new();
+    for (c, cell) in spec.cols.iter().zip(cells) {
+        let Some(cell) = cell else { continue };
+        let v = match cell {
+            Cell::Str(s) => Value::String(s.clone()),
+            Cell::F64(f) => Value::from(*f),
+            Cell::U64(u) => Value::from(*u),
+            Cell::List(l) => Value::from(l.clone()),
+            Cell::Json(j) => serde_json::from_str(j).ok()?,
+        };
+        o.insert(c.name.to_owned(), v);
+    }
+    (spec.encode)(o)
 }
 
 /// The envelope columns of one row.
@@ -95,12 +240,15 @@ struct Env {
 enum Typed {
     Tick(Tick),
     Physics(PhysicsRecord),
+    Message(&'static Spec, Vec<Option<Cell>>),
 }
 
 #[derive(Clone, Debug)]
 enum Body {
     Typed(Env, Typed),
     Bytes(Env, Vec<u8>),
+    /// Plain fields of a fields layout (entity changes), their values in column order.
+    Fields(Vec<String>),
     Raw(Vec<u8>),
 }
 
@@ -129,6 +277,19 @@ fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
         ))
     };
     let names: Vec<&[u8]> = fields.iter().map(|(k, _)| k.as_slice()).collect();
+    if layout == Layout::EntityChanges
+        && names.len() == layout::ENTITY_CHANGE_FIELDS.len()
+        && names
+            .iter()
+            .zip(layout::ENTITY_CHANGE_FIELDS)
+            .all(|(n, f)| *n == f.as_bytes())
+        && let Some(values) = fields
+            .iter()
+            .map(|(_, v)| String::from_utf8(v.clone()).ok())
+            .collect::<Option<Vec<String>>>()
+    {
+        return Body::Fields(values);
+    }
     let standard: [&[u8]; 4] = [b"type", b"v", b"ct", b"d"];
     let with_mid = names.len() == 5 && names[4] == b"mid";
     if names.len() < 4
@@ -175,7 +336,10 @@ fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
                     .ok()
                     .map(Typed::Physics)
             }
-            _ => None,
+            _ => layout
+                .spec()
+                .filter(|s| s.kind == env.kind && s.version == env.v)
+                .and_then(|s| Some(Typed::Message(s, cells_of(s, (s.decode)(d)?)?))),
         };
         if let Some(t) = typed.filter(|t| encode_typed(t).as_deref() == Some(d.as_slice())) {
             return Body::Typed(env, t);
@@ -188,6 +352,7 @@ fn encode_typed(t: &Typed) -> Option<Vec<u8>> {
     match t {
         Typed::Tick(t) => rmp_serde::to_vec_named(t).ok(),
         Typed::Physics(p) => rmp_serde::to_vec_named(p).ok(),
+        Typed::Message(spec, cells) => body_of(spec, cells),
     }
 }
 
@@ -202,6 +367,13 @@ fn rebuild(row: &Row) -> Result<Fields, FormatError> {
             });
         }
         Body::Bytes(env, d) => (env, d.clone()),
+        Body::Fields(values) => {
+            return Ok(layout::ENTITY_CHANGE_FIELDS
+                .iter()
+                .zip(values)
+                .map(|(f, v)| (f.as_bytes().to_vec(), v.clone().into_bytes()))
+                .collect());
+        }
         Body::Typed(env, t) => (
             env,
             encode_typed(t)
@@ -283,7 +455,7 @@ impl Segment {
         let mut n = (0, 0, 0);
         for r in &self.rows {
             match r.body {
-                Body::Typed(..) => n.0 += 1,
+                Body::Typed(..) | Body::Fields(_) => n.0 += 1,
                 Body::Bytes(..) => n.1 += 1,
                 Body::Raw(_) => n.2 += 1,
             }
@@ -323,7 +495,7 @@ impl Segment {
             seq.append_value(r.seq);
             let env = match &r.body {
                 Body::Typed(env, _) | Body::Bytes(env, _) => Some(env),
-                Body::Raw(_) => None,
+                Body::Fields(_) | Body::Raw(_) => None,
             };
             kind.append_option(env.map(|e| e.kind.as_str()));
             v.append_option(env.map(|e| e.v));
@@ -337,10 +509,7 @@ impl Segment {
                 Body::Raw(b) => Some(b.as_slice()),
                 _ => None,
             });
-            typed.append(match &r.body {
-                Body::Typed(_, t) => Some(t),
-                _ => None,
-            });
+            typed.append(&r.body);
         }
         let mut fields = vec![
             Field::new(col::ID_MS, DataType::UInt64, false),
@@ -377,7 +546,16 @@ fn properties(layout: Layout) -> WriterProperties {
     let mut ints = vec![col::ID_MS, col::ID_SEQ, col::V];
     let mut floats: Vec<&str> = Vec::new();
     match layout {
-        Layout::Plain => {}
+        Layout::Plain | Layout::EntityChanges => {}
+        Layout::Queries | Layout::Crossings | Layout::Memory | Layout::EntityUpdates => {
+            for c in layout.spec().map_or(&[][..], |s| s.cols) {
+                match c.ty {
+                    ColType::Float64 => floats.push(c.name),
+                    ColType::UInt64 => ints.push(c.name),
+                    ColType::Utf8 | ColType::Json | ColType::ListUInt64 => {}
+                }
+            }
+        }
         Layout::Ticks => {
             ints.push(col::TRADES);
             floats.extend([col::PRICE, col::SIZE, col::TS]);
@@ -421,6 +599,64 @@ enum TypedBuilders {
         regime: StringBuilder,
         source: StringBuilder,
     },
+    Message(&'static Spec, Vec<ColBuilder>),
+    Fields(Vec<StringBuilder>),
+}
+
+/// The builder of one message column.
+enum ColBuilder {
+    Str(StringBuilder),
+    F64(Float64Builder),
+    U64(UInt64Builder),
+    List(ListBuilder<UInt64Builder>),
+}
+
+impl ColBuilder {
+    fn new(ty: ColType) -> Self {
+        match ty {
+            ColType::Utf8 | ColType::Json => ColBuilder::Str(StringBuilder::new()),
+            ColType::Float64 => ColBuilder::F64(Float64Builder::new()),
+            ColType::UInt64 => ColBuilder::U64(UInt64Builder::new()),
+            ColType::ListUInt64 => ColBuilder::List(ListBuilder::new(UInt64Builder::new())),
+        }
+    }
+
+    fn append(&mut self, cell: Option<&Cell>) {
+        match (self, cell) {
+            (ColBuilder::Str(b), Some(Cell::Str(s) | Cell::Json(s))) => b.append_value(s),
+            (ColBuilder::F64(b), Some(Cell::F64(f))) => b.append_value(*f),
+            (ColBuilder::U64(b), Some(Cell::U64(u))) => b.append_value(*u),
+            (ColBuilder::List(b), Some(Cell::List(l))) => {
+                b.values().append_slice(l);
+                b.append(true);
+            }
+            (ColBuilder::Str(b), _) => b.append_null(),
+            (ColBuilder::F64(b), _) => b.append_null(),
+            (ColBuilder::U64(b), _) => b.append_null(),
+            (ColBuilder::List(b), _) => b.append(false),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColBuilder::Str(mut b) => Arc::new(b.finish()),
+            ColBuilder::F64(mut b) => Arc::new(b.finish()),
+            ColBuilder::U64(mut b) => Arc::new(b.finish()),
+            ColBuilder::List(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The Arrow type of a message column.
+fn arrow_type(ty: ColType) -> DataType {
+    match ty {
+        ColType::Utf8 | ColType::Json => DataType::Utf8,
+        ColType::Float64 => DataType::Float64,
+        ColType::UInt64 => DataType::UInt64,
+        ColType::ListUInt64 => {
+            DataType::List(Arc::new(Field::new_list_field(DataType::UInt64, true)))
+        }
+    }
 }
 
 impl TypedBuilders {
@@ -442,12 +678,49 @@ impl TypedBuilders {
                 regime: StringBuilder::new(),
                 source: StringBuilder::new(),
             },
+            Layout::EntityChanges => TypedBuilders::Fields(
+                layout::ENTITY_CHANGE_FIELDS
+                    .iter()
+                    .map(|_| StringBuilder::new())
+                    .collect(),
+            ),
+            Layout::Queries | Layout::Crossings | Layout::Memory | Layout::EntityUpdates => {
+                match layout.spec() {
+                    Some(spec) => TypedBuilders::Message(
+                        spec,
+                        spec.cols.iter().map(|c| ColBuilder::new(c.ty)).collect(),
+                    ),
+                    None => TypedBuilders::Plain,
+                }
+            }
         }
     }
 
-    fn append(&mut self, t: Option<&Typed>) {
+    fn append(&mut self, body: &Body) {
+        let t = match body {
+            Body::Typed(_, t) => Some(t),
+            _ => None,
+        };
         match self {
             TypedBuilders::Plain => {}
+            TypedBuilders::Message(spec, builders) => {
+                let cells = match t {
+                    Some(Typed::Message(s, cells)) if std::ptr::eq(*s, *spec) => Some(cells),
+                    _ => None,
+                };
+                for (i, b) in builders.iter_mut().enumerate() {
+                    b.append(cells.and_then(|c| c.get(i)).and_then(Option::as_ref));
+                }
+            }
+            TypedBuilders::Fields(builders) => {
+                let values = match body {
+                    Body::Fields(v) => Some(v),
+                    _ => None,
+                };
+                for (i, b) in builders.iter_mut().enumerate() {
+                    b.append_option(values.and_then(|v| v.get(i)));
+                }
+            }
             TypedBuilders::Ticks {
                 symbol,
                 price,
@@ -504,6 +777,17 @@ impl TypedBuilders {
         let f = |name: &str, dt: DataType| Field::new(name, dt, true);
         match self {
             TypedBuilders::Plain => Vec::new(),
+            TypedBuilders::Message(spec, builders) => spec
+                .cols
+                .iter()
+                .zip(builders)
+                .map(|(c, b)| (f(c.name, arrow_type(c.ty)), b.finish()))
+                .collect(),
+            TypedBuilders::Fields(builders) => layout::ENTITY_CHANGE_FIELDS
+                .iter()
+                .zip(builders)
+                .map(|(name, mut b)| (f(name, DataType::Utf8), Arc::new(b.finish()) as ArrayRef))
+                .collect(),
             TypedBuilders::Ticks {
                 mut symbol,
                 mut price,
@@ -629,6 +913,10 @@ impl<'a> Columns<'a> {
         let (ms, seq) = (self.ms.value(i), self.seq.value(i));
         let body = if !self.raw.is_null(i) {
             Body::Raw(self.raw.value(i).to_vec())
+        } else if self.kind.is_null(i)
+            && let Some(values) = self.fields(i)?
+        {
+            Body::Fields(values)
         } else {
             if self.kind.is_null(i) || self.v.is_null(i) || self.ct.is_null(i) {
                 return Err(FormatError::Corrupt(format!(
@@ -650,7 +938,79 @@ impl<'a> Columns<'a> {
         Ok(Row { ms, seq, body })
     }
 
+    /// The entity-change fields of row `i`, when the file has their columns and the row holds
+    /// them.
+    fn fields(&self, i: usize) -> Result<Option<Vec<String>>, FormatError> {
+        if self
+            .batch
+            .column_by_name(layout::ENTITY_CHANGE_FIELDS[0])
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(layout::ENTITY_CHANGE_FIELDS.len());
+        for name in layout::ENTITY_CHANGE_FIELDS {
+            let c: &arrow_array::StringArray = column(self.batch, name)?;
+            if c.is_null(i) {
+                return Ok(None);
+            }
+            out.push(c.value(i).to_owned());
+        }
+        Ok(Some(out))
+    }
+
+    /// The cells of typed row `i` of a message layout.
+    fn cells(&self, spec: &Spec, i: usize) -> Result<Vec<Option<Cell>>, FormatError> {
+        let mut out = Vec::with_capacity(spec.cols.len());
+        for c in spec.cols {
+            let a = self.batch.column_by_name(c.name).ok_or_else(|| {
+                FormatError::Corrupt(format!("typed {} row {i}: no column {}", spec.kind, c.name))
+            })?;
+            if a.is_null(i) {
+                if !c.optional {
+                    return Err(FormatError::Corrupt(format!(
+                        "typed {} row {i} has no {}",
+                        spec.kind, c.name
+                    )));
+                }
+                out.push(None);
+                continue;
+            }
+            let cell = match c.ty {
+                ColType::Utf8 => Cell::Str(self.str(c.name, i)?),
+                ColType::Json => Cell::Json(self.str(c.name, i)?),
+                ColType::Float64 => Cell::F64(self.f64(c.name, i)?),
+                ColType::UInt64 => {
+                    let u: &arrow_array::UInt64Array = column(self.batch, c.name)?;
+                    Cell::U64(u.value(i))
+                }
+                ColType::ListUInt64 => {
+                    let l: &arrow_array::ListArray = column(self.batch, c.name)?;
+                    let values = l.value(i);
+                    let values = values
+                        .as_any()
+                        .downcast_ref::<arrow_array::UInt64Array>()
+                        .ok_or_else(|| {
+                            FormatError::Corrupt(format!("column {} is not a list of u64", c.name))
+                        })?;
+                    Cell::List(values.values().to_vec())
+                }
+            };
+            out.push(Some(cell));
+        }
+        Ok(out)
+    }
+
     fn typed(&self, i: usize) -> Result<Typed, FormatError> {
+        if !self.kind.is_null(i)
+            && let Some(spec) = spec_of_kind(self.kind.value(i))
+            && self.batch.column_by_name(spec.cols[0].name).is_some()
+            // Ticks and physics files have a `ts`/`symbol` too: theirs are checked below.
+            && self.batch.column_by_name(col::TRADES).is_none()
+            && self.batch.column_by_name(col::SOURCE).is_none()
+        {
+            return Ok(Typed::Message(spec, self.cells(spec, i)?));
+        }
         if self.batch.column_by_name(col::TRADES).is_some() {
             let trades: &arrow_array::UInt64Array = column(self.batch, col::TRADES)?;
             return Ok(Typed::Tick(Tick {

@@ -15,12 +15,15 @@
 //! `id_ms`, `id_seq` (UInt64, the entry id split, with statistics for pruning), `type`, `v`,
 //! `ct`, `mid`, plus `body` and `raw`. Streams with a typed layout add that message's
 //! columns (ticks: `symbol`, `price`, `size`, `trades`, `ts`; physics: `symbol`, `ts`, `price`,
-//! the seven vector fields, `source`). Which columns hold an entry:
+//! the seven vector fields, `source`; queries, crossings, memory tokens and entity updates:
+//! [`message_columns`]; entity changes: [`ENTITY_CHANGE_FIELDS`]). Which columns hold an entry:
 //! - **typed**: a standard envelope (`type`, `v`, `ct`, `d`[, `mid`] in that order, `ct =
 //!   msgpack`) of the stream's message type whose body re-encodes byte for byte from the typed
 //!   columns: `body` and `raw` are null;
 //! - **body**: a standard envelope otherwise (JSON, another encoder, unknown fields, another
 //!   type): the envelope columns and `body` = the `d` bytes;
+//! - **fields** (entity changes): exactly [`ENTITY_CHANGE_FIELDS`], UTF-8: their columns, the
+//!   envelope columns null;
 //! - **raw**: anything else (other field names or order): `raw` holds every field
 //!   ([`encode_fields`]) and the envelope columns are null.
 //!
@@ -71,6 +74,89 @@ pub mod col {
     /// Physics: the tick entry that produced the vector.
     pub const SOURCE: &str = "source";
 }
+
+/// The Arrow type of a typed column of a message layout ([`MessageColumn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColType {
+    /// Text.
+    Utf8,
+    /// A float, bit-exact.
+    Float64,
+    /// An unsigned integer.
+    UInt64,
+    /// A list of unsigned integers (query grains).
+    ListUInt64,
+    /// Any JSON value, as its compact JSON text (a document patch, a token's content): DuckDB
+    /// reads it with `json(…)`, pandas with `json.loads`.
+    Json,
+}
+
+/// One typed column of a message layout: the message field of the same name. Optional fields
+/// (absent from the body) are null.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageColumn {
+    /// The column and message field name.
+    pub name: &'static str,
+    /// Its Arrow type.
+    pub ty: ColType,
+    /// Whether the field may be absent.
+    pub optional: bool,
+}
+
+const fn c(name: &'static str, ty: ColType, optional: bool) -> MessageColumn {
+    MessageColumn { name, ty, optional }
+}
+
+/// The typed columns of the message layouts beyond ticks and physics, one per message type,
+/// named after its fields (so `SELECT text, count(*) FROM 'queries/*.parquet' GROUP BY text`
+/// works in DuckDB). A row is typed only when its body re-encodes byte for byte from them.
+pub mod message_columns {
+    use super::{ColType as T, MessageColumn, c};
+
+    /// `query` (the queries stream).
+    pub const QUERY: &[MessageColumn] = &[
+        c("text", T::Utf8, false),
+        c("hash", T::Utf8, true),
+        c("ts", T::Float64, false),
+        c("grains", T::ListUInt64, true),
+        c("latency_ms", T::Float64, true),
+    ];
+    /// `crossing` (the crossings stream).
+    pub const CROSSING: &[MessageColumn] = &[
+        c("hash", T::Utf8, false),
+        c("text", T::Utf8, false),
+        c("resonance", T::Float64, false),
+        c("cycle", T::UInt64, false),
+    ];
+    /// `memory_token` (the memory stream).
+    pub const MEMORY_TOKEN: &[MessageColumn] = &[
+        c("id", T::Utf8, false),
+        c("user", T::Utf8, false),
+        c("context", T::Utf8, false),
+        c("token", T::Utf8, false),
+        c("content", T::Json, false),
+        c("ts", T::Float64, false),
+        c("accesses", T::UInt64, false),
+    ];
+    /// `entity_update` (the entity partitions and the plain entity stream).
+    pub const ENTITY_UPDATE: &[MessageColumn] = &[
+        c("target", T::Json, false),
+        c("patch", T::Json, false),
+        c("op", T::Utf8, true),
+        c("expected_version", T::UInt64, true),
+    ];
+}
+
+/// The entity-changes stream's entries are plain fields, not envelopes: a row whose fields are
+/// exactly these, in this order, all UTF-8, is stored in text columns of the same names (the
+/// envelope columns null); anything else goes to `raw`.
+pub const ENTITY_CHANGE_FIELDS: [&str; 5] = [
+    crate::messages::entity_change::KEY,
+    crate::messages::entity_change::VERSION,
+    crate::messages::entity_change::OP,
+    crate::messages::entity_change::ENTRY,
+    crate::messages::entity_change::DATA,
+];
 
 /// The field `kitbash replay --new-ids` appends to each entry: the id it had when recorded.
 pub const REPLAY_OF: &str = "replay_of";

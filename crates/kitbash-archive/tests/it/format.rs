@@ -178,3 +178,180 @@ for name in ["ticks.parquet", "physics.parquet"]:
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }
+
+fn msgpack_fields<M: kitbash_schema::Message>(m: &M) -> Vec<(Vec<u8>, Vec<u8>)> {
+    Envelope::msgpack(m)
+        .expect("enc")
+        .with_mid(format!("mid-{}", rand_suffix(m)))
+        .to_fields()
+        .into_iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v))
+        .collect()
+}
+
+fn json_fields<M: kitbash_schema::Message>(m: &M) -> Vec<(Vec<u8>, Vec<u8>)> {
+    Envelope::json(m)
+        .expect("enc")
+        .to_fields()
+        .into_iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v))
+        .collect()
+}
+
+fn rand_suffix<M: kitbash_schema::Message>(m: &M) -> usize {
+    serde_json::to_string(m).map(|s| s.len()).unwrap_or(0)
+}
+
+/// Queries, crossings, memory tokens and entity updates in their typed columns (every optional
+/// field present and absent), JSON twins as body bytes, all back byte-identical.
+#[test]
+fn every_message_type_is_typed_and_comes_back_byte_identical() {
+    use kitbash_schema::messages::{
+        Crossing, EntityOp, EntityTarget, EntityUpdate, MemoryToken, QueryEvent,
+    };
+    let queries: Vec<QueryEvent> = (0..40)
+        .map(|i| QueryEvent {
+            text: format!("what is {i}? ünïcode"),
+            hash: (i % 2 == 0).then(|| format!("{i:064x}")),
+            ts: 1_766_318_400.0 + i as f64 / 7.0,
+            grains: (0..(i % 4)).map(|g| g * 1_000_003).collect(),
+            latency_ms: (i % 3 == 0).then_some(0.1 + i as f64),
+        })
+        .collect();
+    let crossings: Vec<Crossing> = (0..20)
+        .map(|i| Crossing {
+            hash: format!("{i:064x}"),
+            text: format!("hot query {i}"),
+            resonance: 0.8 + 1e-17 * i as f64,
+            cycle: i * 13,
+        })
+        .collect();
+    let memories: Vec<MemoryToken> = (0..20)
+        .map(|i| MemoryToken {
+            id: format!("m{i}"),
+            user: "u1".into(),
+            context: "c1".into(),
+            token: format!("t{i}"),
+            content: serde_json::json!({"text": "hi", "nested": {"z": 1, "a": [1.5, -0.0, null]}}),
+            ts: 1_766_318_400.25,
+            accesses: i,
+        })
+        .collect();
+    let updates: Vec<EntityUpdate> = (0..20)
+        .map(|i| EntityUpdate {
+            target: if i % 2 == 0 {
+                EntityTarget::Status
+            } else {
+                EntityTarget::Entity {
+                    name: "claude".into(),
+                    part: "state".into(),
+                }
+            },
+            patch: serde_json::json!({"mood": "calm", "n": i, "f": 0.1}),
+            op: if i % 3 == 0 {
+                EntityOp::Increment
+            } else {
+                EntityOp::Merge
+            },
+            expected_version: (i % 4 == 0).then_some(i),
+        })
+        .collect();
+    fn both<M: kitbash_schema::Message>(ms: &[M]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        ms.iter()
+            .flat_map(|m| [msgpack_fields(m), json_fields(m)])
+            .collect()
+    }
+    for (layout, bodies, n) in [
+        (Layout::Queries, both(&queries), queries.len()),
+        (Layout::Crossings, both(&crossings), crossings.len()),
+        (Layout::Memory, both(&memories), memories.len()),
+        (Layout::EntityUpdates, both(&updates), updates.len()),
+    ] {
+        let entries = entries(bodies);
+        let (back, kinds) = round_trip(layout, &entries);
+        assert_eq!(back, entries, "{layout:?}: byte-identical");
+        assert_eq!(
+            kinds,
+            (n, n, 0),
+            "{layout:?}: msgpack typed, JSON as body bytes"
+        );
+    }
+    // Another stream's messages in a typed layout keep their bodies.
+    let entries = entries(both(&queries));
+    let (back, kinds) = round_trip(Layout::Memory, &entries);
+    assert_eq!(back, entries);
+    assert_eq!(kinds.0, 0, "queries are not typed in a memory file");
+}
+
+/// Entity changes (plain fields) in their columns; other field lists stay raw.
+#[test]
+fn entity_changes_are_typed_by_their_fields() {
+    use kitbash_schema::archive::ENTITY_CHANGE_FIELDS;
+    let mut bodies: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..30)
+        .map(|i| {
+            ENTITY_CHANGE_FIELDS
+                .iter()
+                .zip([
+                    "quantum:status".to_owned(),
+                    i.to_string(),
+                    "merge".to_owned(),
+                    format!("entity:0/{i}-0"),
+                    format!(r#"{{"n":{i}}}"#),
+                ])
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+                .collect()
+        })
+        .collect();
+    // Deleted: empty data. Not UTF-8, other order: raw.
+    bodies[3][4].1.clear();
+    bodies[5][4].1 = vec![0xff, 0xfe];
+    bodies[7].swap(0, 1);
+    let entries = entries(bodies);
+    let (back, kinds) = round_trip(Layout::EntityChanges, &entries);
+    assert_eq!(back, entries);
+    assert_eq!(kinds, (28, 0, 2));
+}
+
+/// pyarrow reads the new typed columns by name (what an operator's query uses).
+#[test]
+fn pyarrow_reads_the_query_columns_by_name() {
+    use kitbash_schema::messages::QueryEvent;
+    let dir = tempfile::tempdir().expect("tmp");
+    let qs: Vec<QueryEvent> = (0..10)
+        .map(|i| QueryEvent {
+            text: format!("q{}", i % 3),
+            hash: None,
+            ts: 1_766_318_400.0 + i as f64,
+            grains: vec![i, i + 1],
+            latency_ms: None,
+        })
+        .collect();
+    let mut seg = Segment::new(Layout::Queries);
+    for e in entries(qs.iter().map(msgpack_fields).collect()) {
+        seg.push(&e).expect("push");
+    }
+    let mut buf = Vec::new();
+    seg.write_to(&mut buf).expect("write");
+    let path = dir.path().join("q.parquet");
+    std::fs::write(&path, buf).expect("write file");
+    let script = r#"
+import sys, collections
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1]).to_pylist()
+c = collections.Counter(r["text"] for r in t)
+print(sorted(c.items()), t[4]["grains"], t[4]["hash"])
+"#;
+    let out = kitbash_testkit::python::python3(&["pyarrow"])
+        .args(["-c", script, &path.display().to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[('q0', 4), ('q1', 3), ('q2', 3)] [4, 5] None"
+    );
+}
