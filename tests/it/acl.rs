@@ -163,9 +163,17 @@ impl Drop for Daemons {
 
 fn spawn(fleet: &Fleet, kind: DaemonKind, dir: &std::path::Path) -> Child {
     let name = format!("kitbash-{}", kind.name());
-    fleet
-        .command_as(&name, Role::Daemon(kind))
-        .env("KITBASH__ADMIN__LISTEN", "127.0.0.1:0")
+    let mut c = fleet.command_as(&name, Role::Daemon(kind));
+    // The archive reads its password from a file, as a systemd credential or a mounted
+    // secret would give it (the others from the environment).
+    if kind == DaemonKind::Archive {
+        let (_, pw) = fleet.user(Role::Daemon(kind));
+        let file = dir.join("archive.password");
+        std::fs::write(&file, format!("{pw}\n")).expect("password file");
+        c.env_remove("KITBASH__REDIS__PASSWORD")
+            .env("KITBASH__REDIS__PASSWORD_FILE", &file);
+    }
+    c.env("KITBASH__ADMIN__LISTEN", "127.0.0.1:0")
         .env("KITBASH__BRIDGE__LISTEN", "127.0.0.1:0")
         .env("KITBASH__ARCHIVE__DIR", dir.join("archive"))
         .env("KITBASH__ARCHIVE__ROLL_MS", "200")
@@ -439,6 +447,59 @@ fn assert_allowed(c: &mut RespConnection, who: &str, args: &[&str]) {
     if let Some(e) = refusal(c, args) {
         panic!("{who}: {args:?} should be allowed: {e}");
     }
+}
+
+/// `[redis] password_file`: a missing file stops start-up with one line naming it (exit 64, a
+/// bad configuration); a file with the wrong password is refused by Redis, and the daemon
+/// says so and keeps trying rather than running without Redis.
+#[test]
+fn a_password_file_that_is_missing_or_wrong_is_named() {
+    let fleet = Fleet::start();
+    let dir = tempfile_dir();
+    let missing = dir.path().join("no-such-file");
+    let out = fleet
+        .command_as("kitbash-decay", Role::Daemon(DaemonKind::Decay))
+        .env_remove("KITBASH__REDIS__PASSWORD")
+        .env("KITBASH__REDIS__PASSWORD_FILE", &missing)
+        .output()
+        .expect("run kitbash-decay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("password_file") && stderr.contains(&missing.display().to_string()),
+        "{stderr}"
+    );
+    let wrong = dir.path().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let mut child = fleet
+        .command_as("kitbash-decay", Role::Daemon(DaemonKind::Decay))
+        .env_remove("KITBASH__REDIS__PASSWORD")
+        .env("KITBASH__REDIS__PASSWORD_FILE", &wrong)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kitbash-decay");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // It must still be running (retrying) a few seconds later, not have given up or started.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "kitbash-decay exited with a wrong password instead of retrying"
+    );
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child);
+    let text = reader.join().expect("stderr reader");
+    assert!(
+        text.contains("WRONGPASS") || text.to_lowercase().contains("auth"),
+        "the refusal is named: {text}"
+    );
+    assert!(status.code().is_some(), "exited on SIGTERM: {status:?}");
 }
 
 #[test]
