@@ -201,12 +201,59 @@ pub async fn write(
         .first()
         .and_then(|e| format::parse_id(&e.id).ok())
         .map(|i| i.0);
+    let xadd = |e: &Entry| {
+        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * e.fields.len());
+        args.push(target.into());
+        match ids {
+            Ids::Original => args.push(e.id.as_str().into()),
+            Ids::New => args.push("*".into()),
+        }
+        for (k, v) in &e.fields {
+            args.push(Value::Bytes(k.clone().into()));
+            args.push(Value::Bytes(v.clone().into()));
+        }
+        if ids == Ids::New {
+            args.push(REPLAY_OF.into());
+            args.push(e.id.as_str().into());
+        }
+        args
+    };
+    let cmd = || kitbash_runtime::redis::command_for_key("XADD", target, false);
     let mut written = 0;
-    for chunk in entries.chunks(match pace {
-        Pace::Max => 500,
-        Pace::Speed(_) => 1,
-    }) {
-        let at = chunk.first().and_then(|e| format::parse_id(&e.id).ok());
+    if pace == Pace::Max {
+        // Several pipelines in flight on the one connection, sent strictly in entry order
+        // (original ids must ascend; new ids follow the recorded order). A pipeline's `all()`
+        // hands its commands to fred's router in its first poll, before it waits for the
+        // replies: each is polled once here, in order, before the next is built; then the
+        // oldest is awaited whenever the window is full.
+        let mut window: std::collections::VecDeque<_> = std::collections::VecDeque::new();
+        for chunk in entries.chunks(MAX_PIPELINE) {
+            let pipe = client.pipeline();
+            for e in chunk {
+                pipe.custom::<Value, Value>(cmd(), xadd(e)).await?;
+            }
+            let mut sent = Box::pin(async move { pipe.all::<Vec<Value>>().await });
+            if let std::task::Poll::Ready(r) = futures::poll!(sent.as_mut()) {
+                written += r?.len();
+                progress(written);
+            } else {
+                window.push_back(sent);
+            }
+            if window.len() >= PIPELINES_IN_FLIGHT
+                && let Some(oldest) = window.pop_front()
+            {
+                written += oldest.await?.len();
+                progress(written);
+            }
+        }
+        for rest in window {
+            written += rest.await?.len();
+            progress(written);
+        }
+        return Ok(written);
+    }
+    for e in entries {
+        let at = format::parse_id(&e.id).ok();
         if let (Pace::Speed(x), Some(base), Some((ms, _))) = (pace, first_ms, at) {
             let due =
                 Duration::from_secs_f64(ms.saturating_sub(base) as f64 / 1000.0 / x.max(1e-9));
@@ -214,30 +261,17 @@ pub async fn write(
                 tokio::time::sleep(wait).await;
             }
         }
-        let pipe = client.pipeline();
-        for e in chunk {
-            let mut args: Vec<Value> = vec![target.into()];
-            match ids {
-                Ids::Original => args.push(e.id.as_str().into()),
-                Ids::New => args.push("*".into()),
-            }
-            for (k, v) in &e.fields {
-                args.push(Value::Bytes(k.clone().into()));
-                args.push(Value::Bytes(v.clone().into()));
-            }
-            if ids == Ids::New {
-                args.push(REPLAY_OF.into());
-                args.push(e.id.as_str().into());
-            }
-            let cmd = kitbash_runtime::redis::command_for_key("XADD", target, false);
-            pipe.custom::<Value, Value>(cmd, args).await?;
-        }
-        let replies: Vec<Value> = pipe.all().await?;
-        written += replies.len();
+        let _: Value = client.custom(cmd(), xadd(e)).await?;
+        written += 1;
         progress(written);
     }
     Ok(written)
 }
+
+/// Entries per pipeline when replaying as fast as possible …
+const MAX_PIPELINE: usize = 500;
+/// … and pipelines in flight at once.
+const PIPELINES_IN_FLIGHT: usize = 8;
 
 async fn top_id(client: &Client, key: &str) -> Result<Option<(u64, u64)>, ReplayError> {
     let v: Value = client.xrevrange(key, "+", "-", Some(1)).await?;
