@@ -3,6 +3,7 @@
 mod acl;
 mod cli;
 mod fleet;
+mod sentinel;
 mod systemd;
 mod tidy;
 mod up;

@@ -7,12 +7,29 @@ use serde::Deserialize;
 
 use crate::{ConfigError, Section};
 
+/// `url` as fred parses it: `redis+sentinel://` (the spelling of redis-py and most clients)
+/// becomes fred's `redis-sentinel://`, `rediss+sentinel://` its `rediss-sentinel://`.
+pub fn fred_url(url: &str) -> String {
+    for (ours, freds) in [
+        ("redis+sentinel://", "redis-sentinel://"),
+        ("rediss+sentinel://", "rediss-sentinel://"),
+    ] {
+        if let Some(rest) = url.strip_prefix(ours) {
+            return format!("{freds}{rest}");
+        }
+    }
+    url.to_owned()
+}
+
 /// `[redis]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
-    /// `redis-cluster://host:port?node=host2:port2` for a cluster.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS,
+    /// `redis-cluster://host:port?node=host2:port2` for a cluster, or
+    /// `redis+sentinel://sentinel1:26379?sentinelServiceName=NAME&node=sentinel2:26379` for a
+    /// master found through Sentinel (`rediss+sentinel://` with TLS; `redis-sentinel://`, fred's
+    /// spelling, works too).
     pub url: String,
     /// Key prefix; empty = the seeds' exact key names.
     pub namespace: String,
@@ -391,16 +408,23 @@ impl Section for RedisConfig {
             "rediss://",
             "redis-cluster://",
             "rediss-cluster://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
+            "redis-sentinel://",
+            "rediss-sentinel://",
         ]
         .iter()
         .any(|s| url.starts_with(s))
         {
             return Err(ConfigError::key(
                 "url",
-                format!("{url:?} must start with redis://, rediss:// or redis-cluster://"),
+                format!(
+                    "{url:?} must start with redis://, rediss://, redis-cluster:// or \
+                     redis+sentinel://"
+                ),
             ));
         }
-        fred::types::config::Config::from_url(url)
+        fred::types::config::Config::from_url(&fred_url(url))
             .map_err(|e| ConfigError::key("url", e.details().to_string()))?;
         Namespace::new(self.namespace.clone())
             .map_err(|e| ConfigError::key("namespace", e.to_string()))?;

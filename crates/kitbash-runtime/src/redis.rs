@@ -67,7 +67,7 @@ pub fn is_transient(e: &fred::error::Error) -> bool {
 /// A fred builder configured from `[redis]`: the URL, then `username` and `password` /
 /// `password_file` over the URL's, then TLS from `tls_*_file` for a `rediss://` URL.
 pub fn builder(cfg: &RedisConfig) -> Result<Builder, RuntimeError> {
-    let mut fred_cfg = FredConfig::from_url(&cfg.url)?;
+    let mut fred_cfg = FredConfig::from_url(&kitbash_config::runtime::fred_url(&cfg.url))?;
     let credentials = cfg.credentials()?;
     if let Some(user) = credentials.username {
         fred_cfg.username = Some(user);
@@ -241,7 +241,7 @@ impl ConnectError {
         let cause = ConnectCause::of_fred(e);
         let mut detail = e.details().to_string();
         if cause == ConnectCause::Tls {
-            let host = FredConfig::from_url(&cfg.url)
+            let host = FredConfig::from_url(&kitbash_config::runtime::fred_url(&cfg.url))
                 .ok()
                 .and_then(|c| c.server.hosts().first().map(|h| h.host.to_string()))
                 .unwrap_or_default();
@@ -275,7 +275,7 @@ impl ConnectError {
 /// Opens a TCP connection to each server of `url` in turn and says why none answered. Refusals
 /// and unknown hosts come back at once; only silence waits, up to `timeout` per address.
 pub async fn probe(url: &str, timeout: Duration) -> Result<(), ConnectError> {
-    let cfg = FredConfig::from_url(url)
+    let cfg = FredConfig::from_url(&kitbash_config::runtime::fred_url(url))
         .map_err(|e| ConnectError::new(url, ConnectCause::BadUrl, e.details()))?;
     let mut first_failure = None;
     for server in cfg.server.hosts() {

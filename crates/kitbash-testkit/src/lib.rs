@@ -71,6 +71,7 @@ pub mod node;
 mod port;
 pub mod python;
 pub mod resp;
+pub mod sentinel;
 pub mod server;
 pub mod support;
 
@@ -80,4 +81,5 @@ pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use error::{Result, TestkitError};
 pub use namespace::namespace;
 pub use resp::{RespConnection, RespValue};
+pub use sentinel::RedisSentinelSet;
 pub use server::{Appendfsync, RedisServer, RedisServerBuilder, TlsServerFiles};
