@@ -527,3 +527,36 @@ impl Section for FleetConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_are_accepted_in_both_spellings() {
+        let url = "redis+sentinel://10.0.0.7:26379?sentinelServiceName=kb&node=10.0.0.8:26379";
+        assert_eq!(
+            fred_url(url),
+            "redis-sentinel://10.0.0.7:26379?sentinelServiceName=kb&node=10.0.0.8:26379"
+        );
+        assert_eq!(
+            fred_url("rediss+sentinel://h:1?sentinelServiceName=x"),
+            "rediss-sentinel://h:1?sentinelServiceName=x"
+        );
+        assert_eq!(fred_url("redis://h:1"), "redis://h:1");
+        for url in [url, "redis-sentinel://h:26379?sentinelServiceName=kb"] {
+            let cfg = RedisConfig {
+                url: url.into(),
+                ..Default::default()
+            };
+            assert!(cfg.validate().is_ok(), "{url}: {:?}", cfg.validate().err());
+        }
+        // The service name is required: named by the error.
+        let cfg = RedisConfig {
+            url: "redis+sentinel://h:26379".into(),
+            ..Default::default()
+        };
+        let err = cfg.validate().expect_err("no service name").to_string();
+        assert!(err.contains("url"), "{err}");
+    }
+}
