@@ -10,12 +10,15 @@
 //! as text columns of their field names. A row is typed only when its fields re-encode byte for
 //! byte from the columns, checked as it is written.
 //!
-//! Column encodings (zstd level 3 everywhere; never ALP, which DuckDB, pyarrow and polars
-//! cannot read): ids, `v`, `trades` and the other integer columns DELTA_BINARY_PACKED;
-//! floats PLAIN without dictionary (arrival-order prices and physics values barely repeat,
-//! and dictionary encoding beats BYTE_STREAM_SPLIT only when they do); strings with
-//! dictionary (few types, symbols, regimes). Row groups of 65,536 rows, statistics on, so
-//! readers prune id ranges by `id_ms`.
+//! Column encodings, chosen by measurement on `kitbash bench archive`'s MarketSim ticks and
+//! physics (docs/BENCHMARKS.md; zstd level 3 everywhere; never ALP, which DuckDB, pyarrow and
+//! polars cannot read): ids and `v` DELTA_BINARY_PACKED; `ts` BYTE_STREAM_SPLIT (its exponent
+//! and high bytes barely move: 414 KB → 19 KB per 200,000 ticks); prices, `entropy`,
+//! `alpha_coefficient` PLAIN without dictionary (BYTE_STREAM_SPLIT made them bigger);
+//! `mass`, `momentum`, `nash_dist` BYTE_STREAM_SPLIT (5–6 % smaller); `size`, `trades`,
+//! `friction` and strings with a dictionary (their values repeat); `mid` and physics `source`
+//! DELTA_BYTE_ARRAY (prefix deltas: they share prefixes and never repeat). Row groups of
+//! 65,536 rows, statistics on, so readers prune id ranges by `id_ms`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -545,11 +548,14 @@ fn properties(layout: Layout) -> WriterProperties {
         .set_max_row_group_row_count(Some(65_536));
     let mut ints = vec![col::ID_MS, col::ID_SEQ, col::V];
     let mut floats: Vec<&str> = Vec::new();
+    let mut split: Vec<&str> = Vec::new();
+    let mut deltas: Vec<&str> = vec![col::MID];
     match layout {
         Layout::Plain | Layout::EntityChanges => {}
         Layout::Queries | Layout::Crossings | Layout::Memory | Layout::EntityUpdates => {
             for c in layout.spec().map_or(&[][..], |s| s.cols) {
                 match c.ty {
+                    ColType::Float64 if c.name == col::TS => split.push(c.name),
                     ColType::Float64 => floats.push(c.name),
                     ColType::UInt64 => ints.push(c.name),
                     ColType::Utf8 | ColType::Json | ColType::ListUInt64 => {}
@@ -557,12 +563,13 @@ fn properties(layout: Layout) -> WriterProperties {
             }
         }
         Layout::Ticks => {
-            ints.push(col::TRADES);
-            floats.extend([col::PRICE, col::SIZE, col::TS]);
+            floats.push(col::PRICE);
+            split.push(col::TS);
         }
         Layout::Physics => {
-            floats.extend([col::TS, col::PRICE]);
-            floats.extend(col::VECTOR.iter().filter(|c| **c != "regime"));
+            floats.extend([col::PRICE, "entropy", "alpha_coefficient"]);
+            split.extend([col::TS, "mass", "momentum", "nash_dist"]);
+            deltas.push(col::SOURCE);
         }
     }
     for c in ints {
@@ -570,10 +577,23 @@ fn properties(layout: Layout) -> WriterProperties {
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
     }
+    // Producer mids share long prefixes (kitbash-client's are a per-process prefix and a
+    // counter) and almost never repeat, nor do physics sources (`ticks:3/<id>`): prefix
+    // deltas, not a dictionary.
+    for c in deltas {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BYTE_ARRAY);
+    }
     for c in floats {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_encoding(ColumnPath::from(c), Encoding::PLAIN);
+    }
+    for c in split {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::BYTE_STREAM_SPLIT);
     }
     b.build()
 }

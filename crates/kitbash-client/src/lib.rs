@@ -83,11 +83,16 @@ pub enum ClientError {
     },
 }
 
-/// A fresh random message id (128 bits, hex).
+/// A fresh message id, unique per message: this process's random 64-bit prefix (16 hex
+/// digits, drawn once) and a counter (hex). Unique across producers with the odds of two
+/// processes drawing the same 64 bits, and compressible: in the archive's `mid` column (prefix
+/// deltas) a producer's ids cost about a byte each, where 128 random bits cost 18.
 pub fn new_mid() -> String {
-    let a: u64 = rand::random();
-    let b: u64 = rand::random();
-    format!("{a:016x}{b:016x}")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{n:x}", *PREFIX)
 }
 
 /// Appends messages to streams.
