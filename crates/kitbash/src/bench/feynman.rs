@@ -11,6 +11,14 @@
 //! - `vectors_per_s`: physics vectors written during that drain (the physics stream's
 //!   `entries-added`), per second. Baseline: the drain's `ticks_per_s`, so the ratio is vectors
 //!   per tick (1 = no coalescing).
+//! - `redis_usec_per_tick`: Redis's own time per tick of that drain, from `INFO commandstats`
+//!   around it: the daemon's `evalsha` (commit and lease scripts, including the commands they
+//!   run) + `xread` µs, ÷ ticks; every command's calls and µs per tick in `commands`. Baseline:
+//!   Redis's `xadd` µs per tick while the same backlog was loaded. Redis times its commands by
+//!   wall clock, so on a loaded machine this moves too (less than the throughput).
+//! - `daemon_instructions_per_tick`: `kitbash-feynman` under `valgrind --tool=callgrind`
+//!   draining 10,000 and then 30,000 ticks of 1,000 symbols, (Ir(3N) − Ir(N)) / 2N. Baseline: the
+//!   same with 16 symbols. Skipped when valgrind is missing or `KITBASH_BENCH_FEYNMAN_CALLGRIND=0`.
 //! - `ticks_per_s_16_symbols`: the same drain with 16 symbols — the method `ticks_per_s` used
 //!   before; a batch then holds ~60 ticks per symbol and computes one vector for them.
 //! - `p99_tick_to_update_ms`: 1,000 symbols, ticks published one by one at a fixed
