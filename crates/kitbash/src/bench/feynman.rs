@@ -11,6 +11,14 @@
 //! - `vectors_per_s`: physics vectors written during that drain (the physics stream's
 //!   `entries-added`), per second. Baseline: the drain's `ticks_per_s`, so the ratio is vectors
 //!   per tick (1 = no coalescing).
+//! - `redis_usec_per_tick`: Redis's own time per tick of that drain, from `INFO commandstats`
+//!   around it: the daemon's `evalsha` (commit and lease scripts, including the commands they
+//!   run) + `xread` µs, ÷ ticks; every command's calls and µs per tick in `commands`. Baseline:
+//!   Redis's `xadd` µs per tick while the same backlog was loaded. Redis times its commands by
+//!   wall clock, so on a loaded machine this moves too (less than the throughput).
+//! - `daemon_instructions_per_tick`: `kitbash-feynman` under `valgrind --tool=callgrind`
+//!   draining 10,000 and then 30,000 ticks of 1,000 symbols, (Ir(3N) − Ir(N)) / 2N. Baseline: the
+//!   same with 16 symbols. Skipped when valgrind is missing or `KITBASH_BENCH_FEYNMAN_CALLGRIND=0`.
 //! - `ticks_per_s_16_symbols`: the same drain with 16 symbols — the method `ticks_per_s` used
 //!   before; a batch then holds ~60 ticks per symbol and computes one vector for them.
 //! - `p99_tick_to_update_ms`: 1,000 symbols, ticks published one by one at a fixed
@@ -47,6 +55,7 @@ use kitbash_runtime::{Config, shutdown};
 use kitbash_schema::messages::{StateUpdate, Tick};
 use kitbash_schema::{Keys, Namespace, StreamName};
 
+use super::commandstats::{command_stats, cost_per_unit, delta};
 use super::openloop::{even_schedule, open_loop, q_ms};
 use super::redis::{Target, redis_benchmark, target, xadd_baseline};
 use super::{BenchOptions, Record};
@@ -162,7 +171,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         )
         .with("symbols", SYMBOLS)
         .with("ticks", n)
-        .with("target", 200_000)
+        .with("target", 250_000)
+        .with("target_ratio", 0.5)
         .with("cpu_cores", round2(wide.cpu_cores)),
     );
     out.push(
@@ -179,6 +189,29 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         )
         .with("symbols", SYMBOLS)
         .with("vectors", wide.vectors),
+    );
+    anyhow::ensure!(
+        wide.xadd_usec_per_tick > 0.0,
+        "INFO commandstats showed no XADD time for the backlog: no baseline for redis_usec_per_tick"
+    );
+    out.push(
+        Record::new(
+            "feynman",
+            "redis_usec_per_tick",
+            wide.redis_usec_per_tick,
+            "us",
+            wide.xadd_usec_per_tick,
+        )
+        .with(
+            "baseline_kind",
+            "Redis µs per tick of taking the same backlog in (the producer's XADDs), same server",
+        )
+        .with(
+            "method",
+            "INFO commandstats around the drain: (evalsha + xread usec) / ticks; commands by name in `commands`",
+        )
+        .with("symbols", SYMBOLS)
+        .with("commands", wide.redis_cost.clone()),
     );
     let narrow = drain(&t, &client, &format!("bench{run_id}b"), OLD_SYMBOLS, n).await?;
     out.push(
@@ -212,6 +245,15 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .context("redis-benchmark GET -c 1 gave no p99: no baseline for the latency")?;
     out.extend(latency(opts, &t, &client, &format!("bench{run_id}c"), rtt_p99).await?);
 
+    // ---- the daemon's instructions per tick (callgrind, when installed) ----
+    match daemon_instructions(&t, &client, run_id).await {
+        Ok(Some(rec)) => out.push(rec),
+        Ok(None) => {
+            eprintln!("feynman: valgrind or kitbash-feynman not found: no instruction counts")
+        }
+        Err(e) => eprintln!("feynman: callgrind run failed, no instruction counts: {e:#}"),
+    }
+
     // ---- memory per symbol ----
     out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}d"), Load::Paced).await?);
     out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}e"), Load::Backlog).await?);
@@ -221,9 +263,17 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     }
     let _ = client.quit().await;
     let item_ms = snapshot_item_ms();
+    // The machine is shared: the load average says how much of it the run had.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
     Ok(out
         .into_iter()
-        .map(|r| r.with("snapshot_item_ms", item_ms))
+        .map(|r| {
+            r.with("snapshot_item_ms", item_ms)
+                .with("load_average_1m", load.as_str())
+        })
         .collect())
 }
 
@@ -233,6 +283,13 @@ struct Drain {
     secs: f64,
     cpu_cores: f64,
     vectors: u64,
+    /// Redis's µs per tick for the daemon's own commands (`evalsha` — the commit and lease
+    /// scripts, which include the commands they run — and `xread`), from `INFO commandstats`.
+    redis_usec_per_tick: f64,
+    /// Redis's µs per tick for taking the backlog in (the producer's `XADD`s), same server.
+    xadd_usec_per_tick: f64,
+    /// Per command: calls and µs per tick, µs per call (`commandstats::cost_per_unit`).
+    redis_cost: serde_json::Value,
 }
 
 impl Drain {
@@ -251,22 +308,10 @@ async fn drain(
 ) -> anyhow::Result<Drain> {
     let keys = Keys::new(Namespace::new(ns)?);
     let cfg = bench_config(&t.url, ns);
-    let producer = Producer::new(client.clone(), keys.clone(), cfg.feynman.partitions);
-    let mut sim = MarketSim::new(&symbols(n_symbols), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("feynman: loading a backlog of {n} ticks of {n_symbols} symbols …");
-    let mut by_stream: HashMap<StreamName, Vec<Tick>> = HashMap::new();
-    for i in 0..n {
-        let tk = sim.next_tick(1_766_318_400.0 + i as f64 * 1e-3);
-        by_stream
-            .entry(producer.tick_stream(&tk.symbol))
-            .or_default()
-            .push(tk);
-    }
-    for (s, ticks) in &by_stream {
-        for chunk in ticks.chunks(2_000) {
-            producer.publish_batch(*s, chunk).await?;
-        }
-    }
+    let stats0 = command_stats(client).await?;
+    load_backlog(client, &keys, cfg.feynman.partitions, n_symbols, n).await?;
+    let stats1 = command_stats(client).await?;
     eprintln!("feynman: draining …");
     let (signals, _reload) = shutdown::manual();
     let stop = signals.shutdown.clone();
@@ -282,15 +327,178 @@ async fn drain(
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu_cores = (cpu_seconds() - cpu0) / secs;
+    let stats2 = command_stats(client).await?;
     stop.cancel();
     let _ = daemon.await;
     let vectors = entries_added(client, &keys.stream(StreamName::Physics)).await?;
+    let per_tick = |(_, usec): (u64, u64)| usec as f64 / n.max(1) as f64;
     Ok(Drain {
         ticks: n,
         secs,
         cpu_cores,
         vectors,
+        redis_usec_per_tick: per_tick(delta(&stats1, &stats2, "evalsha"))
+            + per_tick(delta(&stats1, &stats2, "xread")),
+        xadd_usec_per_tick: per_tick(delta(&stats0, &stats1, "xadd")),
+        // The bench's own polling (`caught_up`: XREVRANGE, HGET) is left out; the scripts'
+        // inner commands are listed under their own names too (and inside `evalsha`).
+        redis_cost: cost_per_unit(&stats1, &stats2, n as u64, "tick", |name| {
+            matches!(name, "xrevrange" | "hget")
+        }),
     })
+}
+
+/// XADDs `n` ticks of `n_symbols` symbols (synthetic market, seed 7, round-robin) into the
+/// tick partitions, 2,000 per pipelined batch.
+async fn load_backlog(
+    client: &Client,
+    keys: &Keys,
+    partitions: u32,
+    n_symbols: usize,
+    n: usize,
+) -> anyhow::Result<()> {
+    let producer = Producer::new(client.clone(), keys.clone(), partitions);
+    let mut sim = MarketSim::new(&symbols(n_symbols), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut by_stream: HashMap<StreamName, Vec<Tick>> = HashMap::new();
+    for i in 0..n {
+        let tk = sim.next_tick(1_766_318_400.0 + i as f64 * 1e-3);
+        by_stream
+            .entry(producer.tick_stream(&tk.symbol))
+            .or_default()
+            .push(tk);
+    }
+    for (s, ticks) in &by_stream {
+        for chunk in ticks.chunks(2_000) {
+            producer.publish_batch(*s, chunk).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ticks of the shorter callgrind drain; the longer one has three times as many.
+const CALLGRIND_TICKS: usize = 10_000;
+
+/// The daemon's instructions per tick: `kitbash-feynman` under `valgrind --tool=callgrind`
+/// draining a backlog of N and then 3N ticks (each in a fresh namespace, loaded before it
+/// starts, stopped by SIGTERM once caught up), (Ir(3N) − Ir(N)) / 2N, so start-up, idle and
+/// shutdown cancel out — with 1,000 symbols, and with 16 as the baseline. Counts repeat to
+/// within the snapshots' timing (a snapshot is due by wall clock, which valgrind slows).
+/// `None` when valgrind or the binary is missing, or `KITBASH_BENCH_FEYNMAN_CALLGRIND=0`.
+async fn daemon_instructions(
+    t: &Target,
+    client: &Client,
+    run_id: u32,
+) -> anyhow::Result<Option<Record>> {
+    let wanted = std::env::var("KITBASH_BENCH_FEYNMAN_CALLGRIND").map_or(true, |v| v != "0");
+    let installed = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let Some(bin) = daemon_binary().filter(|_| wanted && installed) else {
+        return Ok(None);
+    };
+    let mut per_tick = Vec::new();
+    for (label, n_symbols) in [("w", SYMBOLS), ("n", OLD_SYMBOLS)] {
+        let mut runs = Vec::new();
+        for (i, n) in [CALLGRIND_TICKS, 3 * CALLGRIND_TICKS]
+            .into_iter()
+            .enumerate()
+        {
+            eprintln!(
+                "feynman: callgrind of the daemon draining {n} ticks of {n_symbols} symbols …"
+            );
+            let ns = format!("bench{run_id}g{label}{i}");
+            runs.push(callgrind_drain(t, client, &bin, &ns, n_symbols, n).await?);
+            remove_namespace(client, &ns).await?;
+        }
+        let (ir, vectors) = (
+            runs[1].0.saturating_sub(runs[0].0) as f64,
+            runs[1].1.saturating_sub(runs[0].1) as f64,
+        );
+        per_tick.push((
+            ir / (2 * CALLGRIND_TICKS) as f64,
+            ir / vectors.max(1.0),
+            vectors / (2 * CALLGRIND_TICKS) as f64,
+        ));
+    }
+    let ((wide, wide_per_vector, wide_vpt), (narrow, _, _)) = (per_tick[0], per_tick[1]);
+    Ok(Some(
+        Record::new(
+            "feynman",
+            "daemon_instructions_per_tick",
+            wide,
+            "instructions",
+            narrow,
+        )
+        .with(
+            "baseline_kind",
+            "the same daemon and method with 16 symbols (~60 ticks per vector)",
+        )
+        .with(
+            "method",
+            "valgrind --tool=callgrind of kitbash-feynman draining N and 3N ticks, (Ir(3N) − Ir(N)) / 2N",
+        )
+        .with("instructions_per_vector", wide_per_vector.round())
+        .with("vectors_per_tick", wide_vpt)
+        .with("ticks_n", CALLGRIND_TICKS)
+        .with("symbols", SYMBOLS),
+    ))
+}
+
+/// One callgrind drain: (instructions of the whole process, physics vectors written).
+async fn callgrind_drain(
+    t: &Target,
+    client: &Client,
+    bin: &std::path::Path,
+    ns: &str,
+    n_symbols: usize,
+    n: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let keys = Keys::new(Namespace::new(ns)?);
+    let cfg = bench_config(&t.url, ns);
+    load_backlog(client, &keys, cfg.feynman.partitions, n_symbols, n).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("feynman.callgrind");
+    let mut child = tokio::process::Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", file.display()))
+        .arg(bin)
+        .envs(daemon_env(&cfg))
+        .env_remove("KITBASH_PROFILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let start = Instant::now();
+    while !kitbash_feynman::partition::caught_up(client, &keys, cfg.feynman.partitions).await? {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "the daemon under callgrind did not drain {n} ticks within 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child
+        .id()
+        .context("valgrind exited before the drain ended")?;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = child.wait().await?;
+    anyhow::ensure!(
+        status.success(),
+        "kitbash-feynman under callgrind: {status}"
+    );
+    let text = std::fs::read_to_string(&file)?;
+    let ir = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no instruction total in the callgrind output")?;
+    let vectors = entries_added(client, &keys.stream(StreamName::Physics)).await?;
+    Ok((ir, vectors))
 }
 
 /// `entries-added` of `XINFO STREAM key`: every entry ever appended, trimmed or not.
@@ -323,6 +531,38 @@ async fn entries_added(client: &Client, key: &str) -> anyhow::Result<u64> {
         .context("XINFO STREAM has no entries-added (Redis 7.0 or newer needed)")
 }
 
+/// The environment that configures a `kitbash-feynman` process as `cfg`.
+fn daemon_env(cfg: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("KITBASH_CONFIG_DIR", "/nonexistent".into()),
+        ("KITBASH__REDIS__URL", cfg.redis.url.clone()),
+        ("KITBASH__REDIS__NAMESPACE", cfg.redis.namespace.clone()),
+        ("KITBASH__ADMIN__LISTEN", String::new()),
+        (
+            "KITBASH__FEYNMAN__PARTITIONS",
+            cfg.feynman.partitions.to_string(),
+        ),
+        ("KITBASH__FEYNMAN__WINDOW", cfg.feynman.window.to_string()),
+        (
+            "KITBASH__FEYNMAN__SNAPSHOT_ITEM_MS",
+            cfg.feynman.snapshot_item_ms.to_string(),
+        ),
+        ("KITBASH__CONSUMER__BATCH", cfg.consumer.batch.to_string()),
+        (
+            "KITBASH__CONSUMER__BLOCK_MS",
+            cfg.consumer.block_ms.to_string(),
+        ),
+    ]
+}
+
+/// `kitbash-feynman` next to this binary, when built.
+fn daemon_binary() -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("kitbash-feynman")))
+        .filter(|p| p.exists())
+}
+
 /// A running daemon: its own process, or an in-process task when the binary is not built.
 enum Daemon {
     Process(std::process::Child),
@@ -335,11 +575,7 @@ enum Daemon {
 impl Daemon {
     /// Starts feynman with `cfg` as a process when `kitbash-feynman` sits next to this binary.
     fn start(cfg: &Config) -> anyhow::Result<Self> {
-        let binary = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("kitbash-feynman")))
-            .filter(|p| p.exists());
-        let Some(bin) = binary else {
+        let Some(bin) = daemon_binary() else {
             let (signals, _reload) = shutdown::manual();
             let token = signals.shutdown.clone();
             return Ok(Daemon::InProcess(
@@ -348,25 +584,8 @@ impl Daemon {
             ));
         };
         let child = std::process::Command::new(bin)
-            .env("KITBASH_CONFIG_DIR", "/nonexistent")
+            .envs(daemon_env(cfg))
             .env_remove("KITBASH_PROFILE")
-            .env("KITBASH__REDIS__URL", &cfg.redis.url)
-            .env("KITBASH__REDIS__NAMESPACE", &cfg.redis.namespace)
-            .env("KITBASH__ADMIN__LISTEN", "")
-            .env(
-                "KITBASH__FEYNMAN__PARTITIONS",
-                cfg.feynman.partitions.to_string(),
-            )
-            .env("KITBASH__FEYNMAN__WINDOW", cfg.feynman.window.to_string())
-            .env(
-                "KITBASH__FEYNMAN__SNAPSHOT_ITEM_MS",
-                cfg.feynman.snapshot_item_ms.to_string(),
-            )
-            .env("KITBASH__CONSUMER__BATCH", cfg.consumer.batch.to_string())
-            .env(
-                "KITBASH__CONSUMER__BLOCK_MS",
-                cfg.consumer.block_ms.to_string(),
-            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
