@@ -9,7 +9,9 @@
 //! - `ticks_compression`, `physics_compression`: the MessagePack bodies' bytes over the Parquet
 //!   files' bytes (the files also keep ids, types and mids);
 //! - `replay_entries_per_s`: archived ticks replayed from the files into a fresh stream with
-//!   their ids, over `redis-benchmark XADD -c 50 -P 32` in the same run.
+//!   their ids, over `redis-benchmark XADD -c 50 -P 32` in the same run;
+//! - `day_query_ms`: one day of a ten-day archive of 1 M ticks (10 M with `--long`) read with
+//!   pyarrow, over a full scan of it ([`day_query`]).
 
 use std::time::{Duration, Instant};
 
@@ -264,5 +266,112 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
             "redis-benchmark XADD -c 50 -P 32, same run",
         )
         .with("target", "≥ 0.5 of the baseline"),
+        {
+            eprintln!("archive: one day of a ten-day archive with pyarrow …");
+            let ticks = if opts.long { 10_000_000 } else { 1_000_000 };
+            tokio::task::block_in_place(|| day_query(ticks))?
+        },
     ])
+}
+
+/// The record of issue 18: how long one day's ticks take to read from a ten-day archive of
+/// `n` ticks (10 M with `--long`) with pyarrow, pruning files and row groups by `id_ms`,
+/// against a full scan of the same archive in the same run. The files are written with
+/// [`kitbash_archive::format::Segment`] in the archive's layout (50,000 ticks per file, named
+/// by their first id), MarketSim ticks with producer mids; the archive daemon is not involved
+/// (its rate is `entries_per_s`). Needs python3 with pyarrow (`tests/deps/install python`);
+/// without it the record says so.
+pub fn day_query(n: usize) -> anyhow::Result<Record> {
+    use kitbash_archive::format::{Entry, Layout, Segment};
+    const PER_FILE: usize = 50_000;
+    const DAYS: f64 = 10.0;
+    let dir = tempfile::tempdir()?;
+    let symbols: Vec<String> = (0..SYMBOLS).map(|i| format!("S{i:02}")).collect();
+    let mut sim = MarketSim::new(&symbols, 11).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let step = DAYS * 86_400.0 / n as f64;
+    let base = 1_766_318_400.0;
+    let mut seg = Segment::new(Layout::Ticks);
+    let mut first: Option<u64> = None;
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let t = sim.next_tick(base + i as f64 * step);
+        let ms = (t.ts * 1000.0) as u64;
+        let fields = Envelope::msgpack(&t)?
+            .with_mid(kitbash_client::new_mid())
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v))
+            .collect();
+        first.get_or_insert(ms);
+        seg.push(&Entry {
+            id: format!("{ms}-{}", i % 2),
+            fields,
+        })?;
+        if seg.len() == PER_FILE || i + 1 == n {
+            let name = kitbash_schema::archive::file_name(first.take().unwrap_or(ms), 0);
+            let mut buf = Vec::new();
+            seg.write_to(&mut buf)?;
+            bytes += buf.len() as u64;
+            std::fs::write(dir.path().join(name), buf)?;
+            seg.clear();
+        }
+    }
+    let day_from = ((base + 4.0 * 86_400.0) * 1000.0) as u64;
+    let day_to = day_from + 86_400_000;
+    let script = r#"
+import sys, time, json
+import pyarrow.dataset as ds
+d = ds.dataset(sys.argv[1], format="parquet")
+lo, hi = int(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter()
+day = d.to_table(filter=(ds.field("id_ms") >= lo) & (ds.field("id_ms") < hi))
+t1 = time.perf_counter()
+full = d.to_table()
+t2 = time.perf_counter()
+print(json.dumps({"day_ms": (t1 - t0) * 1000, "day_rows": day.num_rows,
+                  "full_ms": (t2 - t1) * 1000, "full_rows": full.num_rows}))
+"#;
+    let pydir = crate::locate::absolute(std::path::Path::new(".kitbash/python"));
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", &pydir)
+        .args([
+            "-c",
+            script,
+            &dir.path().display().to_string(),
+            &day_from.to_string(),
+            &day_to.to_string(),
+        ])
+        .output();
+    let figures: Option<serde_json::Value> = out
+        .as_ref()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+    let Some(f) = figures else {
+        let why = match out {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+            Err(e) => e.to_string(),
+        };
+        anyhow::bail!(
+            "the day query needs python3 with pyarrow (tests/deps/install python): {why}"
+        );
+    };
+    let num = |k: &str| f[k].as_f64().unwrap_or(f64::NAN);
+    Ok(Record::new(
+        "archive",
+        "day_query_ms",
+        num("day_ms"),
+        "ms",
+        num("full_ms"),
+    )
+    .with(
+        "baseline_kind",
+        "pyarrow full scan of the same archive, same run (ratio = day / full)",
+    )
+    .with("ticks", n as u64)
+    .with("files", n.div_ceil(PER_FILE) as u64)
+    .with("archive_bytes", bytes)
+    .with("day_rows", num("day_rows") as u64)
+    .with("full_rows", num("full_rows") as u64)
+    .with("target", "for the record"))
 }
