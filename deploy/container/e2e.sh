@@ -14,6 +14,9 @@ export REDIS_IMAGE="${REDIS_IMAGE:-localhost/kitbash-redis:7}"
 project="kitbash-e2e"
 work=".kitbash/container/e2e"
 symbols="SPY,QQQ,AAPL"
+# Keys read below, as kitbash-schema's Keys spells them (namespace "" in the shipped config):
+# physics:state:{SYMBOL} (Keys::physics_state) and kitbash:lease:{ticks:N}
+# (Keys::partition_lease, N < [feynman] partitions = 8).
 daemons=(feynman entity decay ghost bridge archive)
 mkdir -p "$work"
 
