@@ -62,3 +62,35 @@ deps what="all":
 
 _ensure-redis:
     tests/deps/install apt
+
+# Container images and their end-to-end test with podman (deploy/README.md, "Containers"):
+# installs podman & co (tests/deps/apt.txt, scope `containers`), builds the release binaries, a
+# debootstrap base and a Redis image (once), the kitbash image from the binaries; runs
+# deploy/container/e2e.sh (podman-compose fleet, feed, physics:state, feynman scaled to 3, clean
+# stop), then the testkit's suite on its `containers` backend over podman's API socket.
+# Everything it starts is removed, also on failure. Needs root (rootful podman).
+containers: (deps "containers")
+    #!/usr/bin/env bash
+    set -euo pipefail
+    t0=$SECONDS
+    cargo build --release --workspace --bins
+    t1=$SECONDS
+    deploy/container/build-base.sh
+    t2=$SECONDS
+    deploy/container/build-image.sh
+    t3=$SECONDS
+    deploy/container/e2e.sh
+    t4=$SECONDS
+    # The Docker-compatible API socket testcontainers talks to: ours unless one already runs.
+    sock=/run/podman/podman.sock
+    svc=""
+    if ! curl -fsS --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
+        mkdir -p /run/podman
+        podman system service --time=0 "unix://$sock" & svc=$!
+        trap 'kill "$svc" 2>/dev/null || true' EXIT
+        for _ in $(seq 50); do curl -fsS --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.1; done
+    fi
+    DOCKER_HOST="unix://$sock" KITBASH_TEST_BACKEND=containers KITBASH_TEST_REDIS_IMAGE=localhost/kitbash-redis:7 \
+        cargo nextest run -p kitbash-testkit --features containers --no-fail-fast
+    t5=$SECONDS
+    echo "containers: release build $((t1-t0))s, base images $((t2-t1))s, kitbash image $((t3-t2))s, e2e $((t4-t3))s, testkit on containers $((t5-t4))s"

@@ -1,5 +1,7 @@
 //! [`TestRedis`]: a Redis for a test from the backend `KITBASH_TEST_BACKEND` selects: a local
-//! process (default) or, with the `containers` feature, a `redis:7.2` container.
+//! process (default) or, with the `containers` feature, a Redis container (`redis:7.2`, or the
+//! image `KITBASH_TEST_REDIS_IMAGE` names) from any Docker-compatible engine testcontainers
+//! reaches through `DOCKER_HOST` — e.g. podman's API socket (deploy/README.md, "Containers").
 
 use std::env;
 use std::fmt;
@@ -10,15 +12,42 @@ use crate::server::RedisServer;
 /// Environment variable selecting the backend: `process` (default) or `containers`.
 pub const BACKEND_ENV: &str = "KITBASH_TEST_BACKEND";
 
-/// Image and tag the containers backend runs.
+/// Image and tag the containers backend runs unless [`CONTAINER_IMAGE_ENV`] names another.
 pub const CONTAINER_IMAGE: (&str, &str) = ("redis", "7.2");
+
+/// Environment variable naming the containers backend's image as `name[:tag]` (tag `latest`
+/// when absent), e.g. `localhost/kitbash-redis:7`, the local image deploy/container/build-base.sh
+/// makes where no registry is reachable. Its entrypoint must run `redis-server` reachable on
+/// port 6379 of the container and log `Ready to accept connections` to stdout.
+pub const CONTAINER_IMAGE_ENV: &str = "KITBASH_TEST_REDIS_IMAGE";
+
+/// The containers backend's image and tag: `$KITBASH_TEST_REDIS_IMAGE`, else [`CONTAINER_IMAGE`].
+pub fn container_image() -> (String, String) {
+    match env::var(CONTAINER_IMAGE_ENV) {
+        Ok(value) if !value.trim().is_empty() => split_image(value.trim()),
+        _ => (CONTAINER_IMAGE.0.to_owned(), CONTAINER_IMAGE.1.to_owned()),
+    }
+}
+
+/// `name[:tag]` into name and tag; a `:` before the last `/` is a registry port, not a tag.
+fn split_image(reference: &str) -> (String, String) {
+    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[name_start..].rfind(':') {
+        Some(i) => (
+            reference[..name_start + i].to_owned(),
+            reference[name_start + i + 1..].to_owned(),
+        ),
+        None => (reference.to_owned(), "latest".to_owned()),
+    }
+}
 
 /// Where a [`TestRedis`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// A `redis-server` child process ([`RedisServer`]); supports fault injection.
     Process,
-    /// A `redis:7.2` container via testcontainers (feature `containers`, needs Docker).
+    /// A Redis container via testcontainers (feature `containers`, needs a Docker-compatible
+    /// engine; the image is [`container_image`]).
     Containers,
 }
 
@@ -141,18 +170,25 @@ impl TestRedis {
 
     #[cfg(feature = "containers")]
     async fn start_container() -> Result<Self> {
-        use testcontainers::GenericImage;
         use testcontainers::core::{IntoContainerPort, WaitFor};
         use testcontainers::runners::AsyncRunner;
+        use testcontainers::{GenericImage, ImageExt as _};
 
-        let (image, tag) = CONTAINER_IMAGE;
+        // The host port is chosen here and mapped explicitly: podman's Docker-compatible API
+        // (4.3) reports published ports with an empty `HostIp`, which testcontainers skips
+        // (`get_host_port_ipv4` then says the container exposes no port).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| TestkitError::io("choosing a host port for the Redis container", e))?
+            .port();
+        let (image, tag) = container_image();
         let container = GenericImage::new(image, tag)
             .with_exposed_port(6379.tcp())
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            .with_mapped_port(port, 6379.tcp())
             .start()
             .await?;
         let host = container.get_host().await?;
-        let port = container.get_host_port_ipv4(6379.tcp()).await?;
         Ok(Self {
             url: format!("redis://{host}:{port}"),
             kind: Kind::Container {
@@ -181,5 +217,49 @@ mod tests {
         assert_eq!(Backend::parse("containers").ok(), Some(Backend::Containers));
         let err = Backend::parse("docker").expect_err("unknown backend");
         assert!(err.to_string().contains("KITBASH_TEST_BACKEND=\"docker\""));
+    }
+
+    #[test]
+    fn image_references_split_into_name_and_tag() {
+        let split = |r: &str| {
+            let (name, tag) = split_image(r);
+            format!("{name} {tag}")
+        };
+        assert_eq!(split("redis:7.2"), "redis 7.2");
+        assert_eq!(split("redis"), "redis latest");
+        assert_eq!(
+            split("localhost/kitbash-redis:7"),
+            "localhost/kitbash-redis 7"
+        );
+        assert_eq!(split("registry:5000/redis"), "registry:5000/redis latest");
+        assert_eq!(split("registry:5000/redis:7.2"), "registry:5000/redis 7.2");
+    }
+
+    /// A container from the selected image answers `PING`. Runs the container only with
+    /// `KITBASH_TEST_BACKEND=containers` (`just containers` sets it); otherwise it says why it
+    /// checks nothing.
+    #[cfg(feature = "containers")]
+    #[tokio::test]
+    async fn a_container_answers_ping() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        if Backend::from_env()? != Backend::Containers {
+            eprintln!("skipped: set {BACKEND_ENV}=containers to start a container");
+            return Ok(());
+        }
+        let redis = TestRedis::start_async().await?;
+        assert_eq!(redis.backend(), Backend::Containers);
+        assert!(redis.server().is_none());
+        let addr = redis
+            .url()
+            .strip_prefix("redis://")
+            .expect("the backend builds redis:// URLs")
+            .replace("localhost", "127.0.0.1");
+        let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+        conn.write_all(b"PING\r\n").await?;
+        let mut reply = [0u8; 7];
+        conn.read_exact(&mut reply).await?;
+        assert_eq!(&reply, b"+PONG\r\n");
+        Ok(())
     }
 }
