@@ -28,6 +28,18 @@ pub struct FeedOptions {
     pub progress: bool,
 }
 
+/// The demo feeds' generator: xorshift64 from `seed` (made odd, never zero), deterministic so a
+/// demo run can be repeated.
+pub fn demo_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Paces a demo feed at `rate` events per second in 50 ms steps (fractions carried over), until
 /// `count` events or `stop`: [`Pacer::next`] says how many to send in this step.
 #[derive(Debug)]

@@ -36,13 +36,7 @@ pub async fn feed(
     seed: u64,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::feed::demo_rng(seed);
     let started = now_s();
     let total = USERS.len() as u64 * PER_USER;
     // Created over the last two hours, so ages (and relevance) differ from the start.

@@ -150,13 +150,7 @@ pub async fn queries(
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
     let texts = demo_texts();
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::feed::demo_rng(seed);
     let mut pacer = crate::feed::Pacer::new(rate, count, stop);
     let mut sent = 0u64;
     while let Some(n) = pacer.next().await {

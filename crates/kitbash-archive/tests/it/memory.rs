@@ -47,14 +47,7 @@ fn token(id: &str, user: &str, ctx: &str, age_s: f64, accesses: u64) -> MemoryTo
 
 /// Entries the `index` group has delivered and not acknowledged (−1: no group yet).
 async fn index_pending(c: &Client, k: &Keys) -> i64 {
-    let v: Value = c
-        .xpending(k.stream(M), Group::MEMORY_INDEX.as_str(), ())
-        .await
-        .unwrap_or(Value::Null);
-    match v {
-        Value::Array(a) => a.first().and_then(Value::as_i64).unwrap_or(-1),
-        _ => -1,
-    }
+    pending_in(c, &k.stream(M), Group::MEMORY_INDEX.as_str()).await
 }
 
 /// The `index` group's last delivered id equals the stream's last id, and nothing is pending.

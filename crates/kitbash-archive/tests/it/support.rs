@@ -154,7 +154,12 @@ pub async fn xrange(c: &Client, key: &str) -> Vec<Entry> {
 }
 
 pub async fn pending(c: &Client, key: &str) -> i64 {
-    let v: Value = c.xpending(key, "archive", ()).await.unwrap_or(Value::Null);
+    pending_in(c, key, "archive").await
+}
+
+/// Entries `group` has delivered and not acknowledged on `key` (−1: no such group).
+pub async fn pending_in(c: &Client, key: &str, group: &str) -> i64 {
+    let v: Value = c.xpending(key, group, ()).await.unwrap_or(Value::Null);
     match v {
         Value::Array(a) => a.first().and_then(Value::as_i64).unwrap_or(-1),
         _ => -1,
