@@ -44,12 +44,11 @@ pub fn components(ctx: &DaemonContext) -> Components {
     let period = Duration::from_millis(cfg.trim_interval_ms);
     let logic = partition::Documents::new(cfg, ctx.keys.clone(), store, ctx.metrics.clone());
     let spec = logic.spec();
-    Components::new(ctx)
-        .refuse_cluster("entity")
-        .partitioned(spec, logic)
-        .every("entity-changes bounds", period, move || {
-            bounds.clone().run_owned()
-        })
+    Components::new(ctx).partitioned(spec, logic).every(
+        "entity-changes bounds",
+        period,
+        move || bounds.clone().run_owned(),
+    )
 }
 
 /// Runs one entity instance until `signals.shutdown` (the binary's and the tests' entry).

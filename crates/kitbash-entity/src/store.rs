@@ -14,6 +14,16 @@
 //! partition logic recognises as applied). The script only moves bytes Rust produced: Lua's
 //! `cjson` never touches a document.
 //!
+//! On a Redis Cluster the changes stream is in another slot than the documents, so a commit is
+//! three steps instead of one script (see [`StringStore`]'s cluster path): the document's
+//! script (compare-and-set, the bytes, the metadata with an *outbox* of the changes), then the
+//! changes stream's entries, then `quantum:updates` and the timeline, which also clear the
+//! outbox. A document with an outbox takes no further commit until it is flushed, and whoever
+//! meets one (a load, a refused commit) flushes it first, so every committed change reaches the
+//! changes stream in the document's order — at least once: a crash between the entries and the
+//! outbox's removal writes them again (same `key` and `version`; readers that must not see a
+//! change twice skip a `version` they already have).
+//!
 //! The changes stream is a work stream (`StreamName::EntityChanges`): the commit appends to it
 //! without `MAXLEN`, and the entity daemon trims it safely (`[entity] changes_max`). The
 //! timeline is a per-document history, not a `StreamName`: no group reads it, so its commit
@@ -42,6 +52,16 @@ pub enum StoreError {
         /// What came back.
         why: String,
     },
+    /// A change committed to its document (cluster) is not yet in the changes stream: the
+    /// batch is held until it is (transient), because the document takes no other commit
+    /// until then.
+    #[error("{key}: committed, but its changes are not yet in the changes stream: {why}")]
+    Outbox {
+        /// The document key.
+        key: String,
+        /// What failed.
+        why: String,
+    },
     /// A stored document is not JSON (written by something else).
     #[error("document {key} is not JSON: {why}")]
     Corrupt {
@@ -56,7 +76,11 @@ impl StoreError {
     /// Whether Redis could not do it *now* (see [`kitbash_runtime::redis::is_transient`]):
     /// the batch is held and retried, never dead-lettered.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Redis(e) if kitbash_runtime::redis::is_transient(e))
+        match self {
+            StoreError::Redis(e) => kitbash_runtime::redis::is_transient(e),
+            StoreError::Outbox { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -83,14 +107,18 @@ pub fn encode_rejected(r: &[(String, String)]) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_else(|_| b"[]".to_vec())
 }
 
-/// Decodes the metadata's rejected list (empty when absent or unreadable: it is advisory).
-fn decode_rejected(v: Option<&Value>) -> Vec<(String, String)> {
-    let bytes: Option<Vec<u8>> = match v {
+/// A bulk reply's bytes (`None` for nil and other shapes).
+fn bytes_of(v: Option<&Value>) -> Option<Vec<u8>> {
+    match v {
         Some(Value::Bytes(b)) => Some(b.to_vec()),
         Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
         _ => None,
-    };
-    bytes
+    }
+}
+
+/// Decodes the metadata's rejected list (empty when absent or unreadable: it is advisory).
+fn decode_rejected(v: Option<&Value>) -> Vec<(String, String)> {
+    bytes_of(v)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
@@ -235,6 +263,114 @@ return out
     ))
 });
 
+/// The cluster form's first step, one document: KEYS its key and metadata; ARGV expected
+/// version, expected applied, new applied, deleted ('1'/'0'), document bytes, new version, ttl,
+/// rejected, outbox. Returns `1` (written, outbox stored) or `{0, version, applied, document,
+/// rejected, outbox}` (moved, or an outbox not yet flushed: nothing written).
+static COMMIT_DOC: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(format!(
+        r#"
+local meta = redis.call('HMGET', KEYS[2], '{fv}', '{fa}', '{fo}')
+local v, ap = meta[1] or '0', meta[2] or ''
+if v ~= ARGV[1] or ap ~= ARGV[2] or meta[3] then
+  return {{0, v, ap, redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], '{fr}') or '[]',
+    meta[3] or ''}}
+end
+local ttl = tonumber(ARGV[7])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1])
+elseif ttl > 0 then redis.call('SET', KEYS[1], ARGV[5], 'EX', ttl)
+else redis.call('SET', KEYS[1], ARGV[5]) end
+redis.call('HSET', KEYS[2], '{fv}', ARGV[6], '{fa}', ARGV[3], '{fr}', ARGV[8], '{fo}', ARGV[9])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
+"#,
+        fv = Keys::DOCUMENT_VERSION,
+        fa = Keys::DOCUMENT_APPLIED,
+        fr = Keys::DOCUMENT_REJECTED,
+        fo = Keys::DOCUMENT_OUTBOX,
+    ))
+});
+
+/// The cluster form's last step: KEYS the metadata and the timeline; ARGV the version the
+/// outbox belongs to, timeline max, ttl, then 5 words per change (version, op, entry, patch,
+/// change id). When the outbox is still there and still that version's, appends the timeline
+/// entries and removes it (`1`, or `{2, error}` when the timeline refused them); `0` when
+/// another flush got there first (the timeline is then already written).
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(format!(
+        r#"
+local m = redis.call('HMGET', KEYS[1], '{fv}', '{fo}')
+if m[1] ~= ARGV[1] or not m[2] then return 0 end
+local lost = false
+for i = 4, #ARGV, 5 do
+  local t = redis.pcall('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', '{ver}', ARGV[i],
+    '{op}', ARGV[i + 1], '{entry}', ARGV[i + 2], '{patch}', ARGV[i + 3], '{change}', ARGV[i + 4])
+  if type(t) == 'table' and t.err then lost = t.err end
+end
+redis.call('HDEL', KEYS[1], '{fo}')
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+if lost then return {{2, lost}} end
+return 1
+"#,
+        fv = Keys::DOCUMENT_VERSION,
+        fo = Keys::DOCUMENT_OUTBOX,
+        ver = f::VERSION,
+        op = f::OP,
+        entry = f::ENTRY,
+        patch = f::PATCH,
+        change = f::CHANGE,
+    ))
+});
+
+/// A commit's changes not yet written outside the document's slot (cluster only; the format
+/// of [`Keys::DOCUMENT_OUTBOX`]). Every byte string in it is JSON text Rust produced, so it
+/// is carried as UTF-8.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Outbox {
+    key: String,
+    ttl: u64,
+    version: u64,
+    changes: Vec<OutboxChange>,
+}
+
+/// One change of an [`Outbox`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OutboxChange {
+    version: u64,
+    entry: String,
+    op: String,
+    patch: String,
+    data: String,
+    publish: (String, String),
+}
+
+impl Outbox {
+    /// The outbox of `c` (`Err`: a byte string that is not UTF-8, which Rust never produces).
+    fn of(c: &DocCommit) -> Result<Self, String> {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string());
+        let changes = c
+            .changes
+            .iter()
+            .map(|ch| {
+                Ok(OutboxChange {
+                    version: ch.version,
+                    entry: ch.entry.clone(),
+                    op: ch.op.to_owned(),
+                    patch: text(&ch.patch)?,
+                    data: text(&ch.data)?,
+                    publish: (text(&ch.publish.0)?, text(&ch.publish.1)?),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            key: c.key.clone(),
+            ttl: c.ttl_secs,
+            version: c.version,
+            changes,
+        })
+    }
+}
+
 /// Documents as JSON strings, metadata in a hash beside each.
 #[derive(Clone, Debug)]
 pub struct StringStore {
@@ -361,17 +497,129 @@ impl StringStore {
             }
         };
         let text = |i: usize| moved.get(i).and_then(Value::as_string).unwrap_or_default();
-        let raw = match moved.get(3) {
-            Some(Value::Bytes(b)) => Some(b.to_vec()),
-            Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
-            _ => None,
-        };
         Ok(Committed::Moved(Stored {
-            doc: Self::parse(&c.key, raw)?,
+            doc: Self::parse(&c.key, bytes_of(moved.get(3)))?,
             version: text(1).parse().unwrap_or(0),
             applied: text(2),
             rejected: decode_rejected(moved.get(4)),
         }))
+    }
+
+    /// The cluster form of a commit, one document (see the module docs): its script, then
+    /// its outbox flushed; a refused commit flushes the outbox it found first, so the caller's
+    /// next attempt sees every committed change.
+    async fn commit_clustered(&self, c: &DocCommit) -> Result<Committed, StoreError> {
+        let outbox = Outbox::of(c).map_err(|why| StoreError::Reply {
+            key: c.key.clone(),
+            why: format!("a change is not UTF-8: {why}"),
+        })?;
+        let encoded = serde_json::to_vec(&outbox).map_err(|e| StoreError::Reply {
+            key: c.key.clone(),
+            why: format!("cannot encode the outbox: {e}"),
+        })?;
+        let keys = vec![c.key.clone(), self.keys.document_meta(&c.key)];
+        let args: Vec<Value> = vec![
+            c.expect.0.to_string().into(),
+            c.expect.1.as_str().into(),
+            c.applied.as_str().into(),
+            if c.doc.is_none() { "1" } else { "0" }.into(),
+            Value::Bytes(c.doc.clone().unwrap_or_default().into()),
+            c.version.to_string().into(),
+            c.ttl_secs.to_string().into(),
+            Value::Bytes(encode_rejected(&c.rejected).into()),
+            Value::Bytes(encoded.into()),
+        ];
+        let reply: Value = COMMIT_DOC
+            .evalsha_with_reload(&self.client, keys, args)
+            .await?;
+        let found = match &reply {
+            Value::Array(a) => bytes_of(a.get(5)).filter(|b| !b.is_empty()),
+            _ => None,
+        };
+        let result = Self::outcome(c, Some(&reply))?;
+        match (&result, found) {
+            (Committed::Yes, _) => self.flush(&outbox).await?,
+            (Committed::Moved(_), Some(raw)) => {
+                self.flush(&Self::decode_outbox(&c.key, &raw)?).await?
+            }
+            (Committed::Moved(_), None) => {}
+        }
+        Ok(result)
+    }
+
+    fn decode_outbox(key: &str, raw: &[u8]) -> Result<Outbox, StoreError> {
+        serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            why: format!("its outbox is not what entity writes: {e}"),
+        })
+    }
+
+    /// Writes an outbox's changes to the changes stream (in order, one pipeline), then
+    /// publishes them and appends them to the timeline while removing the outbox.
+    async fn flush(&self, ob: &Outbox) -> Result<(), StoreError> {
+        let fail = |e: fred::error::Error| StoreError::Outbox {
+            key: ob.key.clone(),
+            why: e.to_string(),
+        };
+        let ids: Vec<String> = if ob.changes.is_empty() {
+            Vec::new()
+        } else {
+            let pipe = self.client.pipeline();
+            for ch in &ob.changes {
+                let fields: Vec<(&str, Value)> = vec![
+                    (f::KEY, ob.key.as_str().into()),
+                    (f::VERSION, ch.version.to_string().into()),
+                    (f::OP, ch.op.as_str().into()),
+                    (f::ENTRY, ch.entry.as_str().into()),
+                    (f::DATA, ch.data.as_str().into()),
+                ];
+                let _: () = pipe
+                    .xadd(self.changes.as_str(), false, None, "*", fields)
+                    .await
+                    .map_err(fail)?;
+            }
+            let ids: Vec<String> = pipe.all().await.map_err(fail)?;
+            if ids.len() != ob.changes.len() {
+                return Err(StoreError::Outbox {
+                    key: ob.key.clone(),
+                    why: format!("{} stream ids for {} changes", ids.len(), ob.changes.len()),
+                });
+            }
+            ids
+        };
+        let publish = async {
+            let pipe = self.client.pipeline();
+            for (ch, id) in ob.changes.iter().zip(&ids) {
+                let msg = format!("{}{id}{}", ch.publish.0, ch.publish.1);
+                let _: () = pipe.publish(self.channel.as_str(), msg).await?;
+            }
+            let _: Vec<Value> = pipe.all().await?;
+            Ok::<(), fred::error::Error>(())
+        };
+        let mut args: Vec<Value> = vec![
+            ob.version.to_string().into(),
+            self.timeline_max.to_string().into(),
+            ob.ttl.to_string().into(),
+        ];
+        for (ch, id) in ob.changes.iter().zip(&ids) {
+            args.push(ch.version.to_string().into());
+            args.push(ch.op.as_str().into());
+            args.push(ch.entry.as_str().into());
+            args.push(ch.patch.as_str().into());
+            args.push(id.as_str().into());
+        }
+        let keys = vec![
+            self.keys.document_meta(&ob.key),
+            self.keys.document_timeline(&ob.key),
+        ];
+        let settle = SETTLE.evalsha_with_reload::<Value, _, _>(&self.client, keys, args);
+        let (published, settled) = futures::future::join(publish, settle).await;
+        published.map_err(fail)?;
+        if let Value::Array(a) = settled.map_err(fail)? {
+            let why = a.get(1).and_then(Value::as_string).unwrap_or_default();
+            tracing::warn!(key = %ob.key, error = %why, "document committed; its timeline refused the change entries");
+        }
+        Ok(())
     }
 
     /// The commits of one script; when the script fails on something other than a transient
@@ -420,6 +668,7 @@ impl DocumentStore for StringStore {
                         Keys::DOCUMENT_VERSION,
                         Keys::DOCUMENT_APPLIED,
                         Keys::DOCUMENT_REJECTED,
+                        Keys::DOCUMENT_OUTBOX,
                     ],
                 )
                 .await?;
@@ -433,6 +682,7 @@ impl DocumentStore for StringStore {
             return Err(StoreError::Redis(e.clone()));
         }
         let mut out = Vec::with_capacity(keys.len());
+        let mut outboxes = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let raw = match replies.get(2 * i) {
                 Some(Ok(Value::Bytes(b))) => Some(b.to_vec()),
@@ -456,6 +706,17 @@ impl DocumentStore for StringStore {
                 _ => Vec::new(),
             };
             let field = |j: usize| meta.get(j).and_then(Value::as_string).unwrap_or_default();
+            // A commit not yet flushed (cluster): flushed before the document is used, so its
+            // changes reach the changes stream before any later one.
+            if let Some(raw) = bytes_of(meta.get(3)).filter(|b| !b.is_empty()) {
+                match Self::decode_outbox(k, &raw) {
+                    Ok(ob) => outboxes.push(ob),
+                    Err(e) => {
+                        out.push(Err(e.to_string()));
+                        continue;
+                    }
+                }
+            }
             out.push(match Self::parse(k, raw) {
                 Ok(doc) => Ok(Stored {
                     doc,
@@ -466,12 +727,21 @@ impl DocumentStore for StringStore {
                 Err(e) => Err(e.to_string()),
             });
         }
+        for flushed in futures::future::join_all(outboxes.iter().map(|ob| self.flush(ob))).await {
+            flushed?;
+        }
         Ok(out)
     }
 
     async fn commit(&self, commits: &[DocCommit]) -> Vec<Result<Committed, StoreError>> {
-        // Many documents per script (entity refuses a cluster: every key is in one server);
-        // the scripts of a large batch are sent concurrently, so fred pipelines them.
+        if self.client.is_clustered() {
+            // One script per document (its slot), all sent at once; each then flushes its
+            // outbox. Documents are independent, so they need not wait for one another.
+            return futures::future::join_all(commits.iter().map(|c| self.commit_clustered(c)))
+                .await;
+        }
+        // Standalone: many documents per script (every key is in one server); the scripts of
+        // a large batch are sent concurrently, so fred pipelines them.
         let chunks = Self::script_chunks(commits);
         futures::future::join_all(chunks.into_iter().map(|c| self.commit_chunk(c)))
             .await

@@ -78,13 +78,34 @@ impl std::fmt::Debug for Components {
 
 impl Components {
     /// No components yet.
+    ///
+    /// Every daemon starts with one check: a plain `redis://` URL must not point at a Redis
+    /// Cluster node (commands would meet `MOVED` for most keys) — the daemon stops with a line
+    /// saying to use `redis-cluster://`.
     pub fn new(ctx: &DaemonContext) -> Self {
-        Self {
+        let c = Self {
             ctx: ctx.clone(),
             tasks: Vec::new(),
             checks: Vec::new(),
             error: None,
+        };
+        if ctx.redis.client.is_clustered() {
+            return c;
         }
+        let client = ctx.redis.client.clone();
+        let shutdown = ctx.signals.shutdown.clone();
+        c.check("cluster URL", async move {
+            if is_cluster_node(&client, &shutdown).await {
+                return Err(RuntimeError::Refused {
+                    check: "cluster URL",
+                    why: "[redis] url points at a Redis Cluster node through a plain URL: write \
+                          it as redis-cluster://host:port (any node; the others are discovered) \
+                          so that commands follow their hash slots"
+                        .into(),
+                });
+            }
+            Ok(())
+        })
     }
 
     /// Reads `stream` through this daemon kind's consumer group and hands batches of decoded
@@ -306,7 +327,9 @@ impl Components {
     /// cannot work there yet. A start-up check: it waits for Redis (backing off) rather than
     /// failing while Redis is still starting, and stops the daemon with one clear line when the
     /// answer is "cluster".
-    pub fn refuse_cluster(self, daemon: &'static str) -> Self {
+    pub fn refuse_cluster(mut self, daemon: &'static str) -> Self {
+        // This check says more than the plain-URL one `new` added, for every URL.
+        self.checks.retain(|(name, _)| name != "check cluster URL");
         let client = self.ctx.redis.client.clone();
         let shutdown = self.ctx.signals.shutdown.clone();
         let refused = move || RuntimeError::Refused {
@@ -317,28 +340,10 @@ impl Components {
             ),
         };
         self.check("standalone Redis", async move {
-            if client.is_clustered() {
+            if client.is_clustered() || is_cluster_node(&client, &shutdown).await {
                 return Err(refused());
             }
-            let mut backoff = crate::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-            loop {
-                let info: Result<String, _> = {
-                    use fred::prelude::*;
-                    client.info(Some(fred::types::InfoKind::Cluster)).await
-                };
-                match info {
-                    Ok(info) if info.lines().any(|l| l.trim() == "cluster_enabled:1") => {
-                        return Err(refused());
-                    }
-                    Ok(_) => return Ok(()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot ask Redis whether it is a cluster yet; retrying");
-                        if !backoff.wait(&shutdown).await {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
+            Ok(())
         })
     }
 
@@ -392,5 +397,29 @@ pub struct NoopHandler;
 impl<M: Send + 'static> Handler<M> for NoopHandler {
     async fn handle(&mut self, batch: Vec<Delivery<M>>) -> Vec<Outcome> {
         batch.iter().map(|_| Outcome::Ack).collect()
+    }
+}
+
+/// Whether the node `client` talks to says `cluster_enabled:1`; waits for Redis (backing off)
+/// rather than failing while it is still starting (`false` when shut down meanwhile).
+async fn is_cluster_node(
+    client: &fred::prelude::Client,
+    shutdown: &crate::CancellationToken,
+) -> bool {
+    use fred::prelude::*;
+    let mut backoff = crate::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        match client
+            .info::<String>(Some(fred::types::InfoKind::Cluster))
+            .await
+        {
+            Ok(info) => return info.lines().any(|l| l.trim() == "cluster_enabled:1"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask Redis whether it is a cluster yet; retrying");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+        }
     }
 }

@@ -224,8 +224,10 @@ pub fn about(role: Role) -> &'static str {
 /// What every daemon's runtime sends: readiness and version probes, the clock, scripts (the
 /// commit, lease, trim and de-duplication scripts; `EVALSHA`, loaded on `NOSCRIPT`), the
 /// consumer-group loop, dead letters in `MULTI`, heartbeats and leases, the data types the
-/// daemons' scripts and readers use.
+/// daemons' scripts and readers use; `CLUSTER SLOTS|SHARDS|INFO`, with which fred finds a
+/// cluster's nodes and follows a resharding.
 const RUNTIME_COMMANDS: &str = "+ping +info +time +client|setname +client|id +select \
+    +cluster|slots +cluster|shards +cluster|info +readonly \
     +evalsha +eval +script|load +script|exists +multi +exec +discard +watch +unwatch \
     +xreadgroup +xread +xack +xadd +xautoclaim +xclaim +xpending +xinfo|groups +xinfo|stream \
     +xinfo|consumers +xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xgroup|setid \
@@ -244,6 +246,7 @@ const SUBSCRIBE_COMMANDS: &str = "+subscribe +unsubscribe +psubscribe +punsubscr
 /// The application user: what `kitbash-client` sends (producers, readers, the reflex scripts,
 /// rate limits, sessions, caches, arrays, family statistics by `SCAN` and `MEMORY USAGE`).
 const APP_COMMANDS: &str = "+ping +info +time +client|setname +client|id +select \
+    +cluster|slots +cluster|shards +cluster|info +readonly \
     +evalsha +eval +script|load +script|exists +multi +exec +discard +watch +unwatch \
     +xadd +xrange +xrevrange +xlen +xread +xinfo|stream \
     +get +set +setex +psetex +getdel +mget +mset +del +unlink +exists +type +expire +pexpire \
@@ -258,6 +261,7 @@ const APP_COMMANDS: &str = "+ping +info +time +client|setname +client|id +select
 
 /// The read-only user: reads of every type, `SCAN`, stream and group inspection, pub/sub.
 const READ_COMMANDS: &str = "+ping +info +time +client|setname +client|id +select \
+    +cluster|slots +cluster|shards +cluster|info +readonly \
     +get +mget +strlen +getrange +exists +type +ttl +pttl +scan +memory|usage +object|encoding \
     +hget +hmget +hgetall +hlen +hexists +hkeys +hvals +hscan \
     +zrange +zrangebyscore +zrevrange +zrevrangebyscore +zscore +zcard +zcount +zrank \

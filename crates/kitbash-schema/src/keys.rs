@@ -220,6 +220,13 @@ impl Keys {
     /// (JSON `[[entry id, reason], …]`, at most 64), so a batch re-read after a crash
     /// dead-letters them again although `applied` has moved past them.
     pub const DOCUMENT_REJECTED: &'static str = "rejected";
+    /// See [`Keys::DOCUMENT_VERSION`]: on a Redis Cluster only, the changes a commit wrote to
+    /// the document but not yet to the changes stream, its timeline and `quantum:updates`
+    /// (those live in other slots, so they follow the document's script). JSON
+    /// `{"key", "ttl", "version", "changes": [{"version", "entry", "op", "patch", "data",
+    /// "publish": [prefix, suffix]}, …]}`; removed once they are written. While it is
+    /// present the document takes no further commit.
+    pub const DOCUMENT_OUTBOX: &'static str = "outbox";
 
     // ---- seed 003: neuromorphic arrays -----------------------------------------------------
 
