@@ -1,8 +1,8 @@
 //! Whole key families (`memory:*`, `wm:*`, …): memory statistics and clearing, by `SCAN` in
 //! batches — never `KEYS`, which blocks Redis for as long as it walks the whole keyspace.
 //!
-//! These walk one server's keyspace (standalone Redis). On a cluster, run them against each
-//! primary.
+//! On a Redis Cluster (a clustered client) the walk visits every primary in turn, since each
+//! holds only its own slots' keys, and deletes key by key (one `UNLINK` may not span slots).
 
 use fred::prelude::*;
 use fred::types::Value;
@@ -24,13 +24,20 @@ pub struct FamilyStats {
     pub bytes: u64,
 }
 
-/// Walks the keys matching a pattern, one `SCAN` page at a time.
+/// Walks the keys matching a pattern, one `SCAN` page at a time — on a cluster, every
+/// primary's keyspace one after the other.
 #[derive(Debug)]
 pub struct KeyScan {
     /// `MATCH` pattern.
     pattern: String,
-    /// The next cursor; `None` once the walk is complete.
+    /// The next cursor on the current node; `None` once the walk is complete.
     cursor: Option<String>,
+    /// Cluster only: the primaries still to walk after the current one (filled on the first
+    /// page), and the current one.
+    nodes: Option<(
+        Vec<fred::types::config::Server>,
+        Option<fred::types::config::Server>,
+    )>,
 }
 
 impl KeyScan {
@@ -39,6 +46,7 @@ impl KeyScan {
         Self {
             pattern: pattern.into(),
             cursor: Some("0".to_owned()),
+            nodes: None,
         }
     }
 
@@ -47,13 +55,42 @@ impl KeyScan {
         &mut self,
         client: &Client,
     ) -> Result<Option<Vec<String>>, ClientError> {
+        if client.is_clustered() && self.nodes.is_none() {
+            let mut primaries = client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes())
+                .unwrap_or_default();
+            primaries.sort_by_key(|s| s.to_string());
+            primaries.reverse();
+            let first = primaries.pop();
+            self.nodes = Some((primaries, first));
+        }
         let Some(cursor) = self.cursor.take() else {
             return Ok(None);
         };
-        let (next, keys): (String, Vec<String>) = client
-            .scan_page(cursor, self.pattern.as_str(), Some(SCAN_BATCH), None)
-            .await?;
-        self.cursor = (next != "0").then_some(next);
+        let (next, keys): (String, Vec<String>) = match &self.nodes {
+            Some((_, Some(node))) => {
+                client
+                    .with_cluster_node(node.clone())
+                    .scan_page(cursor, self.pattern.as_str(), Some(SCAN_BATCH), None)
+                    .await?
+            }
+            // A cluster whose routing table is empty has no keys to walk.
+            Some((_, None)) => return Ok(None),
+            None => {
+                client
+                    .scan_page(cursor, self.pattern.as_str(), Some(SCAN_BATCH), None)
+                    .await?
+            }
+        };
+        if next != "0" {
+            self.cursor = Some(next);
+        } else if let Some((rest, current)) = &mut self.nodes
+            && let Some(node) = rest.pop()
+        {
+            *current = Some(node);
+            self.cursor = Some("0".to_owned());
+        }
         Ok(Some(keys))
     }
 }
@@ -123,7 +160,20 @@ pub async fn clear(
         if dry_run {
             n += batch.len() as u64;
         } else {
-            let removed: i64 = client.unlink(batch).await?;
+            let removed: i64 = if client.is_clustered() {
+                // One node's keys, but of many slots: one UNLINK each, pipelined.
+                let pipe = client.pipeline();
+                for k in batch {
+                    let _: () = pipe.unlink(k).await?;
+                }
+                let mut removed = 0;
+                for r in pipe.try_all::<Value>().await {
+                    removed += r?.as_i64().unwrap_or(0);
+                }
+                removed
+            } else {
+                client.unlink(batch).await?
+            };
             n += removed.max(0) as u64;
         }
     }

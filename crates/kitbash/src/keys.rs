@@ -61,7 +61,12 @@ pub async fn top(client: &Client, keys: &Keys, sample: usize, n: usize) -> anyho
             if lfu {
                 let _: () = pipe
                     .custom(
-                        CustomCommand::new_static("OBJECT", ClusterHash::Random, false),
+                        // Routed by the key's slot (on a cluster only its node has it).
+                        CustomCommand::new(
+                            "OBJECT",
+                            ClusterHash::Custom(fred::util::redis_keyslot(k.as_bytes())),
+                            false,
+                        ),
                         vec!["FREQ", k.as_str()],
                     )
                     .await?;

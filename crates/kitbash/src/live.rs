@@ -535,8 +535,13 @@ fn reflex_line(r: &crate::status::ReflexStatus) -> Option<String> {
 }
 
 fn redis_line(r: &RedisStatus) -> String {
+    let cluster = if r.nodes > 1 {
+        format!(" · cluster of {} primaries", r.nodes)
+    } else {
+        String::new()
+    };
     format!(
-        "REDIS {} · {} used · policy {} · aof {} · {} clients",
+        "REDIS {} · {} used · policy {} · aof {} · {} clients{cluster}",
         r.version,
         r.used_memory_human,
         r.maxmemory_policy,

@@ -277,6 +277,20 @@ pub struct RedisStatus {
     pub aof_enabled: bool,
     /// `connected_clients`.
     pub connected_clients: u64,
+    /// Servers the figures cover: 1, or on a Redis Cluster every primary (memory and clients
+    /// summed over them, AOF on only if on everywhere, version and policy the first's).
+    pub nodes: u64,
+}
+
+/// Bytes as Redis writes `used_memory_human` (`114.98G`).
+fn human_bytes(b: u64) -> String {
+    let units = [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    for (u, n) in units {
+        if b >= n {
+            return format!("{:.2}{u}", b as f64 / n as f64);
+        }
+    }
+    format!("{b}B")
 }
 
 fn info_map(info: &str) -> BTreeMap<String, String> {
@@ -421,17 +435,7 @@ pub async fn collect(
             trim,
         });
     }
-    let info: String = client.info(None).await.context("INFO")?;
-    let info = info_map(&info);
-    let get = |k: &str| info.get(k).cloned().unwrap_or_default();
-    let redis = RedisStatus {
-        version: get("redis_version"),
-        used_memory: get("used_memory").parse().unwrap_or(0),
-        used_memory_human: get("used_memory_human"),
-        maxmemory_policy: get("maxmemory_policy"),
-        aof_enabled: get("aof_enabled") == "1",
-        connected_clients: get("connected_clients").parse().unwrap_or(0),
-    };
+    let redis = redis_status(client).await?;
     let reflex = reflex_status(
         client,
         keys,
@@ -447,6 +451,51 @@ pub async fn collect(
         reflex,
         dead_letter_alarms,
         source: None,
+    })
+}
+
+/// `INFO` of the server, or of every primary of a cluster (each holds its own slots' data).
+async fn redis_status(client: &Client) -> anyhow::Result<RedisStatus> {
+    let mut infos = Vec::new();
+    if client.is_clustered() {
+        let mut primaries = client
+            .cached_cluster_state()
+            .map(|s| s.unique_primary_nodes())
+            .unwrap_or_default();
+        primaries.sort_by_key(|s| s.to_string());
+        for node in primaries {
+            let info: String = client
+                .with_cluster_node(node.clone())
+                .info(None)
+                .await
+                .with_context(|| format!("INFO on {node}"))?;
+            infos.push(info_map(&info));
+        }
+    } else {
+        let info: String = client.info(None).await.context("INFO")?;
+        infos.push(info_map(&info));
+    }
+    let get = |i: &BTreeMap<String, String>, k: &str| i.get(k).cloned().unwrap_or_default();
+    let sum = |k: &str| -> u64 {
+        infos
+            .iter()
+            .map(|i| get(i, k).parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    let first = infos.first().cloned().unwrap_or_default();
+    let used_memory = sum("used_memory");
+    Ok(RedisStatus {
+        version: get(&first, "redis_version"),
+        used_memory,
+        used_memory_human: if infos.len() == 1 {
+            get(&first, "used_memory_human")
+        } else {
+            human_bytes(used_memory)
+        },
+        maxmemory_policy: get(&first, "maxmemory_policy"),
+        aof_enabled: !infos.is_empty() && infos.iter().all(|i| get(i, "aof_enabled") == "1"),
+        connected_clients: sum("connected_clients"),
+        nodes: infos.len() as u64,
     })
 }
 

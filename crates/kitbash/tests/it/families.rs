@@ -1,6 +1,7 @@
 //! `kitbash ratelimit show|reset`, `kitbash cache clear` and `kitbash keys top` as the binary,
 //! against a real Redis: what they print, what they delete, and what they leave alone (other
-//! users, other families, other namespaces).
+//! users, other families, other namespaces) — also on a 3-master cluster, where they visit every
+//! primary.
 
 use std::process::Command;
 use std::time::Duration;
@@ -201,4 +202,61 @@ async fn keys_top_ranks_by_size_and_only_claims_hotness_under_lfu() {
         k.memory("small7").as_str(),
         "the key read 200 times is the hottest: {v}"
     );
+}
+
+/// On a 3-master cluster each primary holds only its slots' keys: `cache clear`, `keys top`
+/// and `status` visit every primary (one node's `SCAN` would see about a third), and
+/// clearing deletes keys of many slots without a cross-slot `UNLINK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_cache_clear_keys_top_and_status_visit_every_primary() {
+    let cluster = kitbash_testkit::RedisCluster::builder()
+        .config("maxmemory-policy", "allkeys-lfu")
+        .start()
+        .expect("cluster");
+    let url = cluster.cluster_url();
+    let ns = kitbash_testkit::namespace();
+    let k = keys(&ns);
+    let c = connect(&url).await;
+    for i in 0..600 {
+        let _: () = c
+            .set(k.memory(&format!("m{i}")), "v", None, None, false)
+            .await
+            .expect("set");
+    }
+    let big = k.memory("big");
+    let _: () = c
+        .set(&big, "x".repeat(100_000), None, None, false)
+        .await
+        .expect("set");
+    for _ in 0..200 {
+        let _: Option<String> = c.get(k.memory("m7")).await.expect("get");
+    }
+    let _: () = c
+        .set(k.session("u1"), "s", None, None, false)
+        .await
+        .expect("set");
+
+    let (ok, out, err) = kitbash(&["cache", "clear", "memory", "--dry-run"], &url, &ns);
+    assert!(ok, "{err}");
+    assert!(out.contains("would delete 601 keys"), "{out}");
+
+    let (ok, out, err) = kitbash(&["keys", "top", "--json", "-n", "3"], &url, &ns);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["sampled"], 602, "{v}");
+    assert_eq!(v["largest"][0]["key"], big.as_str(), "{v}");
+    assert_eq!(v["hottest"][0]["key"], k.memory("m7").as_str(), "{v}");
+
+    let (ok, out, err) = kitbash(&["status", "--json"], &url, &ns);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["redis"]["nodes"], 3, "{v}");
+
+    let (ok, out, err) = kitbash(&["cache", "clear", "memory"], &url, &ns);
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted 601 keys"), "{out}");
+    let (_, out, _) = kitbash(&["cache", "clear", "memory", "--dry-run"], &url, &ns);
+    assert!(out.contains("would delete 0 keys"), "{out}");
+    let n: u64 = c.exists(k.session("u1")).await.expect("exists");
+    assert_eq!(n, 1, "another family is left alone");
 }

@@ -89,6 +89,7 @@ fn busy_status() -> Status {
             maxmemory_policy: "noeviction".into(),
             aof_enabled: true,
             connected_clients: 12_345,
+            nodes: 1,
         },
         reflex: kitbash::status::ReflexStatus {
             layout: Some("compact/16777216".into()),
