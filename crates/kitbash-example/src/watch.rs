@@ -114,6 +114,9 @@ impl Changes {
         );
         let mut backoff = Backoff::default();
         loop {
+            // Each round blocks at most 500 ms: a read that never returns is a stuck loop
+            // (systemd's watchdog starves). A subscriber loop, idle by nature, does not beat.
+            task.beat(Duration::from_millis(500));
             let next = tokio::select! {
                 biased;
                 _ = task.shutdown.cancelled() => return Ok(()),

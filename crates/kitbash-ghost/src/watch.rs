@@ -59,9 +59,12 @@ impl Watcher {
             _ = task.shutdown.cancelled() => return Ok(()),
             s = open => s?,
         };
-        let mut tick = tokio::time::interval(Duration::from_millis(self.poll_ms));
+        let period = Duration::from_millis(self.poll_ms);
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Round at least every poll: a check that never returns starves the watchdog.
+            task.beat(period);
             tokio::select! {
                 biased;
                 _ = task.shutdown.cancelled() => return Ok(()),

@@ -12,6 +12,12 @@
 //!   after a [`crate::Backoff`] delay (jittered, doubling from `min` to `max`; back to `min`
 //!   after a run that lasted longer than `max`). Meanwhile its check is false and each restart
 //!   is counted in `kitbash_task_restarts_total{task}`.
+//!
+//! A task with a main loop calls [`TaskCtx::beat`] each time round, with how long its next
+//! round may take: the loop is then watched like the consumers' (`task {name}` in
+//! [`Health::stuck`]), so one that stops coming round — a call that never returns — starves
+//! systemd's watchdog and gets the unit restarted. The beat is forgotten when a run ends (a
+//! restarting task is not ready, but not stuck either).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -79,6 +85,17 @@ pub struct TaskCtx {
     pub ready: Readiness,
     /// Runs of this task before this one (0 at the first start).
     pub restarts: u32,
+    /// The health registry the beats go to, and the beat's name (`task {name}`).
+    beats: (Health, String),
+}
+
+impl TaskCtx {
+    /// The task's main loop came round; its next round is due within `cadence` (its poll
+    /// period, a blocking read's timeout). From the first beat on, the loop counts as stuck
+    /// once it overruns `cadence` by `[fleet] stuck_after_ms`.
+    pub fn beat(&self, cadence: Duration) {
+        self.beats.0.beat(&self.beats.1, cadence);
+    }
 }
 
 /// The check name of task `name`.
@@ -111,6 +128,7 @@ where
             shutdown: shutdown.clone(),
             ready: ready.clone(),
             restarts,
+            beats: (health.clone(), ready.name().to_owned()),
         };
         let started = Instant::now();
         // Spawned, so a panic is an error of this run rather than of the daemon's task set.
@@ -121,6 +139,7 @@ where
                 detail: format!("task {name} panicked: {e}"),
             }),
         };
+        health.forget_beat(ready.name());
         if shutdown.is_cancelled() {
             health.clear(ready.name());
             return outcome;

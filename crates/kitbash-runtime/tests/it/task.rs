@@ -1,5 +1,5 @@
-//! Long-running tasks and served routers: restart policies, readiness, the bound address in the
-//! heartbeat, drain on shutdown.
+//! Long-running tasks and served routers: restart policies, readiness, a task's beats watched
+//! like a main loop's, the bound address in the heartbeat, drain on shutdown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +19,7 @@ async fn context(url: &str) -> (DaemonContext, kitbash_runtime::CancellationToke
     cfg.redis.namespace = keys().namespace().to_string();
     cfg.admin.listen = String::new();
     cfg.fleet.heartbeat_ms = 100;
+    cfg.fleet.stuck_after_ms = 200;
     let (signals, _) = shutdown::manual();
     let stop = signals.shutdown.clone();
     let ctx = DaemonContext::start(DaemonKind::Example, cfg, signals)
@@ -97,6 +98,52 @@ async fn a_failing_task_is_restarted_under_backoff_counted_and_not_ready_meanwhi
         .expect("join")
         .expect("a restarted task does not stop the daemon");
     assert_eq!(runs.load(Ordering::SeqCst), 4, "no run after shutdown");
+    ctx.finish().await;
+}
+
+/// A task that beats is watched: while its loop comes round nothing is stuck; once it stops
+/// coming round (a call that never returns) it is listed as stuck — what stops the systemd
+/// watchdog; when its run ends the beat is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_stops_coming_round_is_stuck_and_forgotten_when_it_ends() {
+    let server = RedisServer::start().expect("redis");
+    let (ctx, stop) = context(&server.url()).await;
+    let rounds = Arc::new(AtomicU32::new(0));
+    let (hang_tx, hang) = tokio::sync::watch::channel(false);
+    let r = rounds.clone();
+    let comps = Components::new(&ctx).task("looping", Restart::Never, move |t| {
+        let (r, hang) = (r.clone(), hang.clone());
+        async move {
+            while !*hang.borrow() {
+                t.beat(Duration::from_millis(50));
+                r.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The hung call: only shutdown ends it.
+            t.shutdown.cancelled().await;
+            Ok(())
+        }
+    });
+    let run = tokio::spawn(comps.run());
+    eventually("the loop went round 30 times", || async {
+        rounds.load(Ordering::SeqCst) >= 30
+    })
+    .await;
+    assert!(
+        ctx.health.stuck(std::time::Instant::now()).is_empty(),
+        "a loop that comes round is not stuck"
+    );
+    hang_tx.send(true).expect("hang");
+    eventually("the hung loop is listed as stuck", || async {
+        ctx.health.stuck(std::time::Instant::now()) == vec!["task looping".to_owned()]
+    })
+    .await;
+    stop.cancel();
+    run.await.expect("join").expect("run");
+    assert!(
+        ctx.health.stuck(std::time::Instant::now()).is_empty(),
+        "an ended task is no longer watched"
+    );
     ctx.finish().await;
 }
 
