@@ -121,7 +121,7 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
     let (mut sink, mut stream) = socket.split();
     let metrics = sh.metrics.clone();
     if over {
-        let _ = close(&mut sink, Close::ConnectionLimit, &metrics).await;
+        let _ = Box::pin(close(&mut sink, Close::ConnectionLimit, &metrics)).await;
         sh.connections.fetch_sub(1, Ordering::Relaxed);
         return;
     }
@@ -161,14 +161,16 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
                         break Close::BadRequest;
                     }
                 };
-                match c.frame(&text).await {
+                // Boxed while it runs (here and below): awaited inline, the heaviest path
+                // would size every idle connection's future (see the test at the end).
+                match Box::pin(c.frame(&text)).await {
                     Ok(replies) if replies.is_empty() => {}
                     Ok(replies) => {
-                        if sink.send(Message::Text(replies.into())).await.is_err() { break Close::Shutdown; }
+                        if Box::pin(sink.send(Message::Text(replies.into()))).await.is_err() { break Close::Shutdown; }
                     }
                     Err((replies, close_with)) => {
                         if !replies.is_empty() {
-                            let _ = sink.send(Message::Text(replies.into())).await;
+                            let _ = Box::pin(sink.send(Message::Text(replies.into()))).await;
                         }
                         break close_with;
                     }
@@ -176,21 +178,21 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
             }
             o = inbound.rx.recv() => {
                 let Some(o) = o else { break Close::Internal };
-                if c.drain(o, &mut inbound, &mut sink).await.is_err() { break Close::Shutdown; }
+                if Box::pin(c.drain(o, &mut inbound, &mut sink)).await.is_err() { break Close::Shutdown; }
             }
             _ = tokio::time::sleep_until(timer.into()) => {
                 let now = Instant::now();
                 if c.pong_due.is_some_and(|d| now >= d) { break Close::NoPong; }
                 if c.exp.is_some_and(|e| now_s() >= e) { break Close::Expired; }
                 if let Some(push) = c.expire_subs()
-                    && sink.send(Message::Text(push.into())).await.is_err()
+                    && Box::pin(sink.send(Message::Text(push.into()))).await.is_err()
                 {
                     break Close::Shutdown;
                 }
                 if now >= next_ping {
                     next_ping = now + ping_every;
                     if c.user.is_some() {
-                        if sink.send(Message::Text(Utf8Bytes::from_static("{}"))).await.is_err() { break Close::Shutdown; }
+                        if Box::pin(sink.send(Message::Text(Utf8Bytes::from_static("{}")))).await.is_err() { break Close::Shutdown; }
                         if c.pong_due.is_none() {
                             c.pong_due = Some(now + Duration::from_secs(u64::from(sh.cfg.pong_timeout_s)));
                         }
@@ -206,7 +208,7 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
         sh.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
     }
     if why != Close::Shutdown || sh.shutdown.is_cancelled() {
-        let _ = close(&mut sink, why, &metrics).await;
+        let _ = Box::pin(close(&mut sink, why, &metrics)).await;
     }
     sh.connections.fetch_sub(1, Ordering::Relaxed);
 }
@@ -640,5 +642,30 @@ fn method_name(m: &Method<'_>) -> &'static str {
         Method::NotAvailable(n) => n,
         Method::Send => "send",
         Method::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns (without calling it).
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(WebSocket, Shared) -> Fut,
+        Fut: std::future::Future,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every connection is one `serve` future, allocated whole for the connection's life: its
+    /// size is the largest state it can be in, so a heavy command path awaited inline (a
+    /// subscribe with recovery, a drain) would cost every idle client its bytes. The heavy
+    /// paths are boxed while they run; this keeps the idle state small.
+    #[test]
+    fn an_idle_connection_future_stays_small() {
+        let n = future_size(serve);
+        eprintln!("serve future: {n} bytes");
+        assert!(n <= 2048, "serve's future is {n} bytes");
     }
 }
