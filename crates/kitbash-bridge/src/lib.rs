@@ -68,7 +68,7 @@ pub fn components(ctx: &DaemonContext) -> Components {
         shutdown: ctx.signals.shutdown.clone(),
         counters: Arc::default(),
     };
-    let mut c = Components::new(ctx).refuse_cluster("bridge");
+    let mut c = Components::new(ctx);
     for s in STREAMS {
         let feed = Feed {
             stream: s,
