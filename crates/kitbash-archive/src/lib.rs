@@ -31,8 +31,6 @@ pub fn components(ctx: &DaemonContext) -> Components {
         .for_stream(&StreamName::Memory.logical());
     let bounds = index::bounds(ctx);
     let mut c = Components::new(ctx)
-        // The indexer's script touches keys of several hash slots.
-        .refuse_cluster("archive")
         .consume_in::<MemoryToken, _>(
             Group::MEMORY_INDEX,
             StreamName::Memory,

@@ -185,14 +185,14 @@ pub async fn snapshot(
     let beats: Vec<Option<String>> = if listed.is_empty() {
         Vec::new()
     } else {
-        client
-            .mget(
-                listed
-                    .iter()
-                    .map(|(k, _, i, _)| keys.heartbeat(*k, i))
-                    .collect::<Vec<_>>(),
-            )
-            .await?
+        get_each(
+            client,
+            listed
+                .iter()
+                .map(|(k, _, i, _)| keys.heartbeat(*k, i))
+                .collect(),
+        )
+        .await?
     };
     let mut daemons = Vec::new();
     for ((_, kind, instance, score), beat) in listed.iter().zip(beats) {
@@ -268,14 +268,16 @@ pub async fn snapshot(
             groups,
         });
     }
-    let r: Vec<Option<String>> = client
-        .mget(vec![
+    let r = get_each(
+        client,
+        vec![
             keys.ghost_activations(),
             keys.metrics_latency_p95(),
             keys.metrics_latency_p99(),
             keys.metrics_queries_count(),
-        ])
-        .await?;
+        ],
+    )
+    .await?;
     let at = |i: usize| r.get(i).cloned().flatten();
     let (layout, cycle, origin): (Option<String>, Option<u64>, Option<i64>) = {
         let pipe = client.pipeline();
@@ -344,9 +346,7 @@ async fn hot_queries(
         }
         pipe.all().await?
     };
-    let ghosts: Vec<Option<String>> = client
-        .mget(ids.iter().map(|h| keys.ghost(h)).collect::<Vec<_>>())
-        .await?;
+    let ghosts = get_each(client, ids.iter().map(|h| keys.ghost(h)).collect()).await?;
     Ok(top
         .into_iter()
         .enumerate()
@@ -362,6 +362,28 @@ async fn hot_queries(
                 .unwrap_or_default(),
         })
         .collect())
+}
+
+/// `GET` of each key, in order, in one pipeline: what `MGET` would answer, but keys of
+/// different cluster slots are fine (`MGET` of several slots is a `CROSSSLOT` error on a Redis
+/// Cluster; fred sends each `GET` of a pipeline to its key's node).
+async fn get_each(client: &Client, keys: Vec<String>) -> Result<Vec<Option<String>>, RuntimeError> {
+    let pipe = client.pipeline();
+    let mut any = false;
+    for key in keys {
+        let _: () = pipe.get(key).await?;
+        any = true;
+    }
+    if !any {
+        return Ok(Vec::new());
+    }
+    // One reply per command, whatever their number (`all` of a single command converts
+    // that command's reply alone).
+    let mut out = Vec::new();
+    for r in pipe.try_all::<Option<String>>().await {
+        out.push(r?);
+    }
+    Ok(out)
 }
 
 /// Publishes the fleet view once.
@@ -389,15 +411,15 @@ pub async fn publish_hat(
     keys: &Keys,
     last: Option<(Option<String>, u64)>,
 ) -> Result<(Option<String>, u64), RuntimeError> {
-    let (hat, version): (Option<String>, Option<u64>) = client
-        .mget(vec![keys.hat_current(), keys.reflex_version()])
-        .await
-        .map(|v: Vec<Option<String>>| {
-            let mut it = v.into_iter();
-            let hat = it.next().flatten();
-            let ver = it.next().flatten().and_then(|s| s.parse().ok());
-            (hat, ver)
-        })?;
+    let (hat, version): (Option<String>, Option<u64>) =
+        get_each(client, vec![keys.hat_current(), keys.reflex_version()])
+            .await
+            .map(|v| {
+                let mut it = v.into_iter();
+                let hat = it.next().flatten();
+                let ver = it.next().flatten().and_then(|s| s.parse().ok());
+                (hat, ver)
+            })?;
     let now = (hat, version.unwrap_or(0));
     if last.as_ref() != Some(&now) {
         hub.publish_latest(&Channel::Hat, &bridge::hat_data(now.0.as_deref(), now.1));

@@ -68,7 +68,28 @@ pub fn components(ctx: &DaemonContext) -> Components {
         shutdown: ctx.signals.shutdown.clone(),
         counters: Arc::default(),
     };
-    let mut c = Components::new(ctx).refuse_cluster("bridge");
+    // The feeds and the epoch check start once Redis answers (as they did behind the former
+    // cluster refusal's probe): without this wait the stream-recreated test misses its 2500
+    // push (root cause not yet understood; see the branch's report).
+    let mut c = Components::new(ctx).check("Redis answers", {
+        let (client, shutdown) = (client.clone(), ctx.signals.shutdown.clone());
+        async move {
+            use fred::interfaces::ClientLike;
+            let mut backoff =
+                kitbash_runtime::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            loop {
+                match client.ping::<String>(None).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Redis does not answer yet; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    });
     for s in STREAMS {
         let feed = Feed {
             stream: s,

@@ -520,12 +520,16 @@ fn daemon(p: &Patterns<'_>, kind: DaemonKind, u: &mut AclUser) {
                     .replace(&format!("ticks:{n}"), &n.to_string())
             })));
             // Its memory-token indexer (seed 004): the token cache, the relevance scores and
-            // the relevance indexes (per user and per user and context).
+            // the relevance indexes (per user and per user and context), and on a cluster the
+            // guards beside the cache and the scores.
             u.keys.extend(
                 [
                     k.memory("*"),
                     k.score("*", "*", "*"),
                     k.memory_user_index("*"),
+                    k.memory_context_index("*", "*"),
+                    k.memory_source("*"),
+                    k.score_source("*", "*", "*"),
                 ]
                 .map(rw),
             );
@@ -606,6 +610,7 @@ fn app(p: &Patterns<'_>, u: &mut AclUser) {
             k.session("*"),
             k.rate("*", "*"),
             k.memory_user_index("*"),
+            k.memory_context_index("*", "*"),
         ]
         .map(rw),
     );

@@ -265,17 +265,35 @@ impl Keys {
     pub fn rate(&self, user: &str, endpoint: &str) -> String {
         self.k(&format!("rate:{user}:{endpoint}"))
     }
-    /// `kitbash:memory:user:{user}` — the per-user relevance index of memory tokens: a sorted
-    /// set of memory ids by the time-free rank of [`crate::memory`], written by the archive's
-    /// indexer.
+    /// `kitbash:memory:user:{u1}` (literal braces: the user is a hash tag) — the per-user
+    /// relevance index of memory tokens: a sorted set of memory ids by the time-free rank of
+    /// [`crate::memory`], written by the archive's indexer. Under either [`KeyStyle`] it shares
+    /// a cluster slot with the user's context indexes, so one script updates both.
     pub fn memory_user_index(&self, user: &str) -> String {
-        self.k(&format!("kitbash:memory:user:{user}"))
+        self.k(&format!("kitbash:memory:user:{{{user}}}"))
     }
-    /// `kitbash:memory:user:{user}:ctx:{ctx}` — the same index for one context of the user
-    /// (what a top-k for a user and context reads).
+    /// `kitbash:memory:user:{u1}:ctx:{ctx}` — the same index for one context of the user
+    /// (what a top-k for a user and context reads), in the user index's slot.
     pub fn memory_context_index(&self, user: &str, ctx: &str) -> String {
-        self.k(&format!("kitbash:memory:user:{user}:ctx:{ctx}"))
+        self.k(&format!("kitbash:memory:user:{{{user}}}:ctx:{ctx}"))
     }
+    /// `{memory:m1}:src` — on a Redis Cluster, the rank of the event behind `memory:{id}` and
+    /// its memory id (a hash, fields [`Keys::SOURCE_RANK`], [`Keys::SOURCE_ID`]), in the
+    /// record's slot, so a write can refuse to replace a newer record with an older one there
+    /// (the record and the relevance indexes live in different slots). With
+    /// [`KeyStyle::Tagged`] the record already carries the tag `{m1}`: `memory:{m1}:src`.
+    pub fn memory_source(&self, id: &str) -> String {
+        Self::beside(&self.memory(id), "src")
+    }
+    /// `{score:u1:c1:t1}:src` — the same guard for [`Keys::score`], in its slot.
+    pub fn score_source(&self, user: &str, ctx: &str, token: &str) -> String {
+        Self::beside(&self.score(user, ctx, token), "src")
+    }
+    /// Field of [`Keys::memory_source`] / [`Keys::score_source`]: the writer's rank (`-inf`:
+    /// not ranked).
+    pub const SOURCE_RANK: &'static str = "rank";
+    /// See [`Keys::SOURCE_RANK`]: the memory id of the writer.
+    pub const SOURCE_ID: &'static str = "id";
 
     // ---- channels --------------------------------------------------------------------------
 
@@ -391,12 +409,14 @@ impl Keys {
     pub fn archive_epoch(&self, s: StreamName) -> String {
         self.k(&format!("kitbash:archive:epoch:{}", s.logical()))
     }
-    /// `kitbash:bridge:epoch:{stream}` — the bridge's epoch of one stream, a hash (fields in
-    /// [`crate::bridge::epoch`]): the name of the stream's current incarnation that clients
-    /// recover against, replaced when the stream's history is lost (deleted, recreated, restored
-    /// from an older file). Written only by the bridge's epoch check; no TTL (one per stream).
+    /// `kitbash:bridge:epoch:{physics}` (literal braces, the stream's hash tag) — the bridge's
+    /// epoch of one stream, a hash (fields in [`crate::bridge::epoch`]): the name of the
+    /// stream's current incarnation that clients recover against, replaced when the stream's
+    /// history is lost (deleted, recreated, restored from an older file). In the stream's
+    /// cluster slot, as the epoch script reads both. Written only by the bridge's epoch check;
+    /// no TTL (one per stream).
     pub fn bridge_epoch(&self, s: StreamName) -> String {
-        self.k(&format!("kitbash:bridge:epoch:{}", s.logical()))
+        self.k(&format!("kitbash:bridge:epoch:{{{}}}", s.logical()))
     }
     /// `kitbash:example:{queries}:tally` — hash of query text → times seen, written by the
     /// example daemon of `docs/adding-a-daemon.md`; in the `queries` stream's slot, so a count
@@ -602,6 +622,8 @@ pub fn key_samples(k: &Keys) -> Vec<(&'static str, String)> {
         ("ghost_recomputed", k.ghost_recomputed()),
         ("example_tally", k.example_tally()),
         ("example_top", k.example_top()),
+        ("memory_source", k.memory_source("m1")),
+        ("score_source", k.score_source("u1", "c1", "t1")),
     ];
     for doc in [
         k.quantum_status(),
@@ -838,8 +860,15 @@ mod tests {
             ),
             (
                 k.bridge_epoch(StreamName::Physics),
-                "kitbash:bridge:epoch:physics",
+                "kitbash:bridge:epoch:{physics}",
             ),
+            (k.memory_user_index("u1"), "kitbash:memory:user:{u1}"),
+            (
+                k.memory_context_index("u1", "c1"),
+                "kitbash:memory:user:{u1}:ctx:c1",
+            ),
+            (k.memory_source("m1"), "{memory:m1}:src"),
+            (k.score_source("u1", "c1", "t1"), "{score:u1:c1:t1}:src"),
         ];
         let [sig, plus, minus] = k.grain_affixes();
         assert_eq!(format!("{}42{}", sig.0, sig.1), k.grain_sig(42));
@@ -906,6 +935,34 @@ mod tests {
                 "{style:?}"
             );
         }
+    }
+
+    /// The keys one script of the bridge or of the archive's indexer touches together share
+    /// a cluster slot under either style (and in a namespace).
+    #[test]
+    fn the_bridge_and_memory_scripts_keys_share_a_slot() {
+        for ns in ["", "t7"] {
+            for style in [KeyStyle::Seed, KeyStyle::Tagged] {
+                let k = Keys::new(Namespace::new(ns).unwrap_or_default()).with_style(style);
+                for s in [
+                    StreamName::Physics,
+                    StreamName::EntityChanges,
+                    StreamName::Ticks(3),
+                ] {
+                    assert_eq!(hash_tag(&k.bridge_epoch(s)), hash_tag(&k.stream(s)), "{s}");
+                }
+                let user = k.memory_user_index("u1");
+                assert_eq!(hash_tag(&user), "u1");
+                assert_eq!(hash_tag(&k.memory_context_index("u1", "c1")), "u1");
+                assert_eq!(hash_tag(&k.memory_source("m1")), hash_tag(&k.memory("m1")));
+                assert_eq!(
+                    hash_tag(&k.score_source("u1", "c1", "t1")),
+                    hash_tag(&k.score("u1", "c1", "t1"))
+                );
+            }
+        }
+        let t = Keys::default().with_style(KeyStyle::Tagged);
+        assert_eq!(t.memory_source("m1"), "memory:{m1}:src");
     }
 
     /// The builders `pub fn name(&self, …) -> String` of `impl Keys`, read from this file.

@@ -21,7 +21,7 @@ use crate::support::*;
 
 const M: StreamName = StreamName::Memory;
 
-fn now_s() -> f64 {
+pub(crate) fn now_s() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -29,11 +29,11 @@ fn now_s() -> f64 {
 }
 
 /// Relevance as seed 004's formula says, written out here (not the schema's function).
-fn expected_relevance(t: &MemoryToken, now: f64) -> f64 {
+pub(crate) fn expected_relevance(t: &MemoryToken, now: f64) -> f64 {
     (-(now - t.ts).max(0.0) / 3600.0).exp() * (1.0 + t.accesses as f64).ln()
 }
 
-fn token(id: &str, user: &str, ctx: &str, age_s: f64, accesses: u64) -> MemoryToken {
+pub(crate) fn token(id: &str, user: &str, ctx: &str, age_s: f64, accesses: u64) -> MemoryToken {
     MemoryToken {
         id: id.into(),
         user: user.into(),
@@ -46,12 +46,12 @@ fn token(id: &str, user: &str, ctx: &str, age_s: f64, accesses: u64) -> MemoryTo
 }
 
 /// Entries the `index` group has delivered and not acknowledged (−1: no group yet).
-async fn index_pending(c: &Client, k: &Keys) -> i64 {
+pub(crate) async fn index_pending(c: &Client, k: &Keys) -> i64 {
     pending_in(c, &k.stream(M), Group::MEMORY_INDEX.as_str()).await
 }
 
 /// The `index` group's last delivered id equals the stream's last id, and nothing is pending.
-async fn index_caught_up(c: &Client, k: &Keys) -> bool {
+pub(crate) async fn index_caught_up(c: &Client, k: &Keys) -> bool {
     let groups: Value = c.xinfo_groups(k.stream(M)).await.unwrap_or(Value::Null);
     let last: Value = c
         .xrevrange(k.stream(M), "+", "-", Some(1))
@@ -93,7 +93,7 @@ async fn index_caught_up(c: &Client, k: &Keys) -> bool {
     }
 }
 
-async fn dead_reasons(c: &Client, k: &Keys) -> Vec<String> {
+pub(crate) async fn dead_reasons(c: &Client, k: &Keys) -> Vec<String> {
     let v: Value = c
         .xrange(k.dead_letter(M), "-", "+", None)
         .await
@@ -118,7 +118,9 @@ async fn dead_reasons(c: &Client, k: &Keys) -> Vec<String> {
         .collect()
 }
 
-async fn start(cfg: kitbash_runtime::Config) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+pub(crate) async fn start(
+    cfg: kitbash_runtime::Config,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let (signals, _) = kitbash_runtime::shutdown::manual();
     let stop = signals.shutdown.clone();
     let task = tokio::spawn(async move {

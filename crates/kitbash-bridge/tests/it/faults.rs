@@ -338,20 +338,6 @@ async fn the_binary_closes_clients_with_3001_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_cluster_is_refused_at_start_in_process_and_as_the_binary() {
-    // The epoch script reads a stream and its epoch hash together (one slot needed); issue 19.
-    kitbash_testkit::support::assert_cluster_refused(
-        env!("CARGO_BIN_EXE_kitbash-bridge"),
-        "bridge",
-        |url, ns| async move {
-            let (signals, _) = kitbash_runtime::shutdown::manual();
-            kitbash_bridge::run(config(&url, &ns, free_local_addr()), signals).await
-        },
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_pong_is_closed_with_3012_and_one_that_does_stays() {
     let server = RedisServer::start().expect("redis");
     let ns = kitbash_testkit::namespace();

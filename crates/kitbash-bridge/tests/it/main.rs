@@ -1,7 +1,7 @@
 //! The bridge end to end against a real redis-server, with a raw WebSocket client speaking
 //! Centrifugo's JSON protocol: the exchange, recovery and its refusals, epochs, tokens, bad
 //! frames, slow clients, a Redis restart, two instances, and the real binary; the official SDKs
-//! are driven in [`sdk`].
+//! are driven in [`sdk`], a Redis Cluster in [`cluster`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod cluster;
 mod dashboard;
 mod faults;
 mod sdk;
