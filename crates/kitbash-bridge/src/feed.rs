@@ -163,6 +163,8 @@ impl Feed {
             }
         }
         loop {
+            // A read blocks at most 1 s: a feed that stops coming round starves the watchdog.
+            task.beat(Duration::from_secs(1));
             let next = tokio::select! {
                 biased;
                 _ = task.shutdown.cancelled() => return Ok(()),

@@ -98,7 +98,20 @@ impl MemoryIndex {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = pairs.iter().map(|(id, _)| self.keys.memory(id)).collect();
-        let tokens: Vec<Option<String>> = self.client.mget(keys).await?;
+        let tokens: Vec<Option<String>> = if self.client.is_clustered() {
+            // The tokens live in many slots: one GET each, pipelined (MGET would be CROSSSLOT).
+            let pipe = self.client.pipeline();
+            for k in &keys {
+                let _: () = pipe.get(k.as_str()).await?;
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for r in pipe.try_all::<Option<String>>().await {
+                out.push(r?);
+            }
+            out
+        } else {
+            self.client.mget(keys).await?
+        };
         Ok(pairs
             .into_iter()
             .zip(tokens)

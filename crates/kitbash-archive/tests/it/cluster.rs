@@ -247,6 +247,16 @@ async fn the_cluster_indexer_is_idempotent_order_proof_and_prunes_under_both_key
             .map(|(id, _)| id)
             .collect();
         assert_eq!(ids, ["m6", "m5", "m4"], "{style:?}");
+        // The client's top-k reads them back across slots (no cross-slot MGET).
+        let top = kitbash_client::memory::MemoryIndex::new(c.clone(), k.clone())
+            .top_k("u1", "c1", 3)
+            .await
+            .expect("top_k on a cluster");
+        let got: Vec<(&str, bool)> = top
+            .iter()
+            .map(|r| (r.id.as_str(), r.token.is_some()))
+            .collect();
+        assert_eq!(got, [("m6", true), ("m5", true), ("m4", true)], "{style:?}");
     }
 }
 
