@@ -273,7 +273,7 @@ fn no_stream_is_capped_by_xadd_maxlen() {
             if code.starts_with("//") || !code.contains("MAXLEN") {
                 continue;
             }
-            // The commit script's timeline append (`kt`, the document's timeline key).
+            // The commit and settle scripts' timeline append (`kt`, the document's timeline key).
             let timeline = path.ends_with("kitbash-entity/src/store.rs")
                 && code.contains("'XADD', kt, 'MAXLEN'");
             assert!(

@@ -301,14 +301,15 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local m = redis.call('HMGET', KEYS[1], '{fv}', '{fo}')
 if m[1] ~= ARGV[1] or not m[2] then return 0 end
+local kt = KEYS[2]
 local lost = false
 for i = 4, #ARGV, 5 do
-  local t = redis.pcall('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', '{ver}', ARGV[i],
+  local t = redis.pcall('XADD', kt, 'MAXLEN', ARGV[2], '*', '{ver}', ARGV[i],
     '{op}', ARGV[i + 1], '{entry}', ARGV[i + 2], '{patch}', ARGV[i + 3], '{change}', ARGV[i + 4])
   if type(t) == 'table' and t.err then lost = t.err end
 end
 redis.call('HDEL', KEYS[1], '{fo}')
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', kt, ARGV[3]) end
 if lost then return {{2, lost}} end
 return 1
 "#,
