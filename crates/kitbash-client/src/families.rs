@@ -24,6 +24,17 @@ pub struct FamilyStats {
     pub bytes: u64,
 }
 
+/// A cluster client's primaries in a stable order (empty for a standalone client): what a
+/// whole-keyspace walk or a per-node report visits.
+pub fn primaries(client: &Client) -> Vec<fred::types::config::Server> {
+    let mut out = client
+        .cached_cluster_state()
+        .map(|s| s.unique_primary_nodes())
+        .unwrap_or_default();
+    out.sort_by_key(|s| s.to_string());
+    out
+}
+
 /// Walks the keys matching a pattern, one `SCAN` page at a time — on a cluster, every
 /// primary's keyspace one after the other.
 #[derive(Debug)]
@@ -56,11 +67,7 @@ impl KeyScan {
         client: &Client,
     ) -> Result<Option<Vec<String>>, ClientError> {
         if client.is_clustered() && self.nodes.is_none() {
-            let mut primaries = client
-                .cached_cluster_state()
-                .map(|s| s.unique_primary_nodes())
-                .unwrap_or_default();
-            primaries.sort_by_key(|s| s.to_string());
+            let mut primaries = primaries(client);
             primaries.reverse();
             let first = primaries.pop();
             self.nodes = Some((primaries, first));

@@ -458,12 +458,7 @@ pub async fn collect(
 async fn redis_status(client: &Client) -> anyhow::Result<RedisStatus> {
     let mut infos = Vec::new();
     if client.is_clustered() {
-        let mut primaries = client
-            .cached_cluster_state()
-            .map(|s| s.unique_primary_nodes())
-            .unwrap_or_default();
-        primaries.sort_by_key(|s| s.to_string());
-        for node in primaries {
+        for node in kitbash_client::families::primaries(client) {
             let info: String = client
                 .with_cluster_node(node.clone())
                 .info(None)
