@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use kitbash_e2e::*;
 use kitbash_schema::acl::Role;
 use kitbash_schema::{DaemonKind, Keys, Namespace, StreamName};
-use kitbash_testkit::{RedisServer, RespConnection, RespValue};
+use kitbash_testkit::{RedisCluster, RedisServer, RespConnection, RespValue};
 
 /// The roles with a password in these tests, and their passwords.
 fn passwords() -> Vec<(Role, String)> {
@@ -56,23 +56,80 @@ fn acl_file(ns: &str, passwords: &[(Role, String)]) -> String {
     text
 }
 
+/// The Redis a fleet runs on: one server, or a 3-master cluster with the same ACL file on
+/// every node.
+enum Redis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    /// The `[redis] url` the fleet is given (`redis-cluster://…` for a cluster).
+    fn url(&self) -> String {
+        match self {
+            Self::Server(s) => s.url(),
+            Self::Cluster(c) => c.cluster_url(),
+        }
+    }
+
+    /// Every node (a cluster's primaries).
+    fn nodes(&self) -> &[RedisServer] {
+        match self {
+            Self::Server(s) => std::slice::from_ref(s),
+            Self::Cluster(c) => c.nodes(),
+        }
+    }
+
+    /// The first node's port (a login that stays on one node).
+    fn port(&self) -> u16 {
+        self.nodes()[0].port()
+    }
+
+    /// One command as the default user (following `MOVED` on a cluster), its reply as text.
+    fn cmd(&self, args: &[&str]) -> kitbash_testkit::Result<String> {
+        match self {
+            Self::Server(s) => s.cmd(args),
+            Self::Cluster(c) => c.cmd(args),
+        }
+    }
+}
+
 struct Fleet {
-    server: RedisServer,
+    server: Redis,
     ns: String,
     passwords: Vec<(Role, String)>,
 }
 
 impl Fleet {
     fn start() -> Self {
+        Self::start_with(|text| {
+            Redis::Server(
+                RedisServer::builder()
+                    .acl_file(text)
+                    .start()
+                    .expect("redis with the generated ACL file"),
+            )
+        })
+    }
+
+    /// The same users on a 3-master Redis Cluster.
+    fn start_cluster() -> Self {
+        Self::start_with(|text| {
+            Redis::Cluster(
+                RedisCluster::builder()
+                    .acl_file(text)
+                    .start()
+                    .expect("a cluster with the generated ACL file on every node"),
+            )
+        })
+    }
+
+    fn start_with(backend: impl FnOnce(String) -> Redis) -> Self {
         let ns = kitbash_testkit::namespace();
         let passwords = passwords();
         let text = acl_file(&ns, &passwords);
-        let server = RedisServer::builder()
-            .acl_file(text)
-            .start()
-            .expect("redis with the generated ACL file");
         Self {
-            server,
+            server: backend(text),
             ns,
             passwords,
         }
@@ -99,9 +156,14 @@ impl Fleet {
     }
 
     fn login(&self, role: Role) -> RespConnection {
+        self.login_on(self.server.port(), role)
+    }
+
+    /// A connection to the node on `port`, logged in as `role`.
+    fn login_on(&self, port: u16, role: Role) -> RespConnection {
         let (user, pw) = self.user(role);
-        let mut c = RespConnection::connect(self.server.port(), std::time::Duration::from_secs(5))
-            .expect("connect");
+        let mut c =
+            RespConnection::connect(port, std::time::Duration::from_secs(5)).expect("connect");
         c.command(&["AUTH", &user, &pw]).expect("AUTH");
         c
     }
@@ -110,39 +172,44 @@ impl Fleet {
         Keys::new(Namespace::new(self.ns.clone()).expect("ns"))
     }
 
-    /// Every entry of `ACL LOG` (as the default user), as text.
+    /// Every entry of `ACL LOG` of every node (as the default user), as text.
     fn acl_log(&self) -> Vec<String> {
-        let mut c = self.server.connect().expect("connect");
-        match c.command(&["ACL", "LOG"]).expect("ACL LOG") {
-            RespValue::Array(entries) => entries
-                .iter()
-                .map(|e| match e {
-                    RespValue::Array(fields) => fields
-                        .chunks(2)
-                        .filter_map(|kv| {
-                            let k = kv[0].as_text()?;
-                            let v = match &kv[1] {
-                                RespValue::Integer(n) => n.to_string(),
-                                other => other.as_text().unwrap_or_default(),
-                            };
-                            // client-info is long: its command is what matters
-                            let v = if k == "client-info" {
-                                v.split(' ')
-                                    .filter(|f| f.starts_with("cmd="))
-                                    .collect::<Vec<_>>()
-                                    .join(" ")
-                            } else {
-                                v
-                            };
-                            Some(format!("{k}={v}"))
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    other => format!("{other:?}"),
-                })
-                .collect(),
-            other => panic!("ACL LOG replied {other:?}"),
-        }
+        self.server.nodes().iter().flat_map(acl_log_of).collect()
+    }
+}
+
+/// Every entry of `ACL LOG` of one server (as the default user), as text.
+fn acl_log_of(server: &RedisServer) -> Vec<String> {
+    let mut c = server.connect().expect("connect");
+    match c.command(&["ACL", "LOG"]).expect("ACL LOG") {
+        RespValue::Array(entries) => entries
+            .iter()
+            .map(|e| match e {
+                RespValue::Array(fields) => fields
+                    .chunks(2)
+                    .filter_map(|kv| {
+                        let k = kv[0].as_text()?;
+                        let v = match &kv[1] {
+                            RespValue::Integer(n) => n.to_string(),
+                            other => other.as_text().unwrap_or_default(),
+                        };
+                        // client-info is long: its command is what matters
+                        let v = if k == "client-info" {
+                            v.split(' ')
+                                .filter(|f| f.starts_with("cmd="))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        } else {
+                            v
+                        };
+                        Some(format!("{k}={v}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        other => panic!("ACL LOG replied {other:?}"),
     }
 }
 
@@ -216,50 +283,113 @@ fn status(fleet: &Fleet) -> serde_json::Value {
 
 /// `XINFO GROUPS` of `key` (as the default user): (group name, entries-read) pairs.
 fn groups(fleet: &Fleet, key: &str) -> Vec<(String, i64)> {
-    let mut c = fleet.server.connect().expect("connect");
-    let Ok(RespValue::Array(groups)) = c.command(&["XINFO", "GROUPS", key]) else {
-        return Vec::new();
-    };
-    groups
+    fleet
+        .server
+        .nodes()
         .iter()
-        .filter_map(|g| {
-            let RespValue::Array(fields) = g else {
-                return None;
-            };
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|kv| kv[0].as_text().as_deref() == Some(name))
-                    .map(|kv| kv[1].clone())
-            };
-            let name = field("name")?.as_text()?;
-            let read = match field("entries-read") {
-                Some(RespValue::Integer(n)) => n,
-                _ => 0,
-            };
-            Some((name, read))
-        })
-        .collect()
+        .find_map(|n| groups_on(n, key))
+        .unwrap_or_default()
+}
+
+/// `XINFO GROUPS` of `key` on `server`; `None` when the key lives on another node (`MOVED`).
+fn groups_on(server: &RedisServer, key: &str) -> Option<Vec<(String, i64)>> {
+    let mut c = server.connect().expect("connect");
+    let groups = match c.command(&["XINFO", "GROUPS", key]) {
+        Ok(RespValue::Array(groups)) => groups,
+        Err(e) if e.to_string().contains("MOVED") => return None,
+        _ => return Some(Vec::new()),
+    };
+    Some(
+        groups
+            .iter()
+            .filter_map(|g| {
+                let RespValue::Array(fields) = g else {
+                    return None;
+                };
+                let field = |name: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|kv| kv[0].as_text().as_deref() == Some(name))
+                        .map(|kv| kv[1].clone())
+                };
+                let name = field("name")?.as_text()?;
+                let read = match field("entries-read") {
+                    Some(RespValue::Integer(n)) => n,
+                    _ => 0,
+                };
+                Some((name, read))
+            })
+            .collect(),
+    )
 }
 
 #[test]
 fn every_daemon_does_its_work_under_its_own_acl_user() {
-    let fleet = Fleet::start();
-    let dir = tempfile_dir();
     let kinds = DaemonKind::ALL
         .into_iter()
         .chain([DaemonKind::Example])
         .collect::<Vec<_>>();
+    fleet_works_under_its_users(&Fleet::start(), &kinds);
+}
+
+/// The same on a 3-master Redis Cluster with the generated file on every node: fred discovers
+/// the nodes with `CLUSTER SLOTS`/`SHARDS` and `READONLY`, which every user is granted; the
+/// daemons that run on a cluster do their work there, `kitbash status` as the admin sums every
+/// primary, and no node logs a denial. Decay and ghost (the reflex path) refuse a cluster
+/// (README, "Redis Cluster"), so they and `hat init` are left out.
+#[test]
+fn the_fleet_on_a_cluster_does_its_work_under_its_acl_users() {
+    let kinds = DaemonKind::ALL
+        .into_iter()
+        .chain([DaemonKind::Example])
+        .filter(|k| !matches!(k, DaemonKind::Decay | DaemonKind::Ghost))
+        .collect::<Vec<_>>();
+    let fleet = Fleet::start_cluster();
+    fleet_works_under_its_users(&fleet, &kinds);
+    let s = status(&fleet);
+    assert_eq!(
+        s["redis"]["nodes"], 3,
+        "status as the admin visits every primary: {s}"
+    );
+    // Rights hold on every node: on the node that owns its slot, a key outside feynman's is
+    // refused and one of its own is not.
+    let k = fleet.keys();
+    let on_owner = |args: &[&str]| {
+        fleet
+            .server
+            .nodes()
+            .iter()
+            .find_map(|n| {
+                let mut c = fleet.login_on(n.port(), Role::Daemon(DaemonKind::Feynman));
+                match refusal(&mut c, args) {
+                    Some(e) if e.contains("MOVED") => None,
+                    other => Some(other),
+                }
+            })
+            .expect("some node owns the key")
+    };
+    let e = on_owner(&["SET", &k.cms("h"), "x"]).expect("feynman may not write cms:h");
+    assert!(e.contains("NOPERM"), "{e}");
+    assert_eq!(on_owner(&["GET", &k.physics_state("SPY")]), None);
+}
+
+/// Starts `kinds` as their own users on `fleet`, feeds them as the application and the
+/// operator, waits until each did its work, stops them with SIGTERM and checks that no
+/// command of theirs was refused.
+fn fleet_works_under_its_users(fleet: &Fleet, kinds: &[DaemonKind]) {
+    let runs = |k: DaemonKind| kinds.contains(&k);
+    let dir = tempfile_dir();
     let mut children = Daemons(
         kinds
             .iter()
-            .map(|k| (*k, spawn(&fleet, *k, dir.path())))
+            .map(|k| (*k, spawn(fleet, *k, dir.path())))
             .collect(),
     );
 
-    // The CLI as the operator (hats) and as the application (ticks, queries).
-    for (role, args) in [
-        (Role::Admin, vec!["hat", "init"]),
+    // The CLI as the operator (hats, for the reflex path) and as the application (ticks,
+    // queries, memory tokens).
+    let hats = (runs(DaemonKind::Ghost)).then_some((Role::Admin, vec!["hat", "init"]));
+    for (role, args) in hats.into_iter().chain([
         (
             Role::App,
             vec!["feed", "ticks", "--count", "400", "--symbols", "SPY,QQQ"],
@@ -269,7 +399,7 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
             Role::App,
             vec!["feed", "memory", "--count", "200", "--rate", "2000"],
         ),
-    ] {
+    ]) {
         let out = fleet
             .command_as("kitbash", role)
             .args(&args)
@@ -282,11 +412,11 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
         );
     }
     // kitbash-client as the application user: entity updates.
-    entity_updates(&fleet);
+    entity_updates(fleet);
 
     let k = fleet.keys();
-    wait(&fleet, "every daemon instance is alive and ready", || {
-        let s = status(&fleet);
+    wait(fleet, "every daemon instance is alive and ready", || {
+        let s = status(fleet);
         let ready = |kind: DaemonKind| {
             s["daemons"].as_array().is_some_and(|d| {
                 d.iter()
@@ -296,7 +426,7 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
         kinds.iter().all(|k| ready(*k))
     });
     // feynman: physics states written.
-    wait(&fleet, "feynman wrote physics states", || {
+    wait(fleet, "feynman wrote physics states", || {
         ["SPY", "QQQ"].iter().all(|s| {
             fleet
                 .server
@@ -305,41 +435,45 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
         })
     });
     // entity: the documents committed.
-    wait(&fleet, "entity applied the updates", || {
+    wait(fleet, "entity applied the updates", || {
         fleet
             .server
             .cmd(&["EXISTS", &k.quantum_status()])
             .is_ok_and(|r| r.trim() == "1")
     });
-    // decay: the queries read and their records written; crossings emitted for ghost.
-    wait(&fleet, "decay consumed the queries", || {
-        groups(&fleet, &k.stream(StreamName::Queries))
-            .iter()
-            .any(|(g, read)| g == "decay" && *read >= 600)
-    });
-    wait(&fleet, "ghost consumed the crossings decay emitted", || {
-        groups(&fleet, &k.stream(StreamName::Crossings))
-            .iter()
-            .any(|(g, read)| g == "ghost" && *read > 0)
-    });
-    wait(&fleet, "the example daemon counted the queries", || {
-        groups(&fleet, &k.stream(StreamName::Queries))
+    if runs(DaemonKind::Decay) {
+        // decay: the queries read and their records written; crossings emitted for ghost.
+        wait(fleet, "decay consumed the queries", || {
+            groups(fleet, &k.stream(StreamName::Queries))
+                .iter()
+                .any(|(g, read)| g == "decay" && *read >= 600)
+        });
+    }
+    if runs(DaemonKind::Ghost) {
+        wait(fleet, "ghost consumed the crossings decay emitted", || {
+            groups(fleet, &k.stream(StreamName::Crossings))
+                .iter()
+                .any(|(g, read)| g == "ghost" && *read > 0)
+        });
+    }
+    wait(fleet, "the example daemon counted the queries", || {
+        groups(fleet, &k.stream(StreamName::Queries))
             .iter()
             .any(|(g, read)| g == "example" && *read >= 600)
     });
-    wait(&fleet, "the archive archived the physics stream", || {
-        groups(&fleet, &k.stream(StreamName::Physics))
+    wait(fleet, "the archive archived the physics stream", || {
+        groups(fleet, &k.stream(StreamName::Physics))
             .iter()
             .any(|(g, read)| g == "archive" && *read > 0)
     });
     // archive's indexer: the memory tokens indexed, read back by the application.
-    wait(&fleet, "the archive indexed the memory tokens", || {
-        groups(&fleet, &k.stream(StreamName::Memory))
+    wait(fleet, "the archive indexed the memory tokens", || {
+        groups(fleet, &k.stream(StreamName::Memory))
             .iter()
             .any(|(g, read)| g == "index" && *read >= 200)
     });
     wait(
-        &fleet,
+        fleet,
         "kitbash memory top reads them as the application",
         || {
             fleet
@@ -353,16 +487,12 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
                 })
         },
     );
-    wait(
-        &fleet,
-        "the bridge holds the physics stream's epoch",
-        || {
-            fleet
-                .server
-                .cmd(&["EXISTS", &k.bridge_epoch(StreamName::Physics)])
-                .is_ok_and(|r| r.trim() == "1")
-        },
-    );
+    wait(fleet, "the bridge holds the physics stream's epoch", || {
+        fleet
+            .server
+            .cmd(&["EXISTS", &k.bridge_epoch(StreamName::Physics)])
+            .is_ok_and(|r| r.trim() == "1")
+    });
 
     let denials = fleet.acl_log();
     assert!(

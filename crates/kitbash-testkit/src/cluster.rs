@@ -62,6 +62,14 @@ impl RedisClusterBuilder {
         self
     }
 
+    /// Loads these ACL rules on every node (see [`RedisServerBuilder::acl_file`]). The rules
+    /// must leave the `default` user able to run `CLUSTER` commands: the cluster is created and
+    /// checked as `default`, like an operator's own login.
+    pub fn acl_file(mut self, text: impl Into<String>) -> Self {
+        self.node = self.node.acl_file(text);
+        self
+    }
+
     /// Deadline for the cluster to form (default 30 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
