@@ -31,8 +31,10 @@ fn rand_u32() -> u32 {
 }
 
 /// `kitbash acl` for namespace `ns` with `passwords` in the environment.
-fn acl_file(ns: &str, passwords: &[(Role, String)]) -> String {
-    let mut c = command("kitbash", "redis://127.0.0.1:1", ns);
+/// `url` is the deployment's (`kitbash acl` names the keys its `[redis]` describes: on a
+/// cluster the reflex path's are in one slot); nothing connects to it.
+fn acl_file(url: &str, ns: &str, passwords: &[(Role, String)]) -> String {
+    let mut c = command("kitbash", url, ns);
     c.arg("acl");
     for (role, pw) in passwords {
         c.env(
@@ -102,7 +104,7 @@ struct Fleet {
 
 impl Fleet {
     fn start() -> Self {
-        Self::start_with(|text| {
+        Self::start_with("redis://127.0.0.1:1", |text| {
             Redis::Server(
                 RedisServer::builder()
                     .acl_file(text)
@@ -114,7 +116,7 @@ impl Fleet {
 
     /// The same users on a 3-master Redis Cluster.
     fn start_cluster() -> Self {
-        Self::start_with(|text| {
+        Self::start_with("redis-cluster://127.0.0.1:1", |text| {
             Redis::Cluster(
                 RedisCluster::builder()
                     .acl_file(text)
@@ -124,10 +126,12 @@ impl Fleet {
         })
     }
 
-    fn start_with(backend: impl FnOnce(String) -> Redis) -> Self {
+    /// The generated file for a deployment at `url` (its shape, not its address), loaded into
+    /// the Redis `backend` starts.
+    fn start_with(url: &str, backend: impl FnOnce(String) -> Redis) -> Self {
         let ns = kitbash_testkit::namespace();
         let passwords = passwords();
-        let text = acl_file(&ns, &passwords);
+        let text = acl_file(url, &ns, &passwords);
         Self {
             server: backend(text),
             ns,
@@ -170,6 +174,7 @@ impl Fleet {
 
     fn keys(&self) -> Keys {
         Keys::new(Namespace::new(self.ns.clone()).expect("ns"))
+            .with_reflex_slot(matches!(self.server, Redis::Cluster(_)))
     }
 
     /// Every entry of `ACL LOG` of every node (as the default user), as text.
@@ -332,17 +337,16 @@ fn every_daemon_does_its_work_under_its_own_acl_user() {
     fleet_works_under_its_users(&Fleet::start(), &kinds);
 }
 
-/// The same on a 3-master Redis Cluster with the generated file on every node: fred discovers
-/// the nodes with `CLUSTER SLOTS`/`SHARDS` and `READONLY`, which every user is granted; the
-/// daemons that run on a cluster do their work there, `kitbash status` as the admin sums every
-/// primary, and no node logs a denial. Decay and ghost (the reflex path) refuse a cluster
-/// (README, "Redis Cluster"), so they and `hat init` are left out.
+/// The same on a 3-master Redis Cluster with the generated file on every node (generated for
+/// the cluster's URL, so the reflex path's patterns name its slot): fred discovers the nodes
+/// with `CLUSTER SLOTS`/`SHARDS` and `READONLY`, which every user is granted; every daemon
+/// does its work there, `kitbash status` as the admin sums every primary, and no node logs a
+/// denial.
 #[test]
 fn the_fleet_on_a_cluster_does_its_work_under_its_acl_users() {
     let kinds = DaemonKind::ALL
         .into_iter()
         .chain([DaemonKind::Example])
-        .filter(|k| !matches!(k, DaemonKind::Decay | DaemonKind::Ghost))
         .collect::<Vec<_>>();
     let fleet = Fleet::start_cluster();
     fleet_works_under_its_users(&fleet, &kinds);
@@ -377,7 +381,6 @@ fn the_fleet_on_a_cluster_does_its_work_under_its_acl_users() {
 /// operator, waits until each did its work, stops them with SIGTERM and checks that no
 /// command of theirs was refused.
 fn fleet_works_under_its_users(fleet: &Fleet, kinds: &[DaemonKind]) {
-    let runs = |k: DaemonKind| kinds.contains(&k);
     let dir = tempfile_dir();
     let mut children = Daemons(
         kinds
@@ -386,10 +389,9 @@ fn fleet_works_under_its_users(fleet: &Fleet, kinds: &[DaemonKind]) {
             .collect(),
     );
 
-    // The CLI as the operator (hats, for the reflex path) and as the application (ticks,
-    // queries, memory tokens).
-    let hats = (runs(DaemonKind::Ghost)).then_some((Role::Admin, vec!["hat", "init"]));
-    for (role, args) in hats.into_iter().chain([
+    // The CLI as the operator (hats) and as the application (ticks, queries, memory tokens).
+    for (role, args) in [
+        (Role::Admin, vec!["hat", "init"]),
         (
             Role::App,
             vec!["feed", "ticks", "--count", "400", "--symbols", "SPY,QQQ"],
@@ -399,7 +401,7 @@ fn fleet_works_under_its_users(fleet: &Fleet, kinds: &[DaemonKind]) {
             Role::App,
             vec!["feed", "memory", "--count", "200", "--rate", "2000"],
         ),
-    ]) {
+    ] {
         let out = fleet
             .command_as("kitbash", role)
             .args(&args)
@@ -441,21 +443,17 @@ fn fleet_works_under_its_users(fleet: &Fleet, kinds: &[DaemonKind]) {
             .cmd(&["EXISTS", &k.quantum_status()])
             .is_ok_and(|r| r.trim() == "1")
     });
-    if runs(DaemonKind::Decay) {
-        // decay: the queries read and their records written; crossings emitted for ghost.
-        wait(fleet, "decay consumed the queries", || {
-            groups(fleet, &k.stream(StreamName::Queries))
-                .iter()
-                .any(|(g, read)| g == "decay" && *read >= 600)
-        });
-    }
-    if runs(DaemonKind::Ghost) {
-        wait(fleet, "ghost consumed the crossings decay emitted", || {
-            groups(fleet, &k.stream(StreamName::Crossings))
-                .iter()
-                .any(|(g, read)| g == "ghost" && *read > 0)
-        });
-    }
+    // decay: the queries read and their records written; crossings emitted for ghost.
+    wait(fleet, "decay consumed the queries", || {
+        groups(fleet, &k.stream(StreamName::Queries))
+            .iter()
+            .any(|(g, read)| g == "decay" && *read >= 600)
+    });
+    wait(fleet, "ghost consumed the crossings decay emitted", || {
+        groups(fleet, &k.stream(StreamName::Crossings))
+            .iter()
+            .any(|(g, read)| g == "ghost" && *read > 0)
+    });
     wait(fleet, "the example daemon counted the queries", || {
         groups(fleet, &k.stream(StreamName::Queries))
             .iter()

@@ -148,7 +148,14 @@ impl RedisConfig {
             KeyStyleConfig::Seed => KeyStyle::Seed,
             KeyStyleConfig::Tagged => KeyStyle::Tagged,
         };
-        Keys::new(ns).with_style(style)
+        Keys::new(ns)
+            .with_style(style)
+            .with_reflex_slot(self.is_cluster())
+    }
+
+    /// Whether `url` names a Redis Cluster (`redis-cluster://`, `rediss-cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.url.starts_with("redis-cluster://") || self.url.starts_with("rediss-cluster://")
     }
 
     /// The user and password to authenticate with: `username`, then `password` or the first

@@ -203,7 +203,7 @@ impl Hits {
         }
         let k = &self.keys;
         let keys = vec![
-            k.done_marker(StreamName::Queries, id),
+            k.hit_marker(id),
             k.cms(&h),
             k.cms_grains(&h),
             k.cms_resonance(&h),
@@ -251,7 +251,7 @@ impl Hits {
         let k = &self.keys;
         let tag = layout_tag(Layout::Compact, self.reflex.buckets);
         let keys = vec![
-            k.done_marker(StreamName::Queries, id),
+            k.hit_marker(id),
             k.cms_bucket(bucket),
             k.decay_cycle(),
             k.reflex_hot(),

@@ -42,7 +42,6 @@ pub fn components(ctx: &DaemonContext) -> Components {
         .trim(StreamName::Queries, cfg.queries_stream_max)
         .watch_dead_letters([StreamName::Queries]);
     Components::new(ctx)
-        .refuse_cluster("decay")
         .check("reflex-layout", layout_check(ctx, true))
         .consume(StreamName::Queries, hits::Hits::new(ctx))
         .leader(

@@ -57,7 +57,6 @@ pub fn components(ctx: &DaemonContext) -> Components {
         .trim(StreamName::Crossings, g.crossings_stream_max)
         .watch_dead_letters([StreamName::Crossings]);
     Components::new(ctx)
-        .refuse_cluster("ghost")
         .check("reflex-layout", layout_check(ctx))
         .consume(StreamName::Crossings, writer::GhostWriter::new(ctx, bank))
         .task("grain-watch", Restart::DEFAULT_BACKOFF, move |task| {

@@ -90,7 +90,14 @@ impl Components {
             error: None,
         };
         if ctx.redis.client.is_clustered() {
-            return c;
+            // On a cluster, the first check waits until fred knows the slots: a script loaded
+            // on `NOSCRIPT` before that fails with "Missing cluster routing state".
+            let client = ctx.redis.client.clone();
+            let shutdown = ctx.signals.shutdown.clone();
+            return c.check("cluster state", async move {
+                wait_for_cluster_state(&client, &shutdown).await;
+                Ok(())
+            });
         }
         let client = ctx.redis.client.clone();
         let shutdown = ctx.signals.shutdown.clone();
@@ -397,6 +404,29 @@ pub struct NoopHandler;
 impl<M: Send + 'static> Handler<M> for NoopHandler {
     async fn handle(&mut self, batch: Vec<Delivery<M>>) -> Vec<Outcome> {
         batch.iter().map(|_| Outcome::Ack).collect()
+    }
+}
+
+/// Waits (backing off) until `client`, a cluster client, has connected and knows the
+/// cluster's slots, or until shutdown.
+async fn wait_for_cluster_state(
+    client: &fred::prelude::Client,
+    shutdown: &crate::CancellationToken,
+) {
+    use fred::prelude::*;
+    let mut backoff = crate::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        if client.cached_cluster_state().is_some() {
+            return;
+        }
+        match client.wait_for_connect().await {
+            Ok(()) if client.cached_cluster_state().is_some() => return,
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot reach the cluster yet; retrying"),
+        }
+        if !backoff.wait(shutdown).await {
+            return;
+        }
     }
 }
 

@@ -457,6 +457,9 @@ fn daemon(p: &Patterns<'_>, kind: DaemonKind, u: &mut AclUser) {
                     k.metrics_latency_p95(),
                     k.metrics_latency_p99(),
                     k.reflex_layout(),
+                    // Its hits' markers: in the queries stream's family on a standalone
+                    // Redis, beside the records on a cluster (`Keys::hit_marker`).
+                    k.hit_marker("*"),
                 ]
                 .map(rw),
             );
@@ -685,7 +688,9 @@ mod tests {
         for ns in ["", "t7", "prod-eu.1"] {
             for style in [KeyStyle::Seed, KeyStyle::Tagged] {
                 let ns = Namespace::new(ns).unwrap_or_default();
-                v.push(Keys::new(ns).with_style(style));
+                v.push(Keys::new(ns.clone()).with_style(style));
+                // A cluster deployment: the reflex path in the crossings stream's slot.
+                v.push(Keys::new(ns).with_style(style).with_reflex_slot(true));
             }
         }
         v
@@ -750,6 +755,10 @@ mod tests {
         }
     }
 
+    fn user_of(k: &Keys, kind: DaemonKind) -> AclUser {
+        user(k, Role::Daemon(kind))
+    }
+
     #[test]
     fn each_daemon_reaches_only_its_own_families() {
         let k = Keys::default();
@@ -763,6 +772,26 @@ mod tests {
         assert!(!feynman.covers_key(&k.heartbeat(DaemonKind::Decay, "i")));
         assert!(feynman.covers_channel(&k.channel_state_update()));
         assert!(!feynman.covers_channel(&k.channel_quantum_updates()));
+        // Decay writes its hits' markers and the reflex path in both deployment shapes.
+        for k in [Keys::default(), Keys::default().with_reflex_slot(true)] {
+            let decay = user_of(&k, DaemonKind::Decay);
+            for key in [
+                k.hit_marker("1-0"),
+                k.cms("h"),
+                k.decay_cycle(),
+                k.leader(DaemonKind::Decay, "decay-cycle"),
+                k.stream(StreamName::Crossings),
+            ] {
+                assert_eq!(decay.access_to(&key), Some((true, true)), "{key}");
+            }
+            let ghost = user_of(&k, DaemonKind::Ghost);
+            assert_eq!(ghost.access_to(&k.ghost("h")), Some((true, true)));
+            assert_eq!(
+                ghost.access_to(&k.leader(DaemonKind::Ghost, "ghost-recompute")),
+                Some((true, true))
+            );
+            assert_eq!(ghost.access_to(&k.grain_sig(3)), Some((true, false)));
+        }
         let ghost = user(DaemonKind::Ghost);
         assert_eq!(ghost.access_to(&k.grain_sig(3)), Some((true, false)));
         assert_eq!(ghost.access_to(&k.ghost("h")), Some((true, true)));

@@ -27,7 +27,13 @@ pub struct Keys {
     ns: Namespace,
     /// Whether seed ids are hash-tagged.
     style: KeyStyle,
+    /// Whether the reflex path's keys all share one cluster slot ([`Keys::with_reflex_slot`]).
+    reflex_slot: bool,
 }
+
+/// The hash tag every reflex-path key carries on a Redis Cluster ([`Keys::with_reflex_slot`]):
+/// the `crossings` stream's, which the decay's hit script appends to.
+pub const REFLEX_SLOT_TAG: &str = "{crossings}";
 
 impl Keys {
     /// Key builder for `ns` with the seeds' exact names.
@@ -35,6 +41,7 @@ impl Keys {
         Self {
             ns,
             style: KeyStyle::Seed,
+            reflex_slot: false,
         }
     }
 
@@ -42,6 +49,25 @@ impl Keys {
     pub fn with_style(mut self, style: KeyStyle) -> Self {
         self.style = style;
         self
+    }
+
+    /// On a Redis Cluster: every key of the reflex path (seed 000's families and kitbash's
+    /// reflex bookkeeping, both layouts, the decay and ghost leader leases and the decay's
+    /// per-entry markers) ends in the hash tag [`REFLEX_SLOT_TAG`], so the whole path is in the
+    /// slot of the `crossings` stream and its scripts, each of which touches a record, the
+    /// global cycle and index and the stream, run unchanged. The path then lives on one
+    /// primary (see ARCHITECTURE.md, "The reflex path on a cluster"); its ids are never wrapped
+    /// in tags of their own (the first `{…}` of a key names its slot), whatever the
+    /// [`KeyStyle`]. Every other family is unaffected. The runtime's `RedisConfig::keys` sets
+    /// it for a `redis-cluster://` URL.
+    pub fn with_reflex_slot(mut self, on: bool) -> Self {
+        self.reflex_slot = on;
+        self
+    }
+
+    /// Whether the reflex path's keys share one slot ([`Keys::with_reflex_slot`]).
+    pub fn reflex_slot(&self) -> bool {
+        self.reflex_slot
     }
 
     /// The namespace these keys live in.
@@ -65,75 +91,103 @@ impl Keys {
         self.ns.apply(name)
     }
 
+    /// A reflex-path key: `name` in the namespace, with the suffix `:{crossings}` under
+    /// [`Keys::with_reflex_slot`].
+    fn rk(&self, name: &str) -> String {
+        if self.reflex_slot {
+            self.k(&format!("{name}:{REFLEX_SLOT_TAG}"))
+        } else {
+            self.k(name)
+        }
+    }
+
+    /// A reflex-path id: tagged like [`Keys::id`] unless the path shares one slot.
+    fn rid(&self, id: &str) -> String {
+        if self.reflex_slot {
+            id.to_owned()
+        } else {
+            self.id(id)
+        }
+    }
+
+    /// The suffix [`Keys::rk`] appends (empty unless the reflex path shares one slot).
+    fn rsuffix(&self) -> String {
+        if self.reflex_slot {
+            format!(":{REFLEX_SLOT_TAG}")
+        } else {
+            String::new()
+        }
+    }
+
     // ---- seed 000: reflex path -------------------------------------------------------------
 
     /// `cms:{h}` — the CMS record of a query, a hash: the seed's `count`, `resonance_score`,
     /// `last_accessed`, and kitbash's `cycle` (the decay cycle `resonance_score` is current at)
     /// and `text` (the query, for the ghost's recomputation). 24 h.
     pub fn cms(&self, h: &str) -> String {
-        self.k(&format!("cms:{}", self.id(h)))
+        self.rk(&format!("cms:{}", self.rid(h)))
     }
     /// `cms:{h}:grains` — grain ids associated with a query (sorted set, score = Unix seconds of
     /// the hit that named them). 24 h.
     pub fn cms_grains(&self, h: &str) -> String {
-        self.k(&format!("cms:{}:grains", self.id(h)))
+        self.rk(&format!("cms:{}:grains", self.rid(h)))
     }
     /// `cms:{h}:resonance` — the query's resonance as a decimal string, exact when written (see
     /// ARCHITECTURE.md for what a plain `GET` sees between hits). 5 d.
     pub fn cms_resonance(&self, h: &str) -> String {
-        self.k(&format!("cms:{}:resonance", self.id(h)))
+        self.rk(&format!("cms:{}:resonance", self.rid(h)))
     }
     /// `grain:{id}:sig` — grain metadata (popcount, axiom, weight, ternary_value, confidence).
     pub fn grain_sig(&self, id: u64) -> String {
-        self.k(&format!("grain:{}:sig", self.id(&id.to_string())))
+        self.rk(&format!("grain:{}:sig", self.rid(&id.to_string())))
     }
     /// `grain:{id}:bits:+` — the grain's +1 bit plane.
     pub fn grain_bits_plus(&self, id: u64) -> String {
-        self.k(&format!("grain:{}:bits:+", self.id(&id.to_string())))
+        self.rk(&format!("grain:{}:bits:+", self.rid(&id.to_string())))
     }
     /// `grain:{id}:bits:-` — the grain's −1 bit plane.
     pub fn grain_bits_minus(&self, id: u64) -> String {
-        self.k(&format!("grain:{}:bits:-", self.id(&id.to_string())))
+        self.rk(&format!("grain:{}:bits:-", self.rid(&id.to_string())))
     }
     /// `grain:index` — the set of all grain ids.
     pub fn grain_index(&self) -> String {
-        self.k("grain:index")
+        self.rk("grain:index")
     }
     /// `ghost:{h}` — the top-3 grains of a hot query, `"42,17,88"`. 1 h.
     pub fn ghost(&self, h: &str) -> String {
-        self.k(&format!("ghost:{}", self.id(h)))
+        self.rk(&format!("ghost:{}", self.rid(h)))
     }
     /// `ghost:activations` — count of ghost pre-loads.
     pub fn ghost_activations(&self) -> String {
-        self.k("ghost:activations")
+        self.rk("ghost:activations")
     }
     /// `hat:current` — the active hat's name.
     pub fn hat_current(&self) -> String {
-        self.k("hat:current")
+        self.rk("hat:current")
     }
     /// `hat:{name}:mask` — a hat's 256-bit mask.
     pub fn hat_mask(&self, name: &str) -> String {
-        self.k(&format!("hat:{name}:mask"))
+        self.rk(&format!("hat:{name}:mask"))
     }
     /// `metrics:queries:count`.
     pub fn metrics_queries_count(&self) -> String {
-        self.k("metrics:queries:count")
+        self.rk("metrics:queries:count")
     }
     /// `metrics:latency:p95` (ms).
     pub fn metrics_latency_p95(&self) -> String {
-        self.k("metrics:latency:p95")
+        self.rk("metrics:latency:p95")
     }
     /// `metrics:latency:p99` (ms).
     pub fn metrics_latency_p99(&self) -> String {
-        self.k("metrics:latency:p99")
+        self.rk("metrics:latency:p99")
     }
     /// `metrics:grains:lookups`.
     pub fn metrics_grains_lookups(&self) -> String {
-        self.k("metrics:grains:lookups")
+        self.rk("metrics:grains:lookups")
     }
     /// `metrics:cache:hits`.
     pub fn metrics_cache_hits(&self) -> String {
-        self.k("metrics:cache:hits")
+        self.rk("metrics:cache:hits")
     }
 
     // ---- seed 001: trading system ----------------------------------------------------------
@@ -400,8 +454,28 @@ impl Keys {
     }
     /// `kitbash:leader:{kind}:{task}` — the lease of a leader task: exactly one live instance of
     /// `kind` runs `task`.
+    /// With [`Keys::with_reflex_slot`] the leases of decay's and ghost's leaders are in the
+    /// reflex slot, as their fenced scripts write there.
     pub fn leader(&self, kind: DaemonKind, task: &str) -> String {
-        self.k(&format!("kitbash:leader:{}:{task}", kind.name()))
+        let name = format!("kitbash:leader:{}:{task}", kind.name());
+        match kind {
+            DaemonKind::Decay | DaemonKind::Ghost => self.rk(&name),
+            _ => self.k(&name),
+        }
+    }
+    /// The idempotency marker of the decay's hit for `queries` entry `id`: the `queries`
+    /// stream's [`Keys::done_marker`] (`kitbash:stream:{queries}:done:{id}`), or with
+    /// [`Keys::with_reflex_slot`] the same name in the reflex slot
+    /// (`kitbash:stream:queries:done:{id}:{crossings}`), beside the records the hit writes.
+    pub fn hit_marker(&self, id: &str) -> String {
+        if self.reflex_slot {
+            self.rk(&format!(
+                "kitbash:stream:{}:done:{id}",
+                StreamName::Queries.logical()
+            ))
+        } else {
+            self.done_marker(StreamName::Queries, id)
+        }
     }
     /// `kitbash:archive:epoch:{stream}` — the archive's fencing epoch for one stream: a
     /// counter incremented by each instance that takes the stream's lease, recorded in the
@@ -449,84 +523,88 @@ impl Keys {
 
     /// `kitbash:decay:cycle` — the global decay-cycle counter.
     pub fn decay_cycle(&self) -> String {
-        self.k("kitbash:decay:cycle")
+        self.rk("kitbash:decay:cycle")
     }
     /// `kitbash:resonance:index` — resonance normalised to cycle 0, by query hash.
     pub fn resonance_index(&self) -> String {
-        self.k("kitbash:resonance:index")
+        self.rk("kitbash:resonance:index")
     }
     /// `kitbash:decay:clock` — hash: `origin_ms` (Redis time of cycle 0) and `last_ms` (Redis
     /// time of the newest cycle applied); the decay leader catches up missed periods from it.
     pub fn decay_clock(&self) -> String {
-        self.k("kitbash:decay:clock")
+        self.rk("kitbash:decay:clock")
     }
     /// `kitbash:metrics:latency:hist` — hash: latency bucket → count, the histogram behind
     /// `metrics:latency:p95` / `p99` (see `kitbash_schema::reflex::latency_bucket`).
     pub fn latency_histogram(&self) -> String {
-        self.k("kitbash:metrics:latency:hist")
+        self.rk("kitbash:metrics:latency:hist")
     }
     /// `kitbash:reflex:version` — incremented on every grain or hat change (the ghost polls it
     /// in case it missed the `kitbash:grain-updates` message).
     pub fn reflex_version(&self) -> String {
-        self.k("kitbash:reflex:version")
+        self.rk("kitbash:reflex:version")
     }
     /// `kitbash:reflex:layout` — the reflex layout this Redis holds
     /// ([`crate::reflex::layout_tag`]: `seed` or `compact/{buckets}`); set by the first writer,
     /// checked by every writer, so two layouts never mix.
     pub fn reflex_layout(&self) -> String {
-        self.k("kitbash:reflex:layout")
+        self.rk("kitbash:reflex:layout")
     }
     /// `kitbash:cms:{n}` — compact layout: bucket `n` of the CMS records, a hash from compact
     /// query id to [`crate::reflex::CompactRecord`]. No TTL (the decay leader sweeps records).
     pub fn cms_bucket(&self, n: u32) -> String {
-        self.k(&format!("kitbash:cms:{}", self.id(&n.to_string())))
+        self.rk(&format!("kitbash:cms:{}", self.rid(&n.to_string())))
     }
     /// `kitbash:cms:sweep` — compact layout: the next bucket the decay leader's sweep visits.
     pub fn cms_sweep(&self) -> String {
-        self.k("kitbash:cms:sweep")
+        self.rk("kitbash:cms:sweep")
     }
     /// `kitbash:reflex:hot` — compact layout: sorted set of the ids of queries that rose above
     /// the threshold, scored by normalised resonance; members that cooled are pruned each cycle.
     pub fn reflex_hot(&self) -> String {
-        self.k("kitbash:reflex:hot")
+        self.rk("kitbash:reflex:hot")
     }
     /// `kitbash:reflex:hot:text` — compact layout: hash from the id of a hot query to its text
     /// (the ghost's recomputation signs the text); pruned with `kitbash:reflex:hot`.
     pub fn reflex_hot_text(&self) -> String {
-        self.k("kitbash:reflex:hot:text")
+        self.rk("kitbash:reflex:hot:text")
     }
     /// `kitbash:ghost:recomputed` — the `kitbash:reflex:version` whose hot ghosts the ghost
     /// leader last recomputed (a new leader finishes a recomputation a dead one started).
     pub fn ghost_recomputed(&self) -> String {
-        self.k("kitbash:ghost:recomputed")
+        self.rk("kitbash:ghost:recomputed")
     }
     /// The parts around the id of `grain:{id}:sig`, `grain:{id}:bits:+`, `grain:{id}:bits:-`
     /// (`("grain:", ":sig")`, tagged: `("grain:{", "}:sig")`), for scripts that build the keys
     /// of grain ids they read.
     pub fn grain_affixes(&self) -> [(String, String); 3] {
-        let (open, close) = match self.style {
-            KeyStyle::Seed => ("", ""),
-            KeyStyle::Tagged => ("{", "}"),
-        };
+        let (open, close) = self.reflex_braces();
         let pre = self.k(&format!("grain:{open}"));
-        [":sig", ":bits:+", ":bits:-"].map(|s| (pre.clone(), format!("{close}{s}")))
+        let tail = self.rsuffix();
+        [":sig", ":bits:+", ":bits:-"].map(|s| (pre.clone(), format!("{close}{s}{tail}")))
+    }
+
+    /// The braces around a reflex id in key names (none with the reflex slot).
+    fn reflex_braces(&self) -> (&'static str, &'static str) {
+        match (self.style, self.reflex_slot) {
+            (KeyStyle::Tagged, false) => ("{", "}"),
+            _ => ("", ""),
+        }
     }
     /// The parts around the hash of `cms:{h}` and `cms:{h}:resonance`: `("cms:", "",
     /// ":resonance")` (tagged: `("cms:{", "}", "}:resonance")`).
     pub fn cms_affixes(&self) -> (String, String, String) {
-        let (open, close) = match self.style {
-            KeyStyle::Seed => ("", ""),
-            KeyStyle::Tagged => ("{", "}"),
-        };
+        let (open, close) = self.reflex_braces();
+        let tail = self.rsuffix();
         (
             self.k(&format!("cms:{open}")),
-            close.to_owned(),
-            format!("{close}:resonance"),
+            format!("{close}{tail}"),
+            format!("{close}:resonance{tail}"),
         )
     }
     /// The parts around the name of `hat:{name}:mask`: `("hat:", ":mask")`.
     pub fn hat_mask_affixes(&self) -> (String, String) {
-        (self.k("hat:"), ":mask".to_owned())
+        (self.k("hat:"), format!(":mask{}", self.rsuffix()))
     }
 
     // ---- kitbash-client families (seeds 003 and 004) -----------------------------------------
@@ -620,6 +698,7 @@ pub fn key_samples(k: &Keys) -> Vec<(&'static str, String)> {
         ("reflex_hot", k.reflex_hot()),
         ("reflex_hot_text", k.reflex_hot_text()),
         ("ghost_recomputed", k.ghost_recomputed()),
+        ("hit_marker", k.hit_marker("1-0")),
         ("example_tally", k.example_tally()),
         ("example_top", k.example_top()),
         ("memory_source", k.memory_source("m1")),
@@ -963,6 +1042,108 @@ mod tests {
         }
         let t = Keys::default().with_style(KeyStyle::Tagged);
         assert_eq!(t.memory_source("m1"), "memory:{m1}:src");
+    }
+
+    /// On a cluster ([`Keys::with_reflex_slot`]) every key a reflex script touches — the
+    /// records of both layouts, the grains, ghosts, hats, metrics, the cycle and index, the
+    /// decay's hit markers, decay's and ghost's leases and the keys scripts build from the
+    /// affixes — has the crossings stream's hash tag; every other family keeps its own.
+    #[test]
+    fn with_the_reflex_slot_the_reflex_path_shares_the_crossings_slot() {
+        for ns in ["", "t7"] {
+            for style in [KeyStyle::Seed, KeyStyle::Tagged] {
+                let k = Keys::new(Namespace::new(ns).unwrap_or_default())
+                    .with_style(style)
+                    .with_reflex_slot(true);
+                let crossings = k.stream(StreamName::Crossings);
+                let home = hash_tag(&crossings);
+                assert_eq!(format!("{{{home}}}"), REFLEX_SLOT_TAG);
+                let (cms_pre, rec, res) = k.cms_affixes();
+                let (hat_pre, hat_post) = k.hat_mask_affixes();
+                let mut reflex = vec![
+                    k.cms("h"),
+                    k.cms_grains("h"),
+                    k.cms_resonance("h"),
+                    k.grain_sig(42),
+                    k.grain_bits_plus(42),
+                    k.grain_bits_minus(42),
+                    k.grain_index(),
+                    k.ghost("h"),
+                    k.ghost_activations(),
+                    k.hat_current(),
+                    k.hat_mask("analytical"),
+                    k.metrics_queries_count(),
+                    k.metrics_latency_p95(),
+                    k.metrics_latency_p99(),
+                    k.metrics_grains_lookups(),
+                    k.metrics_cache_hits(),
+                    k.decay_cycle(),
+                    k.resonance_index(),
+                    k.decay_clock(),
+                    k.latency_histogram(),
+                    k.reflex_version(),
+                    k.reflex_layout(),
+                    k.cms_bucket(357),
+                    k.cms_sweep(),
+                    k.reflex_hot(),
+                    k.reflex_hot_text(),
+                    k.ghost_recomputed(),
+                    k.hit_marker("1-0"),
+                    k.leader(DaemonKind::Decay, "decay-cycle"),
+                    k.leader(DaemonKind::Ghost, "ghost-recompute"),
+                    format!("{cms_pre}h{rec}"),
+                    format!("{cms_pre}h{res}"),
+                    format!("{hat_pre}analytical{hat_post}"),
+                ];
+                reflex.extend(
+                    k.grain_affixes()
+                        .iter()
+                        .map(|(pre, post)| format!("{pre}42{post}")),
+                );
+                for key in &reflex {
+                    assert_eq!(hash_tag(key), home, "{style:?} {ns:?}: {key}");
+                }
+                // What scripts build from the affixes is what the builders name.
+                assert_eq!(format!("{cms_pre}h{rec}"), k.cms("h"));
+                assert_eq!(format!("{cms_pre}h{res}"), k.cms_resonance("h"));
+                assert_eq!(
+                    format!("{hat_pre}analytical{hat_post}"),
+                    k.hat_mask("analytical")
+                );
+                let [sig, plus, minus] = k.grain_affixes();
+                assert_eq!(format!("{}42{}", sig.0, sig.1), k.grain_sig(42));
+                assert_eq!(format!("{}42{}", plus.0, plus.1), k.grain_bits_plus(42));
+                assert_eq!(format!("{}42{}", minus.0, minus.1), k.grain_bits_minus(42));
+                // The rest of the fleet keeps its own slots and names.
+                let plain = Keys::new(Namespace::new(ns).unwrap_or_default()).with_style(style);
+                assert_eq!(k.physics_state("SPY"), plain.physics_state("SPY"));
+                assert_eq!(
+                    k.stream(StreamName::Queries),
+                    plain.stream(StreamName::Queries)
+                );
+                assert_eq!(
+                    k.leader(DaemonKind::Archive, "x"),
+                    plain.leader(DaemonKind::Archive, "x")
+                );
+                assert!(
+                    k.hit_marker("1-0")
+                        .ends_with("kitbash:stream:queries:done:1-0:{crossings}"),
+                    "{}",
+                    k.hit_marker("1-0")
+                );
+            }
+        }
+        // Without it, the seed's names and the queries stream's marker are unchanged.
+        let k = Keys::default();
+        assert_eq!(k.cms("h"), "cms:h");
+        assert_eq!(
+            k.hit_marker("1-0"),
+            k.done_marker(StreamName::Queries, "1-0")
+        );
+        assert_eq!(
+            Keys::default().with_reflex_slot(true).cms_grains("ab"),
+            "cms:ab:grains:{crossings}"
+        );
     }
 
     /// The builders `pub fn name(&self, …) -> String` of `impl Keys`, read from this file.

@@ -45,9 +45,9 @@ use lookup::layout_run;
 use fred::prelude::*;
 use kitbash_client::reflex::{Grain, Reflex};
 use kitbash_runtime::{Config, DaemonContext};
+use kitbash_schema::Keys;
 use kitbash_schema::messages::{GrainSig, QueryEvent};
 use kitbash_schema::reflex::Layout;
-use kitbash_schema::{Keys, StreamName};
 use kitbash_ternary::TernaryVector;
 
 use crate::bench::redis::{Target, target};
@@ -142,10 +142,7 @@ async fn load_reference(ctx: &DaemonContext, reflex: &Reflex) -> anyhow::Result<
         for x in r {
             x?;
         }
-        let markers: Vec<String> = chunk
-            .iter()
-            .map(|(id, _)| keys.done_marker(StreamName::Queries, id))
-            .collect();
+        let markers: Vec<String> = chunk.iter().map(|(id, _)| keys.hit_marker(id)).collect();
         let _: i64 = client.del(markers).await?;
     }
     Ok(qs)
