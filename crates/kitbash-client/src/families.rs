@@ -61,6 +61,15 @@ impl KeyScan {
         }
     }
 
+    /// A walk over one cluster primary's keys only (a share of a sample per node).
+    pub fn on_node(pattern: impl Into<String>, node: fred::types::config::Server) -> Self {
+        Self {
+            pattern: pattern.into(),
+            cursor: Some("0".to_owned()),
+            nodes: Some((Vec::new(), Some(node))),
+        }
+    }
+
     /// The next page of keys (possibly empty), or `None` when the walk is complete.
     pub async fn next_batch(
         &mut self,

@@ -27,8 +27,7 @@
 //! - [`Components::serve`]: an HTTP/WebSocket router bound for the daemon's life
 //!   ([`crate::serve`]);
 //!
-//! and [`Components::check`], a start-up check that must pass before any of them starts
-//! (with [`Components::refuse_cluster`] for daemons that cannot run on a Redis Cluster yet).
+//! and [`Components::check`], a start-up check that must pass before any of them starts.
 //!
 //! The runtime owns the rest: connections (each reader gets its own blocking connection),
 //! readiness checks, metrics, heartbeats, drain on shutdown and lease release.
@@ -327,31 +326,6 @@ impl Components {
     {
         self.checks.push((format!("check {name}"), Box::pin(check)));
         self
-    }
-
-    /// Refuses to start on a Redis Cluster (a `redis-cluster://` URL, or a node that says
-    /// `cluster_enabled:1`), for a daemon whose scripts touch keys of several hash slots and so
-    /// cannot work there yet. A start-up check: it waits for Redis (backing off) rather than
-    /// failing while Redis is still starting, and stops the daemon with one clear line when the
-    /// answer is "cluster".
-    pub fn refuse_cluster(mut self, daemon: &'static str) -> Self {
-        // This check says more than the plain-URL one `new` added, for every URL.
-        self.checks.retain(|(name, _)| name != "check cluster URL");
-        let client = self.ctx.redis.client.clone();
-        let shutdown = self.ctx.signals.shutdown.clone();
-        let refused = move || RuntimeError::Refused {
-            check: "standalone Redis",
-            why: format!(
-                "kitbash-{daemon} does not run on a Redis Cluster yet (its scripts touch keys in \
-                 several hash slots): point [redis] url at a standalone Redis"
-            ),
-        };
-        self.check("standalone Redis", async move {
-            if client.is_clustered() || is_cluster_node(&client, &shutdown).await {
-                return Err(refused());
-            }
-            Ok(())
-        })
     }
 
     /// Runs every component until shutdown; returns the first error. A component that fails

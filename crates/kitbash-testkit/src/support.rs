@@ -116,42 +116,6 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
-/// Checks that a daemon refuses a Redis Cluster at start-up: `run(url, namespace)` (the
-/// daemon's in-process `run`) must return an error saying "does not run on a Redis Cluster",
-/// both for a `redis-cluster://` URL and for a plain URL that points at a cluster node; then the
-/// binary `bin` must exit 1 with `kitbash-{daemon} does not run on a Redis Cluster` on stderr.
-/// `config` is applied to each in-process run's URL (the suites build their `Config` there).
-pub async fn assert_cluster_refused<F, Fut, E>(bin: &str, daemon: &str, run: F)
-where
-    F: Fn(String, String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let cluster = crate::RedisCluster::start().expect("cluster");
-    let ns = crate::namespace();
-    for url in [cluster.cluster_url(), cluster.url()] {
-        let err = match tokio::time::timeout(DEADLINE, run(url.clone(), ns.clone())).await {
-            Ok(Err(e)) => e.to_string(),
-            Ok(Ok(())) => panic!("{url}: ran on a cluster instead of refusing it"),
-            Err(_) => panic!("{url}: still running after {DEADLINE:?} instead of refusing"),
-        };
-        assert!(
-            err.contains("does not run on a Redis Cluster"),
-            "{url}: {err}"
-        );
-    }
-    let out = daemon_command(bin, &cluster.cluster_url(), &ns)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run the binary");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("kitbash-{daemon} does not run on a Redis Cluster")),
-        "{stderr}"
-    );
-}
-
 /// Appends `entries` (each a list of field/value pairs, e.g. a JSON envelope's fields) to
 /// `stream` and makes `server` refuse every write from then on — `maxmemory` 1 byte with
 /// `noeviction`, so each `XADD`, `SET` or writing script answers `OOM` — in one `MULTI`: a

@@ -42,13 +42,31 @@ pub async fn top(client: &Client, keys: &Keys, sample: usize, n: usize) -> anyho
         .await?;
     let policy = policy.get(1).cloned().unwrap_or_default();
     let lfu = policy.contains("lfu");
-    let mut scan = KeyScan::new(keys.namespace().apply("*"));
+    let pattern = keys.namespace().apply("*");
+    // On a cluster each primary gives its share of the sample (a walk node after node would
+    // fill a small sample from the first one alone); what one leaves unused goes to the next.
+    let nodes = kitbash_client::families::primaries(client);
+    let scans: Vec<KeyScan> = if nodes.is_empty() {
+        vec![KeyScan::new(pattern)]
+    } else {
+        nodes
+            .into_iter()
+            .map(|n| KeyScan::on_node(pattern.clone(), n))
+            .collect()
+    };
     let mut names = Vec::new();
-    while names.len() < sample {
-        let Some(batch) = scan.next_batch(client).await? else {
-            break;
-        };
-        names.extend(batch);
+    let count = scans.len();
+    for (i, mut scan) in scans.into_iter().enumerate() {
+        let share = (sample - names.len()).div_ceil(count - i);
+        let mut mine = Vec::new();
+        while mine.len() < share {
+            let Some(batch) = scan.next_batch(client).await? else {
+                break;
+            };
+            mine.extend(batch);
+        }
+        mine.truncate(share);
+        names.extend(mine);
     }
     names.truncate(sample);
     names.sort();

@@ -28,7 +28,8 @@ async fn two_bridges_on_a_redis_cluster_publish_recover_and_agree_on_epochs() {
     let cluster = RedisCluster::start().expect("cluster");
     let url = cluster.cluster_url();
     let ns = kitbash_testkit::namespace();
-    let keys = ns_keys(&ns);
+    // A cluster's keys: the reflex path's (the hat) in the crossings stream's slot.
+    let keys = ns_keys(&ns).with_reflex_slot(true);
     let c = client(&url).await;
     let a = Bridge::start(config(&url, &ns, free_local_addr())).await;
     let b = Bridge::start(config(&url, &ns, free_local_addr())).await;
@@ -186,7 +187,8 @@ async fn the_binary_on_a_redis_cluster_publishes_recovers_and_stops_on_sigterm()
     let cluster = RedisCluster::start().expect("cluster");
     let url = cluster.cluster_url();
     let ns = kitbash_testkit::namespace();
-    let keys = ns_keys(&ns);
+    // A cluster's keys: the reflex path's (the hat) in the crossings stream's slot.
+    let keys = ns_keys(&ns).with_reflex_slot(true);
     let c = client(&url).await;
     let addr = free_local_addr();
     let mut child = daemon_command(env!("CARGO_BIN_EXE_kitbash-bridge"), &url, &ns)

@@ -205,7 +205,8 @@ async fn keys_top_ranks_by_size_and_only_claims_hotness_under_lfu() {
 }
 
 /// On a 3-master cluster each primary holds only its slots' keys: `cache clear`, `keys top`
-/// and `status` visit every primary (one node's `SCAN` would see about a third), and
+/// (a `--sample` shared between the primaries) and `status` visit every primary (one node's
+/// `SCAN` would see about a third), and
 /// clearing deletes keys of many slots without a cross-slot `UNLINK`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_cache_clear_keys_top_and_status_visit_every_primary() {
@@ -246,6 +247,31 @@ async fn on_a_cluster_cache_clear_keys_top_and_status_visit_every_primary() {
     assert_eq!(v["sampled"], 602, "{v}");
     assert_eq!(v["largest"][0]["key"], big.as_str(), "{v}");
     assert_eq!(v["hottest"][0]["key"], k.memory("m7").as_str(), "{v}");
+
+    // A small sample is shared between the primaries, not filled from the first one.
+    let (ok, out, err) = kitbash(
+        &["keys", "top", "--json", "--sample", "30", "-n", "30"],
+        &url,
+        &ns,
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["sampled"], 30, "{v}");
+    let owners: std::collections::BTreeSet<usize> = v["largest"]
+        .as_array()
+        .expect("largest")
+        .iter()
+        .filter_map(|x| {
+            let key = x["key"].as_str()?;
+            (0..3).find(|&i| {
+                cluster
+                    .node(i)
+                    .cmd(&["EXISTS", key])
+                    .is_ok_and(|r| r.trim() == "1")
+            })
+        })
+        .collect();
+    assert_eq!(owners.len(), 3, "the sample covers every primary: {v}");
 
     let (ok, out, err) = kitbash(&["status", "--json"], &url, &ns);
     assert!(ok, "{err}");
