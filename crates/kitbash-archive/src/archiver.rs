@@ -394,7 +394,7 @@ impl Writer {
             archived: store.last_id(),
             high: store.last_id(),
             store: Some(store),
-            segment: Some(Segment::new(Layout::of(a.stream))),
+            segment: Some(Segment::new(Layout::of(a.stream)).with_zstd_level(a.cfg.zstd_level)),
             ids: Vec::new(),
             started: None,
             cfg: Arc::new(a.cfg.clone()),

@@ -11,7 +11,7 @@
 //! byte from the columns, checked as it is written.
 //!
 //! Column encodings, chosen by measurement on `kitbash bench archive`'s MarketSim ticks and
-//! physics (docs/BENCHMARKS.md; zstd level 3 everywhere; never ALP, which DuckDB, pyarrow and
+//! physics (docs/BENCHMARKS.md; zstd at `[archive] zstd_level` everywhere; never ALP, which DuckDB, pyarrow and
 //! polars cannot read): ids and `v` DELTA_BINARY_PACKED; `ts` BYTE_STREAM_SPLIT (its exponent
 //! and high bytes barely move: 414 KB → 19 KB per 200,000 ticks); prices, `entropy`,
 //! `alpha_coefficient` PLAIN without dictionary (BYTE_STREAM_SPLIT made them bigger);
@@ -402,6 +402,8 @@ fn rebuild(row: &Row) -> Result<Fields, FormatError> {
 #[derive(Debug)]
 pub struct Segment {
     layout: Layout,
+    /// zstd level of the file's columns (`[archive] zstd_level`).
+    zstd_level: i32,
     rows: Vec<Row>,
     /// Bytes of the entries as they were in Redis (names and values), for rolling by size.
     raw_bytes: usize,
@@ -412,9 +414,16 @@ impl Segment {
     pub fn new(layout: Layout) -> Self {
         Self {
             layout,
+            zstd_level: kitbash_runtime::config::archive::DEFAULT_ZSTD_LEVEL,
             rows: Vec::new(),
             raw_bytes: 0,
         }
+    }
+
+    /// The same segment compressed at zstd `level` (1–22; out of range: the nearest).
+    pub fn with_zstd_level(mut self, level: i32) -> Self {
+        self.zstd_level = level.clamp(1, 22);
+        self
     }
 
     /// Adds one entry (ids must ascend; the caller checks).
@@ -473,7 +482,11 @@ impl Segment {
     /// segment keeps its entries until [`Segment::clear`] (a commit can still fail after this).
     pub fn write_to<W: Write + Send>(&self, out: W) -> Result<(), FormatError> {
         let batch = self.batch()?;
-        let mut w = ArrowWriter::try_new(out, batch.schema(), Some(properties(self.layout)))?;
+        let mut w = ArrowWriter::try_new(
+            out,
+            batch.schema(),
+            Some(properties(self.layout, self.zstd_level)),
+        )?;
         w.write(&batch)?;
         w.close()?;
         Ok(())
@@ -545,9 +558,10 @@ impl Segment {
     }
 }
 
-fn properties(layout: Layout) -> WriterProperties {
+fn properties(layout: Layout, zstd_level: i32) -> WriterProperties {
+    let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(65_536));
     let mut ints = vec![col::ID_MS, col::ID_SEQ, col::V];
     let mut floats: Vec<&str> = Vec::new();

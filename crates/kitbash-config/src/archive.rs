@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 use crate::{ConfigError, Section};
 
+/// The default `[archive] zstd_level`.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
 /// `[archive]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +26,10 @@ pub struct ArchiveConfig {
     /// … or when its first entry was taken this long ago, ms. Entries are acknowledged only
     /// once their file is durable, so this bounds how long an entry stays pending.
     pub roll_ms: u64,
+    /// zstd level of every column (1–22). Higher levels compress the float columns of physics
+    /// vectors better at a cost in archive CPU; the default is chosen by `kitbash bench
+    /// archive` (docs/BENCHMARKS.md). Readers do not care: any level decodes the same.
+    pub zstd_level: i32,
     /// Each stream is archived by one instance at a time, holding a lease of this length, ms.
     pub lease_ms: u64,
     /// The archive is the trim owner of every stream it archives: while an instance archives
@@ -98,6 +105,7 @@ impl Default for ArchiveConfig {
             roll_entries: 50_000,
             roll_bytes: 64 << 20,
             roll_ms: 10_000,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
             lease_ms: 10_000,
             trim: true,
             trim_interval_ms: 5_000,
@@ -130,6 +138,9 @@ impl Section for ArchiveConfig {
                 "roll_entries",
                 "roll_entries, roll_bytes and roll_ms must be > 0",
             ));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(ConfigError::key("zstd_level", "must be 1–22"));
         }
         if self.lease_ms < 1_000 {
             return Err(ConfigError::key("lease_ms", "must be ≥ 1000"));

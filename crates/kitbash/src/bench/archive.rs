@@ -144,6 +144,13 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     config.redis.namespace = ns.clone();
     config.admin.listen = String::new();
     config.archive.dir = dir.path().display().to_string();
+    // `KITBASH_BENCH_ARCHIVE_ZSTD_LEVEL` compares levels (the default is the shipped setting).
+    if let Some(level) = std::env::var("KITBASH_BENCH_ARCHIVE_ZSTD_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.archive.zstd_level = level;
+    }
     let keys = Keys::new(Namespace::new(ns.clone())?);
     let c = kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10)).await?;
     let (tick_stream, physics_stream) = (StreamName::Ticks(0), StreamName::Physics);
@@ -221,6 +228,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
                 "XRANGE read of the same entries, pages of 10000, same run",
             )
             .with("entries", n as u64)
+            .with("zstd_level", i64::from(config.archive.zstd_level))
             .with("target", "≥ 0.5 of the baseline and ≥ 300000/s"),
         Record::new(
             "archive",
@@ -237,6 +245,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("file_bytes", tick_files)
         .with("mid_column_bytes", mid(&tick_cols))
         .with("columns", columns_json(&tick_cols))
+        .with("zstd_level", i64::from(config.archive.zstd_level))
         .with("target", "≥ 8"),
         Record::new(
             "archive",
@@ -253,6 +262,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("file_bytes", physics_files)
         .with("mid_column_bytes", mid(&physics_cols))
         .with("columns", columns_json(&physics_cols))
+        .with("zstd_level", i64::from(config.archive.zstd_level))
         .with("target", "≥ 6"),
         Record::new(
             "archive",
