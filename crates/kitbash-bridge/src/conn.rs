@@ -125,7 +125,7 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
         sh.connections.fetch_sub(1, Ordering::Relaxed);
         return;
     }
-    let (out, mut inbound) = hub::queue(sh.cfg.max_queue_bytes);
+    let (out, inbound) = hub::queue(sh.cfg.max_queue_bytes);
     let mut c = Conn {
         sh: sh.clone(),
         out,
@@ -145,8 +145,8 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
         tokio::select! {
             biased;
             _ = sh.shutdown.cancelled() => break Close::Shutdown,
-            _ = inbound.wake.notified() => {
-                if inbound.slow.load(Ordering::Relaxed) { break Close::Slow; }
+            _ = inbound.slowed() => {
+                if inbound.is_slow() { break Close::Slow; }
             }
             msg = stream.next() => {
                 let text = match msg {
@@ -176,9 +176,8 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
                     }
                 }
             }
-            o = inbound.rx.recv() => {
-                let Some(o) = o else { break Close::Internal };
-                if Box::pin(c.drain(o, &mut inbound, &mut sink)).await.is_err() { break Close::Shutdown; }
+            o = inbound.recv() => {
+                if Box::pin(c.drain(o, &inbound, &mut sink)).await.is_err() { break Close::Shutdown; }
             }
             _ = tokio::time::sleep_until(timer.into()) => {
                 let now = Instant::now();
@@ -285,7 +284,7 @@ impl Conn {
     async fn drain<S>(
         &mut self,
         first: Out,
-        inbound: &mut Inbound,
+        inbound: &Inbound,
         sink: &mut S,
     ) -> Result<(), axum::Error>
     where
@@ -326,7 +325,7 @@ impl Conn {
                 }
             }
             if batch.len() < BATCH_BYTES {
-                next = inbound.rx.try_recv().ok();
+                next = inbound.try_recv();
             }
         }
         let r = if batch.is_empty() {
@@ -334,7 +333,8 @@ impl Conn {
         } else {
             sink.send(Message::Text(batch.into())).await
         };
-        inbound.queued.fetch_sub(taken, Ordering::Relaxed);
+        inbound.written(taken);
+        inbound.release_if_empty();
         r
     }
 
