@@ -84,7 +84,9 @@ struct Sub {
 struct Conn {
     sh: Shared,
     out: Outbound,
-    client_id: String,
+    /// Its id's 16 random bytes, formatted when a reply names it ([`client_id`]): 16 bytes in
+    /// the connection rather than a 36-byte string on the heap.
+    client: [u8; 16],
     user: Option<String>,
     exp: Option<u64>,
     subs: HashMap<String, Sub>,
@@ -94,9 +96,9 @@ struct Conn {
     pong_due: Option<Instant>,
 }
 
-fn client_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
+/// The client id the connect and refresh replies name: `client`'s 16 random bytes as a UUID.
+fn client_id(client: [u8; 16]) -> String {
+    let h = hex::encode(client);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
@@ -115,38 +117,49 @@ fn now_s() -> u64 {
 }
 
 /// Serves one upgraded socket until it closes or the daemon shuts down.
-pub async fn serve(socket: WebSocket, sh: Shared) {
+///
+/// Not an `async fn`, for memory: an async fn keeps its arguments in its future for its whole
+/// life, even once moved out, so the `WebSocket` (~0.4 KiB, moved into the split halves'
+/// shared allocation at once) and a second `Shared` would sit in every idle connection's
+/// future. The connection's state is built here; the future holds only what it uses.
+pub fn serve(socket: WebSocket, sh: Shared) -> impl std::future::Future<Output = ()> + Send {
     let n = sh.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let over = n > sh.cfg.max_connections;
-    let (mut sink, mut stream) = socket.split();
-    let metrics = sh.metrics.clone();
-    if over {
-        let _ = Box::pin(close(&mut sink, Close::ConnectionLimit, &metrics)).await;
-        sh.connections.fetch_sub(1, Ordering::Relaxed);
-        return;
-    }
-    let (out, mut inbound) = hub::queue(sh.cfg.max_queue_bytes);
-    let mut c = Conn {
-        sh: sh.clone(),
+    let (sink, stream) = socket.split();
+    let (out, inbound) = hub::queue(sh.cfg.max_queue_bytes);
+    let c = Conn {
+        tokens: sh.cfg.commands_per_s as f64,
+        sh,
         out,
-        client_id: client_id(),
+        client: rand::random(),
         user: None,
         exp: None,
         subs: HashMap::new(),
         by_id: HashMap::new(),
-        tokens: sh.cfg.commands_per_s as f64,
         refilled: Instant::now(),
         pong_due: None,
     };
-    let ping_every = Duration::from_secs(u64::from(sh.cfg.ping_s));
+    run(c, inbound, sink, stream, over)
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+type Stream = futures::stream::SplitStream<WebSocket>;
+
+async fn run(mut c: Conn, inbound: Inbound, mut sink: Sink, mut stream: Stream, over: bool) {
+    if over {
+        let _ = Box::pin(close(&mut sink, Close::ConnectionLimit, &c.sh.metrics)).await;
+        c.sh.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let ping_every = Duration::from_secs(u64::from(c.sh.cfg.ping_s));
     let mut next_ping = Instant::now() + ping_every;
     let why = loop {
         let timer = c.next_timer(next_ping);
         tokio::select! {
             biased;
-            _ = sh.shutdown.cancelled() => break Close::Shutdown,
-            _ = inbound.wake.notified() => {
-                if inbound.slow.load(Ordering::Relaxed) { break Close::Slow; }
+            _ = c.sh.shutdown.cancelled() => break Close::Shutdown,
+            _ = inbound.slowed() => {
+                if inbound.is_slow() { break Close::Slow; }
             }
             msg = stream.next() => {
                 let text = match msg {
@@ -176,9 +189,8 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
                     }
                 }
             }
-            o = inbound.rx.recv() => {
-                let Some(o) = o else { break Close::Internal };
-                if Box::pin(c.drain(o, &mut inbound, &mut sink)).await.is_err() { break Close::Shutdown; }
+            o = inbound.recv() => {
+                if Box::pin(c.drain(o, &inbound, &mut sink)).await.is_err() { break Close::Shutdown; }
             }
             _ = tokio::time::sleep_until(timer.into()) => {
                 let now = Instant::now();
@@ -194,13 +206,14 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
                     if c.user.is_some() {
                         if Box::pin(sink.send(Message::Text(Utf8Bytes::from_static("{}")))).await.is_err() { break Close::Shutdown; }
                         if c.pong_due.is_none() {
-                            c.pong_due = Some(now + Duration::from_secs(u64::from(sh.cfg.pong_timeout_s)));
+                            c.pong_due = Some(now + Duration::from_secs(u64::from(c.sh.cfg.pong_timeout_s)));
                         }
                     }
                 }
             }
         }
     };
+    let sh = &c.sh;
     for (_, s) in c.subs.drain() {
         sh.hub.unsubscribe(&s.channel, s.id);
     }
@@ -208,7 +221,7 @@ pub async fn serve(socket: WebSocket, sh: Shared) {
         sh.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
     }
     if why != Close::Shutdown || sh.shutdown.is_cancelled() {
-        let _ = Box::pin(close(&mut sink, why, &metrics)).await;
+        let _ = Box::pin(close(&mut sink, why, &sh.metrics)).await;
     }
     sh.connections.fetch_sub(1, Ordering::Relaxed);
 }
@@ -285,7 +298,7 @@ impl Conn {
     async fn drain<S>(
         &mut self,
         first: Out,
-        inbound: &mut Inbound,
+        inbound: &Inbound,
         sink: &mut S,
     ) -> Result<(), axum::Error>
     where
@@ -326,7 +339,7 @@ impl Conn {
                 }
             }
             if batch.len() < BATCH_BYTES {
-                next = inbound.rx.try_recv().ok();
+                next = inbound.try_recv();
             }
         }
         let r = if batch.is_empty() {
@@ -334,7 +347,8 @@ impl Conn {
         } else {
             sink.send(Message::Text(batch.into())).await
         };
-        inbound.queued.fetch_sub(taken, Ordering::Relaxed);
+        inbound.written(taken);
+        inbound.release_if_empty();
         r
     }
 
@@ -417,8 +431,9 @@ impl Conn {
                 };
                 self.user = Some(grant.user);
                 self.exp = grant.exp;
+                let client = client_id(self.client);
                 let r = ConnectResult {
-                    client: &self.client_id,
+                    client: &client,
                     version: VERSION,
                     expires: grant.exp.is_some(),
                     ttl: grant.exp.map_or(0, Auth::ttl),
@@ -430,8 +445,9 @@ impl Conn {
             Method::Refresh(req) => match self.sh.auth.connection(&req.token) {
                 Ok(g) if Some(&g.user) == self.user.as_ref() => {
                     self.exp = g.exp;
+                    let client = client_id(self.client);
                     let r = RefreshResult {
-                        client: &self.client_id,
+                        client: &client,
                         version: VERSION,
                         expires: g.exp.is_some(),
                         ttl: g.exp.map_or(0, Auth::ttl),

@@ -58,7 +58,11 @@ pub struct BridgeConfig {
     /// Entries one read of a backing stream returns at most.
     pub tail_batch: usize,
     /// WebSocket read buffer per connection, bytes (tungstenite's default is 128 KiB; a bridge
-    /// with many idle clients wants it small).
+    /// with many idle clients wants it small). It is allocated for the connection's whole life,
+    /// idle or not, so it is most of an idle client's memory; clients send little (connect,
+    /// subscribe, pongs), and a larger frame still arrives whole (tungstenite grows the buffer to
+    /// the frame), in more reads. 512 B: 6.7 KB of RSS per idle client against 10.3 KB at 4 KiB
+    /// (docs/BENCHMARKS.md, bridge, session 11).
     pub read_buffer_bytes: usize,
     /// WebSocket write buffer per connection, bytes.
     pub write_buffer_bytes: usize,
@@ -88,7 +92,7 @@ impl Default for BridgeConfig {
             fleet_period_ms: 1000,
             epoch_check_ms: 1000,
             tail_batch: 1000,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 0,
         }
     }

@@ -220,6 +220,49 @@ async fn bad_frames_get_their_close_codes_and_the_server_carries_on() {
     b.stop().await;
 }
 
+/// The read buffer (`[bridge] read_buffer_bytes`) is small to keep idle clients cheap; a frame
+/// many times its size still arrives whole, and so does the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_read_buffer_arrive_whole() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let mut cfg = config(&server.url(), &ns, free_local_addr());
+    cfg.bridge.read_buffer_bytes = 64;
+    // 121 commands at once: under the rate limit.
+    cfg.bridge.commands_per_s = 1000;
+    let b = Bridge::start(cfg).await;
+    let mut w = Ws::connected(b.addr).await;
+    let subscribes: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"subscribe":{{"channel":"physics:S{i}"}}}}"#,
+                i + 2
+            )
+        })
+        .collect();
+    let frame = subscribes.join("\n");
+    assert!(frame.len() > 40 * 64, "{} bytes", frame.len());
+    w.send(&frame).await;
+    for i in 0..60 {
+        let r = reply(&mut w, i + 2).await;
+        assert!(r.get("subscribe").is_some(), "{r}");
+    }
+    let unsubscribes: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"unsubscribe":{{"channel":"physics:S{i}"}}}}"#,
+                i + 100
+            )
+        })
+        .collect();
+    w.send(&unsubscribes.join("\n")).await;
+    for i in 0..60 {
+        let r = reply(&mut w, i + 100).await;
+        assert!(r.get("unsubscribe").is_some(), "{r}");
+    }
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
     let server = RedisServer::start().expect("redis");
