@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::{ConfigError, Section};
 
 /// The default `[archive] zstd_level`.
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 6;
 
 /// `[archive]`.
 #[derive(Clone, Debug, Deserialize)]
