@@ -138,6 +138,9 @@ impl InProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_fleet_live_in_a_real_browser() {
+    // Missing Node packages fail the test here, before it spawns a bridge binary that a panic
+    // further down would leave running.
+    drop(kitbash_testkit::node::node(&["playwright-core"]));
     let server = RedisServer::start().expect("redis");
     let ns = kitbash_testkit::namespace();
     let keys = ns_keys(&ns);
