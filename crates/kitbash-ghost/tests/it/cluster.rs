@@ -3,13 +3,14 @@
 //! scripts — each touching a record, the global cycle and index and the stream — run there
 //! unchanged. In-process, in both layouts: every hot query's ghost equals the brute force, a hat
 //! switch recomputes them, the client's lookup reads one, and every key the path wrote is in
-//! the crossings stream's slot. As the binary: the same work, then SIGTERM stops it with
+//! the crossings stream's slot — also under the tagged key style. As the binary: the same work, then SIGTERM stops it with
 //! status 0. A plain URL at a cluster node is refused, naming the cluster URL.
 
 use std::process::Stdio;
 
 use fred::prelude::*;
 use kitbash_client::Producer;
+use kitbash_runtime::config::KeyStyleConfig;
 use kitbash_client::reflex::{Reflex, parse_grains, query_hash};
 use kitbash_schema::reflex::{Layout, compact_id};
 use kitbash_schema::{DaemonKind, Keys, StreamName};
@@ -58,12 +59,13 @@ async fn hit_each(reflex: &Reflex, producer: &Producer, texts: &[String]) {
     }
 }
 
-async fn reflex_path_on_a_cluster(layout: Layout) {
+async fn reflex_path_on_a_cluster(layout: Layout, style: KeyStyleConfig) {
     let cluster = RedisCluster::start().expect("cluster");
     let ns = kitbash_testkit::namespace();
     let url = cluster.cluster_url();
     let mut cfg = config(&url, &ns);
     cfg.reflex.layout = layout;
+    cfg.redis.key_style = style;
     let k = cfg.redis.keys();
     assert!(
         k.reflex_slot(),
@@ -157,12 +159,18 @@ async fn reflex_path_on_a_cluster(layout: Layout) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reflex_path_runs_on_a_cluster_in_the_seed_layout() {
-    reflex_path_on_a_cluster(Layout::Seed).await;
+    reflex_path_on_a_cluster(Layout::Seed, KeyStyleConfig::Seed).await;
+}
+
+/// The tagged key style changes the other families' names, not the reflex path's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reflex_path_runs_on_a_cluster_under_the_tagged_key_style() {
+    reflex_path_on_a_cluster(Layout::Seed, KeyStyleConfig::Tagged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reflex_path_runs_on_a_cluster_in_the_compact_layout() {
-    reflex_path_on_a_cluster(Layout::Compact).await;
+    reflex_path_on_a_cluster(Layout::Compact, KeyStyleConfig::Seed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
