@@ -10,8 +10,8 @@ use std::process::Stdio;
 
 use fred::prelude::*;
 use kitbash_client::Producer;
-use kitbash_runtime::config::KeyStyleConfig;
 use kitbash_client::reflex::{Reflex, parse_grains, query_hash};
+use kitbash_runtime::config::KeyStyleConfig;
 use kitbash_schema::reflex::{Layout, compact_id};
 use kitbash_schema::{DaemonKind, Keys, StreamName};
 use kitbash_testkit::RedisCluster;
