@@ -247,6 +247,63 @@ where
 /// Largest frame of pushes the writer joins from the queue, bytes.
 const BATCH_BYTES: usize = 64 << 10;
 
+/// The frame [`Conn::drain`] builds: nothing yet, one queued push's shared text as it is, or
+/// several pieces joined by newlines (one command or push a line, as the protocol frames them).
+#[derive(Default)]
+enum Batch {
+    #[default]
+    Empty,
+    One(Utf8Bytes),
+    Joined(String),
+}
+
+impl Batch {
+    /// Adds a queued push's text: kept as it is while it is the only piece.
+    fn push(&mut self, text: Utf8Bytes) {
+        match self {
+            Batch::Empty => *self = Batch::One(text),
+            _ => self.push_str(&text),
+        }
+    }
+
+    /// Adds a piece, joining the batch into a string from the second piece on.
+    fn push_str(&mut self, piece: &str) {
+        match std::mem::take(self) {
+            Batch::Empty => *self = Batch::Joined(piece.to_owned()),
+            Batch::One(first) => {
+                let mut s = String::with_capacity(first.len() + 1 + piece.len());
+                s.push_str(&first);
+                s.push('\n');
+                s.push_str(piece);
+                *self = Batch::Joined(s);
+            }
+            Batch::Joined(mut s) => {
+                s.push('\n');
+                s.push_str(piece);
+                *self = Batch::Joined(s);
+            }
+        }
+    }
+
+    /// Its length in bytes.
+    fn len(&self) -> usize {
+        match self {
+            Batch::Empty => 0,
+            Batch::One(t) => t.len(),
+            Batch::Joined(s) => s.len(),
+        }
+    }
+
+    /// The frame's text; `None` when nothing is to be written.
+    fn into_text(self) -> Option<Utf8Bytes> {
+        match self {
+            Batch::Empty => None,
+            Batch::One(t) => Some(t),
+            Batch::Joined(s) => Some(s.into()),
+        }
+    }
+}
+
 impl Conn {
     fn next_timer(&self, next_ping: Instant) -> Instant {
         let mut t = next_ping;
@@ -295,6 +352,11 @@ impl Conn {
     }
 
     /// Writes `first` and whatever else is queued (up to [`BATCH_BYTES`]) as one frame.
+    ///
+    /// Most wake-ups find a single push queued (a client gets one publication at a time at
+    /// ordinary rates): that push's text, the frame the hub encoded once and shares with every
+    /// subscriber of the channel, is written as it is, with no batch string allocated and
+    /// copied for it. Only a second item starts a joined batch.
     async fn drain<S>(
         &mut self,
         first: Out,
@@ -304,8 +366,10 @@ impl Conn {
     where
         S: futures::Sink<Message, Error = axum::Error> + Unpin,
     {
-        let mut batch = String::new();
+        let mut batch = Batch::default();
         let mut taken = 0usize;
+        // Whether a pop found the queue empty (and so already freed its buffer).
+        let mut drained = false;
         let mut next = Some(first);
         while let Some(o) = next.take() {
             match o {
@@ -316,10 +380,7 @@ impl Conn {
                         .get(&sub)
                         .is_some_and(|skip| offset == 0 || offset > *skip);
                     if live {
-                        if !batch.is_empty() {
-                            batch.push('\n');
-                        }
-                        batch.push_str(&text);
+                        batch.push(text);
                     }
                 }
                 Out::Unsubscribe { sub, channel } => {
@@ -327,9 +388,6 @@ impl Conn {
                         let id = s.id;
                         self.subs.remove(&channel);
                         self.by_id.remove(&id);
-                        if !batch.is_empty() {
-                            batch.push('\n');
-                        }
                         batch.push_str(&protocol::unsubscribe_push(
                             &channel,
                             protocol::UNSUBSCRIBE_INSUFFICIENT,
@@ -339,16 +397,21 @@ impl Conn {
                 }
             }
             if batch.len() < BATCH_BYTES {
-                next = inbound.try_recv();
+                // Frees the queue's buffer when it finds the queue empty (see below).
+                next = inbound.try_recv_or_release();
+                drained = next.is_none();
             }
         }
-        let r = if batch.is_empty() {
-            Ok(())
-        } else {
-            sink.send(Message::Text(batch.into())).await
+        // Freed before the write rather than after: pushes that arrive meanwhile allocate a
+        // buffer again either way.
+        if !drained {
+            inbound.release_if_empty();
+        }
+        let r = match batch.into_text() {
+            None => Ok(()),
+            Some(text) => sink.send(Message::Text(text)).await,
         };
         inbound.written(taken);
-        inbound.release_if_empty();
         r
     }
 
@@ -664,6 +727,25 @@ fn method_name(m: &Method<'_>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_keeps_one_push_as_it_is_and_joins_more_by_lines() {
+        let mut b = Batch::default();
+        assert_eq!(b.len(), 0);
+        assert!(Batch::default().into_text().is_none(), "nothing to write");
+        b.push(Utf8Bytes::from_static("{\"a\":1}"));
+        assert!(matches!(b, Batch::One(_)), "a single push is not copied");
+        assert_eq!(b.len(), 7);
+        b.push(Utf8Bytes::from_static("{\"b\":2}"));
+        b.push_str("{\"c\":3}");
+        assert_eq!(b.len(), 23);
+        let text = b.into_text().expect("text");
+        assert_eq!(text.as_str(), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
+        let mut u = Batch::default();
+        u.push_str("unsubscribe");
+        u.push(Utf8Bytes::from_static("push"));
+        assert_eq!(u.into_text().expect("text").as_str(), "unsubscribe\npush");
+    }
 
     /// The size of the future `f` returns (without calling it).
     fn future_size<F, Fut>(_: F) -> usize
