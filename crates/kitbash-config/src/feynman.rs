@@ -39,6 +39,12 @@ pub struct FeynmanConfig {
     /// Most windows encoded into one commit's snapshot; more changed windows are spread over
     /// the next commits (recovery replays from the oldest one not yet written).
     pub snapshot_max_items: usize,
+    /// Most snapshot bytes encoded into one commit (the windows are encoded until this is
+    /// reached, at least one per commit). A due snapshot is spread over the partition's next
+    /// commits in pieces of this size, so no batch waits for every changed window to be
+    /// encoded and written at once; a round still unfinished when the next one falls due is
+    /// finished in that commit, so recovery replays at most about two `snapshot_ms`.
+    pub snapshot_max_bytes: usize,
 }
 
 impl Default for FeynmanConfig {
@@ -54,6 +60,7 @@ impl Default for FeynmanConfig {
             idle_symbol_ms: 3_600_000,
             max_symbols_per_partition: 50_000,
             snapshot_max_items: 256,
+            snapshot_max_bytes: 256 * 1024,
             snapshot_item_ms: 0,
         }
     }
@@ -73,6 +80,9 @@ impl Section for FeynmanConfig {
         }
         if self.snapshot_max_items == 0 {
             return Err(ConfigError::key("snapshot_max_items", "must be ≥ 1"));
+        }
+        if self.snapshot_max_bytes == 0 {
+            return Err(ConfigError::key("snapshot_max_bytes", "must be ≥ 1"));
         }
         if self.window < 2 {
             return Err(ConfigError::key("window", "must be ≥ 2"));

@@ -75,6 +75,7 @@ impl<S: DocumentStore> Documents<S> {
             lease_ms: self.cfg.lease_ms,
             snapshot_ms: self.cfg.snapshot_ms,
             snapshot_max_items: 256,
+            snapshot_max_bytes: 256 * 1024,
             snapshot_item_ms: 0,
             stream_max: self.cfg.stream_max,
             group: "entity",

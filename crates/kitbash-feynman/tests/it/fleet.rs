@@ -147,7 +147,7 @@ async fn one_instance_writes_the_seed_outputs_matching_the_reference() {
 /// 100,000 ticks over 8 symbols; one of three instances dies a third of the way in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_lose_and_reorder_nothing() {
-    one_of_three_killed(0).await;
+    one_of_three_killed(0, None).await;
 }
 
 /// The same with windows snapshotted only after waiting 700 ms, at most 2 per commit, over 32
@@ -156,17 +156,25 @@ async fn three_instances_one_killed_lose_and_reorder_nothing() {
 /// commit's own position instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_aged_snapshots_one_killed_of_three_loses_and_reorders_nothing() {
-    one_of_three_killed(700).await;
+    one_of_three_killed(700, None).await;
 }
 
-async fn one_of_three_killed(snapshot_item_ms: u64) {
+/// The same with snapshots in pieces of one window per commit over 32 symbols: each round is
+/// spread over many commits, so the victim dies in the middle of rounds, and recovery must
+/// replay from the oldest window the round had not written yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_snapshots_in_pieces_one_killed_of_three_loses_and_reorders_nothing() {
+    one_of_three_killed(0, Some(1)).await;
+}
+
+async fn one_of_three_killed(snapshot_item_ms: u64, piece_bytes: Option<usize>) {
     let server = RedisServer::start().expect("redis");
     let ns = kitbash_testkit::namespace();
     let keys = keys(&ns);
     let c = client(&server.url()).await;
     let producer = Producer::new(c.clone(), keys.clone(), PARTITIONS);
     let many: Vec<String> = (0..32).map(|i| format!("S{i}")).collect();
-    let symbols: Vec<&str> = if snapshot_item_ms == 0 {
+    let symbols: Vec<&str> = if snapshot_item_ms == 0 && piece_bytes.is_none() {
         vec!["SPY", "QQQ", "AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOG"]
     } else {
         many.iter().map(String::as_str).collect()
@@ -179,6 +187,9 @@ async fn one_of_three_killed(snapshot_item_ms: u64) {
         c.feynman.snapshot_item_ms = snapshot_item_ms;
         if snapshot_item_ms > 0 {
             c.feynman.snapshot_max_items = 2;
+        }
+        if let Some(b) = piece_bytes {
+            c.feynman.snapshot_max_bytes = b;
         }
         c
     };

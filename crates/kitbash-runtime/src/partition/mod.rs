@@ -124,6 +124,10 @@ pub struct PartitionSpec {
     /// Most items encoded per commit; more changed items are spread over the next commits (the
     /// snapshot position is the oldest unsnapshotted change, so recovery stays exact).
     pub snapshot_max_items: usize,
+    /// Most snapshot bytes encoded per commit (at least one item): a due snapshot is written
+    /// in pieces over the next commits, so one batch never waits for every changed item at
+    /// once. A round still unfinished when the next falls due is finished in that commit.
+    pub snapshot_max_bytes: usize,
     /// The partition streams are trimmed (safely, see [`crate::trim`]) near this many entries;
     /// 0 = never trimmed.
     pub stream_max: u64,

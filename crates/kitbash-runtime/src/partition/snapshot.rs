@@ -40,17 +40,27 @@ impl Dirty {
 
     /// Takes up to `max` of the oldest changed items that have waited at least `min_age`.
     pub fn take(&mut self, max: usize, min_age: Duration) -> Vec<String> {
-        let n = self
-            .order
-            .iter()
-            .take(max)
-            .take_while(|(_, _, since)| since.elapsed() >= min_age)
-            .count();
-        let out: Vec<String> = self.order.drain(..n).map(|(k, _, _)| k).collect();
-        for k in &out {
-            self.set.remove(k);
+        (0..max).map_while(|_| self.pop(min_age, None)).collect()
+    }
+
+    /// Takes the oldest changed item when it has waited at least `min_age` and, with
+    /// `marked_by`, was first changed no later than that instant (a snapshot round covers
+    /// what changed before it started; later changes wait for the next round).
+    pub fn pop(&mut self, min_age: Duration, marked_by: Option<Instant>) -> Option<String> {
+        let (_, _, since) = self.order.front()?;
+        if since.elapsed() < min_age || marked_by.is_some_and(|by| *since > by) {
+            return None;
         }
-        out
+        let (key, _, _) = self.order.pop_front()?;
+        self.set.remove(&key);
+        Some(key)
+    }
+
+    /// Whether the oldest changed item can be taken by [`Dirty::pop`] with these arguments.
+    pub fn ready(&self, min_age: Duration, marked_by: Option<Instant>) -> bool {
+        self.order.front().is_some_and(|(_, _, since)| {
+            since.elapsed() >= min_age && marked_by.is_none_or(|by| *since <= by)
+        })
     }
 
     /// Whether the oldest changed item has waited at least `min_age`.
@@ -190,6 +200,29 @@ mod tests {
             "B's change still needs replaying"
         );
         assert_eq!(d.take(5, Duration::ZERO), vec!["B".to_owned()]);
+    }
+
+    #[test]
+    fn a_round_takes_only_what_changed_before_it_fell_due() {
+        let mut d = Dirty::default();
+        d.mark("A", "1-0");
+        d.mark("B", "2-0");
+        let due = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        d.mark("C", "3-0");
+        assert!(d.ready(Duration::ZERO, Some(due)));
+        assert_eq!(d.pop(Duration::ZERO, Some(due)), Some("A".to_owned()));
+        assert_eq!(d.pop(Duration::ZERO, Some(due)), Some("B".to_owned()));
+        assert!(
+            !d.ready(Duration::ZERO, Some(due)),
+            "C changed after the round fell due"
+        );
+        assert_eq!(d.pop(Duration::ZERO, Some(due)), None);
+        assert_eq!(d.replay_from("9-0"), "3-0", "C still needs replaying");
+        assert!(d.ready(Duration::ZERO, None));
+        assert!(!d.ready(Duration::from_secs(60), None), "C is too fresh");
+        assert_eq!(d.pop(Duration::ZERO, None), Some("C".to_owned()));
+        assert!(d.is_empty());
     }
 
     #[test]

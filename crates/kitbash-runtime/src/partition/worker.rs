@@ -123,6 +123,9 @@ struct Worker<L: PartitionLogic> {
     last_id: String,
     /// Items' snapshot positions, kept only while recovering.
     as_of: HashMap<String, String>,
+    /// When the snapshot round in progress fell due: it writes, a piece per commit, the items
+    /// changed before then (see [`Worker::snapshot_piece`]).
+    round: Option<Instant>,
 }
 
 impl<L: PartitionLogic> Worker<L> {
@@ -170,6 +173,7 @@ impl<L: PartitionLogic> Worker<L> {
             dirty: Dirty::default(),
             last_id,
             as_of,
+            round: None,
         };
         let replayed = w.replay(&snap_id).await?;
         tracing::info!(stream = %w.k.stream, last_id = %w.last_id, snap_id = %snap_id, replayed,
@@ -260,15 +264,29 @@ impl<L: PartitionLogic> Worker<L> {
         Ok(entries::parse_xread(&reply)?)
     }
 
-    /// Encodes up to `snapshot_max_items` changed items into `c`; returns the mids blob and the
-    /// new replay position for the checkpoint.
-    fn snapshot(&mut self, c: &mut Commit, new_last: &str, min_age: Duration) -> (Vec<u8>, String) {
-        let keys = self.dirty.take(self.sh.spec.snapshot_max_items, min_age);
+    /// Encodes the oldest changed items into `c` — those that waited `min_age` and, with
+    /// `marked_by`, changed no later than that — until `snapshot_max_items` items or `max_bytes`
+    /// bytes (at least one item); returns the mids blob and the new replay position for the
+    /// checkpoint.
+    fn snapshot(
+        &mut self,
+        c: &mut Commit,
+        new_last: &str,
+        min_age: Duration,
+        marked_by: Option<Instant>,
+        max_bytes: usize,
+    ) -> (Vec<u8>, String) {
         let mut put: Vec<Value> = Vec::new();
         let mut del: Vec<Value> = Vec::new();
-        for key in keys {
+        let (mut items, mut bytes) = (0, 0);
+        while items < self.sh.spec.snapshot_max_items && bytes < max_bytes {
+            let Some(key) = self.dirty.pop(min_age, marked_by) else {
+                break;
+            };
+            items += 1;
             match self.sh.logic.encode_item(&self.state, &key) {
                 Some(b) => {
+                    bytes += key.len() + b.len();
                     put.push(key.into());
                     put.push(Value::Bytes(encode_stored(new_last, &b).into()));
                 }
@@ -461,14 +479,7 @@ impl<L: PartitionLogic> Worker<L> {
                 crate::dead::xadd_words(&self.k.dead_key, &letter),
             );
         }
-        // Items are written once they waited `snapshot_item_ms`; while none has, a snapshot
-        // would write nothing and move nothing (the replay position is the oldest waiting
-        // change), so it is skipped. With nothing waiting at all, a due snapshot still moves
-        // the replay position (and the trim floor) up to this batch.
-        let min_age = Duration::from_millis(sh.spec.snapshot_item_ms);
-        let snap = ((snapshot_due && (self.dirty.is_empty() || self.dirty.has_aged(min_age)))
-            || (self.dirty.len() > sh.spec.snapshot_max_items * 4 && self.dirty.has_aged(min_age)))
-        .then(|| self.snapshot(&mut c, &batch_last, min_age));
+        let snap = self.snapshot_piece(&mut c, &batch_last, snapshot_due);
         let expected = self.last_id.clone();
         self.commit(
             Advance {
@@ -515,12 +526,56 @@ impl<L: PartitionLogic> Worker<L> {
         Ok(true)
     }
 
+    /// The snapshot writes this batch's commit carries, if any. A due snapshot opens a round
+    /// over the items changed before it fell due, written oldest first in pieces of at most
+    /// `snapshot_max_bytes` (and `snapshot_max_items`), one piece per commit, so no single
+    /// batch waits for every changed item to be encoded and written — at full windows that is
+    /// megabytes per partition. A round still open when the next falls due is finished in that
+    /// commit (up to `snapshot_max_items`, whatever the bytes), so recovery keeps replaying
+    /// about `snapshot_ms`, as before pieces. Items are written once they waited
+    /// `snapshot_item_ms`; while none has, a snapshot would write nothing and move nothing (the
+    /// replay position is the oldest waiting change), so it is skipped. With nothing waiting
+    /// at all, a due snapshot still moves the replay position (and the trim floor) up to this
+    /// batch. Far more changed items than one commit writes (4 × `snapshot_max_items`) are
+    /// written a piece per commit between rounds too.
+    fn snapshot_piece(
+        &mut self,
+        c: &mut Commit,
+        batch_last: &str,
+        snapshot_due: bool,
+    ) -> Option<(Vec<u8>, String)> {
+        let spec = &self.sh.spec;
+        let (max_items, piece) = (spec.snapshot_max_items, spec.snapshot_max_bytes);
+        let min_age = Duration::from_millis(spec.snapshot_item_ms);
+        let mut budget = piece;
+        if snapshot_due {
+            if self.round.is_some() {
+                budget = usize::MAX;
+            }
+            self.round = Some(Instant::now());
+        }
+        let snap = if snapshot_due && self.dirty.is_empty() {
+            Some(self.snapshot(c, batch_last, min_age, None, budget))
+        } else if self.round.is_some() && self.dirty.ready(min_age, self.round) {
+            Some(self.snapshot(c, batch_last, min_age, self.round, budget))
+        } else if self.dirty.len() > max_items * 4 && self.dirty.has_aged(min_age) {
+            Some(self.snapshot(c, batch_last, min_age, None, piece))
+        } else {
+            None
+        };
+        if !self.dirty.ready(min_age, self.round) {
+            self.round = None;
+        }
+        snap
+    }
+
     /// Writes every changed item (no entries consumed).
     async fn flush(&mut self, cancel: &CancellationToken) -> Result<(), PartitionError> {
         while !self.dirty.is_empty() {
             let mut c = Commit::default();
             let last = self.last_id.clone();
-            let (mids, replay_from) = self.snapshot(&mut c, &last, Duration::ZERO);
+            let (mids, replay_from) =
+                self.snapshot(&mut c, &last, Duration::ZERO, None, usize::MAX);
             self.commit(
                 Advance {
                     expected: &last,
@@ -575,7 +630,11 @@ pub async fn run<L: PartitionLogic>(
     let mut w = Worker::restore(sh.clone(), p).await?;
     sh.health.set(check_name(sh.spec.group, p), true);
     let period = Duration::from_millis(sh.spec.snapshot_ms);
-    let mut snapshot_due = Instant::now() + period;
+    // Partitions that start together snapshot at staggered instants (partition p of P first
+    // falls due after (p + 1) / P of the period), so their rounds do not coincide.
+    let parts = sh.spec.partitions.max(1);
+    let mut snapshot_due =
+        Instant::now() + period.mul_f64(f64::from(p % parts + 1) / f64::from(parts));
     // One round: a blocking read (its BLOCK) and the batch's commit.
     let beat = format!("partition {} {p}", sh.spec.group);
     let cadence = Duration::from_millis(sh.consumer.block_ms);

@@ -93,6 +93,9 @@ fn spec(partitions: u32) -> PartitionSpec {
         lease_ms: LEASE_MS,
         snapshot_ms: 100,
         snapshot_max_items: 16,
+        // Tiny: every commit writes one item, so recovery is checked with snapshots spread
+        // over many commits (a round of pieces).
+        snapshot_max_bytes: 64,
         snapshot_item_ms: 0,
         stream_max: 0,
         group: "test",
