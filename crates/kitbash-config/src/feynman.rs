@@ -45,6 +45,12 @@ pub struct FeynmanConfig {
     /// encoded and written at once; a round still unfinished when the next one falls due is
     /// finished in that commit, so recovery replays at most about two `snapshot_ms`.
     pub snapshot_max_bytes: usize,
+    /// A commit's words are kept near this many bytes under a backlog: when a batch's commit
+    /// is larger, the partition reads half as many ticks next time (down to 16), and doubles
+    /// back (up to `[consumer] batch`) once commits are under a quarter of it. Bounds the
+    /// daemon's transient memory (each commit is held as words and as the encoded frame) when
+    /// a batch holds ticks of many symbols; any batch boundary gives the same state.
+    pub commit_max_bytes: usize,
 }
 
 impl Default for FeynmanConfig {
@@ -61,6 +67,7 @@ impl Default for FeynmanConfig {
             max_symbols_per_partition: 50_000,
             snapshot_max_items: 256,
             snapshot_max_bytes: 256 * 1024,
+            commit_max_bytes: 256 * 1024,
             snapshot_item_ms: 0,
         }
     }
@@ -80,6 +87,9 @@ impl Section for FeynmanConfig {
         }
         if self.snapshot_max_items == 0 {
             return Err(ConfigError::key("snapshot_max_items", "must be ≥ 1"));
+        }
+        if self.commit_max_bytes == 0 {
+            return Err(ConfigError::key("commit_max_bytes", "must be ≥ 1"));
         }
         if self.snapshot_max_bytes == 0 {
             return Err(ConfigError::key("snapshot_max_bytes", "must be ≥ 1"));

@@ -76,6 +76,7 @@ impl<S: DocumentStore> Documents<S> {
             snapshot_ms: self.cfg.snapshot_ms,
             snapshot_max_items: 256,
             snapshot_max_bytes: 256 * 1024,
+            commit_max_bytes: 256 * 1024,
             snapshot_item_ms: 0,
             stream_max: self.cfg.stream_max,
             group: "entity",

@@ -225,6 +225,7 @@ impl Physics {
             snapshot_ms: self.cfg.snapshot_ms,
             snapshot_max_items: self.cfg.snapshot_max_items,
             snapshot_max_bytes: self.cfg.snapshot_max_bytes,
+            commit_max_bytes: self.cfg.commit_max_bytes,
             snapshot_item_ms: self.cfg.snapshot_item_ms,
             stream_max: self.cfg.tick_stream_max,
             group: "feynman",

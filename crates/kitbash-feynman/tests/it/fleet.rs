@@ -161,7 +161,8 @@ async fn with_aged_snapshots_one_killed_of_three_loses_and_reorders_nothing() {
 
 /// The same with snapshots in pieces of one window per commit over 32 symbols: each round is
 /// spread over many commits, so the victim dies in the middle of rounds, and recovery must
-/// replay from the oldest window the round had not written yet.
+/// replay from the oldest window the round had not written yet. Commits are also capped at
+/// 4 KiB (a few vectors), so every partition's reads shrink to the minimum and grow back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_snapshots_in_pieces_one_killed_of_three_loses_and_reorders_nothing() {
     one_of_three_killed(0, Some(1)).await;
@@ -190,6 +191,7 @@ async fn one_of_three_killed(snapshot_item_ms: u64, piece_bytes: Option<usize>) 
         }
         if let Some(b) = piece_bytes {
             c.feynman.snapshot_max_bytes = b;
+            c.feynman.commit_max_bytes = 4_096;
         }
         c
     };

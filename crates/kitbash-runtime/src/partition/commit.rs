@@ -107,6 +107,19 @@ impl Commit {
         self.commands.push((Some(key.to_owned()), words));
     }
 
+    /// The bytes of every command word (what the script call carries, before RESP framing).
+    pub fn bytes(&self) -> usize {
+        self.commands
+            .iter()
+            .flat_map(|(_, words)| words)
+            .map(|w| match w {
+                Value::Bytes(b) => b.len(),
+                Value::String(s) => s.len(),
+                _ => 8,
+            })
+            .sum()
+    }
+
     /// Adds a command that touches no key (`PUBLISH`).
     pub fn push_keyless(&mut self, words: Vec<Value>) {
         self.commands.push((None, words));

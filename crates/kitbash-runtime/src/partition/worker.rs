@@ -238,8 +238,13 @@ impl<L: PartitionLogic> Worker<L> {
         Ok(n)
     }
 
-    /// Reads the next batch after `last_id` on the worker's own connection.
-    async fn read(&self, reader: &Client) -> Result<Vec<StreamEntry>, PartitionError> {
+    /// Reads the next batch (up to `count` entries) after `last_id` on the worker's own
+    /// connection.
+    async fn read(
+        &self,
+        reader: &Client,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, PartitionError> {
         let cfg = &self.sh.consumer;
         let from = if self.last_id.is_empty() {
             "0-0"
@@ -248,7 +253,7 @@ impl<L: PartitionLogic> Worker<L> {
         };
         let args: Vec<Value> = vec![
             "COUNT".into(),
-            (cfg.batch as i64).into(),
+            (count as i64).into(),
             "BLOCK".into(),
             (cfg.block_ms as i64).into(),
             "STREAMS".into(),
@@ -378,15 +383,16 @@ impl<L: PartitionLogic> Worker<L> {
         }
     }
 
-    /// One batch: check, de-duplicate, apply, commit.
+    /// One batch: check, de-duplicate, apply, commit. `Some(bytes of the commit's words)`, or
+    /// `None` when stopping left the batch uncommitted.
     async fn step(
         &mut self,
         batch: Vec<StreamEntry>,
         snapshot_due: bool,
         cancel: &CancellationToken,
-    ) -> Result<bool, PartitionError> {
+    ) -> Result<Option<usize>, PartitionError> {
         let Some(batch_last) = batch.last().map(|e| e.id.clone()) else {
-            return Ok(true);
+            return Ok(Some(0));
         };
         let started = Instant::now();
         let sh = self.sh.clone();
@@ -441,7 +447,7 @@ impl<L: PartitionLogic> Worker<L> {
                     if !backoff.wait(cancel).await {
                         // Stopping: nothing of this batch is committed; the next owner reads
                         // it again from the checkpoint.
-                        return Ok(false);
+                        return Ok(None);
                     }
                 }
             }
@@ -480,6 +486,7 @@ impl<L: PartitionLogic> Worker<L> {
             );
         }
         let snap = self.snapshot_piece(&mut c, &batch_last, snapshot_due);
+        let bytes = c.bytes();
         let expected = self.last_id.clone();
         self.commit(
             Advance {
@@ -523,7 +530,7 @@ impl<L: PartitionLogic> Worker<L> {
             started,
             batch.len(),
         );
-        Ok(true)
+        Ok(Some(bytes))
     }
 
     /// The snapshot writes this batch's commit carries, if any. A due snapshot opens a round
@@ -619,6 +626,23 @@ impl<L: PartitionLogic> Worker<L> {
     }
 }
 
+/// The fewest entries a partition reads at a time when its commits are over
+/// [`PartitionSpec::commit_max_bytes`].
+pub const MIN_READ: usize = 16;
+
+/// The next read's size after a commit of `bytes`: half when over `max_bytes` (not below
+/// [`MIN_READ`]), double when under a quarter of it (not above `batch`), else the same.
+pub fn next_read(count: usize, bytes: usize, max_bytes: usize, batch: usize) -> usize {
+    let batch = batch.max(1);
+    if bytes > max_bytes {
+        (count / 2).max(MIN_READ.min(batch))
+    } else if bytes < max_bytes / 4 {
+        count.saturating_mul(2).min(batch)
+    } else {
+        count.min(batch)
+    }
+}
+
 /// Runs partition `p` until `cancel`; writes every changed item on the way out so the next
 /// owner replays nothing.
 pub async fn run<L: PartitionLogic>(
@@ -638,9 +662,10 @@ pub async fn run<L: PartitionLogic>(
     // One round: a blocking read (its BLOCK) and the batch's commit.
     let beat = format!("partition {} {p}", sh.spec.group);
     let cadence = Duration::from_millis(sh.consumer.block_ms);
+    let mut count = sh.consumer.batch.max(1);
     while !cancel.is_cancelled() {
         sh.health.beat(&beat, cadence);
-        let batch = w.read(&reader).await?;
+        let batch = w.read(&reader, count).await?;
         let due = Instant::now() >= snapshot_due;
         if due {
             snapshot_due = Instant::now() + period;
@@ -653,9 +678,10 @@ pub async fn run<L: PartitionLogic>(
             }
             continue;
         }
-        if !w.step(batch, due, &cancel).await? {
+        let Some(bytes) = w.step(batch, due, &cancel).await? else {
             break;
-        }
+        };
+        count = next_read(count, bytes, sh.spec.commit_max_bytes, sh.consumer.batch);
         if due {
             w.trim().await;
         }
@@ -668,4 +694,34 @@ pub async fn run<L: PartitionLogic>(
     w.flush(&no_retry).await?;
     tracing::info!(stream = %w.k.stream, last_id = %w.last_id, "partition worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_shrink_under_large_commits_and_grow_back() {
+        let (max, batch) = (1_000, 1_000);
+        assert_eq!(next_read(1_000, 5_000, max, batch), 500, "over: half");
+        assert_eq!(
+            next_read(20, 5_000, max, batch),
+            MIN_READ,
+            "never below MIN_READ"
+        );
+        assert_eq!(next_read(MIN_READ, 5_000, max, batch), MIN_READ);
+        assert_eq!(next_read(500, 600, max, batch), 500, "within: kept");
+        assert_eq!(next_read(500, 100, max, batch), 1_000, "small: double");
+        assert_eq!(
+            next_read(800, 100, max, batch),
+            1_000,
+            "never above the batch"
+        );
+        assert_eq!(
+            next_read(4, 5_000, max, 4),
+            4,
+            "a batch under MIN_READ stays itself"
+        );
+        assert_eq!(next_read(1, 0, max, 1), 1);
+    }
 }

@@ -96,6 +96,8 @@ fn spec(partitions: u32) -> PartitionSpec {
         // Tiny: every commit writes one item, so recovery is checked with snapshots spread
         // over many commits (a round of pieces).
         snapshot_max_bytes: 64,
+        // Small: batches shrink to MIN_READ entries after a few commits and grow back.
+        commit_max_bytes: 2_048,
         snapshot_item_ms: 0,
         stream_max: 0,
         group: "test",
