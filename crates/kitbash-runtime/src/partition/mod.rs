@@ -128,9 +128,9 @@ pub struct PartitionSpec {
     /// in pieces over the next commits, so one batch never waits for every changed item at
     /// once. A round still unfinished when the next falls due is finished in that commit.
     pub snapshot_max_bytes: usize,
-    /// A commit's words are kept near this many bytes: after a larger commit the worker reads
-    /// half as many entries ([`worker::MIN_READ`] at least), and doubles back up to
-    /// `[consumer] batch` once commits are under a quarter of it. Any batch boundary gives the
+    /// A commit's words are kept near this many bytes: a worker's first read takes
+    /// [`worker::MIN_READ`] entries; after a larger commit it reads half as many (that many at
+    /// least), and doubles up to `[consumer] batch` while commits are under a quarter of it. Any batch boundary gives the
     /// same state ([`determinism::split_equals_replay`]), so this bounds memory, not results.
     pub commit_max_bytes: usize,
     /// The partition streams are trimmed (safely, see [`crate::trim`]) near this many entries;

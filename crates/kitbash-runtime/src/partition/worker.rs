@@ -662,7 +662,9 @@ pub async fn run<L: PartitionLogic>(
     // One round: a blocking read (its BLOCK) and the batch's commit.
     let beat = format!("partition {} {p}", sh.spec.group);
     let cadence = Duration::from_millis(sh.consumer.block_ms);
-    let mut count = sh.consumer.batch.max(1);
+    // Slow start: the first reads are small and double while commits stay small, so a worker
+    // that starts on a backlog never builds one oversized commit before it has measured one.
+    let mut count = MIN_READ.min(sh.consumer.batch.max(1));
     while !cancel.is_cancelled() {
         sh.health.beat(&beat, cadence);
         let batch = w.read(&reader, count).await?;
