@@ -47,9 +47,8 @@ pub struct FeynmanConfig {
     pub snapshot_max_bytes: usize,
     /// A commit's words are kept near this many bytes under a backlog: a partition's first
     /// read takes 16 ticks; when a batch's commit is larger, it reads half as many ticks next
-    /// time (16 at least), and doubles (up to `[consumer] batch`) while commits are under a
-    /// quarter of it. Bounds the
-    /// daemon's transient memory (each commit is held as words and as the encoded frame) when
+    /// time (16 at least), and doubles (up to `[consumer] batch`) while twice the last commit
+    /// would fit. Bounds the daemon's transient memory (each commit is held as words and as the encoded frame) when
     /// a batch holds ticks of many symbols; any batch boundary gives the same state.
     pub commit_max_bytes: usize,
 }

@@ -130,8 +130,8 @@ pub struct PartitionSpec {
     pub snapshot_max_bytes: usize,
     /// A commit's words are kept near this many bytes: a worker's first read takes
     /// [`worker::MIN_READ`] entries; after a larger commit it reads half as many (that many at
-    /// least), and doubles up to `[consumer] batch` while commits are under a quarter of it. Any batch boundary gives the
-    /// same state ([`determinism::split_equals_replay`]), so this bounds memory, not results.
+    /// least), and doubles up to `[consumer] batch` while twice the last commit would fit. Any
+    /// batch boundary gives the same state ([`determinism::split_equals_replay`]), so this bounds memory, not results.
     pub commit_max_bytes: usize,
     /// The partition streams are trimmed (safely, see [`crate::trim`]) near this many entries;
     /// 0 = never trimmed.

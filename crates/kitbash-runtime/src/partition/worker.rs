@@ -631,12 +631,15 @@ impl<L: PartitionLogic> Worker<L> {
 pub const MIN_READ: usize = 16;
 
 /// The next read's size after a commit of `bytes`: half when over `max_bytes` (not below
-/// [`MIN_READ`]), double when under a quarter of it (not above `batch`), else the same.
+/// [`MIN_READ`]), double while twice the commit would still fit (not above `batch`), else the
+/// same. A commit grows at most linearly with its entries (less where they coalesce), so a
+/// doubled read stays near the budget; reads grow whenever they can, because large batches
+/// are what lets a logic coalesce (feynman: one vector per symbol per batch).
 pub fn next_read(count: usize, bytes: usize, max_bytes: usize, batch: usize) -> usize {
     let batch = batch.max(1);
     if bytes > max_bytes {
         (count / 2).max(MIN_READ.min(batch))
-    } else if bytes < max_bytes / 4 {
+    } else if bytes.saturating_mul(2) <= max_bytes {
         count.saturating_mul(2).min(batch)
     } else {
         count.min(batch)
@@ -712,8 +715,12 @@ mod tests {
             "never below MIN_READ"
         );
         assert_eq!(next_read(MIN_READ, 5_000, max, batch), MIN_READ);
-        assert_eq!(next_read(500, 600, max, batch), 500, "within: kept");
-        assert_eq!(next_read(500, 100, max, batch), 1_000, "small: double");
+        assert_eq!(
+            next_read(500, 600, max, batch),
+            500,
+            "twice would not fit: kept"
+        );
+        assert_eq!(next_read(500, 500, max, batch), 1_000, "twice fits: double");
         assert_eq!(
             next_read(800, 100, max, batch),
             1_000,
