@@ -383,8 +383,8 @@ impl<L: PartitionLogic> Worker<L> {
         }
     }
 
-    /// One batch: check, de-duplicate, apply, commit. `Some(bytes of the commit's words)`, or
-    /// `None` when stopping left the batch uncommitted.
+    /// One batch: check, de-duplicate, apply, commit. `Some(bytes of the batch's effect and
+    /// dead-letter words)`, or `None` when stopping left the batch uncommitted.
     async fn step(
         &mut self,
         batch: Vec<StreamEntry>,
@@ -485,8 +485,10 @@ impl<L: PartitionLogic> Worker<L> {
                 crate::dead::xadd_words(&self.k.dead_key, &letter),
             );
         }
-        let snap = self.snapshot_piece(&mut c, &batch_last, snapshot_due);
+        // What the batch itself costs (effects and dead letters): the read size follows it. A
+        // snapshot piece rides along whatever the batch's size, so it does not count.
         let bytes = c.bytes();
+        let snap = self.snapshot_piece(&mut c, &batch_last, snapshot_due);
         let expected = self.last_id.clone();
         self.commit(
             Advance {
