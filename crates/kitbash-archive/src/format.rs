@@ -362,40 +362,48 @@ fn encode_typed(t: &Typed) -> Option<Vec<u8>> {
     }
 }
 
-fn rebuild(row: &Row) -> Result<Fields, FormatError> {
-    let (env, d) = match &row.body {
+/// The fields of `row`, moving its values out (one allocation per field name besides).
+fn rebuild(row: Row) -> Result<Fields, FormatError> {
+    let (env, d) = match row.body {
         Body::Raw(bytes) => {
-            return layout::decode_fields(bytes).ok_or_else(|| {
+            return layout::decode_fields(&bytes).ok_or_else(|| {
                 FormatError::Corrupt(format!(
                     "raw fields of {}-{} do not decode",
                     row.ms, row.seq
                 ))
             });
         }
-        Body::Bytes(env, d) => (env, d.clone()),
+        Body::Bytes(env, d) => (env, d),
         Body::Fields(values) => {
             return Ok(layout::ENTITY_CHANGE_FIELDS
                 .iter()
                 .zip(values)
-                .map(|(f, v)| (f.as_bytes().to_vec(), v.clone().into_bytes()))
+                .map(|(f, v)| (f.as_bytes().to_vec(), v.into_bytes()))
                 .collect());
         }
-        Body::Typed(env, t) => (
-            env,
-            encode_typed(t)
-                .ok_or_else(|| FormatError::Corrupt("typed row does not encode".into()))?,
-        ),
+        Body::Typed(env, t) => {
+            let d = encode_typed(&t)
+                .ok_or_else(|| FormatError::Corrupt("typed row does not encode".into()))?;
+            (env, d)
+        }
     };
-    let mut f = vec![
-        (b"type".to_vec(), env.kind.clone().into_bytes()),
-        (b"v".to_vec(), env.v.to_string().into_bytes()),
-        (b"ct".to_vec(), env.ct.clone().into_bytes()),
-        (b"d".to_vec(), d),
-    ];
-    if let Some(mid) = &env.mid {
-        f.push((b"mid".to_vec(), mid.clone().into_bytes()));
+    let mut f = Vec::with_capacity(5);
+    f.push((b"type".to_vec(), env.kind.into_bytes()));
+    f.push((b"v".to_vec(), env.v.to_string().into_bytes()));
+    f.push((b"ct".to_vec(), env.ct.into_bytes()));
+    f.push((b"d".to_vec(), d));
+    if let Some(mid) = env.mid {
+        f.push((b"mid".to_vec(), mid.into_bytes()));
     }
     Ok(f)
+}
+
+/// `ms-seq` as an entry id.
+fn id_text(ms: u64, seq: u64) -> String {
+    use std::fmt::Write as _;
+    let mut id = String::with_capacity(24);
+    let _ = write!(id, "{ms}-{seq}");
+    id
 }
 
 /// Entries buffered for one file.
@@ -879,16 +887,18 @@ impl TypedBuilders {
 /// Reads a file written by [`Segment::write_to`]: its entries, in order, with their exact
 /// fields.
 pub fn read(bytes: bytes::Bytes) -> Result<Vec<Entry>, FormatError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-    let mut out = Vec::new();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let rows = builder.metadata().file_metadata().num_rows();
+    let reader = builder.build()?;
+    let mut out = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
     for batch in reader {
         let batch = batch?;
         let cols = Columns::of(&batch)?;
         for i in 0..batch.num_rows() {
             let row = cols.row(i)?;
             out.push(Entry {
-                id: format!("{}-{}", row.ms, row.seq),
-                fields: rebuild(&row)?,
+                id: id_text(row.ms, row.seq),
+                fields: rebuild(row)?,
             });
         }
     }

@@ -378,7 +378,8 @@ pub fn verify(root: &Path, stream: StreamName) -> Result<Report, StoreError> {
 pub fn read_all(root: &Path, stream: StreamName) -> Result<Vec<format::Entry>, StoreError> {
     let dir = stream_dir(root, stream);
     let manifest = read_manifest(&dir, stream)?;
-    let mut out = Vec::new();
+    let rows: u64 = manifest.files.iter().map(|f| f.rows).sum();
+    let mut out = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
     for f in &manifest.files {
         let path = dir.join(&f.name);
         let bytes = fs::read(&path).map_err(io(&path))?;
