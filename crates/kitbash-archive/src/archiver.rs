@@ -30,7 +30,7 @@ use kitbash_schema::archive::stats;
 use kitbash_schema::{DaemonKind, Keys, StreamName};
 use tokio::sync::watch;
 
-use crate::format::{self, Entry, Layout, Segment};
+use crate::format::{self, Layout, Segment};
 use crate::store::{Store, StoreError};
 
 /// The streams this instance archives: `[archive] streams`, or every stream of the fleet.
@@ -498,21 +498,13 @@ impl RawHandler for Writer {
                 // In the segment (the same batch offered again after a refused commit).
                 continue;
             }
-            let entry = Entry {
-                id: e.id.clone(),
-                fields: e
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .collect(),
-            };
             let Some(segment) = self.segment.as_mut() else {
                 return Err(TakeError::Fatal(
                     "segment lost by an earlier failure".into(),
                 ));
             };
             segment
-                .push(&entry)
+                .push_fields(&e.id, &e.fields)
                 .map_err(|err| TakeError::Fatal(err.to_string()))?;
             self.ids.push(e.id);
             self.high = Some(id);
