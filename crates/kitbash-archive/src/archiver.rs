@@ -588,6 +588,11 @@ impl Writer {
 
 impl RawHandler for Writer {
     async fn take(&mut self, batch: Vec<RawEntry>, acks: &Acks) -> Result<(), TakeError> {
+        self.take_ref(&batch, acks).await
+    }
+
+    /// Copies each new entry into the segment as it is (the loop keeps the batch).
+    async fn take_ref(&mut self, batch: &[RawEntry], acks: &Acks) -> Result<(), TakeError> {
         let backlog = batch.len() >= self.read_batch;
         let mut already = Vec::new();
         for e in batch {
@@ -599,7 +604,7 @@ impl RawHandler for Writer {
             };
             if self.archived.is_some_and(|h| id <= h) {
                 // In the archive already (a crash between the manifest and the acknowledgement).
-                already.push(e.id);
+                already.push(e.id.clone());
                 continue;
             }
             if self.high.is_some_and(|h| id <= h) {
@@ -614,7 +619,7 @@ impl RawHandler for Writer {
             segment
                 .push_fields(&e.id, &e.fields)
                 .map_err(|err| TakeError::Fatal(err.to_string()))?;
-            self.ids.push(e.id);
+            self.ids.push(e.id.clone());
             self.high = Some(id);
             self.started.get_or_insert_with(Instant::now);
             // Files hold at most roll_entries: seal as soon as the segment is full.

@@ -111,6 +111,18 @@ pub trait RawHandler: Send {
         acks: &Acks,
     ) -> impl Future<Output = Result<(), TakeError>> + Send;
 
+    /// [`RawHandler::take`] of a batch the loop keeps (to offer it again after a
+    /// [`TakeError::Transient`]): the loop calls this one. A handler that copies what it needs
+    /// out of the entries implements it and saves the loop a copy of every batch; by default
+    /// the batch is copied for `take`.
+    fn take_ref(
+        &mut self,
+        batch: &[RawEntry],
+        acks: &Acks,
+    ) -> impl Future<Output = Result<(), TakeError>> + Send {
+        self.take(batch.to_vec(), acks)
+    }
+
     /// Called after every step of the loop, at least every `block_ms`: flush by age here.
     fn tick(&mut self, acks: &Acks) -> impl Future<Output = Result<(), TakeError>> + Send {
         let _ = acks;
@@ -437,7 +449,7 @@ impl RawConsumer {
             return Ok(());
         };
         let n = batch.len() as u64;
-        match handler.take(batch.clone(), acks).await {
+        match handler.take_ref(&batch, acks).await {
             Ok(()) => {
                 if backoff.attempts() > 0 {
                     tracing::info!(stream = %self.inner.stream, group = %self.inner.group, attempts = backoff.attempts(),
