@@ -26,11 +26,11 @@ use kitbash_runtime::metrics::Metrics;
 use kitbash_runtime::serve::Served;
 use kitbash_runtime::trim::{self, TrimMode, TrimPlan};
 use kitbash_runtime::{CancellationToken, DaemonContext, Redis, RuntimeError, TaskCtx};
-use kitbash_schema::archive::stats;
+use kitbash_schema::archive::{ManifestFile, stats};
 use kitbash_schema::{DaemonKind, Keys, StreamName};
 use tokio::sync::watch;
 
-use crate::format::{self, Entry, Layout, Segment};
+use crate::format::{self, Layout, Segment};
 use crate::store::{Store, StoreError};
 
 /// The streams this instance archives: `[archive] streams`, or every stream of the fleet.
@@ -62,6 +62,11 @@ pub struct Archiver {
 }
 
 impl Archiver {
+    /// An empty segment of this stream's layout and zstd level.
+    fn segment(&self) -> Segment {
+        Segment::new(Layout::of(self.stream)).with_zstd_level(self.cfg.zstd_level)
+    }
+
     /// The task of `stream` in this daemon.
     pub fn new(ctx: &DaemonContext, stream: StreamName) -> Self {
         let cfg = ctx.config.archive.clone();
@@ -198,8 +203,12 @@ impl Archiver {
         )
         .raw()
         .exclusive();
-        let writer = Writer::new(self, store, archived_tx);
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let writer = Writer::new(self, store, archived_tx, gate.clone());
         let result = consumer.run(writer, lost.clone()).await;
+        // A commit still running (the consumer stopped on an error) finishes before the lease
+        // can pass to another holder; its entries stay pending.
+        let _ = gate.acquire().await;
         lost.cancel();
         renew.abort();
         if let Some(t) = trimmer {
@@ -366,17 +375,49 @@ async fn renew(
     }
 }
 
+/// A full (or due) segment, sealed for its commit: its rows, the ids to acknowledge after
+/// it, and its newest id.
+#[derive(Debug)]
+struct Sealed {
+    segment: Segment,
+    ids: Vec<String>,
+    high: Option<(u64, u64)>,
+}
+
+type Committed = (Store, Sealed, Result<ManifestFile, StoreError>);
+
 /// The raw handler: entries into the segment, the segment into the store, then the acks.
+///
+/// A segment sealed full while the stream has a backlog (the batch was a whole read) is
+/// committed on a blocking thread while the next one fills — the read of the stream goes on
+/// during the encoding and the fsyncs. One commit at a time and in id order: the next segment
+/// is sealed only once the previous commit has finished, and a segment whose commit failed is
+/// committed again before anything newer. At the stream's end (a short batch), on age and on
+/// the way out the commit is waited for, so the acknowledgements do not wait for the next
+/// read. Entries are acknowledged only after their own commit.
 #[derive(Debug)]
 pub struct Writer {
     stream: StreamName,
+    /// The store, while no commit runs (a running commit has it).
     store: Option<Store>,
+    /// The open segment.
     segment: Option<Segment>,
-    /// Ids in the segment (acknowledged after its commit).
+    /// Ids in the open segment (acknowledged after its commit).
     ids: Vec<String>,
+    /// The commit running on a blocking thread, if any.
+    committing: Option<tokio::task::JoinHandle<Committed>>,
+    /// A segment whose commit failed: committed again first.
+    failed: Option<Sealed>,
+    /// An emptied segment, reused for the next one.
+    spare: Option<Segment>,
+    /// Entries a read asks for (`[consumer] batch`): a shorter batch is the stream's end.
+    read_batch: usize,
+    /// Held by a running commit; [`Archiver::hold`] takes it before it lets the lease go, so
+    /// no commit of this writer outlives its consumer.
+    gate: Arc<tokio::sync::Semaphore>,
     /// The newest id in the store: anything at or below is archived already.
     archived: Option<(u64, u64)>,
-    /// The newest id in the store or the segment: anything at or below was taken already.
+    /// The newest id in the store or a segment: anything at or below was taken already.
     high: Option<(u64, u64)>,
     started: Option<Instant>,
     cfg: Arc<ArchiveConfig>,
@@ -387,15 +428,25 @@ pub struct Writer {
 }
 
 impl Writer {
-    fn new(a: &Archiver, store: Store, archived_tx: watch::Sender<Option<(u64, u64)>>) -> Self {
+    fn new(
+        a: &Archiver,
+        store: Store,
+        archived_tx: watch::Sender<Option<(u64, u64)>>,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         let w = Self {
             archived_tx,
             stream: a.stream,
             archived: store.last_id(),
             high: store.last_id(),
             store: Some(store),
-            segment: Some(Segment::new(Layout::of(a.stream)).with_zstd_level(a.cfg.zstd_level)),
+            segment: Some(a.segment()),
             ids: Vec::new(),
+            committing: None,
+            failed: None,
+            spare: None,
+            read_batch: a.consumer.batch,
+            gate,
             started: None,
             cfg: Arc::new(a.cfg.clone()),
             metrics: a.metrics.clone(),
@@ -425,23 +476,41 @@ impl Writer {
         })
     }
 
-    /// Commits the segment on a blocking thread, then acknowledges its entries.
-    async fn commit(&mut self, acks: &Acks) -> Result<(), TakeError> {
-        if self.segment.as_ref().is_none_or(Segment::is_empty) {
-            return Ok(());
-        }
-        let (Some(mut store), Some(mut segment)) = (self.store.take(), self.segment.take()) else {
+    /// Whether anything waits for a commit (the open segment, or one that failed).
+    fn unsealed(&self) -> bool {
+        self.failed.is_some() || self.segment.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// Starts committing `sealed` on a blocking thread.
+    async fn start(&mut self, sealed: Sealed) -> Result<(), TakeError> {
+        let Some(mut store) = self.store.take() else {
+            self.failed = Some(sealed);
             return Err(TakeError::Fatal("store lost by an earlier failure".into()));
         };
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = store.commit(&mut segment);
-            (store, segment, r)
-        })
-        .await;
-        let (store, segment, r) =
-            joined.map_err(|e| TakeError::Fatal(format!("commit task: {e}")))?;
+        let permit = self
+            .gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| TakeError::Fatal(format!("commit gate: {e}")))?;
+        self.committing = Some(tokio::task::spawn_blocking(move || {
+            let mut sealed = sealed;
+            let r = store.commit(&mut sealed.segment);
+            drop(permit);
+            (store, sealed, r)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the running commit, if any; acknowledges its entries once it is durable.
+    async fn finish(&mut self, acks: &Acks) -> Result<(), TakeError> {
+        let Some(task) = self.committing.take() else {
+            return Ok(());
+        };
+        let (store, sealed, r) = task
+            .await
+            .map_err(|e| TakeError::Fatal(format!("commit task: {e}")))?;
         self.store = Some(store);
-        self.segment = Some(segment);
         match r {
             Ok(file) => {
                 let labels = [("stream", self.stream.logical())];
@@ -466,21 +535,65 @@ impl Writer {
                     file.bytes,
                 );
                 tracing::debug!(stream = %self.stream, file = %file.name, rows = file.rows, bytes = file.bytes, "committed");
-                acks.ack(std::mem::take(&mut self.ids));
-                self.archived = self.high;
+                acks.ack(sealed.ids);
+                self.archived = sealed.high;
                 self.archived_tx.send_replace(self.archived);
                 self.report();
-                self.started = None;
+                self.spare = Some(sealed.segment);
                 Ok(())
             }
-            Err(e @ StoreError::Fenced { .. }) => Err(TakeError::Fatal(e.to_string())),
-            Err(e) => Err(TakeError::Transient(e.to_string())),
+            Err(e) => {
+                // Kept (with its rows) and committed again before anything newer.
+                self.failed = Some(sealed);
+                match e {
+                    StoreError::Fenced { .. } => Err(TakeError::Fatal(e.to_string())),
+                    e => Err(TakeError::Transient(e.to_string())),
+                }
+            }
         }
+    }
+
+    /// Seals the open segment and starts its commit, after the running one has finished (and
+    /// a failed one has been committed again, in the foreground). With `wait`, also waits for
+    /// it.
+    async fn commit(&mut self, acks: &Acks, wait: bool) -> Result<(), TakeError> {
+        self.finish(acks).await?;
+        if let Some(sealed) = self.failed.take() {
+            self.start(sealed).await?;
+            self.finish(acks).await?;
+        }
+        if self.segment.as_ref().is_some_and(|s| !s.is_empty()) {
+            let next = self.spare.take().unwrap_or_else(|| {
+                Segment::new(Layout::of(self.stream)).with_zstd_level(self.cfg.zstd_level)
+            });
+            let Some(segment) = self.segment.replace(next) else {
+                return Err(TakeError::Fatal(
+                    "segment lost by an earlier failure".into(),
+                ));
+            };
+            let sealed = Sealed {
+                segment,
+                ids: std::mem::take(&mut self.ids),
+                high: self.high,
+            };
+            self.started = None;
+            self.start(sealed).await?;
+        }
+        if wait {
+            self.finish(acks).await?;
+        }
+        Ok(())
     }
 }
 
 impl RawHandler for Writer {
     async fn take(&mut self, batch: Vec<RawEntry>, acks: &Acks) -> Result<(), TakeError> {
+        self.take_ref(&batch, acks).await
+    }
+
+    /// Copies each new entry into the segment as it is (the loop keeps the batch).
+    async fn take_ref(&mut self, batch: &[RawEntry], acks: &Acks) -> Result<(), TakeError> {
+        let backlog = batch.len() >= self.read_batch;
         let mut already = Vec::new();
         for e in batch {
             let Ok(id) = format::parse_id(&e.id) else {
@@ -491,56 +604,59 @@ impl RawHandler for Writer {
             };
             if self.archived.is_some_and(|h| id <= h) {
                 // In the archive already (a crash between the manifest and the acknowledgement).
-                already.push(e.id);
+                already.push(e.id.clone());
                 continue;
             }
             if self.high.is_some_and(|h| id <= h) {
-                // In the segment (the same batch offered again after a refused commit).
+                // In a segment (the same batch offered again after a refused commit).
                 continue;
             }
-            let entry = Entry {
-                id: e.id.clone(),
-                fields: e
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .collect(),
-            };
             let Some(segment) = self.segment.as_mut() else {
                 return Err(TakeError::Fatal(
                     "segment lost by an earlier failure".into(),
                 ));
             };
             segment
-                .push(&entry)
+                .push_fields(&e.id, &e.fields)
                 .map_err(|err| TakeError::Fatal(err.to_string()))?;
-            self.ids.push(e.id);
+            self.ids.push(e.id.clone());
             self.high = Some(id);
             self.started.get_or_insert_with(Instant::now);
-            // Files hold at most roll_entries: commit as soon as the segment is full.
+            // Files hold at most roll_entries: seal as soon as the segment is full.
             if self.full() {
                 acks.ack(std::mem::take(&mut already));
-                self.commit(acks).await?;
+                self.commit(acks, false).await?;
             }
         }
         acks.ack(already);
+        if !backlog {
+            // Caught up: nothing to overlap the commit with.
+            self.finish(acks).await?;
+        }
         Ok(())
     }
 
     async fn tick(&mut self, acks: &Acks) -> Result<(), TakeError> {
+        if self.committing.as_ref().is_some_and(|t| t.is_finished()) {
+            self.finish(acks).await?;
+        }
         let due = self
             .started
             .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.cfg.roll_ms));
-        if due || self.full() {
-            self.commit(acks).await?;
+        if due || self.full() || self.failed.is_some() {
+            self.commit(acks, true).await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self, acks: &Acks) {
-        if let Err(e) = self.commit(acks).await {
+        if let Err(e) = self.commit(acks, true).await {
             tracing::warn!(stream = %self.stream, error = %e, entries = self.ids.len(),
                 "cannot commit the open segment on the way out; its entries stay pending");
+        }
+        if self.unsealed() {
+            tracing::warn!(stream = %self.stream,
+                "entries not committed on the way out stay pending");
         }
     }
 }

@@ -276,13 +276,19 @@ pub fn parse_id(id: &str) -> Result<(u64, u64), FormatError> {
 }
 
 /// How an entry is stored (see `kitbash_schema::archive`), checked by rebuilding its fields.
-fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
+/// `scratch` holds the re-encoded body of the check (kept between calls: no allocation per
+/// entry).
+fn classify<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    layout: Layout,
+    fields: &[(K, V)],
+    scratch: &mut Vec<u8>,
+) -> Body {
     let raw = || {
         Body::Raw(layout::encode_fields(
-            fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
         ))
     };
-    let names: Vec<&[u8]> = fields.iter().map(|(k, _)| k.as_slice()).collect();
+    let names: Vec<&[u8]> = fields.iter().map(|(k, _)| k.as_ref()).collect();
     if layout == Layout::EntityChanges
         && names.len() == layout::ENTITY_CHANGE_FIELDS.len()
         && names
@@ -291,7 +297,7 @@ fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
             .all(|(n, f)| *n == f.as_bytes())
         && let Some(values) = fields
             .iter()
-            .map(|(_, v)| String::from_utf8(v.clone()).ok())
+            .map(|(_, v)| String::from_utf8(v.as_ref().to_vec()).ok())
             .collect::<Option<Vec<String>>>()
     {
         return Body::Fields(values);
@@ -305,7 +311,11 @@ fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
     {
         return raw();
     }
-    let text = |i: usize| std::str::from_utf8(&fields[i].1).ok().map(str::to_owned);
+    let text = |i: usize| {
+        std::str::from_utf8(fields[i].1.as_ref())
+            .ok()
+            .map(str::to_owned)
+    };
     let (Some(kind), Some(v), Some(ct)) = (text(0), text(1), text(2)) else {
         return raw();
     };
@@ -329,7 +339,7 @@ fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
         ct,
         mid,
     };
-    let d = &fields[3].1;
+    let d = fields[3].1.as_ref();
     if env.ct == "msgpack" {
         let typed = match layout {
             Layout::Ticks if env.kind == Tick::KIND && env.v == Tick::VERSION => {
@@ -347,11 +357,22 @@ fn classify(layout: Layout, fields: &[(Vec<u8>, Vec<u8>)]) -> Body {
                 .filter(|s| s.kind == env.kind && s.version == env.v)
                 .and_then(|s| Some(Typed::Message(s, cells_of(s, (s.decode)(d)?)?))),
         };
-        if let Some(t) = typed.filter(|t| encode_typed(t).as_deref() == Some(d.as_slice())) {
+        if let Some(t) = typed.filter(|t| encodes_to(t, d, scratch)) {
             return Body::Typed(env, t);
         }
     }
-    Body::Bytes(env, d.clone())
+    Body::Bytes(env, d.to_vec())
+}
+
+/// Whether `t` encodes to exactly `d` (encoded into `scratch`, reused).
+fn encodes_to(t: &Typed, d: &[u8], scratch: &mut Vec<u8>) -> bool {
+    scratch.clear();
+    let encoded = match t {
+        Typed::Tick(t) => rmp_serde::encode::write_named(scratch, t).is_ok(),
+        Typed::Physics(p) => rmp_serde::encode::write_named(scratch, p).is_ok(),
+        Typed::Message(spec, cells) => return body_of(spec, cells).as_deref() == Some(d),
+    };
+    encoded && scratch.as_slice() == d
 }
 
 fn encode_typed(t: &Typed) -> Option<Vec<u8>> {
@@ -362,40 +383,48 @@ fn encode_typed(t: &Typed) -> Option<Vec<u8>> {
     }
 }
 
-fn rebuild(row: &Row) -> Result<Fields, FormatError> {
-    let (env, d) = match &row.body {
+/// The fields of `row`, moving its values out (one allocation per field name besides).
+fn rebuild(row: Row) -> Result<Fields, FormatError> {
+    let (env, d) = match row.body {
         Body::Raw(bytes) => {
-            return layout::decode_fields(bytes).ok_or_else(|| {
+            return layout::decode_fields(&bytes).ok_or_else(|| {
                 FormatError::Corrupt(format!(
                     "raw fields of {}-{} do not decode",
                     row.ms, row.seq
                 ))
             });
         }
-        Body::Bytes(env, d) => (env, d.clone()),
+        Body::Bytes(env, d) => (env, d),
         Body::Fields(values) => {
             return Ok(layout::ENTITY_CHANGE_FIELDS
                 .iter()
                 .zip(values)
-                .map(|(f, v)| (f.as_bytes().to_vec(), v.clone().into_bytes()))
+                .map(|(f, v)| (f.as_bytes().to_vec(), v.into_bytes()))
                 .collect());
         }
-        Body::Typed(env, t) => (
-            env,
-            encode_typed(t)
-                .ok_or_else(|| FormatError::Corrupt("typed row does not encode".into()))?,
-        ),
+        Body::Typed(env, t) => {
+            let d = encode_typed(&t)
+                .ok_or_else(|| FormatError::Corrupt("typed row does not encode".into()))?;
+            (env, d)
+        }
     };
-    let mut f = vec![
-        (b"type".to_vec(), env.kind.clone().into_bytes()),
-        (b"v".to_vec(), env.v.to_string().into_bytes()),
-        (b"ct".to_vec(), env.ct.clone().into_bytes()),
-        (b"d".to_vec(), d),
-    ];
-    if let Some(mid) = &env.mid {
-        f.push((b"mid".to_vec(), mid.clone().into_bytes()));
+    let mut f = Vec::with_capacity(5);
+    f.push((b"type".to_vec(), env.kind.into_bytes()));
+    f.push((b"v".to_vec(), env.v.to_string().into_bytes()));
+    f.push((b"ct".to_vec(), env.ct.into_bytes()));
+    f.push((b"d".to_vec(), d));
+    if let Some(mid) = env.mid {
+        f.push((b"mid".to_vec(), mid.into_bytes()));
     }
     Ok(f)
+}
+
+/// `ms-seq` as an entry id.
+fn id_text(ms: u64, seq: u64) -> String {
+    use std::fmt::Write as _;
+    let mut id = String::with_capacity(24);
+    let _ = write!(id, "{ms}-{seq}");
+    id
 }
 
 /// Entries buffered for one file.
@@ -407,6 +436,8 @@ pub struct Segment {
     rows: Vec<Row>,
     /// Bytes of the entries as they were in Redis (names and values), for rolling by size.
     raw_bytes: usize,
+    /// The round-trip check's re-encoded body.
+    scratch: Vec<u8>,
 }
 
 impl Segment {
@@ -417,6 +448,7 @@ impl Segment {
             zstd_level: kitbash_runtime::config::archive::DEFAULT_ZSTD_LEVEL,
             rows: Vec::new(),
             raw_bytes: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -428,17 +460,23 @@ impl Segment {
 
     /// Adds one entry (ids must ascend; the caller checks).
     pub fn push(&mut self, e: &Entry) -> Result<(), FormatError> {
-        let (ms, seq) = parse_id(&e.id)?;
-        self.raw_bytes += e.id.len()
-            + e.fields
+        self.push_fields(&e.id, &e.fields)
+    }
+
+    /// Adds the entry `id` with `fields` as they came from Redis (no copy made first).
+    pub fn push_fields<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        id: &str,
+        fields: &[(K, V)],
+    ) -> Result<(), FormatError> {
+        let (ms, seq) = parse_id(id)?;
+        self.raw_bytes += id.len()
+            + fields
                 .iter()
-                .map(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| k.as_ref().len() + v.as_ref().len())
                 .sum::<usize>();
-        self.rows.push(Row {
-            ms,
-            seq,
-            body: classify(self.layout, &e.fields),
-        });
+        let body = classify(self.layout, fields, &mut self.scratch);
+        self.rows.push(Row { ms, seq, body });
         Ok(())
     }
 
@@ -879,16 +917,18 @@ impl TypedBuilders {
 /// Reads a file written by [`Segment::write_to`]: its entries, in order, with their exact
 /// fields.
 pub fn read(bytes: bytes::Bytes) -> Result<Vec<Entry>, FormatError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-    let mut out = Vec::new();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let rows = builder.metadata().file_metadata().num_rows();
+    let reader = builder.build()?;
+    let mut out = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
     for batch in reader {
         let batch = batch?;
         let cols = Columns::of(&batch)?;
         for i in 0..batch.num_rows() {
             let row = cols.row(i)?;
             out.push(Entry {
-                id: format!("{}-{}", row.ms, row.seq),
-                fields: rebuild(&row)?,
+                id: id_text(row.ms, row.seq),
+                fields: rebuild(row)?,
             });
         }
     }

@@ -7,10 +7,12 @@
 //! - [`store`]: one stream's directory — temporary file, fsync, rename, directory fsync,
 //!   fenced manifest — and its verification;
 //! - [`archiver`]: the daemon, one long-running task per stream under the stream's lease;
-//! - [`replay`]: an id range from the archive and/or Redis (an exact seam) into a stream;
+//! - [`replay`]: an id range from the archive and/or Redis (an exact seam) into a stream (at
+//!   full speed by `bulk`, RESP streamed on a connection of its own);
 //! - [`index`]: seed 004's memory-token indexing, the `index` group on the memory stream.
 
 pub mod archiver;
+mod bulk;
 pub mod format;
 pub mod index;
 pub mod replay;

@@ -14,6 +14,7 @@ use fred::prelude::*;
 use fred::types::Value;
 use kitbash_schema::StreamName;
 
+use crate::bulk;
 use crate::format::{self, Entry};
 use crate::store;
 
@@ -35,6 +36,12 @@ pub enum ReplayError {
     /// The target cannot take entries with their original ids.
     #[error("{0}")]
     Target(String),
+    /// The bulk writer's connection failed, or Redis refused one of its commands.
+    #[error("replay: {0}")]
+    Bulk(String),
+    /// The bulk writer's connection broke.
+    #[error("replay connection: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Where entries come from.
@@ -107,11 +114,9 @@ pub async fn select(
     if source != Source::Redis {
         let manifest = store::read_manifest(&store::stream_dir(archive_root, stream), stream)?;
         after = manifest.last_id().and_then(|id| format::parse_id(id).ok());
-        for e in store::read_all(archive_root, stream)? {
-            if format::parse_id(&e.id).is_ok_and(|id| range.contains(id)) {
-                sel.entries.push(e);
-            }
-        }
+        let mut archived = store::read_all(archive_root, stream)?;
+        archived.retain(|e| format::parse_id(&e.id).is_ok_and(|id| range.contains(id)));
+        sel.entries = archived;
         sel.from_archive = sel.entries.len();
     }
     if source != Source::Archive {
@@ -220,6 +225,15 @@ pub async fn write(
     };
     let cmd = || kitbash_runtime::redis::command_for_key("XADD", target, false);
     let mut written = 0;
+    if pace == Pace::Max
+        && let Some(endpoint) = bulk::Endpoint::of(client)
+    {
+        match endpoint.open().await {
+            Ok(conn) => return conn.write(target, entries, ids, &mut progress).await,
+            Err(e) => tracing::warn!(error = %e,
+                "replay: cannot open a connection of its own to Redis; writing through the client"),
+        }
+    }
     if pace == Pace::Max {
         // Several pipelines in flight on the one connection, sent strictly in entry order
         // (original ids must ascend; new ids follow the recorded order). A pipeline's `all()`

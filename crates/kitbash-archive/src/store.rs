@@ -374,15 +374,63 @@ pub fn verify(root: &Path, stream: StreamName) -> Result<Report, StoreError> {
     Ok(report)
 }
 
-/// Every entry of one stream's archive, in id order (the files the manifest lists).
+/// Every entry of one stream's archive, in id order (the files the manifest lists). Files are
+/// read and decoded on up to as many threads as there are cores, and put back in order.
 pub fn read_all(root: &Path, stream: StreamName) -> Result<Vec<format::Entry>, StoreError> {
     let dir = stream_dir(root, stream);
     let manifest = read_manifest(&dir, stream)?;
-    let mut out = Vec::new();
-    for f in &manifest.files {
+    let read = |f: &ManifestFile| -> Result<Vec<format::Entry>, StoreError> {
         let path = dir.join(&f.name);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        out.extend(format::read(bytes::Bytes::from(bytes))?);
+        Ok(format::read(bytes::Bytes::from(bytes))?)
+    };
+    let files = &manifest.files;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(files.len());
+    let decoded: Vec<Result<Vec<format::Entry>, StoreError>> = if threads <= 1 {
+        files.iter().map(read).collect()
+    } else {
+        // Thread `t` decodes files t, t + threads, …; their results are interleaved back.
+        let per_thread: Vec<Vec<Result<Vec<format::Entry>, StoreError>>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let read = &read;
+                        scope.spawn(move || {
+                            files.iter().skip(t).step_by(threads).map(read).collect()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(StoreError::Format(FormatError::Corrupt(
+                                "a reader thread panicked".into(),
+                            )))]
+                        })
+                    })
+                    .collect()
+            });
+        let mut iters: Vec<_> = per_thread.into_iter().map(Vec::into_iter).collect();
+        let mut out = Vec::with_capacity(files.len());
+        for i in 0..files.len() {
+            match iters[i % threads].next() {
+                Some(r) => out.push(r),
+                None => {
+                    return Err(StoreError::Format(FormatError::Corrupt(
+                        "a reader thread stopped early".into(),
+                    )));
+                }
+            }
+        }
+        out
+    };
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    let mut out = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    for entries in decoded {
+        out.extend(entries?);
     }
     Ok(out)
 }

@@ -372,6 +372,22 @@ impl StreamConsumer {
         Ok(claim.entries)
     }
 
+    /// Entry `id` as it is in the stream (`None`: deleted or trimmed).
+    async fn entry(&self, id: &str) -> Result<Option<StreamEntry>, RuntimeError> {
+        let cmd = command_for_key("XRANGE", &self.key, false);
+        let args: Vec<Value> = vec![
+            self.key.as_str().into(),
+            id.into(),
+            id.into(),
+            "COUNT".into(),
+            1i64.into(),
+        ];
+        let reply: Value = self.redis.client.custom(cmd, args).await?;
+        Ok(entries::parse_entries("XRANGE", &reply)?
+            .into_iter()
+            .find(|e| e.id == id && e.fields.is_some()))
+    }
+
     /// Delivery counts of own pending entries in `[first, last]`.
     async fn delivery_counts(
         &self,

@@ -202,3 +202,80 @@ async fn kill_9_of_the_binary_mid_feed_loses_and_repeats_nothing() {
     let report = store::verify(&dir.path().join(&ns), T).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A commit the disk refuses (here: a directory where the file's temporary name goes) is
+/// retried, before anything newer, until it goes through; meanwhile nothing after the
+/// archive's end is acknowledged, and afterwards every entry is archived once, in order,
+/// byte-identical — whether the refused commit ran behind the next segment's reads or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_is_retried_first_and_nothing_is_acknowledged_before_it() {
+    let server = RedisServer::start().expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let (c, k) = (client(&server.url()).await, keys(&ns));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server.url(), &ns, dir.path());
+    cfg.archive.streams = vec!["ticks:0".into()];
+    cfg.archive.roll_entries = 100;
+    let key = k.stream(T);
+    let base = 1_766_318_400_000u64;
+    let bodies = tick_stream_bodies(400);
+    let add = |from: usize, to: usize| {
+        let pipe = c.pipeline();
+        let bodies = &bodies;
+        let key = &key;
+        async move {
+            for (i, f) in bodies.iter().enumerate().take(to).skip(from) {
+                let fields: Vec<(String, Value)> = f
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            Value::Bytes(v.clone().into()),
+                        )
+                    })
+                    .collect();
+                let id = format!("{}-0", base + i as u64);
+                let _: () = pipe
+                    .xadd(key.as_str(), false, None, id.as_str(), fields)
+                    .await
+                    .expect("queued");
+            }
+            let _: Vec<Value> = pipe.all().await.expect("xadd");
+        }
+    };
+    add(0, 100).await;
+    let (signals, _) = kitbash_runtime::shutdown::manual();
+    let stop = signals.shutdown.clone();
+    let task = tokio::spawn(kitbash_archive::run(cfg, signals));
+    eventually("the first file", || async {
+        archived(dir.path(), &ns, T).len() == 100 && pending(&c, &key).await == 0
+    })
+    .await;
+    let stream_dir = store::stream_dir(&dir.path().join(&ns), T);
+    let blocker = stream_dir.join(format!(
+        "{}{}",
+        kitbash_schema::archive::file_name(base + 100, 0),
+        kitbash_schema::archive::TMP_SUFFIX
+    ));
+    std::fs::create_dir(&blocker).expect("blocker");
+    add(100, 400).await;
+    eventually("the next entries delivered and held", || async {
+        pending(&c, &key).await >= 100
+    })
+    .await;
+    // Refused and retried for a while: nothing after the first file is durable or acknowledged.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(archived(dir.path(), &ns, T).len(), 100);
+    assert!(pending(&c, &key).await >= 100, "held while refused");
+    std::fs::remove_dir(&blocker).expect("unblock");
+    eventually("everything archived and acknowledged", || async {
+        archived(dir.path(), &ns, T).len() == 400 && pending(&c, &key).await == 0
+    })
+    .await;
+    stop.cancel();
+    task.await.expect("join").expect("run");
+    assert_eq!(archived(dir.path(), &ns, T), xrange(&c, &key).await);
+    let report = store::verify(&dir.path().join(&ns), T).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.files, 4, "one file per 100 entries, none twice");
+}

@@ -140,3 +140,37 @@ async fn a_fast_replay_keeps_every_entry_in_order() {
     .expect("paced");
     assert_eq!(xrange(&c, &paced).await, entries[..300].to_vec());
 }
+
+/// At full speed the replay writes on a connection of its own: logged in with the client's
+/// password and database (nothing lands in database 0), every entry byte-identical, and the
+/// first `XADD` Redis refuses ends it with Redis's message and how many went in before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_replay_logs_in_as_the_client_does_and_stops_at_a_refused_entry() {
+    let server = RedisServer::builder()
+        .requirepass("s3cret")
+        .start()
+        .expect("redis");
+    let ns = kitbash_testkit::namespace();
+    let c = client(&format!("{}/3", server.url())).await;
+    let c0 = client(&server.url()).await;
+    let key = keys(&ns).stream(T);
+    let entries = entries(tick_stream_bodies(3_000));
+    let n = replay::write(&c, &key, &entries, Ids::Original, Pace::Max, |_| {})
+        .await
+        .expect("write");
+    assert_eq!(n, 3_000);
+    assert_eq!(xrange(&c, &key).await, entries, "database 3, byte for byte");
+    assert!(xrange(&c0, &key).await.is_empty(), "nothing in database 0");
+
+    // An id below its predecessor: Redis refuses it, the replay says so and after how many.
+    let other = keys(&ns).stream(StreamName::Queries);
+    let mut bad = entries[..600].to_vec();
+    bad.swap(400, 401);
+    let err = replay::write(&c, &other, &bad, Ids::Original, Pace::Max, |_| {})
+        .await
+        .expect_err("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("refused after 401 entries"), "{msg}");
+    assert!(msg.contains("equal or smaller"), "{msg}");
+    assert_eq!(xrange(&c, &other).await[..401], bad[..401]);
+}

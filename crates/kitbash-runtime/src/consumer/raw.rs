@@ -80,6 +80,8 @@ impl Acks {
     }
 
     /// Moves entry `id` to the stream's dead-letter stream with `reason`, then acknowledges it.
+    /// The letter carries the entry as it is in the stream then (read back with `XRANGE`); an
+    /// entry deleted meanwhile is only acknowledged.
     pub fn dead(&self, id: impl Into<String>, reason: impl Into<String>) {
         let _ = self.tx.send(Settle::Dead(id.into(), reason.into()));
     }
@@ -109,6 +111,18 @@ pub trait RawHandler: Send {
         acks: &Acks,
     ) -> impl Future<Output = Result<(), TakeError>> + Send;
 
+    /// [`RawHandler::take`] of a batch the loop keeps (to offer it again after a
+    /// [`TakeError::Transient`]): the loop calls this one. A handler that copies what it needs
+    /// out of the entries implements it and saves the loop a copy of every batch; by default
+    /// the batch is copied for `take`.
+    fn take_ref(
+        &mut self,
+        batch: &[RawEntry],
+        acks: &Acks,
+    ) -> impl Future<Output = Result<(), TakeError>> + Send {
+        self.take(batch.to_vec(), acks)
+    }
+
     /// Called after every step of the loop, at least every `block_ms`: flush by age here.
     fn tick(&mut self, acks: &Acks) -> impl Future<Output = Result<(), TakeError>> + Send {
         let _ = acks;
@@ -127,8 +141,10 @@ pub trait RawHandler: Send {
 #[derive(Debug)]
 pub struct RawConsumer {
     inner: StreamConsumer,
-    /// Delivered (or waiting to be taken), not yet settled: id → (entry, delivery count).
-    held: HashMap<String, (StreamEntry, u64)>,
+    /// Delivered (or waiting to be taken), not yet settled: id → delivery count. The entries
+    /// themselves are the handler's (a dead letter reads its entry back from the stream): a
+    /// second copy of every held entry would only be freed, cold, at the acknowledgement.
+    held: HashMap<String, u64>,
     /// A batch the handler could not take yet ([`TakeError::Transient`]).
     waiting: Option<Vec<RawEntry>>,
     /// Settlements whose commit failed, retried on the next step.
@@ -401,13 +417,13 @@ impl RawConsumer {
                     );
                     dead.push((entry, reason, n));
                 }
-                Some(fields) => {
+                Some(_) => {
+                    self.held.insert(entry.id.clone(), n);
                     out.push(RawEntry {
-                        id: entry.id.clone(),
-                        fields: fields.clone(),
+                        id: entry.id,
+                        fields: entry.fields.unwrap_or_default(),
                         deliveries: n,
                     });
-                    self.held.insert(entry.id.clone(), (entry, n));
                 }
             }
         }
@@ -433,7 +449,7 @@ impl RawConsumer {
             return Ok(());
         };
         let n = batch.len() as u64;
-        match handler.take(batch.clone(), acks).await {
+        match handler.take_ref(&batch, acks).await {
             Ok(()) => {
                 if backoff.attempts() > 0 {
                     tracing::info!(stream = %self.inner.stream, group = %self.inner.group, attempts = backoff.attempts(),
@@ -505,24 +521,51 @@ impl RawConsumer {
             return Ok(());
         }
         let (mut ack, mut dead) = (Vec::new(), Vec::new());
-        let mut taken: Vec<(String, (StreamEntry, u64))> = Vec::new();
+        let mut taken: Vec<(String, u64)> = Vec::new();
+        let mut failed = None;
         for m in &msgs {
             match m {
                 Settle::Ack(ids) => {
                     for id in ids {
-                        if let Some(h) = self.held.remove(id) {
+                        if let Some((id, n)) = self.held.remove_entry(id) {
                             ack.push(id.clone());
-                            taken.push((id.clone(), h));
+                            taken.push((id, n));
                         }
                     }
                 }
                 Settle::Dead(id, reason) => {
-                    if let Some((entry, n)) = self.held.remove(id) {
-                        dead.push((entry.clone(), reason.clone(), n));
-                        taken.push((id.clone(), (entry, n)));
+                    let Some(&n) = self.held.get(id) else {
+                        continue;
+                    };
+                    // The letter carries the entry as it is in the stream.
+                    let entry = match self.inner.entry(id).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    };
+                    self.held.remove(id);
+                    taken.push((id.clone(), n));
+                    match entry {
+                        Some(entry) => dead.push((entry, reason.clone(), n)),
+                        // Deleted meanwhile: nothing left to keep.
+                        None => {
+                            self.inner.stats.vanished += 1;
+                            ack.push(id.clone());
+                        }
                     }
                 }
             }
+        }
+        if let Some(e) = failed {
+            // Keep them all held and try again next step.
+            for (id, n) in taken {
+                self.held.insert(id, n);
+            }
+            self.unsettled = msgs;
+            self.gauge_held();
+            return Err(e);
         }
         if ack.is_empty() && dead.is_empty() {
             return Ok(());

@@ -389,6 +389,44 @@ async fn the_flush_hook_runs_on_drain_before_the_last_acknowledgements() {
     );
 }
 
+/// A dead settlement reads the entry back from the stream for its letter (held entries are
+/// not kept twice): the letter carries the entry's exact fields, and an entry deleted
+/// meanwhile is only acknowledged (nothing left to keep, no letter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_settlement_letters_the_entry_as_in_the_stream_or_acks_a_deleted_one() {
+    let server = RedisServer::start().expect("redis");
+    let r = connect(&server.url()).await;
+    let keys = keys();
+    let ids = feed_mixed(&r, &keys).await;
+    let a = Shared::default();
+    let (stop, task) = start(
+        consumer(&r, &keys, "a", fast_consumer(), &Health::new()),
+        &a,
+    );
+    eventually("taken", || async { a.seen().len() == 5 }).await;
+    let _: i64 = r
+        .client
+        .xdel(keys.stream(S), ids[1].as_str())
+        .await
+        .expect("xdel");
+    a.acks().dead(ids[1].clone(), "deleted before its letter");
+    a.acks().dead(ids[2].clone(), "no column for field garbage");
+    eventually("settled", || async {
+        pending(&r, &keys, S, GROUP).await == 3
+    })
+    .await;
+    let letters = dead_letters(&r, &keys, S).await;
+    assert_eq!(letters.len(), 1, "no letter for the deleted entry");
+    assert_eq!(letters[0].id, ids[2]);
+    assert_eq!(
+        letters[0].fields,
+        vec![(b"garbage".to_vec(), b"\xff\xfe".to_vec())]
+    );
+    stop.cancel();
+    let stats = task.await.expect("join").expect("run");
+    assert_eq!(stats.vanished, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_settlements_and_poison_entries_go_to_the_dead_letter_stream() {
     let server = RedisServer::start().expect("redis");

@@ -151,6 +151,13 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     {
         config.archive.zstd_level = level;
     }
+    // `KITBASH_BENCH_ARCHIVE_BATCH` compares `[consumer] batch` values (default: shipped).
+    if let Some(batch) = std::env::var("KITBASH_BENCH_ARCHIVE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.consumer.batch = batch;
+    }
     let keys = Keys::new(Namespace::new(ns.clone())?);
     let c = kitbash_runtime::redis::connect_client(&config.redis, Duration::from_secs(10)).await?;
     let (tick_stream, physics_stream) = (StreamName::Ticks(0), StreamName::Physics);
@@ -229,6 +236,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
             )
             .with("entries", n as u64)
             .with("zstd_level", i64::from(config.archive.zstd_level))
+            .with("read_batch", config.consumer.batch as u64)
             .with("target", "≥ 0.5 of the baseline and ≥ 300000/s"),
         Record::new(
             "archive",
