@@ -129,7 +129,7 @@ pub struct PartitionSpec {
     /// once. A round still unfinished when the next falls due is finished in that commit.
     pub snapshot_max_bytes: usize,
     /// A commit's words are kept near this many bytes: a worker's first read takes
-    /// [`worker::MIN_READ`] entries; after a larger commit it reads half as many (that many at
+    /// 16 entries (`MIN_READ`); after a larger commit it reads half as many (that many at
     /// least), and doubles up to `[consumer] batch` while twice the last commit would fit. Any
     /// batch boundary gives the same state ([`determinism::split_equals_replay`]), so this bounds memory, not results.
     pub commit_max_bytes: usize,
