@@ -64,7 +64,7 @@ pub struct Archiver {
 impl Archiver {
     /// An empty segment of this stream's layout and zstd level.
     fn segment(&self) -> Segment {
-        Segment::new(Layout::of(self.stream)).with_zstd_level(self.cfg.zstd_level)
+        empty_segment(self.stream, &self.cfg)
     }
 
     /// The task of `stream` in this daemon.
@@ -375,6 +375,11 @@ async fn renew(
     }
 }
 
+/// An empty segment of `stream`'s layout at `[archive] zstd_level`.
+fn empty_segment(stream: StreamName, cfg: &ArchiveConfig) -> Segment {
+    Segment::new(Layout::of(stream)).with_zstd_level(cfg.zstd_level)
+}
+
 /// A full (or due) segment, sealed for its commit: its rows, the ids to acknowledge after
 /// it, and its newest id.
 #[derive(Debug)]
@@ -563,9 +568,10 @@ impl Writer {
             self.finish(acks).await?;
         }
         if self.segment.as_ref().is_some_and(|s| !s.is_empty()) {
-            let next = self.spare.take().unwrap_or_else(|| {
-                Segment::new(Layout::of(self.stream)).with_zstd_level(self.cfg.zstd_level)
-            });
+            let next = self
+                .spare
+                .take()
+                .unwrap_or_else(|| empty_segment(self.stream, &self.cfg));
             let Some(segment) = self.segment.replace(next) else {
                 return Err(TakeError::Fatal(
                     "segment lost by an earlier failure".into(),

@@ -65,9 +65,7 @@ impl Dirty {
 
     /// Whether the oldest changed item has waited at least `min_age`.
     pub fn has_aged(&self, min_age: Duration) -> bool {
-        self.order
-            .front()
-            .is_some_and(|(_, _, since)| since.elapsed() >= min_age)
+        self.ready(min_age, None)
     }
 
     /// Where recovery must replay from once the taken items are written: the position before

@@ -540,8 +540,8 @@ impl<L: PartitionLogic> Worker<L> {
     /// `snapshot_max_bytes` (and `snapshot_max_items`), one piece per commit, so no single
     /// batch waits for every changed item to be encoded and written — at full windows that is
     /// megabytes per partition. A round still open when the next falls due is finished in that
-    /// commit (up to `snapshot_max_items`, whatever the bytes), so recovery keeps replaying
-    /// about `snapshot_ms`, as before pieces. Items are written once they waited
+    /// commit (up to `snapshot_max_items`, whatever the bytes), so recovery replays about one
+    /// to two `snapshot_ms`. Items are written once they waited
     /// `snapshot_item_ms`; while none has, a snapshot would write nothing and move nothing (the
     /// replay position is the oldest waiting change), so it is skipped. With nothing waiting
     /// at all, a due snapshot still moves the replay position (and the trim floor) up to this
