@@ -4,17 +4,15 @@
 //!
 //! Used only where the replay's fred client talks to one server over plain TCP: the
 //! connection is opened to that server with that client's own credentials and database
-//! ([`Endpoint::of`]). TLS, a cluster, Sentinel or a Unix socket: [`Endpoint::of`] says no and
-//! the replay writes through fred. Commands go out strictly in entry order on the one
+//! ([`Endpoint::of`], the runtime's lean connection, whose RESP encoders this uses too). TLS,
+//! a cluster, Sentinel or a Unix socket: [`Endpoint::of`] says no and the replay writes
+//! through fred. Commands go out strictly in entry order on the one
 //! connection, so original ids reach Redis ascending; the first refused `XADD` ends the replay
 //! with Redis's message and how many were written before it.
 
-use std::time::Duration;
-
-use fred::prelude::*;
-use fred::types::config::ServerConfig;
+pub(crate) use kitbash_runtime::resp::Endpoint;
+use kitbash_runtime::resp::{bulk, header};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::format::Entry;
@@ -24,93 +22,18 @@ use crate::replay::{Ids, REPLAY_OF, ReplayError};
 const CHUNK: usize = 256;
 /// Commands sent and not yet answered, at most.
 const IN_FLIGHT: usize = 8_192;
-/// How long opening the connection may take before the replay falls back to fred.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The one server a fred client talks to, and how it logs in.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint {
-    host: String,
-    port: u16,
-    username: Option<String>,
-    password: Option<String>,
-    database: Option<u8>,
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "…"))
-            .field("database", &self.database)
-            .finish()
-    }
-}
-
-impl Endpoint {
-    /// The server of `client` when it is one server over plain TCP; `None` otherwise (TLS,
-    /// cluster, Sentinel, Unix socket: write through fred).
-    pub(crate) fn of(client: &Client) -> Option<Self> {
-        let cfg = client.client_config();
-        if cfg.tls.is_some() {
-            return None;
-        }
-        match cfg.server {
-            ServerConfig::Centralized { server } => Some(Self {
-                host: server.host.to_string(),
-                port: server.port,
-                username: cfg.username,
-                password: cfg.password,
-                database: cfg.database,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Opens a connection and logs in (`AUTH`, `SELECT`).
-    pub(crate) async fn open(&self) -> Result<Connection, ReplayError> {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
+/// Opens a connection of the bulk writer to `endpoint` (logged in: `AUTH`, `SELECT`).
+pub(crate) async fn open(endpoint: &Endpoint) -> Result<Connection, ReplayError> {
+    let stream = endpoint
+        .open()
         .await
-        .map_err(|_| {
-            ReplayError::Bulk(format!(
-                "connecting to {}:{} timed out",
-                self.host, self.port
-            ))
-        })??;
-        stream.set_nodelay(true)?;
-        let (rd, mut wr) = stream.into_split();
-        let mut rd = BufReader::with_capacity(64 * 1024, rd);
-        let mut hello: Vec<&str> = Vec::new();
-        let mut buf = Vec::new();
-        if let Some(password) = &self.password {
-            hello.push("AUTH");
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &self.username {
-                args.push(user.as_bytes());
-            }
-            args.push(password.as_bytes());
-            command(&mut buf, &args);
-        }
-        if let Some(db) = self.database.filter(|db| *db != 0) {
-            hello.push("SELECT");
-            command(&mut buf, &[b"SELECT", db.to_string().as_bytes()]);
-        }
-        if !buf.is_empty() {
-            wr.write_all(&buf).await?;
-            let mut scratch = Vec::new();
-            for what in hello {
-                if let Err(e) = reply(&mut rd, &mut scratch).await? {
-                    return Err(ReplayError::Bulk(format!("{what}: {e}")));
-                }
-            }
-        }
-        Ok(Connection { rd, wr })
-    }
+        .map_err(|e| ReplayError::Bulk(e.to_string()))?
+        .into_stream();
+    let (rd, wr) = stream.into_split();
+    Ok(Connection {
+        rd: BufReader::with_capacity(64 * 1024, rd),
+        wr,
+    })
 }
 
 /// A logged-in connection of the bulk writer.
@@ -174,41 +97,6 @@ impl Connection {
         let ((), written) = futures::future::try_join(send, receive).await?;
         let _ = wr.shutdown().await;
         Ok(written)
-    }
-}
-
-/// Appends `n` in decimal.
-fn decimal(buf: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[i..]);
-}
-
-fn header(buf: &mut Vec<u8>, kind: u8, n: usize) {
-    buf.push(kind);
-    decimal(buf, n);
-    buf.extend_from_slice(b"\r\n");
-}
-
-fn bulk(buf: &mut Vec<u8>, b: &[u8]) {
-    header(buf, b'$', b.len());
-    buf.extend_from_slice(b);
-    buf.extend_from_slice(b"\r\n");
-}
-
-/// Appends one command (an array of bulk strings).
-fn command(buf: &mut Vec<u8>, args: &[&[u8]]) {
-    header(buf, b'*', args.len());
-    for a in args {
-        bulk(buf, a);
     }
 }
 
@@ -294,15 +182,6 @@ mod tests {
                 format!("${}\r\n{REPLAY_OF}\r\n$3\r\n5-1\r\n", REPLAY_OF.len()).as_bytes()
             )
         );
-    }
-
-    #[test]
-    fn decimals_are_written_without_allocating_a_string() {
-        for n in [0usize, 7, 10, 99, 12_345, usize::MAX] {
-            let mut buf = Vec::new();
-            decimal(&mut buf, n);
-            assert_eq!(buf, n.to_string().as_bytes());
-        }
     }
 
     #[tokio::test]

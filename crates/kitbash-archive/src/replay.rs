@@ -228,7 +228,7 @@ pub async fn write(
     if pace == Pace::Max
         && let Some(endpoint) = bulk::Endpoint::of(client)
     {
-        match endpoint.open().await {
+        match bulk::open(&endpoint).await {
             Ok(conn) => return conn.write(target, entries, ids, &mut progress).await,
             Err(e) => tracing::warn!(error = %e,
                 "replay: cannot open a connection of its own to Redis; writing through the client"),

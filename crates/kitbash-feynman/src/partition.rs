@@ -55,7 +55,7 @@ pub struct SymbolState {
 #[derive(Debug, Default)]
 pub struct PartitionState {
     /// By symbol.
-    pub symbols: HashMap<String, SymbolState>,
+    pub symbols: HashMap<String, SymbolState, foldhash::fast::RandomState>,
     /// The partition number.
     pub p: u32,
     /// Stream time of the next idle sweep (sweeps run at most once per `idle_symbol_ms / 8`).

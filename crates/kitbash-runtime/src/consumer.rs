@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::Value;
-use fred::types::config::Options;
 use kitbash_schema::{Envelope, Keys, Message, StreamName};
 use tokio_util::sync::CancellationToken;
 
@@ -128,7 +127,7 @@ pub struct StreamConsumer {
     redis: Redis,
     /// This loop's own connection for `XREADGROUP … BLOCK` (a `clone_new` of the command
     /// client, connected when the loop runs): a block never queues other commands behind it.
-    blocking: Client,
+    blocking: crate::resp::StreamReader,
     /// The readiness check is false for a reason other than the group (a held batch, failing
     /// acknowledgements); set true again after the next successful step.
     degraded: bool,
@@ -187,7 +186,7 @@ impl StreamConsumer {
     ) -> Self {
         let group: String = group.into();
         Self {
-            blocking: redis.client.clone_new(),
+            blocking: crate::resp::StreamReader::new(redis.client.clone_new()),
             degraded: false,
             redis,
             stream,
@@ -309,33 +308,25 @@ impl StreamConsumer {
             Phase::Own(after) => (after.clone(), None),
             Phase::New => (">".to_owned(), Some(self.cfg.block_ms)),
         };
-        let mut args: Vec<Value> = vec![
-            "GROUP".into(),
-            self.group.as_str().into(),
-            self.consumer.as_str().into(),
-            "COUNT".into(),
-            (count as i64).into(),
-        ];
-        if let Some(ms) = block {
-            args.push("BLOCK".into());
-            args.push((ms as i64).into());
+        let count = count.to_string();
+        let mut args: Vec<&str> = vec!["GROUP", &self.group, &self.consumer, "COUNT", &count];
+        let block_ms = block.map(|ms| ms.to_string());
+        if let Some(ms) = &block_ms {
+            args.extend(["BLOCK", ms]);
         }
-        args.push("STREAMS".into());
-        args.push(self.key.as_str().into());
-        args.push(id.as_str().into());
-        let reply: Value = if block.is_some() {
-            let cmd = command_for_key("XREADGROUP", &self.key, true);
+        args.extend(["STREAMS", &self.key, &id]);
+        if block.is_some() {
             // The command timeout must outlast the block itself.
-            let opts = Options {
-                timeout: Some(Duration::from_millis(self.cfg.block_ms + 5_000)),
-                ..Default::default()
-            };
-            self.blocking.with_options(&opts).custom(cmd, args).await?
+            let timeout = Duration::from_millis(self.cfg.block_ms + 5_000);
+            self.blocking
+                .read("XREADGROUP", &self.key, &args, true, timeout)
+                .await
         } else {
             let cmd = command_for_key("XREADGROUP", &self.key, false);
-            self.redis.client.custom(cmd, args).await?
-        };
-        entries::parse_xread(&reply)
+            let args: Vec<Value> = args.iter().map(|a| Value::from(*a)).collect();
+            let reply: Value = self.redis.client.custom(cmd, args).await?;
+            entries::parse_xread(&reply)
+        }
     }
 
     async fn autoclaim(&mut self) -> Result<Vec<StreamEntry>, RuntimeError> {
@@ -830,7 +821,7 @@ impl StreamConsumer {
         H: Handler<M>,
     {
         self.shutdown = shutdown.clone();
-        self.blocking.connect();
+        self.blocking.connect_fred();
         let mut backoff = Backoff::default();
         // Create the group before anything else; retry while Redis is away.
         while !shutdown.is_cancelled() {
@@ -875,7 +866,7 @@ impl StreamConsumer {
         }
         self.health.forget_beat(&beat);
         self.leave().await;
-        let _ = self.blocking.quit().await;
+        self.blocking.quit().await;
         tracing::info!(stream = %self.stream, group = %self.group, stats = ?self.stats, "consumer loop stopped");
         self.stats
     }

@@ -246,8 +246,13 @@ async fn reload_on_sighup(bin: String, mut reload: tokio::sync::watch::Receiver<
     while reload.changed().await.is_ok() {
         match Config::load(&ConfigSource::from_env()) {
             Ok(cfg) => match crate::telemetry::set_level(&cfg.telemetry.level) {
-                Ok(()) => tracing::info!(level = %cfg.telemetry.level,
-                    "configuration reloaded: telemetry.level applied; other changes take effect on restart"),
+                Ok(()) => {
+                    tracing::info!(level = %cfg.telemetry.level,
+                    "configuration reloaded: telemetry.level applied; other changes take effect on restart");
+                    // Shows at once whether debug logging is now on (an idle daemon may log
+                    // nothing else at that level for a long time).
+                    tracing::debug!("debug logging on");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "configuration reloaded but the log level was not applied")
                 }

@@ -72,6 +72,7 @@ pub mod notify;
 pub mod partition;
 pub(crate) mod periodic;
 pub mod redis;
+pub mod resp;
 pub mod serve;
 pub mod shutdown;
 pub mod subscriber;

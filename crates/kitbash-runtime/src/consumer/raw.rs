@@ -27,7 +27,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fred::interfaces::ClientLike;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -213,7 +212,7 @@ impl RawConsumer {
         shutdown: CancellationToken,
     ) -> Result<LoopStats, RuntimeError> {
         self.inner.shutdown = shutdown.clone();
-        self.inner.blocking.connect();
+        self.inner.blocking.connect_fred();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let acks = Acks { tx };
         let mut backoff = Backoff::default();
@@ -287,7 +286,7 @@ impl RawConsumer {
                 "stopping with unacknowledged entries; they stay pending for the next consumer");
         }
         self.inner.leave().await;
-        let _ = self.inner.blocking.quit().await;
+        self.inner.blocking.quit().await;
         tracing::info!(stream = %self.inner.stream, group = %self.inner.group, stats = ?self.inner.stats,
             "raw consumer loop stopped");
         result.map(|()| self.inner.stats)

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::interfaces::ClientLike;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -96,12 +95,13 @@ impl<L: PartitionLogic> Balancer<L> {
         let id = self.next_id;
         let cancel = self.ctx.signals.shutdown.child_token();
         // Each worker reads on its own connection: blocking reads never queue behind each other.
-        let reader = crate::redis::builder(&self.ctx.config.redis)?.build()?;
-        reader.connect();
+        // (The lean connection of `resp` where it can; else a fred client of its own.)
+        let client = crate::redis::builder(&self.ctx.config.redis)?.build()?;
+        let reader = crate::resp::StreamReader::new(client);
+        reader.connect_fred();
         let (sh, c) = (self.sh.clone(), cancel.clone());
         let handle = self.workers.spawn(async move {
-            let r = worker::run(sh, p, reader.clone(), c).await;
-            let _ = reader.quit().await;
+            let r = worker::run(sh, p, reader, c).await;
             (p, id, r)
         });
         self.tasks.insert(handle.id(), (p, id));

@@ -26,7 +26,7 @@ pub struct Dirty {
     /// change was applied).
     order: VecDeque<(String, String, Instant)>,
     /// Keys in `order`.
-    set: HashSet<String>,
+    set: HashSet<String, foldhash::fast::RandomState>,
 }
 
 impl Dirty {

@@ -19,7 +19,7 @@ use super::snapshot::{Dirty, RecentMids, decode_stored, encode_stored};
 use super::{Effects, Entry, PartitionLogic, PartitionSpec};
 use crate::entries::{self, StreamEntry};
 use crate::metrics::Metrics;
-use crate::redis::command_for_key;
+use crate::resp::StreamReader;
 
 /// Errors that end a partition worker (the balancer starts a fresh one if still owned).
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +242,7 @@ impl<L: PartitionLogic> Worker<L> {
     /// connection.
     async fn read(
         &self,
-        reader: &Client,
+        reader: &mut StreamReader,
         count: usize,
     ) -> Result<Vec<StreamEntry>, PartitionError> {
         let cfg = &self.sh.consumer;
@@ -251,22 +251,20 @@ impl<L: PartitionLogic> Worker<L> {
         } else {
             self.last_id.as_str()
         };
-        let args: Vec<Value> = vec![
-            "COUNT".into(),
-            (count as i64).into(),
-            "BLOCK".into(),
-            (cfg.block_ms as i64).into(),
-            "STREAMS".into(),
-            self.k.stream_key.as_str().into(),
-            from.into(),
+        let (count, block) = (count.to_string(), cfg.block_ms.to_string());
+        let args = [
+            "COUNT",
+            &count,
+            "BLOCK",
+            &block,
+            "STREAMS",
+            &self.k.stream_key,
+            from,
         ];
-        let opts = fred::types::config::Options {
-            timeout: Some(Duration::from_millis(cfg.block_ms + 5_000)),
-            ..Default::default()
-        };
-        let cmd = command_for_key("XREAD", &self.k.stream_key, true);
-        let reply: Value = reader.with_options(&opts).custom(cmd, args).await?;
-        Ok(entries::parse_xread(&reply)?)
+        let timeout = Duration::from_millis(cfg.block_ms + 5_000);
+        Ok(reader
+            .read("XREAD", &self.k.stream_key, &args, true, timeout)
+            .await?)
     }
 
     /// Encodes the oldest changed items into `c` — those that waited `min_age` and, with
@@ -653,7 +651,7 @@ pub fn next_read(count: usize, bytes: usize, max_bytes: usize, batch: usize) -> 
 pub async fn run<L: PartitionLogic>(
     sh: Arc<WorkerShared<L>>,
     p: u32,
-    reader: Client,
+    mut reader: StreamReader,
     cancel: CancellationToken,
 ) -> Result<(), PartitionError> {
     let mut w = Worker::restore(sh.clone(), p).await?;
@@ -672,7 +670,7 @@ pub async fn run<L: PartitionLogic>(
     let mut count = MIN_READ.min(sh.consumer.batch.max(1));
     while !cancel.is_cancelled() {
         sh.health.beat(&beat, cadence);
-        let batch = w.read(&reader, count).await?;
+        let batch = w.read(&mut reader, count).await?;
         let due = Instant::now() >= snapshot_due;
         if due {
             snapshot_due = Instant::now() + period;
@@ -696,6 +694,7 @@ pub async fn run<L: PartitionLogic>(
     // The drain's flush is not held up by a Redis that refuses writes (a cancelled token: no
     // retries); the changed items are then replayed by the next owner instead.
     sh.health.forget_beat(&beat);
+    reader.quit().await;
     let no_retry = CancellationToken::new();
     no_retry.cancel();
     w.flush(&no_retry).await?;

@@ -10,6 +10,7 @@ mod leader;
 mod notify;
 mod partition;
 mod raw;
+mod resp;
 mod subscriber;
 mod support;
 mod tail;

@@ -386,6 +386,8 @@ const CALLGRIND_TICKS: usize = 10_000;
 /// shutdown cancel out — with 1,000 symbols, and with 16 as the baseline. Counts repeat to
 /// within the snapshots' timing (a snapshot is due by wall clock, which valgrind slows).
 /// `None` when valgrind or the binary is missing, or `KITBASH_BENCH_FEYNMAN_CALLGRIND=0`.
+/// With `KITBASH_BENCH_FEYNMAN_CALLGRIND_DIR` set, each drain's profile is kept there as
+/// `{namespace}.callgrind`.
 async fn daemon_instructions(
     t: &Target,
     client: &Client,
@@ -490,6 +492,14 @@ async fn callgrind_drain(
         status.success(),
         "kitbash-feynman under callgrind: {status}"
     );
+    if let Some(keep) = std::env::var_os("KITBASH_BENCH_FEYNMAN_CALLGRIND_DIR") {
+        // Kept for `callgrind_annotate`: where the instructions go, by function.
+        std::fs::create_dir_all(&keep)?;
+        std::fs::copy(
+            &file,
+            std::path::Path::new(&keep).join(format!("{ns}.callgrind")),
+        )?;
+    }
     let text = std::fs::read_to_string(&file)?;
     let ir = text
         .lines()
