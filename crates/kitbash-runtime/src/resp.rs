@@ -451,13 +451,16 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    /// A reader over `client`'s server (connected on the first read). `KITBASH_FRED_READS=1`
-    /// reads through fred everywhere (to compare the two paths).
+    /// A reader over `client`'s server: through fred unless `KITBASH_LEAN_READS=1` (the lean
+    /// path is opt-in until a paused owner is fenced on it as on fred's: see ARCHITECTURE.md).
     pub fn new(client: Client) -> Self {
-        let fred_only = std::env::var("KITBASH_FRED_READS").is_ok_and(|v| v == "1");
-        let raw = Endpoint::of(&client)
-            .filter(|_| !fred_only)
-            .map(|ep| (ep, None));
+        let lean = std::env::var("KITBASH_LEAN_READS").is_ok_and(|v| v == "1");
+        Self::with_lean(client, lean)
+    }
+
+    /// A reader that uses the lean connection when `lean` and the client allows it.
+    pub fn with_lean(client: Client, lean: bool) -> Self {
+        let raw = Endpoint::of(&client).filter(|_| lean).map(|ep| (ep, None));
         Self { client, raw }
     }
 
@@ -515,12 +518,28 @@ impl StreamReader {
         for a in args {
             bulk(&mut out, a.as_bytes());
         }
-        let call = async {
-            c.send(&out).await?;
-            c.reply().await
+        let result = {
+            let call = async {
+                c.send(&out).await?;
+                c.reply().await
+            };
+            let mut call = std::pin::pin!(call);
+            match tokio::time::timeout(timeout, call.as_mut()).await {
+                Ok(r) => Some(r),
+                // A process that was stopped (SIGSTOP, a paused VM) wakes with its timer due
+                // and the reply already in the socket, before the I/O driver has looked:
+                // let it look (a yield polls the driver) before calling the reply late.
+                Err(_) => {
+                    tokio::task::yield_now().await;
+                    match futures::poll!(call.as_mut()) {
+                        std::task::Poll::Ready(r) => Some(r),
+                        std::task::Poll::Pending => None,
+                    }
+                }
+            }
         };
-        let frame = match tokio::time::timeout(timeout, call).await {
-            Err(_) => {
+        let frame = match result {
+            None => {
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!("{name} got no reply within {timeout:?}"),
@@ -528,14 +547,14 @@ impl StreamReader {
                 .into());
             }
             // A broken connection is dropped (reopened next time); a server's error keeps it.
-            Ok(Err(e)) if matches!(e.kind(), ErrorKind::IO | ErrorKind::Protocol) => {
+            Some(Err(e)) if matches!(e.kind(), ErrorKind::IO | ErrorKind::Protocol) => {
                 return Err(e.into());
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 *conn = Some(c);
                 return Err(e.into());
             }
-            Ok(Ok(frame)) => frame,
+            Some(Ok(frame)) => frame,
         };
         *conn = Some(c);
         Ok(parse_xread(&frame)?)

@@ -32,7 +32,7 @@ async fn both(
     Vec<kitbash_runtime::entries::StreamEntry>,
     Vec<kitbash_runtime::entries::StreamEntry>,
 ) {
-    let mut lean = StreamReader::new(client_of(url).await);
+    let mut lean = StreamReader::with_lean(client_of(url).await, true);
     assert!(
         lean.is_raw(),
         "one server over TCP reads on the lean connection"
@@ -90,7 +90,7 @@ async fn the_lean_path_reads_what_fred_reads() {
     assert_eq!(lean[1].fields.as_ref().expect("fields")[0].1.len(), 300_000);
 
     // Nothing: a missing stream and a block that ends empty are both no entries.
-    let mut r = StreamReader::new(client_of(&server.url()).await);
+    let mut r = StreamReader::with_lean(client_of(&server.url()).await, true);
     let none = r
         .read(
             "XREAD",
@@ -150,7 +150,7 @@ async fn it_logs_in_with_a_password_and_a_database() {
         .xadd("k", false, None, "5-5", vec![("f", "v")])
         .await
         .expect("xadd in db 3");
-    let mut r = StreamReader::new(client_of(&url).await);
+    let mut r = StreamReader::with_lean(client_of(&url).await, true);
     assert!(r.is_raw());
     let got = r
         .read("XREAD", "k", &["STREAMS", "k", "0"], false, T)
@@ -165,7 +165,7 @@ async fn it_logs_in_with_a_password_and_a_database() {
         .expect("builder")
         .build()
         .expect("client");
-    let mut bad = StreamReader::new(fred_client);
+    let mut bad = StreamReader::with_lean(fred_client, true);
     let e = bad
         .read("XREAD", "k", &["STREAMS", "k", "0"], false, T)
         .await
@@ -182,7 +182,7 @@ async fn it_reconnects_after_a_restart_and_after_a_timeout() {
         .xadd("k", false, None, "1-0", vec![("f", "v")])
         .await
         .expect("xadd");
-    let mut r = StreamReader::new(client_of(&url).await);
+    let mut r = StreamReader::with_lean(client_of(&url).await, true);
     let args = ["STREAMS", "k", "0"];
     assert_eq!(
         r.read("XREAD", "k", &args, false, T)
