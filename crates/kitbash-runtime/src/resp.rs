@@ -8,8 +8,11 @@
 //! arrive), split off the read buffer as one [`Bytes`], and every field and value of every
 //! entry is a slice of it — one allocation per entry (its id and field list), none per field.
 //!
-//! [`StreamReader`] uses this where its fred client talks to one server over plain TCP
-//! ([`Endpoint::of`]); TLS, a cluster, Sentinel or a Unix socket read through fred as before.
+//! [`StreamReader`] reads through fred by default; with `KITBASH_LEAN_READS=1` (or
+//! [`StreamReader::with_lean`]) it uses this connection where its fred client talks to one
+//! server over plain TCP ([`Endpoint::of`]) — TLS, a cluster, Sentinel or a Unix socket still
+//! read through fred. Opt-in because a paused feynman owner is not yet fenced on it
+//! (ARCHITECTURE.md, "The hot reads skip fred's decoder").
 //! Errors are fred's [`fred::error::Error`] so callers classify them as they always did: a
 //! server error keeps its message (`NOGROUP …`, `LOADING …`: kind `Unknown`), a broken or
 //! timed-out connection is `IO`/`Timeout` (transient) and is reopened on the next read. A read

@@ -95,13 +95,14 @@ impl<L: PartitionLogic> Balancer<L> {
         let id = self.next_id;
         let cancel = self.ctx.signals.shutdown.child_token();
         // Each worker reads on its own connection: blocking reads never queue behind each other.
-        // (The lean connection of `resp` where it can; else a fred client of its own.)
         let client = crate::redis::builder(&self.ctx.config.redis)?.build()?;
-        let reader = crate::resp::StreamReader::new(client);
+        let mut reader = crate::resp::StreamReader::new(client);
         reader.connect_fred();
         let (sh, c) = (self.sh.clone(), cancel.clone());
         let handle = self.workers.spawn(async move {
-            let r = worker::run(sh, p, reader, c).await;
+            let r = worker::run(sh, p, &mut reader, c).await;
+            // However the worker ended: a fred client left connected keeps its connection.
+            reader.quit().await;
             (p, id, r)
         });
         self.tasks.insert(handle.id(), (p, id));

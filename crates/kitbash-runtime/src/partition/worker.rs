@@ -651,7 +651,7 @@ pub fn next_read(count: usize, bytes: usize, max_bytes: usize, batch: usize) -> 
 pub async fn run<L: PartitionLogic>(
     sh: Arc<WorkerShared<L>>,
     p: u32,
-    mut reader: StreamReader,
+    reader: &mut StreamReader,
     cancel: CancellationToken,
 ) -> Result<(), PartitionError> {
     let mut w = Worker::restore(sh.clone(), p).await?;
@@ -670,7 +670,7 @@ pub async fn run<L: PartitionLogic>(
     let mut count = MIN_READ.min(sh.consumer.batch.max(1));
     while !cancel.is_cancelled() {
         sh.health.beat(&beat, cadence);
-        let batch = w.read(&mut reader, count).await?;
+        let batch = w.read(reader, count).await?;
         let due = Instant::now() >= snapshot_due;
         if due {
             snapshot_due = Instant::now() + period;
@@ -694,7 +694,6 @@ pub async fn run<L: PartitionLogic>(
     // The drain's flush is not held up by a Redis that refuses writes (a cancelled token: no
     // retries); the changed items are then replayed by the next owner instead.
     sh.health.forget_beat(&beat);
-    reader.quit().await;
     let no_retry = CancellationToken::new();
     no_retry.cancel();
     w.flush(&no_retry).await?;
