@@ -349,9 +349,8 @@ t2 = time.perf_counter()
 print(json.dumps({"day_ms": (t1 - t0) * 1000, "day_rows": day.num_rows,
                   "full_ms": (t2 - t1) * 1000, "full_rows": full.num_rows}))
 "#;
-    let pydir = crate::locate::absolute(std::path::Path::new(".kitbash/python"));
     let out = std::process::Command::new("python3")
-        .env("PYTHONPATH", &pydir)
+        .env("PYTHONPATH", python_path())
         .args([
             "-c",
             script,
@@ -392,4 +391,25 @@ print(json.dumps({"day_ms": (t1 - t0) * 1000, "day_rows": day.num_rows,
     .with("day_rows", num("day_rows") as u64)
     .with("full_rows", num("full_rows") as u64)
     .with("target", "for the record"))
+}
+
+/// `PYTHONPATH` for the day query: where `tests/deps` installs pyarrow (`.kitbash/python` under
+/// the current directory, and under the workspace the running binary was built in — a bench run
+/// from a scratch directory still finds it), then whatever the caller had set.
+fn python_path() -> std::ffi::OsString {
+    let mut dirs = vec![crate::locate::absolute(std::path::Path::new(
+        ".kitbash/python",
+    ))];
+    if let Ok(exe) = std::env::current_exe() {
+        dirs.extend(
+            exe.ancestors()
+                .map(|a| a.join(".kitbash/python"))
+                .filter(|d| d.is_dir())
+                .take(1),
+        );
+    }
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        dirs.extend(std::env::split_paths(&old));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
 }
