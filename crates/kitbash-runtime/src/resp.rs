@@ -8,11 +8,10 @@
 //! arrive), split off the read buffer as one [`Bytes`], and every field and value of every
 //! entry is a slice of it — one allocation per entry (its id and field list), none per field.
 //!
-//! [`StreamReader`] reads through fred by default; with `KITBASH_LEAN_READS=1` (or
-//! [`StreamReader::with_lean`]) it uses this connection where its fred client talks to one
-//! server over plain TCP ([`Endpoint::of`]) — TLS, a cluster, Sentinel or a Unix socket still
-//! read through fred. Opt-in because a paused feynman owner is not yet fenced on it
-//! (ARCHITECTURE.md, "The hot reads skip fred's decoder").
+//! [`StreamReader`] uses this connection where its fred client talks to one server over plain
+//! TCP ([`Endpoint::of`]) — TLS, a cluster, Sentinel or a Unix socket still read through fred,
+//! and `KITBASH_FRED_READS=1` (or [`StreamReader::with_lean`]`(…, false)`) reads through fred
+//! everywhere, to compare the two paths.
 //! Errors are fred's [`fred::error::Error`] so callers classify them as they always did: a
 //! server error keeps its message (`NOGROUP …`, `LOADING …`: kind `Unknown`), a broken or
 //! timed-out connection is `IO`/`Timeout` (transient) and is reopened on the next read. A read
@@ -454,11 +453,11 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    /// A reader over `client`'s server: through fred unless `KITBASH_LEAN_READS=1` (the lean
-    /// path is opt-in until a paused owner is fenced on it as on fred's: see ARCHITECTURE.md).
+    /// A reader over `client`'s server: on the lean connection where the client allows it,
+    /// through fred when `KITBASH_FRED_READS=1`.
     pub fn new(client: Client) -> Self {
-        let lean = std::env::var("KITBASH_LEAN_READS").is_ok_and(|v| v == "1");
-        Self::with_lean(client, lean)
+        let fred_only = std::env::var("KITBASH_FRED_READS").is_ok_and(|v| v == "1");
+        Self::with_lean(client, !fred_only)
     }
 
     /// A reader that uses the lean connection when `lean` and the client allows it.

@@ -131,6 +131,53 @@ async fn wait_committed_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
     wait_committed_by_any(c, keys, &[pid]).await;
 }
 
+/// The partitions whose checkpoint was last committed by the process `pid`.
+async fn committed_by(
+    c: &Client,
+    keys: &kitbash_schema::Keys,
+    pid: u32,
+) -> std::collections::BTreeSet<u32> {
+    let marker = format!("-{pid}-");
+    let mut out = std::collections::BTreeSet::new();
+    for p in 0..PARTITIONS {
+        let owner: Option<String> = c
+            .hget(
+                keys.partition_checkpoint(p),
+                kitbash_schema::Keys::CHECKPOINT_OWNER,
+            )
+            .await
+            .expect("hget");
+        if owner.is_some_and(|o| o.contains(&marker)) {
+            out.insert(p);
+        }
+    }
+    out
+}
+
+/// Waits until the process `pid` holds the lease of every partition.
+async fn wait_leases_held_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
+    let marker = format!("-{pid}-");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = true;
+        for p in 0..PARTITIONS {
+            let holder: Option<String> = c
+                .get(keys.lease(kitbash_schema::StreamName::Ticks(p)))
+                .await
+                .expect("get");
+            all &= holder.is_some_and(|h| h.contains(&marker));
+        }
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never held every partition"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The admin address of the process `pid`, from its heartbeat.
 async fn admin_of(c: &Client, keys: &kitbash_schema::Keys, pid: u32) -> std::net::SocketAddr {
     let members: Vec<String> = c
@@ -177,6 +224,11 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 /// The scenario the fence exists for: an owner is paused (SIGSTOP) past its lease, another
 /// instance takes its partitions and commits, then the first wakes up mid-batch. Its commits
 /// are refused (the fenced counter moves) and every tick is still applied exactly once.
+///
+/// The pause must outlast the leases: the owner holds every partition before it is stopped,
+/// and it is woken only once the other instance has committed on every partition the owner
+/// had committed on. (Waiting for "the other committed anywhere" let it commit on a partition
+/// the owner had not taken yet and woke the owner with its leases intact: nothing to fence.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_whose_lease_expired_is_fenced_and_nothing_is_applied_twice() {
     let server = RedisServer::start().expect("redis");
@@ -190,6 +242,9 @@ async fn a_paused_owner_whose_lease_expired_is_fenced_and_nothing_is_applied_twi
     let mut paused = spawn_with(&server.url(), &ns, "127.0.0.1:0");
     publish(&producer, before).await;
     wait_committed_by(&c, &keys, paused.id()).await;
+    wait_leases_held_by(&c, &keys, paused.id()).await;
+    let owned = committed_by(&c, &keys, paused.id()).await;
+    assert!(!owned.is_empty());
     let admin = admin_of(&c, &keys, paused.id()).await;
     // Ticks keep arriving while the owner is frozen.
     let feeding = {
@@ -203,7 +258,14 @@ async fn a_paused_owner_whose_lease_expired_is_fenced_and_nothing_is_applied_twi
     };
     signal(&paused, "-STOP");
     let mut other = spawn(&server.url(), &ns);
-    wait_committed_by(&c, &keys, other.id()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !owned.is_subset(&committed_by(&c, &keys, other.id()).await) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other instance never took over {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&paused, "-CONT");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while metric(admin, "kitbash_partition_fenced_total") < 1.0 {
