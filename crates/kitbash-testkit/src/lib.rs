@@ -13,6 +13,7 @@
 //!   (`process`, or `containers` with the `containers` feature).
 //! - [`resp`]: [`RespConnection`], a tiny blocking RESP2 client for probes and wire-level tests.
 //! - [`binary`]: [`find_redis_server`], [`find_redis_cli`], [`redis_version`].
+//! - [`child`]: [`KillOnDrop`], a spawned daemon killed and reaped when a test lets go of it.
 //! - [`namespace()`]: random short prefixes for tests sharing a server.
 //! - [`node`]: `node` with `tests/deps/package.json` loadable (the Centrifugo JS SDK).
 //! - [`python`]: `python3` with `tests/deps/requirements.txt` importable (redis-py, numpy).
@@ -64,6 +65,7 @@
 
 pub mod backend;
 pub mod binary;
+pub mod child;
 pub mod cluster;
 pub mod error;
 mod namespace;
@@ -77,6 +79,7 @@ pub mod support;
 
 pub use backend::{Backend, TestRedis};
 pub use binary::{RedisVersion, find_redis_cli, find_redis_server, redis_version};
+pub use child::KillOnDrop;
 pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use error::{Result, TestkitError};
 pub use namespace::namespace;

@@ -2,7 +2,7 @@
 //! sequential hit driver whose every hit's cycle is read back from its record.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -191,7 +191,7 @@ impl Driver {
     }
 }
 
-pub fn spawn_decay(url: &str, ns: &str) -> Child {
+pub fn spawn_decay(url: &str, ns: &str) -> kitbash_testkit::KillOnDrop {
     Command::new(env!("CARGO_BIN_EXE_kitbash-decay"))
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env("KITBASH__REDIS__URL", url)
@@ -206,6 +206,7 @@ pub fn spawn_decay(url: &str, ns: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn kitbash-decay")
+        .into()
 }
 
 pub use kitbash_testkit::support::{eventually, signal, wait_exit};

@@ -9,12 +9,12 @@ use fred::prelude::*;
 use kitbash_client::Producer;
 use kitbash_schema::messages::{EntityOp, EntityTarget, EntityUpdate};
 use kitbash_schema::{Keys, StreamName};
-use kitbash_testkit::RedisServer;
+use kitbash_testkit::{KillOnDrop, RedisServer};
 use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn spawn(url: &str, ns: &str) -> Child {
+fn spawn(url: &str, ns: &str) -> KillOnDrop {
     Command::new(env!("CARGO_BIN_EXE_kitbash-entity"))
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env("KITBASH__REDIS__URL", url)
@@ -30,6 +30,7 @@ fn spawn(url: &str, ns: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn kitbash-entity")
+        .into()
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use kitbash_client::Producer;
-use kitbash_testkit::RedisServer;
+use kitbash_testkit::{KillOnDrop, RedisServer};
 
 use crate::support::*;
 
-fn spawn(url: &str, ns: &str) -> Child {
+fn spawn(url: &str, ns: &str) -> KillOnDrop {
     spawn_with(url, ns, "")
 }
 
-fn spawn_with(url: &str, ns: &str, admin: &str) -> Child {
+fn spawn_with(url: &str, ns: &str, admin: &str) -> KillOnDrop {
     Command::new(env!("CARGO_BIN_EXE_kitbash-feynman"))
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env("KITBASH__REDIS__URL", url)
@@ -29,6 +29,7 @@ fn spawn_with(url: &str, ns: &str, admin: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn kitbash-feynman")
+        .into()
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -4,7 +4,7 @@
 //! leader dying mid-way leaves) is caught up by the next instance to start.
 
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use fred::prelude::*;
 use kitbash_runtime::heartbeat::fleet_member;
@@ -149,14 +149,7 @@ async fn with_two_instances_each_hat_switch_is_recomputed_by_exactly_one() {
 }
 
 /// A child process killed when dropped (a failed test leaves no daemon behind).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+struct Proc(kitbash_testkit::KillOnDrop);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_recompute_leader_is_replaced_and_a_version_left_behind_is_caught_up() {

@@ -14,7 +14,7 @@ mod fence;
 mod leader;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -241,12 +241,17 @@ print("ok")
     ghost.await.expect("join").expect("run");
 }
 
-fn spawn_ghost(url: &str, ns: &str) -> Child {
+fn spawn_ghost(url: &str, ns: &str) -> kitbash_testkit::KillOnDrop {
     spawn_ghost_with(url, ns, &[], Stdio::null())
 }
 
 /// The binary with the test settings plus `env`, its stderr to `stderr`.
-pub(crate) fn spawn_ghost_with(url: &str, ns: &str, env: &[(&str, &str)], stderr: Stdio) -> Child {
+pub(crate) fn spawn_ghost_with(
+    url: &str,
+    ns: &str,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> kitbash_testkit::KillOnDrop {
     Command::new(env!("CARGO_BIN_EXE_kitbash-ghost"))
         .env("KITBASH_CONFIG_DIR", "/nonexistent")
         .env("KITBASH__REDIS__URL", url)
@@ -260,6 +265,7 @@ pub(crate) fn spawn_ghost_with(url: &str, ns: &str, env: &[(&str, &str)], stderr
         .stderr(stderr)
         .spawn()
         .expect("spawn kitbash-ghost")
+        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
