@@ -266,9 +266,77 @@ fn avx512_step(acc: __m512i, gn: __m512i, gp: __m512i, qn: __m512i, qp: __m512i)
     _mm512_add_epi64(acc, _mm512_sub_epi64(agree, disagree))
 }
 
+/// The 256-trit case (a record is one 512-bit line, non-zero plane low, plus plane high): two
+/// records per pair of registers, their planes regrouped by two 128-bit shuffles, and eight
+/// records share one reduction. The per-record `reduce_add` of the general loop cost more than
+/// AVX2's four-grains-per-reduction loop at this size (docs/BENCHMARKS.md, session 15).
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+fn avx512_records_one_lane(qn: &[u64; 4], qp: &[u64; 4], records: &[u64], out: &mut [i32]) {
+    // The query's planes in both halves.
+    let qn = _mm512_broadcast_i64x4(load256(qn));
+    let qp = _mm512_broadcast_i64x4(load256(qp));
+    let (lines, _) = records.as_chunks::<8>();
+    // Per 64-bit lane: agree − disagree over one quarter of the pair's grains.
+    let pair = |a: &[u64; 8], b: &[u64; 8]| {
+        let (a, b) = (load512(a), load512(b));
+        // 128-bit blocks: a's two non-zero blocks then b's; a's two plus blocks then b's.
+        let gn = _mm512_shuffle_i64x2::<0b01_00_01_00>(a, b);
+        let gp = _mm512_shuffle_i64x2::<0b11_10_11_10>(a, b);
+        avx512_step(_mm512_setzero_si512(), gn, gp, qn, qp)
+    };
+    // Lane i of the reduced vector holds record ORDER[i] of the eight.
+    let order = _mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7);
+    let (octets, rest) = lines.as_chunks::<8>();
+    let (out8, out_rest) = out.as_chunks_mut::<8>();
+    for (r, scores) in octets.iter().zip(out8.iter_mut()) {
+        // v_k: records 2k (lanes 0–3) and 2k + 1 (lanes 4–7).
+        let v0 = pair(&r[0], &r[1]);
+        let v1 = pair(&r[2], &r[3]);
+        let v2 = pair(&r[4], &r[5]);
+        let v3 = pair(&r[6], &r[7]);
+        // Adjacent lanes summed: block j of t0 = (v0, v1) halves of block j.
+        let t0 = _mm512_add_epi64(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+        let t1 = _mm512_add_epi64(_mm512_unpacklo_epi64(v2, v3), _mm512_unpackhi_epi64(v2, v3));
+        // Blocks 0 + 1 and 2 + 3 of each: lanes = records 0, 2, 1, 3, 4, 6, 5, 7.
+        let sums = _mm512_add_epi64(
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(t0, t1),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(t0, t1),
+        );
+        let ordered = _mm512_permutexvar_epi64(order, sums);
+        // Scores lie in −256..=256: the narrowing is exact.
+        let result = _mm512_cvtepi64_epi32(ordered);
+        // SAFETY: `scores` is a `&mut [i32; 8]`, 32 writable bytes; `storeu` has no alignment
+        // requirement.
+        unsafe { _mm256_storeu_si256(scores.as_mut_ptr().cast(), result) };
+    }
+    let (pairs, odd) = rest.as_chunks::<2>();
+    let mut out_rest = out_rest.iter_mut();
+    for p in pairs {
+        let v = pair(&p[0], &p[1]);
+        let low = _mm512_reduce_add_epi64(_mm512_maskz_mov_epi64(0x0f, v));
+        let high = _mm512_reduce_add_epi64(_mm512_maskz_mov_epi64(0xf0, v));
+        for s in [low, high] {
+            if let Some(score) = out_rest.next() {
+                *score = s as i32;
+            }
+        }
+    }
+    if let ([line], Some(score)) = (odd, out_rest.next()) {
+        let zero = [0u64; 8];
+        let v = pair(line, &zero);
+        *score = _mm512_reduce_add_epi64(_mm512_maskz_mov_epi64(0x0f, v)) as i32;
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512vpopcntdq")]
 fn avx512_records(q: &PreparedQuery, records: &[u64], out: &mut [i32]) {
     let stride = q.stride();
+    if let (Ok(qn), Ok(qp)) = (
+        <&[u64; 4]>::try_from(q.nonzero()),
+        <&[u64; 4]>::try_from(q.plus()),
+    ) {
+        return avx512_records_one_lane(qn, qp, records, out);
+    }
     let (qn8, qn_rest) = q.nonzero().as_chunks::<8>();
     let (qp8, qp_rest) = q.plus().as_chunks::<8>();
     // The stride is a multiple of four words, so the rest is empty or one four-word lane.
