@@ -54,8 +54,10 @@
 //! About 2.5 µs per vector at 1000 ticks; `examples/physics_speed.rs` measures it.
 //!
 //! # Memory
-//! Six columns of 8-byte values, allocated as ticks arrive (nothing is reserved for the
-//! capacity): ≤ 768 bytes of columns for 10 ticks, ~48 KB at 1000. The only scratch space is
+//! Four columns of 8-byte values (prices and their logs in time order, prices and log returns
+//! sorted), allocated as ticks arrive (nothing is reserved for the capacity): ≤ 512 bytes of
+//! columns for 10 ticks, ~32 KB at 1000. Sizes and trade counts are kept for the newest tick
+//! only, the one the vector reads. The only scratch space is
 //! per thread (the entropy-term cache) or per call, never per window.
 
 use std::collections::VecDeque;
@@ -152,10 +154,11 @@ pub struct TickWindow {
     /// `ln(price)` for each entry of `prices`, computed once at push; the log returns are their
     /// differences, exactly as numpy's `np.diff(np.log(prices))`.
     ln_prices: VecDeque<f64>,
-    /// Sizes (volume), oldest first.
-    sizes: VecDeque<f64>,
-    /// Trade counts, oldest first.
-    trades: VecDeque<u64>,
+    /// The newest tick's size (volume) and trade count: the only ones the vector reads (mass
+    /// and friction are of the last tick), so no column of them is kept. The checkpoint still
+    /// carries `sizes` and `trades` columns as long as `prices`, for readers of the old format.
+    last_size: f64,
+    last_trades: u64,
     /// The window's prices, ascending (total order). Min, max, percentiles and the price
     /// histogram read it.
     sorted_prices: Vec<f64>,
@@ -178,8 +181,8 @@ impl TickWindow {
             capacity: capacity.max(1),
             prices: VecDeque::new(),
             ln_prices: VecDeque::new(),
-            sizes: VecDeque::new(),
-            trades: VecDeque::new(),
+            last_size: 0.0,
+            last_trades: 0,
             sorted_prices: Vec::new(),
             sorted_returns: Vec::new(),
         }
@@ -196,12 +199,10 @@ impl TickWindow {
     }
 
     /// Bytes the window holds on the heap (the capacity of its columns). Grows with the ticks
-    /// held, up to about 48 bytes per tick at full capacity; nothing is reserved up front.
+    /// held, up to about 32 bytes per tick at full capacity; nothing is reserved up front.
     pub fn heap_bytes(&self) -> usize {
         8 * (self.prices.capacity()
             + self.ln_prices.capacity()
-            + self.sizes.capacity()
-            + self.trades.capacity()
             + self.sorted_prices.capacity()
             + self.sorted_returns.capacity())
     }
@@ -259,8 +260,8 @@ impl TickWindow {
 
         self.prices.push_back(price);
         self.ln_prices.push_back(ln_price);
-        self.sizes.push_back(size);
-        self.trades.push_back(trades);
+        self.last_size = size;
+        self.last_trades = trades;
         Ok(())
     }
 
@@ -269,8 +270,6 @@ impl TickWindow {
     fn pop_oldest(&mut self) -> Option<(f64, Option<f64>)> {
         let price = self.prices.pop_front()?;
         let ln_price = self.ln_prices.pop_front()?;
-        self.sizes.pop_front();
-        self.trades.pop_front();
         let oldest_return = self.ln_prices.front().map(|&ln_next| ln_next - ln_price);
         Some((price, oldest_return))
     }
@@ -278,11 +277,10 @@ impl TickWindow {
     /// The physics vector over the window (see the module documentation for the formulas).
     pub fn vector(&self) -> PhysicsVector {
         let n = self.prices.len();
-        let (Some(&price), Some(&size), Some(&trades)) =
-            (self.prices.back(), self.sizes.back(), self.trades.back())
-        else {
+        let Some(&price) = self.prices.back() else {
             return at_rest_vector();
         };
+        let (size, trades) = (self.last_size, self.last_trades);
         if n < 2 {
             return at_rest_vector();
         }
@@ -356,13 +354,30 @@ fn saturate(value: f64) -> f64 {
 
 // --- the checkpoint --------------------------------------------------------------------------
 
-/// What a [`TickWindow`] serialises as (borrowing its columns).
+/// What a [`TickWindow`] serialises as (borrowing its columns). `sizes` and `trades` are as
+/// long as `prices`, every entry the newest tick's value: the format stays the one every
+/// earlier version wrote and reads, and restoring from it computes the same vectors (only the
+/// newest size and trade count enter a vector).
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
     capacity: usize,
     prices: &'a VecDeque<f64>,
-    sizes: &'a VecDeque<f64>,
-    trades: &'a VecDeque<u64>,
+    sizes: Repeat<f64>,
+    trades: Repeat<u64>,
+}
+
+/// `n` copies of one value, serialised as a sequence without being allocated.
+struct Repeat<T>(T, usize);
+
+impl<T: Serialize> Serialize for Repeat<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let mut seq = serializer.serialize_seq(Some(self.1))?;
+        for _ in 0..self.1 {
+            seq.serialize_element(&self.0)?;
+        }
+        seq.end()
+    }
 }
 
 /// What a [`TickWindow`] deserialises from.
@@ -379,8 +394,8 @@ impl Serialize for TickWindow {
         CheckpointRef {
             capacity: self.capacity,
             prices: &self.prices,
-            sizes: &self.sizes,
-            trades: &self.trades,
+            sizes: Repeat(self.last_size, self.prices.len()),
+            trades: Repeat(self.last_trades, self.prices.len()),
         }
         .serialize(serializer)
     }
@@ -438,8 +453,8 @@ impl TryFrom<Checkpoint> for TickWindow {
             capacity,
             prices: prices.into(),
             ln_prices,
-            sizes: sizes.into(),
-            trades: trades.into(),
+            last_size: sizes.last().copied().unwrap_or(0.0),
+            last_trades: trades.last().copied().unwrap_or(0),
             sorted_prices,
             sorted_returns,
         })
@@ -1162,6 +1177,40 @@ mod tests {
         }
     }
 
+    /// The window keeps only the newest size and trade count, but its checkpoint keeps the
+    /// format every earlier version wrote: a checkpoint written before (a size and a count per
+    /// tick) restores to the window that pushed those ticks, and a new one has columns as long
+    /// as `prices` that an earlier version restores (the newest values repeated).
+    #[test]
+    fn the_checkpoint_format_is_unchanged_without_the_size_columns() {
+        let ticks = [
+            (100.0, 5.0, 1),
+            (101.0, 7.5, 4),
+            (99.5, 0.0, 2),
+            (100.2, 12.0, 9),
+        ];
+        let live = window_of(10, &ticks);
+        let old = r#"{"capacity":10,"prices":[100.0,101.0,99.5,100.2],"sizes":[5.0,7.5,0.0,12.0],"trades":[1,4,2,9]}"#;
+        let restored: TickWindow = serde_json::from_str(old).unwrap();
+        assert_eq!(restored, live);
+        assert_eq!(restored.vector(), live.vector());
+        let written: serde_json::Value = serde_json::to_value(&live).unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({
+                "capacity": 10,
+                "prices": [100.0, 101.0, 99.5, 100.2],
+                "sizes": [12.0, 12.0, 12.0, 12.0],
+                "trades": [9, 9, 9, 9],
+            })
+        );
+        let empty = serde_json::to_value(TickWindow::new(3)).unwrap();
+        assert_eq!(
+            empty,
+            serde_json::json!({"capacity": 3, "prices": [], "sizes": [], "trades": []})
+        );
+    }
+
     #[test]
     fn the_checkpoint_is_compact() {
         let mut window = TickWindow::default();
@@ -1234,14 +1283,14 @@ mod tests {
     #[test]
     fn a_window_grows_with_the_ticks_it_holds() {
         // Memory per symbol follows the ticks held, not the configured capacity: a symbol seen
-        // ten times in a 1000-tick window costs a few hundred bytes, not 6 × 8 KB.
+        // ten times in a 1000-tick window costs a few hundred bytes, not 4 × 8 KB.
         let mut window = TickWindow::new(DEFAULT_WINDOW_CAPACITY);
         assert_eq!(window.heap_bytes(), 0);
         for i in 0..10 {
             window.push(&tick(100.0 + f64::from(i), 1.0, 1)).unwrap();
         }
-        // Six columns of at most 16 slots of 8 bytes.
-        assert!(window.heap_bytes() <= 6 * 16 * 8, "{}", window.heap_bytes());
+        // Four columns of at most 16 slots of 8 bytes.
+        assert!(window.heap_bytes() <= 4 * 16 * 8, "{}", window.heap_bytes());
         // A full window holds about its capacity, and no more than twice it.
         for i in 0..2000 {
             window
@@ -1250,15 +1299,15 @@ mod tests {
         }
         assert_eq!(window.len(), DEFAULT_WINDOW_CAPACITY);
         let full = window.heap_bytes();
-        assert!(full >= 6 * 8 * DEFAULT_WINDOW_CAPACITY, "{full}");
-        assert!(full <= 2 * 6 * 8 * DEFAULT_WINDOW_CAPACITY, "{full}");
+        assert!(full >= 4 * 8 * DEFAULT_WINDOW_CAPACITY, "{full}");
+        assert!(full <= 2 * 4 * 8 * DEFAULT_WINDOW_CAPACITY, "{full}");
         // A restored window is as small as its ticks.
         let restored: TickWindow = rmp_serde::from_slice(
             &rmp_serde::to_vec_named(&window_of(1000, &[(1.0, 1.0, 1), (2.0, 1.0, 1)])).unwrap(),
         )
         .unwrap();
         assert!(
-            restored.heap_bytes() <= 6 * 4 * 8,
+            restored.heap_bytes() <= 4 * 4 * 8,
             "{}",
             restored.heap_bytes()
         );
