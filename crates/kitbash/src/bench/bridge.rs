@@ -111,6 +111,28 @@ async fn exchange(
 /// `physics:S{(first + i) % symbols}`. Prints `ready` once all are subscribed, then times
 /// every publication (now − the record's `ts`) until stdin closes, and prints the histogram
 /// as one JSON line: `{"count":N,"hist":[[µs,n],…]}`.
+/// The record's `ts` of a publication line (`{"push":{…"pub":{"data":{…"ts":T…}…}}}`), found by
+/// scanning for the one `"ts":` a physics record has rather than parsing the whole line: the
+/// load generator shares the bridge's cores, and a full parse of every delivery was most of
+/// its CPU (every publication is still timed). Anything else (a reply, another shape) falls
+/// back to a full parse.
+fn publication_ts(line: &str) -> Option<f64> {
+    const KEY: &str = "\"ts\":";
+    if line.starts_with("{\"push\":")
+        && let Some(at) = line.find(KEY)
+    {
+        let rest = &line[at + KEY.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+            .unwrap_or(rest.len());
+        if let Ok(ts) = rest[..end].parse::<f64>() {
+            return Some(ts);
+        }
+    }
+    let v: Json = serde_json::from_str(line).ok()?;
+    v["push"]["pub"]["data"]["ts"].as_f64()
+}
+
 pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
     let mut tasks = Vec::new();
@@ -151,9 +173,7 @@ pub async fn clients(url: &str, count: usize, symbols: usize, first: usize) -> a
                         let _ = ws.send(Message::text("{}")).await;
                         continue;
                     }
-                    if let Ok(v) = serde_json::from_str::<Json>(line)
-                        && let Some(ts) = v["push"]["pub"]["data"]["ts"].as_f64()
-                    {
+                    if let Some(ts) = publication_ts(line) {
                         batch.push(((now - ts) * 1e6).max(1.0) as u64);
                     }
                 }
@@ -535,4 +555,24 @@ async fn resume(c: &Client, keys: &Keys, url: &str) -> anyhow::Result<(f64, f64)
     let xrange_ms = started.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(n >= RESUME, "XRANGE returned {n} entries");
     Ok((resume_ms, xrange_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scanned_ts_is_the_parsed_one() {
+        for ts in [1_765_000_000.123_456_7, 0.5, 1e-7, 1_765_000_000.0] {
+            let line = json!({
+                "push": {"channel": "physics:S7", "pub": {"data": record("S7", ts), "offset": 42}}
+            })
+            .to_string();
+            assert_eq!(publication_ts(&line), Some(ts), "{line}");
+            let full: Json = serde_json::from_str(&line).expect("json");
+            assert_eq!(full["push"]["pub"]["data"]["ts"].as_f64(), Some(ts));
+        }
+        assert_eq!(publication_ts(r#"{"id":2,"subscribe":{}}"#), None);
+        assert_eq!(publication_ts("not json"), None);
+    }
 }
