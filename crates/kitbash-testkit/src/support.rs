@@ -186,6 +186,21 @@ pub fn readiness(addr: SocketAddr, name: &str) -> (u16, Option<bool>) {
     (status, check)
 }
 
+/// Waits until every check named in `checks` is in `addr`'s `/readyz` and passing — for a
+/// partitioned daemon, a worker running on each of those partitions. A fault test waits for
+/// this before cutting writes: a lease not yet taken cannot be while Redis refuses writes.
+pub async fn every_check_passing(addr: SocketAddr, checks: &[String]) {
+    eventually(
+        "every named readiness check present and passing",
+        || async {
+            checks
+                .iter()
+                .all(|check| readiness(addr, check).1 == Some(true))
+        },
+    )
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,19 +103,8 @@ async fn sigterm_drains_and_exits_zero_and_kill_9_loses_nothing() {
 async fn wait_committed_by_any(c: &Client, keys: &kitbash_schema::Keys, pids: &[u32]) -> u32 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        for p in 0..PARTITIONS {
-            let owner: Option<String> = c
-                .hget(
-                    keys.partition_checkpoint(p),
-                    kitbash_schema::Keys::CHECKPOINT_OWNER,
-                )
-                .await
-                .expect("hget");
-            if let Some(pid) = owner.and_then(|o| {
-                pids.iter()
-                    .copied()
-                    .find(|pid| o.contains(&format!("-{pid}-")))
-            }) {
+        for &pid in pids {
+            if !committed_by(c, keys, pid).await.is_empty() {
                 return pid;
             }
         }
@@ -132,7 +121,8 @@ async fn wait_committed_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
     wait_committed_by_any(c, keys, &[pid]).await;
 }
 
-/// The partitions whose checkpoint was last committed by the process `pid`.
+/// The partitions whose checkpoint was last committed by the process `pid` (its pid is in its
+/// instance name, which the checkpoint records as owner).
 async fn committed_by(
     c: &Client,
     keys: &kitbash_schema::Keys,

@@ -96,15 +96,7 @@ async fn while_redis_refuses_writes_ticks_are_held_then_each_applied_once_in_ord
         .collect();
     // Every partition taken before the fault: a lease not yet acquired cannot be while Redis
     // refuses writes (`SET` is refused too), and its partition would have no worker to hold.
-    eventually(
-        "a worker running on every partition with held ticks",
-        || async {
-            checks
-                .iter()
-                .all(|check| readiness(admin, check).1 == Some(true))
-        },
-    )
-    .await;
+    kitbash_testkit::support::every_check_passing(admin, &checks).await;
     append_to_streams_then_refuse_writes(&server, &streams).expect("refuse writes");
     eventually(
         "every partition with held ticks not ready while Redis refuses writes",
