@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use kitbash_client::Producer;
+use kitbash_testkit::support::eventually;
 use kitbash_testkit::{KillOnDrop, RedisServer};
 
 use crate::support::*;
@@ -148,25 +149,19 @@ async fn committed_by(
 /// Waits until the process `pid` holds the lease of every partition.
 async fn wait_leases_held_by(c: &Client, keys: &kitbash_schema::Keys, pid: u32) {
     let marker = format!("-{pid}-");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut all = true;
+    eventually("the owner holds every partition's lease", || async {
         for p in 0..PARTITIONS {
             let holder: Option<String> = c
                 .get(keys.lease(kitbash_schema::StreamName::Ticks(p)))
                 .await
                 .expect("get");
-            all &= holder.is_some_and(|h| h.contains(&marker));
+            if !holder.is_some_and(|h| h.contains(&marker)) {
+                return false;
+            }
         }
-        if all {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{pid} never held every partition"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        true
+    })
+    .await;
 }
 
 /// The admin address of the process `pid`, from its heartbeat.
@@ -249,14 +244,12 @@ async fn a_paused_owner_whose_lease_expired_is_fenced_and_nothing_is_applied_twi
     };
     signal(&paused, "-STOP");
     let mut other = spawn(&server.url(), &ns);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !owned.is_subset(&committed_by(&c, &keys, other.id()).await) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the other instance never took over {owned:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let other_pid = other.id();
+    eventually(
+        "the other instance committed on every partition the owner had",
+        || async { owned.is_subset(&committed_by(&c, &keys, other_pid).await) },
+    )
+    .await;
     signal(&paused, "-CONT");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while metric(admin, "kitbash_partition_fenced_total") < 1.0 {

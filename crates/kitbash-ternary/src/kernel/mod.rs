@@ -71,7 +71,7 @@ impl Kernel {
     pub fn detect() -> Kernel {
         // Measured (docs/BENCHMARKS.md): AVX2 beats POPCNT, which beats the portable loop, at
         // 256 and 4,096 trits alike; on an AVX-512 VPOPCNTDQ Xeon (session 15) AVX-512 beats
-        // AVX2 at both sizes (0.64× its time at 256 trits, 0.75× at 4,096).
+        // AVX2 at both sizes (0.63–0.65× its time at 256 trits, 0.76–0.85× at 4,096).
         [Kernel::Avx512, Kernel::Avx2, Kernel::Neon, Kernel::Popcnt]
             .into_iter()
             .find(|k| k.is_available())
