@@ -35,6 +35,12 @@ fn every_daemon_kind_has_a_notify_unit_with_a_watchdog_and_its_hardening() {
             has(&format!("ExecStart=/usr/local/bin/kitbash-{}", kind.name())),
             "{p}: ExecStart"
         );
+        // The malloc setting every launcher gives the daemons, spelled as the runtime spells it.
+        let tunables = format!(
+            "Environment=GLIBC_TUNABLES={}",
+            kitbash_runtime::daemon::GLIBC_TUNABLES
+        );
+        assert!(has(&tunables), "{p}: {tunables}");
         for hardening in [
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
@@ -103,5 +109,18 @@ fn systemd_analyze_verify_accepts_the_units() {
         out.status.success() && ours.is_empty(),
         "systemd-analyze verify: {}\n{stderr}",
         out.status
+    );
+}
+
+#[test]
+fn the_container_image_gives_the_daemons_the_runtimes_malloc_setting() {
+    let path = systemd_dir().join("../container/Containerfile");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let want = format!("GLIBC_TUNABLES={}", kitbash_runtime::daemon::GLIBC_TUNABLES);
+    assert!(
+        text.lines()
+            .any(|l| l.trim().trim_end_matches('\\').trim() == want),
+        "{}: an ENV line {want}",
+        path.display()
     );
 }

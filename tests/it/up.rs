@@ -75,6 +75,21 @@ fn running_children(up: &mut Child, port: u16, dir: &std::path::Path) -> Vec<(St
         names.iter().any(|n| n == "kitbash-feynman"),
         "{pids:?} {names:?}"
     );
+    // Every daemon runs with the malloc setting the shipped launchers give it.
+    let tunables = format!(
+        "GLIBC_TUNABLES={}",
+        std::env::var("GLIBC_TUNABLES")
+            .unwrap_or_else(|_| kitbash_runtime::daemon::GLIBC_TUNABLES.to_owned())
+    );
+    for ((_, pid), name) in pids.iter().zip(&names) {
+        if name.starts_with("kitbash-") {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            assert!(
+                env.split(|b| *b == 0).any(|v| v == tunables.as_bytes()),
+                "{name} (pid {pid}) runs without {tunables}"
+            );
+        }
+    }
     eventually("feynman writes physics state from the demo feed", || {
         redis_cli(port, &["EXISTS", "physics:state:SPY"]) == "1"
     });

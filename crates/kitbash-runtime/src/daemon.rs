@@ -23,6 +23,23 @@ use crate::shutdown::Signals;
 /// Exit status for a configuration error (EX_CONFIG-adjacent `EX_USAGE`, as linkerd does).
 pub const EXIT_CONFIG: u8 = 64;
 
+/// The glibc malloc setting every launcher we ship gives the daemons (`GLIBC_TUNABLES`: the
+/// systemd units, the container image, `kitbash up`, the benchmarks). A fixed
+/// `mmap_threshold` turns off glibc's dynamic threshold, which rises to the size of every large
+/// block freed: after the first 1 MiB commit was freed, later ones came from the heap and stayed
+/// resident after a backlog. Fixed at glibc's own starting value (128 KiB), blocks of that size
+/// or more are mapped and unmapped, so the transient peak of a drain is given back. feynman's
+/// `rss_per_symbol_kb_backlog` 3.5–3.8 → 2.9, same drain rate (docs/BENCHMARKS.md, session
+/// 16). Not in the binaries themselves: glibc reads it only at start-up and changing it in
+/// process needs `mallopt`, an FFI call. An operator's own `GLIBC_TUNABLES` replaces it.
+pub const GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072";
+
+/// The `GLIBC_TUNABLES` a launcher gives a daemon: the operator's when set, else
+/// [`GLIBC_TUNABLES`].
+pub fn glibc_tunables() -> String {
+    std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| GLIBC_TUNABLES.to_owned())
+}
+
 /// A unique consumer/instance name: `{kind}-{host}-{pid}-{random}`. Two processes never share
 /// one, so they never share a pending-entries list and hide each other's crashes.
 pub fn instance_name(kind: DaemonKind) -> String {

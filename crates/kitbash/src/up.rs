@@ -511,6 +511,7 @@ async fn start_and_watch(
         cmd.env("KITBASH__REDIS__URL", &config.redis.url)
             .env("KITBASH__REDIS__NAMESPACE", &config.redis.namespace)
             .env("KITBASH_CONFIG_DIR", &record.config_dir)
+            .env("GLIBC_TUNABLES", kitbash_runtime::daemon::glibc_tunables())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

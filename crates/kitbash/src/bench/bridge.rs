@@ -262,6 +262,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .env("KITBASH__REDIS__URL", &t.url)
         .env("KITBASH__REDIS__NAMESPACE", &ns)
         .env("KITBASH__ADMIN__LISTEN", "")
+        .env("GLIBC_TUNABLES", kitbash_runtime::daemon::glibc_tunables())
         .env("KITBASH__BRIDGE__LISTEN", listen.to_string())
         .env("KITBASH__BRIDGE__RECOVER_MAX", (RESUME + 10).to_string())
         .env("RUST_LOG", "info,kitbash_bridge=debug")

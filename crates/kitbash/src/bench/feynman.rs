@@ -41,7 +41,8 @@
 //!
 //! `KITBASH_BENCH_FEYNMAN_SNAPSHOT_ITEM_MS` sets `[feynman] snapshot_item_ms` for every phase
 //! (default: the config default); each record carries the value used, so runs with different
-//! values can be compared.
+//! values can be compared. `KITBASH_BENCH_FEYNMAN_ONLY=rss` runs only the two memory phases
+//! (a minute instead of several, for comparing memory settings).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -150,53 +151,54 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let mut out = Vec::new();
     let run_id = std::process::id();
     let n: usize = if opts.long { 1_000_000 } else { 200_000 };
-
-    // ---- throughput: drain a backlog ----
-    eprintln!("feynman: baseline redis-benchmark XADD -P 32 …");
-    let xadd_rps = xadd_baseline(&t, 400_000, Some(32))?
-        .first()
-        .map(|r| r.1.rps)
-        .filter(|r| *r > 0.0)
-        .context("redis-benchmark XADD -P 32 gave no rate: no baseline for ticks_per_s")?;
-    let wide = drain(&t, &client, &format!("bench{run_id}a"), SYMBOLS, n).await?;
-    out.push(
-        Record::new(
-            "feynman",
-            "ticks_per_s",
-            wide.ticks_per_s(),
-            "ticks/s",
-            xadd_rps,
-        )
-        .with(
-            "baseline_kind",
-            "redis-benchmark XADD -c 50 -P 32, same run",
-        )
-        .with("symbols", SYMBOLS)
-        .with("ticks", n)
-        .with("target", 250_000)
-        .with("target_ratio", 0.5)
-        .with("cpu_cores", round2(wide.cpu_cores)),
-    );
-    out.push(
-        Record::new(
-            "feynman",
-            "vectors_per_s",
-            wide.vectors as f64 / wide.secs,
-            "vectors/s",
-            wide.ticks_per_s(),
-        )
-        .with(
-            "baseline_kind",
-            "ticks_per_s of the same drain (ratio = vectors per tick)",
-        )
-        .with("symbols", SYMBOLS)
-        .with("vectors", wide.vectors),
-    );
-    anyhow::ensure!(
-        wide.xadd_usec_per_tick > 0.0,
-        "INFO commandstats showed no XADD time for the backlog: no baseline for redis_usec_per_tick"
-    );
-    out.push(
+    let only_rss = std::env::var("KITBASH_BENCH_FEYNMAN_ONLY").as_deref() == Ok("rss");
+    if !only_rss {
+        // ---- throughput: drain a backlog ----
+        eprintln!("feynman: baseline redis-benchmark XADD -P 32 …");
+        let xadd_rps = xadd_baseline(&t, 400_000, Some(32))?
+            .first()
+            .map(|r| r.1.rps)
+            .filter(|r| *r > 0.0)
+            .context("redis-benchmark XADD -P 32 gave no rate: no baseline for ticks_per_s")?;
+        let wide = drain(&t, &client, &format!("bench{run_id}a"), SYMBOLS, n).await?;
+        out.push(
+            Record::new(
+                "feynman",
+                "ticks_per_s",
+                wide.ticks_per_s(),
+                "ticks/s",
+                xadd_rps,
+            )
+            .with(
+                "baseline_kind",
+                "redis-benchmark XADD -c 50 -P 32, same run",
+            )
+            .with("symbols", SYMBOLS)
+            .with("ticks", n)
+            .with("target", 250_000)
+            .with("target_ratio", 0.5)
+            .with("cpu_cores", round2(wide.cpu_cores)),
+        );
+        out.push(
+            Record::new(
+                "feynman",
+                "vectors_per_s",
+                wide.vectors as f64 / wide.secs,
+                "vectors/s",
+                wide.ticks_per_s(),
+            )
+            .with(
+                "baseline_kind",
+                "ticks_per_s of the same drain (ratio = vectors per tick)",
+            )
+            .with("symbols", SYMBOLS)
+            .with("vectors", wide.vectors),
+        );
+        anyhow::ensure!(
+            wide.xadd_usec_per_tick > 0.0,
+            "INFO commandstats showed no XADD time for the backlog: no baseline for redis_usec_per_tick"
+        );
+        out.push(
         Record::new(
             "feynman",
             "redis_usec_per_tick",
@@ -215,45 +217,46 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .with("symbols", SYMBOLS)
         .with("commands", wide.redis_cost.clone()),
     );
-    let narrow = drain(&t, &client, &format!("bench{run_id}b"), OLD_SYMBOLS, n).await?;
-    out.push(
-        Record::new(
-            "feynman",
-            "ticks_per_s_16_symbols",
-            narrow.ticks_per_s(),
-            "ticks/s",
-            xadd_rps,
-        )
-        .with(
-            "baseline_kind",
-            "redis-benchmark XADD -c 50 -P 32, same run",
-        )
-        .with(
-            "method",
-            "ticks_per_s before this change: 16 symbols, ~60 ticks per vector",
-        )
-        .with("symbols", OLD_SYMBOLS)
-        .with("ticks", n)
-        .with("vectors", narrow.vectors)
-        .with("cpu_cores", round2(narrow.cpu_cores)),
-    );
+        let narrow = drain(&t, &client, &format!("bench{run_id}b"), OLD_SYMBOLS, n).await?;
+        out.push(
+            Record::new(
+                "feynman",
+                "ticks_per_s_16_symbols",
+                narrow.ticks_per_s(),
+                "ticks/s",
+                xadd_rps,
+            )
+            .with(
+                "baseline_kind",
+                "redis-benchmark XADD -c 50 -P 32, same run",
+            )
+            .with(
+                "method",
+                "ticks_per_s before this change: 16 symbols, ~60 ticks per vector",
+            )
+            .with("symbols", OLD_SYMBOLS)
+            .with("ticks", n)
+            .with("vectors", narrow.vectors)
+            .with("cpu_cores", round2(narrow.cpu_cores)),
+        );
 
-    // ---- latency at a fixed 10k ticks/s, every tick timed ----
-    eprintln!("feynman: baseline redis-benchmark GET -c 1 …");
-    let rtt_p99 = redis_benchmark(&t, &["-t", "get", "-n", "50000", "-c", "1"])?
-        .first()
-        .map(|r| r.1.p99_ms)
-        .filter(|r| *r > 0.0)
-        .context("redis-benchmark GET -c 1 gave no p99: no baseline for the latency")?;
-    out.extend(latency(opts, &t, &client, &format!("bench{run_id}c"), rtt_p99).await?);
+        // ---- latency at a fixed 10k ticks/s, every tick timed ----
+        eprintln!("feynman: baseline redis-benchmark GET -c 1 …");
+        let rtt_p99 = redis_benchmark(&t, &["-t", "get", "-n", "50000", "-c", "1"])?
+            .first()
+            .map(|r| r.1.p99_ms)
+            .filter(|r| *r > 0.0)
+            .context("redis-benchmark GET -c 1 gave no p99: no baseline for the latency")?;
+        out.extend(latency(opts, &t, &client, &format!("bench{run_id}c"), rtt_p99).await?);
 
-    // ---- the daemon's instructions per tick (callgrind, when installed) ----
-    match daemon_instructions(&t, &client, run_id).await {
-        Ok(Some(rec)) => out.push(rec),
-        Ok(None) => {
-            eprintln!("feynman: valgrind or kitbash-feynman not found: no instruction counts")
+        // ---- the daemon's instructions per tick (callgrind, when installed) ----
+        match daemon_instructions(&t, &client, run_id).await {
+            Ok(Some(rec)) => out.push(rec),
+            Ok(None) => {
+                eprintln!("feynman: valgrind or kitbash-feynman not found: no instruction counts")
+            }
+            Err(e) => eprintln!("feynman: callgrind run failed, no instruction counts: {e:#}"),
         }
-        Err(e) => eprintln!("feynman: callgrind run failed, no instruction counts: {e:#}"),
     }
 
     // ---- memory per symbol ----
@@ -265,6 +268,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     }
     let _ = client.quit().await;
     let item_ms = snapshot_item_ms();
+    let tunables = kitbash_runtime::daemon::glibc_tunables();
     // The machine is shared: the load average says how much of it the run had.
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -275,6 +279,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         .map(|r| {
             r.with("snapshot_item_ms", item_ms)
                 .with("load_average_1m", load.as_str())
+                .with("glibc_tunables", tunables.as_str())
         })
         .collect())
 }
@@ -547,6 +552,8 @@ async fn entries_added(client: &Client, key: &str) -> anyhow::Result<u64> {
 fn daemon_env(cfg: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("KITBASH_CONFIG_DIR", "/nonexistent".into()),
+        // As every launcher we ship runs the daemons (`kitbash_runtime::daemon::GLIBC_TUNABLES`).
+        ("GLIBC_TUNABLES", kitbash_runtime::daemon::glibc_tunables()),
         ("KITBASH__REDIS__URL", cfg.redis.url.clone()),
         ("KITBASH__REDIS__NAMESPACE", cfg.redis.namespace.clone()),
         ("KITBASH__ADMIN__LISTEN", String::new()),
