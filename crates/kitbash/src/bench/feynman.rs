@@ -41,8 +41,9 @@
 //!
 //! `KITBASH_BENCH_FEYNMAN_SNAPSHOT_ITEM_MS` sets `[feynman] snapshot_item_ms` for every phase
 //! (default: the config default); each record carries the value used, so runs with different
-//! values can be compared. `KITBASH_BENCH_FEYNMAN_ONLY=rss` runs only the two memory phases
-//! (a minute instead of several, for comparing memory settings).
+//! values can be compared. `KITBASH_BENCH_FEYNMAN_ONLY` runs only the phases it lists, comma
+//! separated: `drain` (both drains), `latency`, `callgrind`, `rss` (both memory phases) — for
+//! comparing one setting in a minute instead of several.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -151,8 +152,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
     let mut out = Vec::new();
     let run_id = std::process::id();
     let n: usize = if opts.long { 1_000_000 } else { 200_000 };
-    let only_rss = std::env::var("KITBASH_BENCH_FEYNMAN_ONLY").as_deref() == Ok("rss");
-    if !only_rss {
+    let only = std::env::var("KITBASH_BENCH_FEYNMAN_ONLY").ok();
+    let want = |phase: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == phase))
+    };
+    if want("drain") {
         // ---- throughput: drain a backlog ----
         eprintln!("feynman: baseline redis-benchmark XADD -P 32 …");
         let xadd_rps = xadd_baseline(&t, 400_000, Some(32))?
@@ -239,7 +244,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
             .with("vectors", narrow.vectors)
             .with("cpu_cores", round2(narrow.cpu_cores)),
         );
-
+    }
+    if want("latency") {
         // ---- latency at a fixed 10k ticks/s, every tick timed ----
         eprintln!("feynman: baseline redis-benchmark GET -c 1 …");
         let rtt_p99 = redis_benchmark(&t, &["-t", "get", "-n", "50000", "-c", "1"])?
@@ -248,7 +254,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
             .filter(|r| *r > 0.0)
             .context("redis-benchmark GET -c 1 gave no p99: no baseline for the latency")?;
         out.extend(latency(opts, &t, &client, &format!("bench{run_id}c"), rtt_p99).await?);
-
+    }
+    if want("callgrind") {
         // ---- the daemon's instructions per tick (callgrind, when installed) ----
         match daemon_instructions(&t, &client, run_id).await {
             Ok(Some(rec)) => out.push(rec),
@@ -259,9 +266,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Record>> {
         }
     }
 
-    // ---- memory per symbol ----
-    out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}d"), Load::Paced).await?);
-    out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}e"), Load::Backlog).await?);
+    if want("rss") {
+        // ---- memory per symbol ----
+        out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}d"), Load::Paced).await?);
+        out.push(rss_per_symbol(&t, &client, &format!("bench{run_id}e"), Load::Backlog).await?);
+    }
 
     for ns in ["a", "b", "c", "d", "e"] {
         remove_namespace(&client, &format!("bench{run_id}{ns}")).await?;

@@ -396,6 +396,46 @@ pub(super) async fn layout_run(
         }
         _ => (None, None),
     };
+    // The hot query's captured EVALSHA alone at the open loop's arrivals: through fred, and
+    // through a bare pipelined socket (one task writes what has queued and reads the replies
+    // in order) — how much of the open-loop tail is the client stack.
+    let bare = match &command {
+        Some(args) if args.len() >= 3 => {
+            let nk: usize = args[2].parse().unwrap_or(0);
+            let sha = args[1].clone();
+            let ks: Vec<String> = args.iter().skip(3).take(nk).cloned().collect();
+            let argv: Vec<String> = args.iter().skip(3 + nk).cloned().collect();
+            let schedule = poisson_schedule(10_000.0, if long { 100_000 } else { 30_000 }, 7);
+            let handle = tokio::runtime::Handle::current();
+            let fred_loop = {
+                let (c, sha, ks, argv) = (client.clone(), sha.clone(), ks.clone(), argv.clone());
+                open_loop(handle.clone(), schedule.clone(), move |_, _| {
+                    let (c, sha, ks, argv) = (c.clone(), sha.clone(), ks.clone(), argv.clone());
+                    async move { c.evalsha::<Value, _, _, _>(sha, ks, argv).await.is_ok() }
+                })
+                .await?
+            };
+            let mut request = Vec::new();
+            let refs: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
+            kitbash_runtime::resp::command(&mut request, &refs);
+            let lean = match kitbash_runtime::resp::Endpoint::of(&client) {
+                Some(ep) => {
+                    let pipe = BarePipe::start(ep.open().await?);
+                    let request: std::sync::Arc<[u8]> = request.into();
+                    Some(
+                        open_loop(handle, schedule, move |_, _| {
+                            let (p, r) = (pipe.clone(), request.clone());
+                            async move { p.call(r).await }
+                        })
+                        .await?,
+                    )
+                }
+                None => None,
+            };
+            Some((fred_loop, lean))
+        }
+        _ => None,
+    };
     let get_key = keys.hat_current();
     let fred_get = closed_loop(n_single, |_| {
         let (c, k) = (client.clone(), get_key.clone());
@@ -557,6 +597,18 @@ pub(super) async fn layout_run(
             .with("fred_evalsha_raw_single_p50_ms", p50)
             .with("fred_evalsha_raw_single_p99_ms", p99);
     }
+    if let Some((f, lean)) = &bare {
+        lookup = lookup
+            .with("hot_evalsha_open_fred_p50_ms", q_ms(&f.latency, 0.5))
+            .with("hot_evalsha_open_fred_p99_ms", q_ms(&f.latency, 0.99))
+            .with("hot_evalsha_open_fred_errors", f.errors);
+        if let Some(l) = lean {
+            lookup = lookup
+                .with("hot_evalsha_open_bare_p50_ms", q_ms(&l.latency, 0.5))
+                .with("hot_evalsha_open_bare_p99_ms", q_ms(&l.latency, 0.99))
+                .with("hot_evalsha_open_bare_errors", l.errors);
+        }
+    }
     if let Some((p50, p99, usec)) = replay {
         lookup = lookup
             .with("rb_evalsha_single_p50_ms", p50)
@@ -566,4 +618,54 @@ pub(super) async fn layout_run(
     stop.cancel();
     let _ = client.quit().await;
     Ok((lookup, memory))
+}
+
+/// A bare pipelined connection for the open loop's floor: callers queue an encoded command
+/// and wait for its reply; one task writes whatever has queued in one write and reads the
+/// replies in order. No reconnects, no script reloading: a bench baseline, not a client (a
+/// failed write ends it, and every later call counts as an error).
+#[derive(Clone)]
+struct BarePipe {
+    tx: tokio::sync::mpsc::UnboundedSender<(
+        std::sync::Arc<[u8]>,
+        tokio::sync::oneshot::Sender<bool>,
+    )>,
+}
+
+impl BarePipe {
+    fn start(mut conn: kitbash_runtime::resp::Conn) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            std::sync::Arc<[u8]>,
+            tokio::sync::oneshot::Sender<bool>,
+        )>();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut waiting = Vec::new();
+            while let Some(first) = rx.recv().await {
+                out.clear();
+                out.extend_from_slice(&first.0);
+                waiting.push(first.1);
+                while let Ok((r, done)) = rx.try_recv() {
+                    out.extend_from_slice(&r);
+                    waiting.push(done);
+                }
+                if conn.send(&out).await.is_err() {
+                    return;
+                }
+                for done in waiting.drain(..) {
+                    let ok = conn.reply().await.is_ok();
+                    let _ = done.send(ok);
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    async fn call(&self, request: std::sync::Arc<[u8]>) -> bool {
+        let (done, reply) = tokio::sync::oneshot::channel();
+        if self.tx.send((request, done)).is_err() {
+            return false;
+        }
+        reply.await.unwrap_or(false)
+    }
 }

@@ -11,7 +11,10 @@
 //!   p99. Beside it: the generator's own lateness, Redis's time per `EVALSHA` (`INFO
 //!   commandstats`), the CPU the client process and Redis spent per lookup, and closed-loop
 //!   single-client figures (the lookup, the same `EVALSHA` without decoding, a plain `GET`
-//!   through fred, and the exact `EVALSHA` replayed by `redis-benchmark`).
+//!   through fred, and the exact `EVALSHA` replayed by `redis-benchmark`). The floor of the
+//!   open loop: the hot lookup's exact `EVALSHA` alone at the same arrivals, through fred
+//!   (`hot_evalsha_open_fred_*`) and through a bare pipelined socket with no client library
+//!   (`hot_evalsha_open_bare_*`: one task writes what has queued and reads the replies).
 //! - `decay_cycle_1m`: one fenced decay cycle (decay's own script) over 1M index entries;
 //!   baseline: rewriting every record's resonance (1M `SET`s, pipelined). Also
 //!   `refresh_hottest_1k_ms`, the cost of keeping plain-`GET` readers current for 1,000 records.
