@@ -29,6 +29,9 @@
 //!   histogram). The daemon runs as its own process (`kitbash-feynman` next to this binary;
 //!   in-process when it is not built — the `daemon` field says which). Baseline:
 //!   `redis-benchmark -c 1` GET p99 in the same run (a bare round trip).
+//!   Beside it, the daemon's own batch times over the timed run (`daemon_batch_*`: its
+//!   `kitbash_batch_seconds` — read, decode, commit reply — scraped from its `/metrics` after
+//!   the warm-up and at the end), to tell the daemon's share of the tail from the rest.
 //! - `p99_tick_to_update_ms_last_of_batch`: the old method on the same run — only the ticks an
 //!   update names as its `source` (the last tick of the symbol in a coalesced batch).
 //! - `rss_per_symbol_kb`: the daemon as its own process; RSS (`VmRSS`) once it owns its
@@ -565,7 +568,7 @@ fn daemon_env(cfg: &Config) -> Vec<(&'static str, String)> {
         ("GLIBC_TUNABLES", kitbash_runtime::daemon::glibc_tunables()),
         ("KITBASH__REDIS__URL", cfg.redis.url.clone()),
         ("KITBASH__REDIS__NAMESPACE", cfg.redis.namespace.clone()),
-        ("KITBASH__ADMIN__LISTEN", String::new()),
+        ("KITBASH__ADMIN__LISTEN", cfg.admin.listen.clone()),
         (
             "KITBASH__FEYNMAN__PARTITIONS",
             cfg.feynman.partitions.to_string(),
@@ -683,7 +686,10 @@ async fn latency(
     rtt_p99: f64,
 ) -> anyhow::Result<Vec<Record>> {
     let keys = Keys::new(Namespace::new(ns)?);
-    let cfg = bench_config(&t.url, ns);
+    let mut cfg = bench_config(&t.url, ns);
+    // The daemon's admin endpoint, to read its own batch times (`kitbash_batch_seconds`).
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    cfg.admin.listen = admin.to_string();
     let producer = Producer::new(client.clone(), keys.clone(), cfg.feynman.partitions);
     let mut sim = MarketSim::new(&symbols(SYMBOLS), 11).map_err(|e| anyhow::anyhow!("{e}"))?;
     // The daemon runs as its own process here, as in production, so the benchmark's producer
@@ -750,6 +756,7 @@ async fn latency(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let warmup_ms = warm_start.elapsed().as_secs_f64() * 1e3;
+    let batches_before = daemon_batches(admin).await;
 
     let secs = if opts.long { 30 } else { 6 };
     eprintln!("feynman: {RATE} ticks/s of {SYMBOLS} symbols for {secs} s …");
@@ -834,6 +841,10 @@ async fn latency(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let kind = daemon.kind();
+    let batches = match (batches_before, daemon_batches(admin).await) {
+        (Some(a), Some(b)) => Some(b.since(&a)),
+        _ => None,
+    };
     daemon.stop().await;
     collector.abort();
     let _ = sub.quit().await;
@@ -926,6 +937,19 @@ async fn latency(
         daemon_cpu.map_or(serde_json::Value::Null, |c| round2(c).into()),
     )
     .with("target_ms", 2);
+    let every_rec = match &batches {
+        Some(b) => every_rec
+            .with("daemon_batches", b.count)
+            .with("daemon_batch_ticks_mean", round2(b.entries / b.count.max(1) as f64))
+            .with("daemon_batch_ms_p99_at_most", b.quantile_bound_ms(0.99))
+            .with("daemon_batch_ms_p999_at_most", b.quantile_bound_ms(0.999))
+            .with(
+                "daemon_batch_kind",
+                "the daemon's own kitbash_batch_seconds (read → decode → commit reply) over the timed run, \
+                 scraped from its /metrics; quantiles as their histogram bucket's upper bound",
+            ),
+        None => every_rec,
+    };
     let mut out = vec![every_rec];
     if !last_of_batch.is_empty() {
         out.push(
@@ -947,6 +971,96 @@ async fn latency(
         );
     }
     Ok(out)
+}
+
+/// The daemon's `kitbash_batch_seconds` histogram summed over its tick streams.
+#[derive(Clone, Debug, Default)]
+struct Batches {
+    /// Cumulative counts per bucket upper bound (seconds), ascending.
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    /// Sum of `kitbash_batch_entries`.
+    entries: f64,
+}
+
+impl Batches {
+    /// From an OpenMetrics text.
+    fn parse(text: &str) -> Self {
+        let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
+        let (mut count, mut entries) = (0u64, 0.0);
+        for line in text.lines() {
+            if !line.contains("stream=\"ticks") {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            if let Some(rest) = series.strip_prefix("kitbash_batch_seconds_bucket{le=\"") {
+                let le = rest.split('"').next().unwrap_or_default();
+                if let (Ok(le), Ok(n)) = (le.parse::<f64>(), value.parse::<f64>()) {
+                    *buckets.entry(le.to_bits()).or_default() += n as u64;
+                }
+            } else if series.starts_with("kitbash_batch_seconds_count{") {
+                count += value.parse::<f64>().unwrap_or(0.0) as u64;
+            } else if series.starts_with("kitbash_batch_entries_sum{") {
+                entries += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        let mut buckets: Vec<(f64, u64)> = buckets
+            .into_iter()
+            .map(|(b, n)| (f64::from_bits(b), n))
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self {
+            buckets,
+            count,
+            entries,
+        }
+    }
+
+    /// What was observed after `before`.
+    fn since(&self, before: &Batches) -> Batches {
+        let was = |le: f64| {
+            before
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0, |(_, n)| *n)
+        };
+        Batches {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| (*le, n.saturating_sub(was(*le))))
+                .collect(),
+            count: self.count.saturating_sub(before.count),
+            entries: (self.entries - before.entries).max(0.0),
+        }
+    }
+
+    /// The upper bound (ms) of the first bucket holding quantile `q`.
+    fn quantile_bound_ms(&self, q: f64) -> f64 {
+        let want = (self.count as f64 * q).ceil() as u64;
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map_or(f64::INFINITY, |(le, _)| le * 1e3)
+    }
+}
+
+/// The daemon's batch histogram from its `/metrics`; `None` when it does not answer.
+async fn daemon_batches(admin: std::net::SocketAddr) -> Option<Batches> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut sock = tokio::net::TcpStream::connect(admin).await.ok()?;
+    sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Batches::parse(&String::from_utf8_lossy(&body)))
 }
 
 /// How the memory phase offers its ticks.
@@ -1140,5 +1254,42 @@ mod tests {
         assert!(id_key("1766318400000-10") > id_key("1766318400000-9"));
         assert!(id_key("1766318400001-0") > id_key("1766318400000-99"));
         assert_eq!(id_key("nope"), None);
+    }
+
+    #[test]
+    fn the_daemon_batch_histogram_is_summed_over_tick_streams_and_differenced() {
+        let text = |n: [u64; 3], count: u64, entries: f64| {
+            let mut t = String::new();
+            for stream in ["ticks:0", "ticks:1"] {
+                for (le, n) in ["0.001", "0.0025", "+Inf"].iter().zip(n) {
+                    t.push_str(&format!(
+                        "kitbash_batch_seconds_bucket{{le=\"{le}\",stream=\"{stream}\",group=\"feynman\"}} {n}\n"
+                    ));
+                }
+                t.push_str(&format!(
+                    "kitbash_batch_seconds_count{{stream=\"{stream}\",group=\"feynman\"}} {count}\n"
+                ));
+                t.push_str(&format!(
+                    "kitbash_batch_entries_sum{{stream=\"{stream}\",group=\"feynman\"}} {entries}\n"
+                ));
+            }
+            // Another stream's batches do not count.
+            t.push_str(
+                "kitbash_batch_seconds_bucket{le=\"0.001\",stream=\"physics\",group=\"x\"} 999\n",
+            );
+            t
+        };
+        let before = Batches::parse(&text([10, 10, 10], 10, 12.0));
+        let after = Batches::parse(&text([990, 999, 1010], 1010, 1112.0));
+        let d = after.since(&before);
+        assert_eq!(d.count, 2000);
+        assert_eq!(d.entries, 2200.0);
+        assert_eq!(
+            d.buckets,
+            vec![(0.001, 1960), (0.0025, 1978), (f64::INFINITY, 2000)]
+        );
+        assert_eq!(d.quantile_bound_ms(0.98), 1.0);
+        assert_eq!(d.quantile_bound_ms(0.985), 2.5);
+        assert_eq!(d.quantile_bound_ms(0.99), f64::INFINITY);
     }
 }
