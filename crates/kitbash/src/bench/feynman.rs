@@ -31,7 +31,10 @@
 //!   `redis-benchmark -c 1` GET p99 in the same run (a bare round trip).
 //!   Beside it, the daemon's own batch times over the timed run (`daemon_batch_*`: its
 //!   `kitbash_batch_seconds` — read, decode, commit reply — scraped from its `/metrics` after
-//!   the warm-up and at the end), to tell the daemon's share of the tail from the rest.
+//!   the warm-up and at the end), to tell the daemon's share of the tail from the rest, and
+//!   the delivery half's floor (`delivery_floor_*`: no daemon, the same generator
+//!   `PUBLISH`es a `state_update` of the run at the same schedule to the same kind of
+//!   subscriber).
 //! - `p99_tick_to_update_ms_last_of_batch`: the old method on the same run — only the ticks an
 //!   update names as its `source` (the last tick of the symbol in a coalesced batch).
 //! - `rss_per_symbol_kb`: the daemon as its own process; RSS (`VmRSS`) once it owns its
@@ -707,8 +710,9 @@ async fn latency(
     // Updates per symbol in arrival order: (source id, arrival).
     let updates: Arc<Mutex<HashMap<String, Vec<Arrival>>>> = Arc::default();
     let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sample: Arc<Mutex<Option<StateUpdate>>> = Arc::default();
     let collector = {
-        let (updates, lagged) = (updates.clone(), lagged.clone());
+        let (updates, lagged, sample) = (updates.clone(), lagged.clone(), sample.clone());
         tokio::spawn(async move {
             loop {
                 let msg = match rx.recv().await {
@@ -730,6 +734,11 @@ async fn latency(
                 let Some(source) = u.data.source.as_deref().and_then(id_key) else {
                     continue;
                 };
+                if let Ok(mut s) = sample.lock()
+                    && s.is_none()
+                {
+                    *s = Some(u.clone());
+                }
                 if let Ok(mut m) = updates.lock() {
                     m.entry(u.symbol).or_default().push((source, now));
                 }
@@ -848,6 +857,11 @@ async fn latency(
     daemon.stop().await;
     collector.abort();
     let _ = sub.quit().await;
+    let sample = sample.lock().ok().and_then(|s| s.clone());
+    let floor = match sample {
+        Some(u) => Some(delivery_floor(t, client, &format!("{ns}f"), u, secs).await?),
+        None => None,
+    };
 
     // Match each tick with the first update (in arrival order) whose source is ≥ its id.
     let updates = updates
@@ -937,6 +951,19 @@ async fn latency(
         daemon_cpu.map_or(serde_json::Value::Null, |c| round2(c).into()),
     )
     .with("target_ms", 2);
+    let every_rec = match &floor {
+        Some(f) => every_rec
+            .with("delivery_floor_p50_ms", ms(f, 0.5))
+            .with("delivery_floor_p99_ms", ms(f, 0.99))
+            .with("delivery_floor_p999_ms", ms(f, 0.999))
+            .with(
+                "delivery_floor_kind",
+                "no daemon: the same generator PUBLISHes a state_update of the run (its source the \
+                 message's number) at the same schedule to the same kind of subscriber, which decodes \
+                 it as above; scheduled instant → arrival",
+            ),
+        None => every_rec,
+    };
     let every_rec = match &batches {
         Some(b) => every_rec
             .with("daemon_batches", b.count)
@@ -971,6 +998,98 @@ async fn latency(
         );
     }
     Ok(out)
+}
+
+/// The tick path's floor without the daemon: the latency phase's generator, at the same even
+/// schedule, `PUBLISH`es `sample` (its `data.source` set to each message's number) on the
+/// `state_update` channel of namespace `ns`, and a subscriber built as the phase's decodes each
+/// one; every message is timed from its scheduled instant to its arrival.
+async fn delivery_floor(
+    t: &Target,
+    client: &Client,
+    ns: &str,
+    sample: StateUpdate,
+    secs: u64,
+) -> anyhow::Result<Histogram<u64>> {
+    let channel = Keys::new(Namespace::new(ns)?).channel_state_update();
+    let total = (RATE * secs) as usize;
+    let sub = Builder::from_config(fred::types::config::Config::from_url(&t.url)?)
+        .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16)
+        .build_subscriber_client()?;
+    sub.init().await?;
+    let mut rx = sub.message_rx();
+    sub.subscribe(channel.clone()).await?;
+    let arrived: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
+    let collector = {
+        let arrived = arrived.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match rx.recv().await {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                };
+                let now = Instant::now();
+                let Some(u) = msg
+                    .value
+                    .as_bytes()
+                    .and_then(|b| serde_json::from_slice::<StateUpdate>(b).ok())
+                else {
+                    continue;
+                };
+                let Some((k, _)) = u.data.source.as_deref().and_then(id_key) else {
+                    continue;
+                };
+                if let Ok(mut a) = arrived.lock()
+                    && let Some(slot) = a.get_mut(k as usize)
+                {
+                    *slot = Some(now);
+                }
+            }
+        })
+    };
+    eprintln!("feynman: the delivery floor, {RATE} PUBLISHes/s without the daemon …");
+    let due: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
+    {
+        let (c, due, channel) = (client.clone(), due.clone(), channel.clone());
+        let sample = Arc::new(sample);
+        open_loop(
+            tokio::runtime::Handle::current(),
+            even_schedule(RATE as f64, total),
+            move |k, at| {
+                let mut u = (*sample).clone();
+                u.data.source = Some(format!("{k}-0"));
+                let (c, due, channel) = (c.clone(), due.clone(), channel.clone());
+                async move {
+                    if let Ok(mut d) = due.lock()
+                        && let Some(slot) = d.get_mut(k)
+                    {
+                        *slot = Some(at);
+                    }
+                    c.publish::<i64, _, _>(channel, u.to_json()).await.is_ok()
+                }
+            },
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    collector.abort();
+    let _ = sub.quit().await;
+    let mut h = Histogram::<u64>::new(3)?;
+    let (due, arrived) = (
+        due.lock().map_err(|_| anyhow::anyhow!("due lock"))?.clone(),
+        arrived
+            .lock()
+            .map_err(|_| anyhow::anyhow!("arrived lock"))?
+            .clone(),
+    );
+    for (d, a) in due.iter().zip(&arrived) {
+        if let (Some(d), Some(a)) = (d, a) {
+            h.record((a.saturating_duration_since(*d).as_micros() as u64).max(1))?;
+        }
+    }
+    anyhow::ensure!(!h.is_empty(), "the delivery floor received nothing");
+    Ok(h)
 }
 
 /// The daemon's `kitbash_batch_seconds` histogram summed over its tick streams.
