@@ -63,7 +63,7 @@ use kitbash_client::Producer;
 use kitbash_feynman::market::MarketSim;
 use kitbash_runtime::{Config, shutdown};
 use kitbash_schema::messages::{StateUpdate, Tick};
-use kitbash_schema::{Keys, Namespace, StreamName};
+use kitbash_schema::{DaemonKind, Keys, Namespace, StreamName};
 
 use super::commandstats::{command_stats, cost_per_unit, delta};
 use super::openloop::{even_schedule, open_loop, q_ms};
@@ -701,39 +701,17 @@ async fn latency(
     daemon
         .wait_owning(client, &keys, cfg.feynman.partitions)
         .await?;
-    let sub = Builder::from_config(fred::types::config::Config::from_url(&t.url)?)
-        .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16)
-        .build_subscriber_client()?;
-    sub.init().await?;
-    let mut rx = sub.message_rx();
-    sub.subscribe(keys.channel_state_update()).await?;
     // Updates per symbol in arrival order: (source id, arrival).
     let updates: Arc<Mutex<HashMap<String, Vec<Arrival>>>> = Arc::default();
     let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sample: Arc<Mutex<Option<StateUpdate>>> = Arc::default();
-    let collector = {
-        let (updates, lagged, sample) = (updates.clone(), lagged.clone(), sample.clone());
-        tokio::spawn(async move {
-            loop {
-                let msg = match rx.recv().await {
-                    Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        lagged.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                        continue;
-                    }
-                    Err(_) => break,
-                };
-                let now = Instant::now();
-                let Some(u) = msg
-                    .value
-                    .as_bytes()
-                    .and_then(|b| serde_json::from_slice::<StateUpdate>(b).ok())
-                else {
-                    continue;
-                };
-                let Some(source) = u.data.source.as_deref().and_then(id_key) else {
-                    continue;
-                };
+    let (sub, collector) = {
+        let (updates, sample) = (updates.clone(), sample.clone());
+        collect_updates(
+            t,
+            keys.channel_state_update(),
+            lagged.clone(),
+            move |u, source, now| {
                 if let Ok(mut s) = sample.lock()
                     && s.is_none()
                 {
@@ -742,8 +720,9 @@ async fn latency(
                 if let Ok(mut m) = updates.lock() {
                     m.entry(u.symbol).or_default().push((source, now));
                 }
-            }
-        })
+            },
+        )
+        .await?
     };
 
     // Warm-up, not timed: one tick per symbol, waited for until each symbol's update arrived.
@@ -1000,6 +979,49 @@ async fn latency(
     Ok(out)
 }
 
+/// A subscriber to `channel` built as the latency phase's (a deep broadcast buffer) and the
+/// task that decodes each message as a [`StateUpdate`] and hands it, its `data.source` as an
+/// id and its arrival instant to `on`; messages the subscriber dropped are counted in `lagged`,
+/// messages that are not an update with a source are skipped.
+async fn collect_updates(
+    t: &Target,
+    channel: String,
+    lagged: Arc<std::sync::atomic::AtomicU64>,
+    mut on: impl FnMut(StateUpdate, (u64, u64), Instant) + Send + 'static,
+) -> anyhow::Result<(fred::clients::SubscriberClient, tokio::task::JoinHandle<()>)> {
+    let sub = Builder::from_config(fred::types::config::Config::from_url(&t.url)?)
+        .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16)
+        .build_subscriber_client()?;
+    sub.init().await?;
+    let mut rx = sub.message_rx();
+    sub.subscribe(channel).await?;
+    let task = tokio::spawn(async move {
+        loop {
+            let msg = match rx.recv().await {
+                Ok(m) => m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    lagged.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let now = Instant::now();
+            let Some(u) = msg
+                .value
+                .as_bytes()
+                .and_then(|b| serde_json::from_slice::<StateUpdate>(b).ok())
+            else {
+                continue;
+            };
+            let Some(source) = u.data.source.as_deref().and_then(id_key) else {
+                continue;
+            };
+            on(u, source, now);
+        }
+    });
+    Ok((sub, task))
+}
+
 /// The tick path's floor without the daemon: the latency phase's generator, at the same even
 /// schedule, `PUBLISH`es `sample` (its `data.source` set to each message's number) on the
 /// `state_update` channel of namespace `ns`, and a subscriber built as the phase's decodes each
@@ -1013,40 +1035,20 @@ async fn delivery_floor(
 ) -> anyhow::Result<Histogram<u64>> {
     let channel = Keys::new(Namespace::new(ns)?).channel_state_update();
     let total = (RATE * secs) as usize;
-    let sub = Builder::from_config(fred::types::config::Config::from_url(&t.url)?)
-        .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16)
-        .build_subscriber_client()?;
-    sub.init().await?;
-    let mut rx = sub.message_rx();
-    sub.subscribe(channel.clone()).await?;
     let arrived: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
-    let collector = {
-        let arrived = arrived.clone();
-        tokio::spawn(async move {
-            loop {
-                let msg = match rx.recv().await {
-                    Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                };
-                let now = Instant::now();
-                let Some(u) = msg
-                    .value
-                    .as_bytes()
-                    .and_then(|b| serde_json::from_slice::<StateUpdate>(b).ok())
-                else {
-                    continue;
-                };
-                let Some((k, _)) = u.data.source.as_deref().and_then(id_key) else {
-                    continue;
-                };
-                if let Ok(mut a) = arrived.lock()
-                    && let Some(slot) = a.get_mut(k as usize)
-                {
-                    *slot = Some(now);
-                }
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (sub, collector) = {
+        let (arrived, received) = (arrived.clone(), received.clone());
+        collect_updates(t, channel.clone(), lagged.clone(), move |_, (k, _), now| {
+            if let Ok(mut a) = arrived.lock()
+                && let Some(slot) = a.get_mut(k as usize)
+                && slot.replace(now).is_none()
+            {
+                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         })
+        .await?
     };
     eprintln!("feynman: the delivery floor, {RATE} PUBLISHes/s without the daemon …");
     let due: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
@@ -1072,7 +1074,18 @@ async fn delivery_floor(
         )
         .await?;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every message arrives, or is reported lost by the subscriber's lag, within the deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let settled = || {
+        let lost = usize::try_from(lagged.load(std::sync::atomic::Ordering::Relaxed));
+        received
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(lost.unwrap_or(usize::MAX))
+            >= total
+    };
+    while !settled() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     collector.abort();
     let _ = sub.quit().await;
     let mut h = Histogram::<u64>::new(3)?;
@@ -1092,7 +1105,8 @@ async fn delivery_floor(
     Ok(h)
 }
 
-/// The daemon's `kitbash_batch_seconds` histogram summed over its tick streams.
+/// The daemon's `kitbash_batch_seconds` histogram summed over its tick streams (the series of
+/// its consumer group).
 #[derive(Clone, Debug, Default)]
 struct Batches {
     /// Cumulative counts per bucket upper bound (seconds), ascending.
@@ -1103,12 +1117,13 @@ struct Batches {
 }
 
 impl Batches {
-    /// From an OpenMetrics text.
+    /// From an OpenMetrics text: the series of feynman's consumer group (its tick streams).
     fn parse(text: &str) -> Self {
+        let group = format!("group=\"{}\"", DaemonKind::Feynman.group());
         let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
         let (mut count, mut entries) = (0u64, 0.0);
         for line in text.lines() {
-            if !line.contains("stream=\"ticks") {
+            if !line.contains(&group) {
                 continue;
             }
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -1169,17 +1184,11 @@ impl Batches {
 
 /// The daemon's batch histogram from its `/metrics`; `None` when it does not answer.
 async fn daemon_batches(admin: std::net::SocketAddr) -> Option<Batches> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut sock = tokio::net::TcpStream::connect(admin).await.ok()?;
-    sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await
-        .ok()?;
-    let mut body = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut body))
-        .await
-        .ok()?
-        .ok()?;
-    Some(Batches::parse(&String::from_utf8_lossy(&body)))
+    let (status, body) =
+        tokio::task::spawn_blocking(move || kitbash_testkit::support::http_get(admin, "/metrics"))
+            .await
+            .ok()?;
+    (status == 200).then(|| Batches::parse(&body))
 }
 
 /// How the memory phase offers its ticks.
